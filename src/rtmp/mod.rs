@@ -1,0 +1,6 @@
+//! RTMP ingest: the listener and per-connection task (`listener`, `conn`), our bounded
+//! chunk framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
+//! (`session`) that turns rml_rtmp events into publish/media events.
+
+pub mod amf;
+pub mod framing;
