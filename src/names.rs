@@ -1,1 +1,345 @@
-//! (being written)
+//! Validation of the names that come off the wire and later become storage keys, log
+//! fields and rule lookups: app names, stream names and domains. Nothing else in the
+//! crate trusts a name that has not passed through here.
+
+use std::fmt;
+
+/// Longest app or stream name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest domain (vhost) accepted, in bytes (DNS limit).
+pub const MAX_DOMAIN_LEN: usize = 253;
+
+/// Why a name was refused. The offending name is quoted (escaped) by the caller's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("is empty")]
+    Empty,
+    #[error("is longer than {MAX_NAME_LEN} bytes")]
+    TooLong,
+    #[error("contains a character other than letters, digits, '-', '_', '.'{}", if *.0 { " or '/'" } else { "" })]
+    BadChar(bool),
+    #[error("starts with '-', '_' or '.'")]
+    BadStart,
+    #[error("contains '..'")]
+    DotDot,
+    #[error("has an empty path segment")]
+    EmptySegment,
+}
+
+/// The kind of name, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    App,
+    Stream,
+    Domain,
+}
+
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameKind::App => "app name",
+            NameKind::Stream => "stream name",
+            NameKind::Domain => "domain",
+        })
+    }
+}
+
+/// Checks one segment: 1..=255 bytes of `[A-Za-z0-9._-]`, no leading `-`, `_` or `.`,
+/// no `..`.
+fn check_segment(s: &str, slash_allowed: bool) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(NameError::BadChar(slash_allowed));
+    }
+    if matches!(s.as_bytes()[0], b'-' | b'_' | b'.') {
+        return Err(NameError::BadStart);
+    }
+    if s.contains("..") {
+        return Err(NameError::DotDot);
+    }
+    Ok(())
+}
+
+/// Validates a stream name (the publish name with its `?query` already removed).
+pub fn validate_stream(s: &str) -> Result<(), NameError> {
+    check_segment(s, false)
+}
+
+/// Validates an app name. Apps may have `/`-separated segments (`live/sub`, as librtmp
+/// clients send them); each segment follows the stream-name rules and the whole is at
+/// most 255 bytes.
+pub fn validate_app(s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    for seg in s.split('/') {
+        if seg.is_empty() {
+            return Err(NameError::EmptySegment);
+        }
+        check_segment(seg, true)?;
+    }
+    Ok(())
+}
+
+/// Normalises and validates a domain: lower-cased, port dropped, a host name of
+/// letters, digits, `-` and `.` (IPv4 addresses pass; IPv6 literals in brackets are
+/// kept without brackets but only hex digits and `:` are allowed there).
+pub fn normalize_domain(raw: &str) -> Result<String, NameError> {
+    let raw = raw.trim();
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        let end = rest.find(']').ok_or(NameError::BadChar(false))?;
+        let v6 = &rest[..end];
+        if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            return Err(NameError::BadChar(false));
+        }
+        return Ok(v6.to_ascii_lowercase());
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if host.len() > MAX_DOMAIN_LEN {
+        return Err(NameError::TooLong);
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+    {
+        return Err(NameError::BadChar(false));
+    }
+    if host.starts_with(['-', '.']) {
+        return Err(NameError::BadStart);
+    }
+    if host.contains("..") {
+        return Err(NameError::DotDot);
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+/// Escapes a name from the wire for a log line or an error message: printable ASCII
+/// stays, anything else becomes `\xNN`, and the result is capped at 64 bytes of input.
+pub fn escape(raw: &str) -> String {
+    let mut out = String::new();
+    for (i, b) in raw.bytes().enumerate() {
+        if i >= 64 {
+            out.push('…');
+            break;
+        }
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The host of an RTMP URL (`rtmp://Host:1935/app/...` → `host`), if it has one.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map(|(_, r)| r)?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!authority.is_empty()).then_some(authority)
+}
+
+/// Looks up a query parameter in `a=b&c=d` (no percent-decoding: values used here are
+/// validated names, and a `%` makes them invalid anyway).
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+/// Splits `name?query` into (name, query).
+pub fn split_query(s: &str) -> (&str, &str) {
+    s.split_once('?').unwrap_or((s, ""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names() {
+        for ok in ["cam1", "a", "Cam-1_b.2", &"x".repeat(255)] {
+            assert_eq!(validate_stream(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_stream(""), Err(NameError::Empty));
+        assert_eq!(validate_stream(&"x".repeat(256)), Err(NameError::TooLong));
+        assert_eq!(validate_stream(&"x".repeat(300)), Err(NameError::TooLong));
+        assert_eq!(validate_stream("a/b"), Err(NameError::BadChar(false)));
+        assert_eq!(validate_stream("../etc"), Err(NameError::BadChar(false)));
+        assert_eq!(validate_stream("a..b"), Err(NameError::DotDot));
+        assert_eq!(validate_stream(".hidden"), Err(NameError::BadStart));
+        assert_eq!(validate_stream("-x"), Err(NameError::BadStart));
+        assert_eq!(validate_stream("_x"), Err(NameError::BadStart));
+        assert_eq!(validate_stream("a\0b"), Err(NameError::BadChar(false)));
+        assert_eq!(validate_stream("a\nb"), Err(NameError::BadChar(false)));
+        assert_eq!(validate_stream("%2e%2e"), Err(NameError::BadChar(false)));
+        assert_eq!(validate_stream("caméra"), Err(NameError::BadChar(false)));
+        assert_eq!(validate_stream("a b"), Err(NameError::BadChar(false)));
+    }
+
+    #[test]
+    fn app_names() {
+        assert_eq!(validate_app("live"), Ok(()));
+        assert_eq!(validate_app("live/sub"), Ok(()));
+        assert_eq!(validate_app("live//sub"), Err(NameError::EmptySegment));
+        assert_eq!(validate_app("/live"), Err(NameError::EmptySegment));
+        assert_eq!(validate_app("live/"), Err(NameError::EmptySegment));
+        assert_eq!(validate_app("live/../x"), Err(NameError::BadStart));
+        assert_eq!(validate_app("live/a..b"), Err(NameError::DotDot));
+        assert_eq!(validate_app(&"a".repeat(256)), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(normalize_domain("Example.COM:1935").unwrap(), "example.com");
+        assert_eq!(normalize_domain("127.0.0.1").unwrap(), "127.0.0.1");
+        assert_eq!(normalize_domain("[::1]:1935").unwrap(), "::1");
+        assert_eq!(normalize_domain("host.").unwrap(), "host");
+        assert!(normalize_domain("").is_err());
+        assert!(normalize_domain("a/b").is_err());
+        assert!(normalize_domain("a..b").is_err());
+        assert!(normalize_domain(".a").is_err());
+        assert!(normalize_domain("[zz]").is_err());
+    }
+
+    #[test]
+    fn url_parts() {
+        assert_eq!(
+            url_host("rtmp://Example.com:1935/live?x=1"),
+            Some("Example.com:1935")
+        );
+        assert_eq!(url_host("rtmp://u:p@h/live"), Some("h"));
+        assert_eq!(url_host("rtmp:///live"), None);
+        assert_eq!(url_host("live"), None);
+        assert_eq!(query_param("a=1&vhost=x.com&b", "vhost"), Some("x.com"));
+        assert_eq!(query_param("a=1&b", "b"), Some(""));
+        assert_eq!(query_param("a=1", "vhost"), None);
+        assert_eq!(split_query("cam1?auth_key=1-2"), ("cam1", "auth_key=1-2"));
+        assert_eq!(split_query("cam1"), ("cam1", ""));
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape("a\0b"), "a\\x00b");
+        assert_eq!(escape("é"), "\\xc3\\xa9");
+        assert_eq!(escape(&"y".repeat(100)).len(), 64 + '…'.len_utf8());
+    }
+}
+
+/// The identity of a publish, resolved from what the client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishName {
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+    /// The stream name's query string (kept for authentication), without the `?`.
+    pub query: String,
+}
+
+/// Why a publish name was refused: which part, the raw value (escaped) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad {kind} \"{}\": {reason}", escape(.raw))]
+pub struct BadName {
+    pub kind: NameKind,
+    pub raw: String,
+    pub reason: NameError,
+}
+
+/// The domain used when the client sent no `tcUrl` host and no `vhost=`.
+pub const DEFAULT_DOMAIN: &str = "default";
+
+/// Resolves (domain, app, stream) of a publish: the domain is the `tcUrl` host
+/// (lower-cased, port dropped), overridden by `vhost=` or `domain=` in the stream's
+/// query, then in the app's; the stream is the publish name without its query.
+pub fn publish_name(
+    app_raw: &str,
+    stream_key: &str,
+    tc_url: Option<&str>,
+) -> Result<PublishName, BadName> {
+    let bad = |kind, raw: &str, reason| BadName {
+        kind,
+        raw: raw.to_string(),
+        reason,
+    };
+    let (app, app_query) = split_query(app_raw);
+    let app = app.strip_suffix('/').unwrap_or(app);
+    let (stream, query) = split_query(stream_key);
+    validate_app(app).map_err(|e| bad(NameKind::App, app, e))?;
+    validate_stream(stream).map_err(|e| bad(NameKind::Stream, stream, e))?;
+    fn from_query(q: &str) -> Option<&str> {
+        query_param(q, "vhost").or_else(|| query_param(q, "domain"))
+    }
+    let raw_domain = from_query(query)
+        .or_else(|| from_query(app_query))
+        .or_else(|| tc_url.and_then(url_host))
+        .unwrap_or(DEFAULT_DOMAIN);
+    let domain = normalize_domain(raw_domain).map_err(|e| bad(NameKind::Domain, raw_domain, e))?;
+    Ok(PublishName {
+        domain,
+        app: app.to_string(),
+        stream: stream.to_string(),
+        query: query.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use super::*;
+
+    #[test]
+    fn domain_from_tcurl_then_overrides() {
+        let n = publish_name("live", "cam1?token=a", Some("rtmp://Cams.Example.com:1935/live")).unwrap();
+        assert_eq!(
+            n,
+            PublishName {
+                domain: "cams.example.com".into(),
+                app: "live".into(),
+                stream: "cam1".into(),
+                query: "token=a".into()
+            }
+        );
+        let n = publish_name("live", "cam1?vhost=other.com", Some("rtmp://1.2.3.4/live")).unwrap();
+        assert_eq!(n.domain, "other.com");
+        let n = publish_name("live?domain=app.com", "cam1", Some("rtmp://1.2.3.4/live")).unwrap();
+        assert_eq!((n.domain.as_str(), n.app.as_str()), ("app.com", "live"));
+        let n = publish_name("live?vhost=a.com", "cam1?vhost=s.com", None).unwrap();
+        assert_eq!(n.domain, "s.com");
+        let n = publish_name("live/", "cam1", None).unwrap();
+        assert_eq!((n.domain.as_str(), n.app.as_str()), (DEFAULT_DOMAIN, "live"));
+    }
+
+    #[test]
+    fn bad_parts_are_named() {
+        let e = publish_name("live", "../etc?x", None).unwrap_err();
+        assert_eq!(e.kind, NameKind::Stream);
+        assert_eq!(e.raw, "../etc");
+        let e = publish_name("li ve", "cam", None).unwrap_err();
+        assert_eq!(e.kind, NameKind::App);
+        let e = publish_name("live", "cam?vhost=bad/host", None).unwrap_err();
+        assert_eq!(e.kind, NameKind::Domain);
+        assert_eq!(e.to_string(), "bad domain \"bad/host\": contains a character other than letters, digits, '-', '_', '.'");
+        let e = publish_name("live", "a\0b", None).unwrap_err();
+        assert!(e.to_string().contains("a\\x00b"));
+    }
+}
