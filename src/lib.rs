@@ -7,8 +7,9 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
-pub mod error;
+pub mod ingest;
 pub mod media;
 pub mod names;
 pub mod rtmp;

@@ -1,1 +1,130 @@
-fn main() {}
+//! The `livesnap` command: `serve` (the default), `check-config` and `snapshot`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use livesnap::config::{Config, ConfigError, Settings};
+
+#[derive(Parser, Debug)]
+#[command(name = "livesnap", version, about = "RTMP ingest with keyframe-only JPEG snapshots")]
+struct Cli {
+    /// Configuration file (TOML). Without it the embedded default is used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Log format: text or json (overrides log.format).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Validate the configuration and exit (non-zero, naming the key, if invalid).
+    CheckConfig,
+    /// Take snapshots of a recorded FLV file through the same pipeline, offline.
+    Snapshot {
+        /// The FLV file.
+        file: PathBuf,
+        /// App name used for the rule lookup and the key templates.
+        #[arg(long, default_value = "live")]
+        app: String,
+        /// Stream name (default: the file's stem).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Domain used for the rule lookup and the key templates.
+        #[arg(long, default_value = livesnap::names::DEFAULT_DOMAIN)]
+        domain: String,
+    },
+}
+
+fn load(cli: &Cli) -> Result<(Config, Settings), ConfigError> {
+    let config = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default(),
+    };
+    let mut settings = config.validate()?;
+    if let Some(f) = &cli.log_format {
+        settings.log.format = f.clone();
+    }
+    Ok((config, settings))
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (_, settings) = match load(&cli) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("livesnap: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match &cli.command {
+        Some(Command::CheckConfig) => {
+            println!(
+                "configuration OK: {} storage target(s), {} rule(s)",
+                settings.storage.len(),
+                settings.rules.len()
+            );
+            ExitCode::SUCCESS
+        }
+        None | Some(Command::Serve) => {
+            init_logging(&settings);
+            run_async(livesnap::cli::serve(settings))
+        }
+        Some(Command::Snapshot {
+            file,
+            app,
+            stream,
+            domain,
+        }) => {
+            init_logging(&settings);
+            let stream = stream.clone().unwrap_or_else(|| {
+                file.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "file".into())
+            });
+            run_async(livesnap::cli::snapshot_file(
+                settings,
+                file.clone(),
+                domain.clone(),
+                app.clone(),
+                stream,
+            ))
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("livesnap: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("livesnap: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

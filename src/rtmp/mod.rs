@@ -4,3 +4,6 @@
 
 pub mod amf;
 pub mod framing;
+pub mod session;
+pub mod conn;
+pub mod listener;

@@ -3,3 +3,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod scheduler;
+pub mod pool;
+pub mod stats;
+pub mod store;

@@ -1,0 +1,105 @@
+//! What the `livesnap` binary runs: the server with signal handling, and the offline
+//! snapshot of a recorded FLV file through the same ingest pipeline.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::Settings;
+use crate::ingest::IngestStream;
+use crate::media::flv::FlvReader;
+use crate::names;
+use crate::server;
+use crate::snapshot::store::StreamId;
+
+/// Runs the server until SIGINT/SIGTERM. First signal: stop accepting, close
+/// connections, let snapshots in flight be stored within the grace period. A second
+/// signal exits at once.
+pub async fn serve(settings: Settings) -> Result<(), String> {
+    let running = server::start(settings).await.map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; storing snapshots in flight");
+    let grace = running.node.settings.shutdown_grace;
+    tokio::select! {
+        done = running.shutdown() => {
+            if done {
+                tracing::info!("shutdown complete");
+            } else {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; exiting");
+            }
+        }
+        _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Feeds a recorded FLV file through the ingest path as if it were published, waits
+/// for each due snapshot to finish before the next (nothing is dropped for speed),
+/// and stores the JPEGs under the matching rule.
+pub async fn snapshot_file(
+    settings: Settings,
+    file: PathBuf,
+    domain: String,
+    app: String,
+    stream: String,
+) -> Result<(), String> {
+    let name = names::publish_name(&format!("{app}?vhost={domain}"), &stream, None)
+        .map_err(|e| e.to_string())?;
+    let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let node = server::build_node(settings).map_err(|e| e.to_string())?;
+    let id = StreamId {
+        domain: name.domain,
+        app: name.app,
+        stream: name.stream,
+    };
+    let mut ingest = IngestStream::start(&node, id.clone(), "0.0.0.0:0".parse().expect("addr"))
+        .map_err(|e| e.to_string())?;
+    if ingest.live().rule.is_none() {
+        return Err(format!("no snapshot rule matches domain {:?}, app {:?}", id.domain, id.app));
+    }
+    let stats = ingest.live().stats.clone();
+    let reader = FlvReader::new(Bytes::from(data)).map_err(|e| format!("{}: {e}", file.display()))?;
+    for tag in reader {
+        let tag = tag.map_err(|e| format!("{}: {e}", file.display()))?;
+        if tag.tag_type != 9 {
+            continue;
+        }
+        ingest.on_video(tag.timestamp_ms, tag.data);
+        // Offline there is no hurry: let each due snapshot finish before going on.
+        while stats.finished.load(Ordering::Relaxed) < stats.due.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    drop(ingest);
+    node.tasks.close();
+    node.tasks.wait().await;
+    tracing::info!(stream = %id, stats = %stats.summary(), "file done");
+    if stats.stored.load(Ordering::Relaxed) == 0 {
+        return Err(format!("no snapshot was stored ({})", stats.summary()));
+    }
+    Ok(())
+}

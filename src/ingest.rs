@@ -1,0 +1,180 @@
+//! One accepted publish: holds its name in the registry, looks at each video tag just
+//! enough to find keyframes and sequence headers, asks the scheduler whether a
+//! snapshot is due and, if so, hands the keyframe to the pool. A non-keyframe costs
+//! a two-byte look; nothing is copied.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::media::avc::{self, AvcConfig};
+use crate::media::flv::{self, PacketKind, VideoCodec};
+use crate::rules::Rule;
+use crate::server::registry::{LiveStream, PublishGuard};
+use crate::server::Node;
+use crate::snapshot::pool::{Job, Slot};
+use crate::snapshot::scheduler::Scheduler;
+use crate::snapshot::stats::StreamStats;
+use crate::snapshot::store::{StoreTask, StreamId};
+
+/// The snapshot side of a publish that has a rule.
+struct Snapshotting {
+    scheduler: Scheduler,
+    slot: Arc<Slot>,
+}
+
+pub struct IngestStream {
+    node: Arc<Node>,
+    guard: PublishGuard,
+    snap: Option<Snapshotting>,
+    config: Option<Arc<AvcConfig>>,
+    start_unix: u64,
+    warned_codec: bool,
+    warned_no_header: bool,
+    warned_bad_tag: bool,
+}
+
+/// Why a publish could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("stream {0} is already being published")]
+    Duplicate(StreamId),
+}
+
+impl IngestStream {
+    /// Claims the name and, when a rule applies, starts the stream's store task.
+    pub fn start(
+        node: &Arc<Node>,
+        id: StreamId,
+        peer: std::net::SocketAddr,
+    ) -> Result<IngestStream, StartError> {
+        let rule: Option<Arc<Rule>> = node.rules().lookup(&id.domain, &id.app);
+        let stats = Arc::new(StreamStats::default());
+        let live = LiveStream {
+            id: id.clone(),
+            peer,
+            started: SystemTime::now(),
+            rule: rule.clone(),
+            stats: stats.clone(),
+            latest: Default::default(),
+            kick: tokio_util::sync::CancellationToken::new(),
+        };
+        let start_unix = live
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let latest = live.latest.clone();
+        let guard = node
+            .registry
+            .claim(live)
+            .ok_or_else(|| StartError::Duplicate(id.clone()))?;
+        let snap = match rule {
+            Some(rule) => match node.targets.get(&rule.storage) {
+                Some(target) => {
+                    let (tx, rx) = mpsc::channel(node.settings.store_queue);
+                    let task = StoreTask::new(id.clone(), rule.clone(), target.clone(), stats.clone(), latest);
+                    node.tasks.spawn(task.run(rx));
+                    tracing::info!(interval_secs = rule.interval_secs, rule_domain = %rule.domain, rule_app = %rule.app, "publish started; snapshots on");
+                    Some(Snapshotting {
+                        scheduler: Scheduler::new(rule.interval_secs),
+                        slot: Slot::new(tx, stats, id.to_string()),
+                    })
+                }
+                None => {
+                    // Only possible if a rule names a target that was removed.
+                    tracing::error!(storage = %rule.storage, "rule names an unknown storage; no snapshots");
+                    None
+                }
+            },
+            None => {
+                tracing::info!("publish started; no snapshot rule matches");
+                None
+            }
+        };
+        Ok(IngestStream {
+            node: node.clone(),
+            guard,
+            snap,
+            config: None,
+            start_unix,
+            warned_codec: false,
+            warned_no_header: false,
+            warned_bad_tag: false,
+        })
+    }
+
+    pub fn live(&self) -> &Arc<LiveStream> {
+        &self.guard.stream
+    }
+
+    fn stats(&self) -> &StreamStats {
+        &self.guard.stream.stats
+    }
+
+    pub fn on_audio(&self, len: usize) {
+        self.stats().bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// One video message (an FLV video tag body).
+    pub fn on_video(&mut self, timestamp: u32, data: Bytes) {
+        self.stats()
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let tag = match flv::parse_video_tag(&data) {
+            Ok(t) => t,
+            Err(e) => {
+                if !std::mem::replace(&mut self.warned_bad_tag, true) {
+                    tracing::warn!(error = %e, "malformed video tag ignored (further ones silently)");
+                }
+                return;
+            }
+        };
+        if tag.codec != VideoCodec::Avc {
+            if !std::mem::replace(&mut self.warned_codec, true) {
+                tracing::warn!(codec = ?tag.codec, "video codec is not H.264: ingested, not snapshotted");
+            }
+            return;
+        }
+        match tag.kind {
+            PacketKind::SequenceHeader => match avc::parse_decoder_config(&tag.body) {
+                Ok(cfg) => self.config = Some(Arc::new(cfg)),
+                Err(e) => tracing::warn!(error = %e, "bad AVC sequence header ignored"),
+            },
+            PacketKind::Nalus if tag.keyframe => self.on_keyframe(timestamp, tag.body),
+            _ => {}
+        }
+    }
+
+    fn on_keyframe(&mut self, timestamp: u32, body: Bytes) {
+        self.stats().keyframes.fetch_add(1, Ordering::Relaxed);
+        let Some(snap) = self.snap.as_mut() else {
+            return;
+        };
+        let Some(config) = self.config.clone() else {
+            if !std::mem::replace(&mut self.warned_no_header, true) {
+                tracing::warn!("keyframe before any AVC sequence header: not snapshotted");
+            }
+            return;
+        };
+        let Some(offset_ms) = snap.scheduler.on_keyframe(timestamp) else {
+            return;
+        };
+        self.guard.stream.stats.due.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            body,
+            config,
+            unix_ts: self.start_unix + offset_ms / 1000,
+            arrived: Instant::now(),
+        };
+        self.node.pool.submit(&snap.slot, job);
+    }
+}
+
+impl Drop for IngestStream {
+    fn drop(&mut self) {
+        tracing::info!(stats = %self.stats().summary(), "publish ended");
+    }
+}

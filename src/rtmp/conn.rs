@@ -1,0 +1,256 @@
+//! One RTMP connection: moves bytes between the socket and the session, with a
+//! deadline on every read, and acts on session events (publish decisions, media).
+//! A panic here ends this connection only; it is logged with the peer and stream.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tracing::Instrument;
+
+use crate::ingest::IngestStream;
+use crate::names;
+use crate::rtmp::framing::FramingLimits;
+use crate::rtmp::listener::ConnSlot;
+use crate::rtmp::session::{Event, Session, SessionError, SessionLimits};
+use crate::server::Node;
+use crate::snapshot::store::StreamId;
+
+const READ_BUF: usize = 16 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("not RTMP: first byte 0x{0:02x} (expected 0x03)")]
+    NotRtmp(u8),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("handshake not finished within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    #[error("no data for {0:?}")]
+    Idle(std::time::Duration),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("publish rejected: {0}")]
+    Rejected(String),
+    #[error("disconnected by the node")]
+    Kicked,
+}
+
+/// Runs a connection to its end and logs how it ended.
+pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+    let span = tracing::info_span!(
+        "rtmp",
+        %peer,
+        domain = tracing::field::Empty,
+        app = tracing::field::Empty,
+        stream = tracing::field::Empty
+    );
+    let fut = AssertUnwindSafe(serve(node, socket, peer)).catch_unwind();
+    match fut.instrument(span.clone()).await {
+        Ok(Ok(())) => span.in_scope(|| tracing::debug!("connection closed")),
+        Ok(Err(ConnError::Io(e))) if is_reset(&e) => {
+            span.in_scope(|| tracing::info!(reason = %e, "connection lost"))
+        }
+        Ok(Err(e)) => span.in_scope(|| tracing::warn!(reason = %e, "connection closed")),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            span.in_scope(|| tracing::error!(panic = %msg, "connection task panicked; closed"));
+        }
+    }
+    drop(slot);
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+async fn handshake(
+    socket: &mut TcpStream,
+    buf: &mut [u8],
+    limit: std::time::Duration,
+) -> Result<Vec<u8>, ConnError> {
+    let deadline = Instant::now() + limit;
+    let mut hs = Handshake::new(PeerType::Server);
+    let mut first = true;
+    loop {
+        let n = timeout_at(deadline, socket.read(buf))
+            .await
+            .map_err(|_| ConnError::HandshakeTimeout(limit))??;
+        if n == 0 {
+            return Err(ConnError::Handshake("peer closed during the handshake".into()));
+        }
+        if first {
+            first = false;
+            if buf[0] != 3 {
+                return Err(ConnError::NotRtmp(buf[0]));
+            }
+        }
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(|e| ConnError::Handshake(format!("{e:?}")))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                timeout_at(deadline, socket.write_all(&response_bytes))
+                    .await
+                    .map_err(|_| ConnError::HandshakeTimeout(limit))??;
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                timeout_at(deadline, socket.write_all(&response_bytes))
+                    .await
+                    .map_err(|_| ConnError::HandshakeTimeout(limit))??;
+                return Ok(remaining_bytes);
+            }
+        }
+    }
+}
+
+async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Result<(), ConnError> {
+    let s = &node.settings;
+    let mut buf = vec![0u8; READ_BUF];
+    let remaining = tokio::select! {
+        r = handshake(&mut socket, &mut buf, s.handshake_timeout) => r?,
+        _ = node.shutdown.cancelled() => return Ok(()),
+    };
+    let limits = SessionLimits {
+        framing: FramingLimits {
+            max_message_len: s.limits.max_message_bytes,
+            max_command_len: s.limits.max_command_bytes,
+            max_chunk_streams: s.limits.max_chunk_streams,
+        },
+        ..SessionLimits::default()
+    };
+    let mut conn = Conn {
+        node: node.clone(),
+        session: Session::new(limits)?,
+        peer,
+        stream: None,
+        app: None,
+    };
+    let mut events = Vec::new();
+    conn.session.handle(&remaining, &mut events)?;
+    conn.act(&mut events)?;
+    conn.flush(&mut socket).await?;
+    let idle = s.idle_timeout;
+    loop {
+        let kick = conn.stream.as_ref().map(|st| st.live().kick.clone());
+        let n = tokio::select! {
+            r = timeout(idle, socket.read(&mut buf)) => r.map_err(|_| ConnError::Idle(idle))??,
+            _ = node.shutdown.cancelled() => return Ok(()),
+            _ = async { match &kick { Some(k) => k.cancelled().await, None => std::future::pending().await } } => {
+                return Err(ConnError::Kicked);
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let r = conn.session.handle(&buf[..n], &mut events);
+        // Act on what was complete before any error, so a publish that ends in garbage
+        // still had its media handled.
+        let acted = conn.act(&mut events);
+        let flushed = conn.flush(&mut socket).await;
+        r?;
+        acted?;
+        flushed?;
+    }
+}
+
+struct Conn {
+    node: Arc<Node>,
+    session: Session,
+    peer: SocketAddr,
+    stream: Option<IngestStream>,
+    app: Option<String>,
+}
+
+impl Conn {
+    async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), ConnError> {
+        let out = self.session.output();
+        if !out.is_empty() {
+            let limit = self.node.settings.idle_timeout;
+            timeout(limit, socket.write_all(out))
+                .await
+                .map_err(|_| ConnError::Idle(limit))??;
+            out.clear();
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, events: &mut Vec<Event>) -> Result<(), ConnError> {
+        for ev in events.drain(..) {
+            match ev {
+                Event::Video { timestamp, data } => {
+                    if let Some(st) = self.stream.as_mut() {
+                        st.on_video(timestamp, data);
+                    }
+                }
+                Event::Audio { len, .. } => {
+                    if let Some(st) = self.stream.as_ref() {
+                        st.on_audio(len);
+                    }
+                }
+                Event::Connected { app, tc_url } => {
+                    tracing::debug!(app = %names::escape(&app), tc_url = ?tc_url.as_deref().map(names::escape), "connect");
+                    self.app = Some(app);
+                }
+                Event::PublishRequested { app, stream_key } => self.on_publish(&app, &stream_key)?,
+                Event::Metadata => {}
+                Event::Unpublished => {
+                    self.stream = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
+        let name = match names::publish_name(app, stream_key, self.session.tc_url()) {
+            Ok(n) => n,
+            Err(e) => {
+                self.session
+                    .reject_publish("NetStream.Publish.BadName", &e.to_string())?;
+                return Err(ConnError::Rejected(e.to_string()));
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("domain", name.domain.as_str());
+        span.record("app", name.app.as_str());
+        span.record("stream", name.stream.as_str());
+        let id = StreamId {
+            domain: name.domain,
+            app: name.app,
+            stream: name.stream,
+        };
+        match IngestStream::start(&self.node, id, self.peer) {
+            Ok(st) => {
+                self.session.accept_publish()?;
+                self.stream = Some(st);
+                Ok(())
+            }
+            Err(e) => {
+                self.session
+                    .reject_publish("NetStream.Publish.BadName", &e.to_string())?;
+                Err(ConnError::Rejected(e.to_string()))
+            }
+        }
+    }
+}

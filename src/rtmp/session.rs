@@ -1,0 +1,360 @@
+//! The RTMP session without I/O: bytes in, events and bytes-to-send out.
+//!
+//! Untrusted bytes go first through our `framing::ChunkReader` (bounded, reassembles
+//! interleaved chunk streams). Then, per whole message:
+//! - protocol control (set chunk size, abort, ack, window ack size, peer bandwidth)
+//!   is handled here; we send acknowledgements ourselves;
+//! - audio and video go straight out as events: they never reach rml_rtmp (no copy);
+//! - AMF0 commands and data are checked by `amf` (depth, shapes rml_rtmp needs) and
+//!   only then re-serialised as one whole message per chunk into rml_rtmp's
+//!   `ServerSession`, which answers connect/createStream/publish;
+//! - anything else is dropped (AMF3 commands close the connection).
+
+use bytes::Bytes;
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent,
+    ServerSessionResult,
+};
+
+use crate::rtmp::amf::{self, AmfError};
+use crate::rtmp::framing::{self, ChunkReader, FramingError, FramingLimits, Message};
+
+/// Chunk size of the canonical stream we feed rml_rtmp: every message fits one chunk.
+const FEED_CHUNK_SIZE: u32 = 16 << 20;
+
+/// Message type ids (RTMP spec).
+mod msg {
+    pub const SET_CHUNK_SIZE: u8 = 1;
+    pub const ABORT: u8 = 2;
+    pub const ACK: u8 = 3;
+    pub const USER_CONTROL: u8 = 4;
+    pub const WINDOW_ACK_SIZE: u8 = 5;
+    pub const SET_PEER_BANDWIDTH: u8 = 6;
+    pub const AUDIO: u8 = 8;
+    pub const VIDEO: u8 = 9;
+    pub const AMF3_DATA: u8 = 15;
+    pub const AMF3_COMMAND: u8 = 17;
+    pub const AMF0_DATA: u8 = 18;
+    pub const AMF0_COMMAND: u8 = 20;
+}
+
+/// Limits of one session.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub framing: FramingLimits,
+    /// `createStream` calls allowed per connection.
+    pub max_streams: u32,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            framing: FramingLimits::default(),
+            max_streams: 8,
+        }
+    }
+}
+
+/// Why a session was closed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("chunk stream: {0}")]
+    Framing(#[from] FramingError),
+    #[error("AMF0 in {what}: {source}")]
+    Amf {
+        what: &'static str,
+        #[source]
+        source: AmfError,
+    },
+    #[error("AMF3 messages (type {0}) are not supported")]
+    Amf3(u8),
+    #[error("more than {0} createStream calls on one connection")]
+    TooManyStreams(u32),
+    #[error("a second publish on the same connection")]
+    SecondPublish,
+    #[error("RTMP session: {0}")]
+    Rml(String),
+}
+
+impl From<ServerSessionError> for SessionError {
+    fn from(e: ServerSessionError) -> Self {
+        SessionError::Rml(format!("{e:?}"))
+    }
+}
+
+/// What the connection task must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `connect` was accepted.
+    Connected {
+        app: String,
+        tc_url: Option<String>,
+    },
+    /// `publish`: the connection task decides, then calls `accept_publish` or
+    /// `reject_publish`. `stream_key` still carries its `?query`.
+    PublishRequested { app: String, stream_key: String },
+    /// `@setDataFrame onMetaData` arrived (properties are not used yet).
+    Metadata,
+    /// A video message (FLV video tag body) of the accepted publish.
+    Video { timestamp: u32, data: Bytes },
+    /// An audio message of the accepted publish.
+    Audio { timestamp: u32, len: usize },
+    /// The client ended its publish (FCUnpublish/deleteStream/closeStream).
+    Unpublished,
+}
+
+pub struct Session {
+    reader: ChunkReader,
+    rml: ServerSession,
+    limits: SessionLimits,
+    messages: Vec<Message>,
+    feed: Vec<u8>,
+    out: Vec<u8>,
+    tc_url: Option<String>,
+    pending_publish: Option<u32>,
+    publishing: bool,
+    published_once: bool,
+    create_streams: u32,
+    window_ack: Option<u32>,
+    bytes_total: u64,
+    bytes_since_ack: u64,
+    ignored_types: u32,
+}
+
+impl Session {
+    /// Starts a session after the handshake; the initial server messages are queued
+    /// in the output.
+    pub fn new(limits: SessionLimits) -> Result<Session, SessionError> {
+        let mut config = ServerSessionConfig::new();
+        config.chunk_size = 4096;
+        let (mut rml, results) = ServerSession::new(config)?;
+        let mut s = Session {
+            reader: ChunkReader::new(limits.framing),
+            rml: {
+                // Tell rml_rtmp's deserializer that our canonical feed uses big chunks.
+                let r = rml.handle_input(&framing::set_chunk_size_chunk(FEED_CHUNK_SIZE))?;
+                debug_assert!(r.iter().all(|x| !matches!(x, ServerSessionResult::OutboundResponse(_))));
+                rml
+            },
+            limits,
+            messages: Vec::new(),
+            feed: Vec::new(),
+            out: Vec::new(),
+            tc_url: None,
+            pending_publish: None,
+            publishing: false,
+            published_once: false,
+            create_streams: 0,
+            window_ack: None,
+            bytes_total: 0,
+            bytes_since_ack: 0,
+            ignored_types: 0,
+        };
+        let mut events = Vec::new();
+        s.apply(results, &mut events)?;
+        Ok(s)
+    }
+
+    /// Bytes queued for the peer; the caller writes and clears them.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Whether a publish has been accepted and not ended.
+    pub fn is_publishing(&self) -> bool {
+        self.publishing
+    }
+
+    /// The `tcUrl` of `connect`, if the client sent one.
+    pub fn tc_url(&self) -> Option<&str> {
+        self.tc_url.as_deref()
+    }
+
+    /// Feeds bytes read from the socket.
+    pub fn handle(&mut self, data: &[u8], events: &mut Vec<Event>) -> Result<(), SessionError> {
+        self.bytes_total += data.len() as u64;
+        self.bytes_since_ack += data.len() as u64;
+        if let Some(win) = self.window_ack {
+            if self.bytes_since_ack >= u64::from(win) {
+                self.out
+                    .extend_from_slice(&framing::acknowledgement_chunk(self.bytes_total as u32));
+                self.bytes_since_ack = 0;
+            }
+        }
+        let mut msgs = std::mem::take(&mut self.messages);
+        let r = self.reader.push(data, &mut msgs);
+        let mut result = Ok(());
+        for m in msgs.drain(..) {
+            result = self.on_message(m, events);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.messages = msgs;
+        r?;
+        result
+    }
+
+    fn on_message(&mut self, m: Message, events: &mut Vec<Event>) -> Result<(), SessionError> {
+        match m.type_id {
+            msg::VIDEO if self.publishing => events.push(Event::Video {
+                timestamp: m.timestamp,
+                data: m.payload,
+            }),
+            msg::AUDIO if self.publishing => events.push(Event::Audio {
+                timestamp: m.timestamp,
+                len: m.payload.len(),
+            }),
+            msg::AUDIO | msg::VIDEO => {
+                tracing::debug!(type_id = m.type_id, "media before an accepted publish ignored");
+            }
+            msg::WINDOW_ACK_SIZE => {
+                if m.payload.len() >= 4 {
+                    let size = u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]);
+                    self.window_ack = (size > 0).then_some(size);
+                }
+            }
+            msg::SET_CHUNK_SIZE | msg::ABORT | msg::ACK | msg::USER_CONTROL
+            | msg::SET_PEER_BANDWIDTH => {}
+            msg::AMF3_DATA | msg::AMF3_COMMAND => return Err(SessionError::Amf3(m.type_id)),
+            msg::AMF0_COMMAND => {
+                let cmd = amf::parse_command(&m.payload).map_err(|source| SessionError::Amf {
+                    what: "a command",
+                    source,
+                })?;
+                match cmd.name.as_str() {
+                    "connect" => {
+                        self.tc_url = cmd.connect.and_then(|c| c.tc_url);
+                    }
+                    "createStream" => {
+                        self.create_streams += 1;
+                        if self.create_streams > self.limits.max_streams {
+                            return Err(SessionError::TooManyStreams(self.limits.max_streams));
+                        }
+                    }
+                    "publish" if self.published_once => return Err(SessionError::SecondPublish),
+                    "play" => {
+                        // livesnap is ingest-only; rml_rtmp would raise a play request
+                        // we never accept. Drop it and let the client time out.
+                        tracing::debug!("play request ignored: ingest only");
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+                self.feed_rml(&m, events)?;
+            }
+            msg::AMF0_DATA => {
+                let count = amf::validate_values(&m.payload).map_err(|source| SessionError::Amf {
+                    what: "a data message",
+                    source,
+                })?;
+                let name = amf::data_message_name(&m.payload).map_err(|source| {
+                    SessionError::Amf {
+                        what: "a data message",
+                        source,
+                    }
+                })?;
+                // rml_rtmp indexes @setDataFrame's values without checking their count.
+                if name.as_deref() == Some("@setDataFrame") && count < 3 {
+                    tracing::debug!(count, "short @setDataFrame ignored");
+                    return Ok(());
+                }
+                if name.as_deref() == Some("@setDataFrame") {
+                    self.feed_rml(&m, events)?;
+                }
+            }
+            _ => {
+                self.ignored_types += 1;
+                if self.ignored_types == 1 {
+                    tracing::debug!(type_id = m.type_id, "message type not handled; ignored");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn feed_rml(&mut self, m: &Message, events: &mut Vec<Event>) -> Result<(), SessionError> {
+        self.feed.clear();
+        framing::write_single_chunk(m, 3, &mut self.feed);
+        let results = self.rml.handle_input(&self.feed)?;
+        self.apply(results, events)
+    }
+
+    fn apply(
+        &mut self,
+        results: Vec<ServerSessionResult>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), SessionError> {
+        for r in results {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => self.out.extend_from_slice(&p.bytes),
+                ServerSessionResult::RaisedEvent(e) => self.on_rml_event(e, events)?,
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn on_rml_event(
+        &mut self,
+        e: ServerSessionEvent,
+        events: &mut Vec<Event>,
+    ) -> Result<(), SessionError> {
+        match e {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+                let results = self.rml.accept_request(request_id)?;
+                self.apply(results, events)?;
+                events.push(Event::Connected {
+                    app: app_name,
+                    tc_url: self.tc_url.clone(),
+                });
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => {
+                self.pending_publish = Some(request_id);
+                events.push(Event::PublishRequested {
+                    app: app_name,
+                    stream_key,
+                });
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } if self.publishing => {
+                self.publishing = false;
+                events.push(Event::Unpublished);
+            }
+            ServerSessionEvent::StreamMetadataChanged { .. } => events.push(Event::Metadata),
+            // releaseStream, FCPublish, FCUnpublish, _checkbw and the like need no answer.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Accepts the pending publish (answers `NetStream.Publish.Start`).
+    pub fn accept_publish(&mut self) -> Result<(), SessionError> {
+        let id = self
+            .pending_publish
+            .take()
+            .ok_or_else(|| SessionError::Rml("no publish to accept".into()))?;
+        let results = self.rml.accept_request(id)?;
+        let mut events = Vec::new();
+        self.apply(results, &mut events)?;
+        self.publishing = true;
+        self.published_once = true;
+        Ok(())
+    }
+
+    /// Rejects the pending publish with a status code such as
+    /// `NetStream.Publish.BadName`; the caller then closes the connection.
+    pub fn reject_publish(&mut self, code: &str, description: &str) -> Result<(), SessionError> {
+        let id = self
+            .pending_publish
+            .take()
+            .ok_or_else(|| SessionError::Rml("no publish to reject".into()))?;
+        let results = self.rml.reject_request(id, code, description)?;
+        let mut events = Vec::new();
+        self.apply(results, &mut events)
+    }
+}

@@ -1,0 +1,53 @@
+//! Per-stream counters, shared between the connection task, the pool and the store
+//! task; read by logs and (later) the admin API and metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// Bytes of audio/video payload received.
+    pub bytes: AtomicU64,
+    /// Video keyframes seen.
+    pub keyframes: AtomicU64,
+    /// Keyframes handed to the pool for a snapshot.
+    pub due: AtomicU64,
+    /// Snapshots stored (at least one object written).
+    pub stored: AtomicU64,
+    /// Due keyframes replaced by a newer one before a worker took them.
+    pub dropped_busy: AtomicU64,
+    /// JPEGs dropped because the stream's store queue was full (storage slow or down).
+    pub dropped_backlog: AtomicU64,
+    /// Keyframes that failed to parse, decode or encode.
+    pub failed_decode: AtomicU64,
+    /// Object writes that failed.
+    pub failed_store: AtomicU64,
+    /// Sequence-mode keys that already existed and were left alone.
+    pub skipped_existing: AtomicU64,
+    /// Due keyframes whose handling is over, whatever the outcome (stored, dropped or
+    /// failed): `due - finished` are in flight.
+    pub finished: AtomicU64,
+    /// Unix time of the last stored snapshot (0 = none).
+    pub last_snapshot_unix: AtomicU64,
+}
+
+impl StreamStats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// A one-line summary for the unpublish log.
+    pub fn summary(&self) -> String {
+        format!(
+            "bytes={} keyframes={} due={} stored={} dropped_busy={} dropped_backlog={} failed_decode={} failed_store={} skipped_existing={}",
+            Self::get(&self.bytes),
+            Self::get(&self.keyframes),
+            Self::get(&self.due),
+            Self::get(&self.stored),
+            Self::get(&self.dropped_busy),
+            Self::get(&self.dropped_backlog),
+            Self::get(&self.failed_decode),
+            Self::get(&self.failed_store),
+            Self::get(&self.skipped_existing),
+        )
+    }
+}
