@@ -52,6 +52,88 @@ pub struct Config {
     /// Snapshot rules. Default: none (no snapshots; ingest still works).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Where rules created through the admin API are kept, shared by every node
+    /// pointed at the same storage.
+    pub rule_store: Option<RuleStoreConfig>,
+    /// Publish authentication (URL signing), per domain.
+    #[serde(default)]
+    pub auth: Vec<AuthConfig>,
+    /// HTTP hooks consulted by the node.
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    /// Node-wide event callbacks.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleStoreConfig {
+    /// Storage target holding the rules document. Default "default".
+    pub storage: String,
+    /// Key of the rules document. Default "_livesnap/rules.json".
+    pub key: String,
+    /// Seconds between re-reads of the document. Default 10.
+    pub reload_secs: u64,
+}
+
+impl Default for RuleStoreConfig {
+    fn default() -> Self {
+        RuleStoreConfig {
+            storage: "default".into(),
+            key: "_livesnap/rules.json".into(),
+            reload_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A host name, or "*" for every domain without its own entry.
+    pub domain: String,
+    /// The signing key, or the name of an environment variable holding it.
+    pub primary_key: Option<String>,
+    pub primary_key_env: Option<String>,
+    /// A second accepted key, for rotation (or its environment variable).
+    pub secondary_key: Option<String>,
+    pub secondary_key_env: Option<String>,
+    /// Seconds a signed URL stays valid after its timestamp. Default 1800.
+    #[serde(default = "default_validity_secs")]
+    pub validity_secs: u64,
+}
+
+fn default_validity_secs() -> u64 {
+    1800
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// URL POSTed (JSON) before a publish is accepted: 2xx allows, anything else or
+    /// no answer within 3 s denies. Default: none.
+    pub on_publish: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// URL receiving snapshot, publish and unpublish events. Default: none.
+    pub url: Option<String>,
+    /// Key signing callback requests (ALI-LIVE-TIMESTAMP / ALI-LIVE-SIGNATURE).
+    pub callback_auth_key: Option<String>,
+    /// Events waiting for delivery at most; the oldest is dropped beyond. Default 1024.
+    pub queue: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            url: None,
+            callback_auth_key: None,
+            queue: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -67,6 +149,9 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Seconds given to in-flight snapshots to be stored at shutdown. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Bearer token of the admin API (or LIVESNAP_ADMIN_TOKEN). Default: none, which
+    /// is allowed only while http_listen is a loopback address.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +162,7 @@ impl Default for ServerConfig {
             handshake_timeout_secs: 10,
             idle_timeout_secs: 30,
             shutdown_grace_secs: 10,
+            admin_token: None,
         }
     }
 }
@@ -190,6 +276,8 @@ pub struct RuleConfig {
     pub overwrite_object: Option<String>,
     /// Key template producing a new object at every snapshot.
     pub sequence_object: Option<String>,
+    /// URL receiving a POST for each stored snapshot of this rule.
+    pub callback: Option<String>,
 }
 
 /// The options each scheme accepts (opendal 0.59's config fields). opendal ignores
@@ -259,6 +347,23 @@ pub struct Settings {
     pub log: LogConfig,
     pub storage: BTreeMap<String, StorageSettings>,
     pub rules: RuleSet,
+    /// The rules of the config file, in order (the API lists them as read-only).
+    pub static_rules: Vec<Rule>,
+    /// None when no rule store is configured and there is no "default" storage.
+    pub rule_store: Option<RuleStoreConfig>,
+    pub admin_token: Option<String>,
+    pub auth: Vec<AuthSettings>,
+    pub on_publish: Option<String>,
+    pub notify: NotifyConfig,
+}
+
+/// A validated `[[auth]]` entry with its keys resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub domain: String,
+    pub primary_key: String,
+    pub secondary_key: Option<String>,
+    pub validity_secs: u64,
 }
 
 impl Config {
@@ -371,6 +476,59 @@ impl Config {
             rules.push(rule);
         }
 
+        let rule_store = match &self.rule_store {
+            Some(rs) => {
+                if !storage.contains_key(&rs.storage) {
+                    return Err(invalid(
+                        "rule_store.storage",
+                        format!("no storage target named {:?} is configured", rs.storage),
+                    ));
+                }
+                crate::rules::template::check_key(&rs.key)
+                    .map_err(|e| invalid("rule_store.key", e.to_string()))?;
+                if !(1..=3600).contains(&rs.reload_secs) {
+                    return Err(invalid("rule_store.reload_secs", "must be 1..=3600"));
+                }
+                Some(rs.clone())
+            }
+            None => storage
+                .contains_key("default")
+                .then(RuleStoreConfig::default),
+        };
+        let admin_token = s
+            .admin_token
+            .clone()
+            .or_else(|| std::env::var("LIVESNAP_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty());
+        if admin_token.is_none() && !http_listen.ip().is_loopback() {
+            return Err(invalid(
+                "server.admin_token",
+                format!(
+                    "is required when server.http_listen ({http_listen}) is not a loopback address (or set LIVESNAP_ADMIN_TOKEN)"
+                ),
+            ));
+        }
+        let mut auth = Vec::new();
+        let mut auth_domains = std::collections::HashSet::new();
+        for (i, a) in self.auth.iter().enumerate() {
+            auth.push(validate_auth(a, &format!("auth[{i}]"))?);
+            if !auth_domains.insert(a.domain.clone()) {
+                return Err(invalid(
+                    format!("auth[{i}].domain"),
+                    format!("{:?} has more than one [[auth]] entry", a.domain),
+                ));
+            }
+        }
+        if let Some(u) = &self.hooks.on_publish {
+            check_http_url(u).map_err(|m| invalid("hooks.on_publish", m))?;
+        }
+        if let Some(u) = &self.notify.url {
+            check_http_url(u).map_err(|m| invalid("notify.url", m))?;
+        }
+        if !(1..=1_000_000).contains(&self.notify.queue) {
+            return Err(invalid("notify.queue", "must be 1..=1000000"));
+        }
+
         let workers = match sn.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -387,9 +545,67 @@ impl Config {
             store_queue: sn.store_queue,
             log: self.log.clone(),
             storage,
-            rules: RuleSet::new(rules),
+            rules: RuleSet::new(rules.clone()),
+            static_rules: rules,
+            rule_store,
+            admin_token,
+            auth,
+            on_publish: self.hooks.on_publish.clone(),
+            notify: self.notify.clone(),
         })
     }
+}
+
+/// Checks that a URL is http(s)://host… (callbacks and hooks).
+pub fn check_http_url(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("{u:?} must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') || u.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("{u:?} is not a valid URL"));
+    }
+    Ok(())
+}
+
+fn validate_auth(a: &AuthConfig, at: &str) -> Result<AuthSettings, ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    if a.domain != ANY {
+        let d = names::normalize_domain(&a.domain)
+            .map_err(|e| invalid(key("domain"), format!("{:?} {e}", a.domain)))?;
+        if d != a.domain {
+            return Err(invalid(key("domain"), format!("must be written as {d:?}")));
+        }
+    }
+    let resolve = |name: &str, direct: &Option<String>, env: &Option<String>| -> Result<Option<String>, ConfigError> {
+        match (direct, env) {
+            (Some(_), Some(_)) => Err(invalid(key(name), format!("set {name} or {name}_env, not both"))),
+            (Some(k), None) => Ok(Some(k.clone())),
+            (None, Some(var)) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| invalid(key(&format!("{name}_env")), format!("environment variable {var:?} is not set"))),
+            (None, None) => Ok(None),
+        }
+    };
+    let primary = resolve("primary_key", &a.primary_key, &a.primary_key_env)?
+        .ok_or_else(|| invalid(key("primary_key"), "is required (or primary_key_env)"))?;
+    let secondary = resolve("secondary_key", &a.secondary_key, &a.secondary_key_env)?;
+    for (name, k) in [("primary_key", Some(&primary)), ("secondary_key", secondary.as_ref())] {
+        if let Some(k) = k {
+            if k.len() < 8 {
+                return Err(invalid(key(name), "must be at least 8 characters"));
+            }
+        }
+    }
+    if !(1..=31_536_000).contains(&a.validity_secs) {
+        return Err(invalid(key("validity_secs"), "must be 1..=31536000"));
+    }
+    Ok(AuthSettings {
+        domain: a.domain.clone(),
+        primary_key: primary,
+        secondary_key: secondary,
+        validity_secs: a.validity_secs,
+    })
 }
 
 fn validate_storage(name: &str, st: &StorageConfig) -> Result<StorageSettings, ConfigError> {
@@ -506,6 +722,9 @@ pub fn validate_rule(
                 .map_err(|e| invalid(key("sequence_object"), format!("{t:?} {e}")))
         })
         .transpose()?;
+    if let Some(u) = &r.callback {
+        check_http_url(u).map_err(|m| invalid(key("callback"), m))?;
+    }
     if overwrite_object.is_none() && sequence_object.is_none() {
         return Err(invalid(
             at,
@@ -519,6 +738,7 @@ pub fn validate_rule(
         storage: r.storage.clone(),
         overwrite_object,
         sequence_object,
+        callback: r.callback.clone(),
     })
 }
 

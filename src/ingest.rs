@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::media::avc::{self, AvcConfig};
 use crate::media::flv::{self, PacketKind, VideoCodec};
+use crate::media::sps;
 use crate::rules::Rule;
 use crate::server::registry::{LiveStream, PublishGuard};
 use crate::server::Node;
@@ -35,6 +36,8 @@ pub struct IngestStream {
     warned_codec: bool,
     warned_no_header: bool,
     warned_bad_tag: bool,
+    first_video_ts: Option<u32>,
+    last_keyframe_ts: Option<u32>,
 }
 
 /// Why a publish could not start.
@@ -61,6 +64,7 @@ impl IngestStream {
             stats: stats.clone(),
             latest: Default::default(),
             kick: tokio_util::sync::CancellationToken::new(),
+            info: Default::default(),
         };
         let start_unix = live
             .started
@@ -103,6 +107,8 @@ impl IngestStream {
             warned_codec: false,
             warned_no_header: false,
             warned_bad_tag: false,
+            first_video_ts: None,
+            last_keyframe_ts: None,
         })
     }
 
@@ -123,6 +129,12 @@ impl IngestStream {
         self.stats()
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let first = *self.first_video_ts.get_or_insert(timestamp);
+        let stats = self.stats();
+        stats.video_frames.fetch_add(1, Ordering::Relaxed);
+        stats
+            .media_ms
+            .store(u64::from(timestamp.wrapping_sub(first)), Ordering::Relaxed);
         let tag = match flv::parse_video_tag(&data) {
             Ok(t) => t,
             Err(e) => {
@@ -134,13 +146,28 @@ impl IngestStream {
         };
         if tag.codec != VideoCodec::Avc {
             if !std::mem::replace(&mut self.warned_codec, true) {
+                self.guard.stream.info().codec = Some(match tag.codec {
+                    VideoCodec::Hevc => "HEVC",
+                    VideoCodec::Av1 => "AV1",
+                    VideoCodec::Vp9 => "VP9",
+                    _ => "other",
+                });
                 tracing::warn!(codec = ?tag.codec, "video codec is not H.264: ingested, not snapshotted");
             }
             return;
         }
         match tag.kind {
             PacketKind::SequenceHeader => match avc::parse_decoder_config(&tag.body) {
-                Ok(cfg) => self.config = Some(Arc::new(cfg)),
+                Ok(cfg) => {
+                    let mut info = self.guard.stream.info();
+                    info.codec = Some("H.264");
+                    if let Some(sps) = cfg.sps.first().and_then(|s| sps::parse_sps(s).ok()) {
+                        info.width = sps.width;
+                        info.height = sps.height;
+                    }
+                    drop(info);
+                    self.config = Some(Arc::new(cfg));
+                }
                 Err(e) => tracing::warn!(error = %e, "bad AVC sequence header ignored"),
             },
             PacketKind::Nalus if tag.keyframe => self.on_keyframe(timestamp, tag.body),
@@ -150,6 +177,15 @@ impl IngestStream {
 
     fn on_keyframe(&mut self, timestamp: u32, body: Bytes) {
         self.stats().keyframes.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut info = self.guard.stream.info();
+            if let Some(prev) = self.last_keyframe_ts.replace(timestamp) {
+                info.keyframe_interval_ms = Some(timestamp.wrapping_sub(prev));
+            }
+            if let Some(cfg) = &self.config {
+                info.last_keyframe = Some((body.clone(), cfg.clone()));
+            }
+        }
         let Some(snap) = self.snap.as_mut() else {
             return;
         };

@@ -2,6 +2,7 @@
 //! publish. A rule is keyed by (domain, app), each a name or `*`; the most specific
 //! match wins: (domain, app) → (domain, *) → (*, app) → (*, *).
 
+pub mod store;
 pub mod template;
 
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ pub struct Rule {
     pub storage: String,
     pub overwrite_object: Option<Template>,
     pub sequence_object: Option<Template>,
+    /// URL receiving a POST for each stored snapshot.
+    pub callback: Option<String>,
 }
 
 impl Rule {
@@ -80,6 +83,7 @@ mod tests {
             storage: "default".into(),
             overwrite_object: Some(Template::parse("{AppName}/{StreamName}.jpg").unwrap()),
             sequence_object: None,
+            callback: None,
         }
     }
 

@@ -129,6 +129,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         source,
     })?;
     let node = build_node(settings)?;
+    crate::rules::store::start(&node).await;
     tokio::spawn(crate::rtmp::listener::accept_loop(node.clone(), rtmp));
     tokio::spawn(crate::api::serve(node.clone(), http));
     tracing::info!(%rtmp_addr, %http_addr, rules = node.rules().len(), "livesnap listening");

@@ -9,6 +9,9 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use bytes::Bytes;
+
+use crate::media::avc::AvcConfig;
 use crate::rules::Rule;
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::store::{Latest, StreamId};
@@ -24,6 +27,27 @@ pub struct LiveStream {
     pub latest: Latest,
     /// Cancelled to disconnect the publisher.
     pub kick: CancellationToken,
+    /// What is known of the video, updated on sequence headers and keyframes.
+    pub info: Mutex<StreamInfo>,
+}
+
+/// Video facts of a live stream (updated per sequence header and keyframe only).
+#[derive(Debug, Default, Clone)]
+pub struct StreamInfo {
+    /// "H.264", "HEVC", "AV1", "VP9" or "other".
+    pub codec: Option<&'static str>,
+    pub width: u32,
+    pub height: u32,
+    /// Media time between the last two keyframes, in ms.
+    pub keyframe_interval_ms: Option<u32>,
+    /// The newest keyframe and the sequence header in force, for on-demand snapshots.
+    pub last_keyframe: Option<(Bytes, std::sync::Arc<AvcConfig>)>,
+}
+
+impl LiveStream {
+    pub fn info(&self) -> std::sync::MutexGuard<'_, StreamInfo> {
+        self.info.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +132,7 @@ mod tests {
             stats: Default::default(),
             latest: Default::default(),
             kick: CancellationToken::new(),
+            info: Default::default(),
         }
     }
 

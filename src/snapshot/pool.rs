@@ -126,7 +126,9 @@ impl Pool {
     }
 }
 
-struct Worker {
+/// Keyframe → JPEG, with its decoder, encoder and buffers kept for reuse. Each pool
+/// worker owns one; the on-demand snapshot of the admin API makes its own.
+pub struct Renderer {
     decoder: KeyframeDecoder,
     encoder: JpegEncoder,
     frame: YuvFrame,
@@ -135,15 +137,14 @@ struct Worker {
     max_pixels: u64,
 }
 
+struct Worker {
+    renderer: Renderer,
+}
+
 impl Worker {
     fn new(quality: u8, max_pixels: u64) -> Worker {
         Worker {
-            decoder: KeyframeDecoder::new(max_pixels),
-            encoder: JpegEncoder::new(quality),
-            frame: YuvFrame::new(),
-            annex_b: Vec::new(),
-            params_key: Vec::new(),
-            max_pixels,
+            renderer: Renderer::new(quality, max_pixels),
         }
     }
 
@@ -176,8 +177,7 @@ impl Worker {
             };
             let arrived = job.arrived;
             let unix_ts = job.unix_ts;
-            let result = catch_unwind(AssertUnwindSafe(|| self.process(job)))
-                .unwrap_or_else(|p| Err(JobError::Panicked(panic_message(&p))));
+            let result = self.renderer.render(&job.body, &job.config);
             match result {
                 Ok((jpeg, width, height)) => {
                     let snap = Snapshot {
@@ -202,9 +202,30 @@ impl Worker {
         }
     }
 
-    fn process(&mut self, job: Job) -> Result<(Bytes, u32, u32), JobError> {
-        let cfg = &job.config;
-        let au = avc::scan_access_unit(&job.body, cfg.length_size)?;
+}
+
+impl Renderer {
+    pub fn new(quality: u8, max_pixels: u64) -> Renderer {
+        Renderer {
+            decoder: KeyframeDecoder::new(max_pixels),
+            encoder: JpegEncoder::new(quality),
+            frame: YuvFrame::new(),
+            annex_b: Vec::new(),
+            params_key: Vec::new(),
+            max_pixels,
+        }
+    }
+
+    /// Decodes one keyframe (an AVCC access unit, with the sequence header in force)
+    /// and encodes it as a JPEG: (jpeg, width, height). A panic inside either codec is
+    /// caught and returned as an error.
+    pub fn render(&mut self, body: &Bytes, config: &AvcConfig) -> Result<(Bytes, u32, u32), JobError> {
+        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config)))
+            .unwrap_or_else(|p| Err(JobError::Panicked(panic_message(&p))))
+    }
+
+    fn render_inner(&mut self, body: &Bytes, cfg: &AvcConfig) -> Result<(Bytes, u32, u32), JobError> {
+        let au = avc::scan_access_unit(body, cfg.length_size)?;
         // In-band parameter sets win over the sequence header's.
         let sps_nal = au.sps.as_ref().or(cfg.sps.first()).ok_or(JobError::NoSps)?;
         let pps_nal = au.pps.as_ref().or(cfg.pps.first()).ok_or(JobError::NoPps)?;
@@ -219,7 +240,7 @@ impl Worker {
         self.params_key.clear();
         self.params_key.extend_from_slice(sps_nal);
         self.params_key.extend_from_slice(pps_nal);
-        avc::to_annex_b(&job.body, cfg.length_size, Some(cfg), &mut self.annex_b)?;
+        avc::to_annex_b(body, cfg.length_size, Some(cfg), &mut self.annex_b)?;
         self.decoder
             .decode(&self.annex_b, &self.params_key, &mut self.frame)?;
         let color = ColorInfo {

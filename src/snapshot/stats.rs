@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct StreamStats {
     /// Bytes of audio/video payload received.
     pub bytes: AtomicU64,
+    /// Video messages seen.
+    pub video_frames: AtomicU64,
+    /// Media time covered by the video so far (last minus first timestamp), in ms.
+    pub media_ms: AtomicU64,
     /// Video keyframes seen.
     pub keyframes: AtomicU64,
     /// Keyframes handed to the pool for a snapshot.
