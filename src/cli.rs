@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::ingest::IngestStream;
@@ -76,13 +77,27 @@ pub async fn snapshot_file(
         app: name.app,
         stream: name.stream,
     };
+    let span = tracing::info_span!("file", domain = %id.domain, app = %id.app, stream = %id.stream);
+    feed_file(node, id, data, &file).instrument(span).await
+}
+
+async fn feed_file(
+    node: std::sync::Arc<server::Node>,
+    id: StreamId,
+    data: Vec<u8>,
+    file: &std::path::Path,
+) -> Result<(), String> {
     let mut ingest = IngestStream::start(&node, id.clone(), "0.0.0.0:0".parse().expect("addr"))
         .map_err(|e| e.to_string())?;
     if ingest.live().rule.is_none() {
-        return Err(format!("no snapshot rule matches domain {:?}, app {:?}", id.domain, id.app));
+        return Err(format!(
+            "no snapshot rule matches domain {:?}, app {:?}",
+            id.domain, id.app
+        ));
     }
     let stats = ingest.live().stats.clone();
-    let reader = FlvReader::new(Bytes::from(data)).map_err(|e| format!("{}: {e}", file.display()))?;
+    let reader =
+        FlvReader::new(Bytes::from(data)).map_err(|e| format!("{}: {e}", file.display()))?;
     for tag in reader {
         let tag = tag.map_err(|e| format!("{}: {e}", file.display()))?;
         if tag.tag_type != 9 {

@@ -287,27 +287,64 @@ fn known_options(scheme: &str) -> Option<&'static [&'static str]> {
         "fs" => &["root", "atomic_write_dir"],
         "memory" => &["root"],
         "s3" => &[
-            "root", "bucket", "enable_versioning", "endpoint", "region", "profile",
-            "access_key_id", "secret_access_key", "session_token", "role_arn",
-            "external_id", "role_session_name", "assume_role_duration_seconds",
-            "assume_role_session_tags", "disable_config_load", "disable_ec2_metadata",
-            "skip_signature", "allow_anonymous", "server_side_encryption",
+            "root",
+            "bucket",
+            "enable_versioning",
+            "endpoint",
+            "region",
+            "profile",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "role_arn",
+            "external_id",
+            "role_session_name",
+            "assume_role_duration_seconds",
+            "assume_role_session_tags",
+            "disable_config_load",
+            "disable_ec2_metadata",
+            "skip_signature",
+            "allow_anonymous",
+            "server_side_encryption",
             "server_side_encryption_aws_kms_key_id",
             "server_side_encryption_customer_algorithm",
             "server_side_encryption_customer_key",
-            "server_side_encryption_customer_key_md5", "default_storage_class",
-            "enable_virtual_host_style", "batch_max_operations", "delete_max_size",
-            "disable_stat_with_override", "checksum_algorithm",
-            "disable_write_with_if_match", "enable_write_with_append",
-            "disable_list_objects_v2", "enable_request_payer", "default_acl",
+            "server_side_encryption_customer_key_md5",
+            "default_storage_class",
+            "enable_virtual_host_style",
+            "batch_max_operations",
+            "delete_max_size",
+            "disable_stat_with_override",
+            "checksum_algorithm",
+            "disable_write_with_if_match",
+            "enable_write_with_append",
+            "disable_list_objects_v2",
+            "enable_request_payer",
+            "default_acl",
         ],
         "oss" => &[
-            "root", "endpoint", "presign_endpoint", "bucket", "addressing_style",
-            "presign_addressing_style", "enable_versioning", "server_side_encryption",
-            "server_side_encryption_key_id", "skip_signature", "allow_anonymous",
-            "access_key_id", "access_key_secret", "security_token",
-            "batch_max_operations", "delete_max_size", "role_arn", "role_session_name",
-            "oidc_provider_arn", "oidc_token_file", "sts_endpoint", "external_id",
+            "root",
+            "endpoint",
+            "presign_endpoint",
+            "bucket",
+            "addressing_style",
+            "presign_addressing_style",
+            "enable_versioning",
+            "server_side_encryption",
+            "server_side_encryption_key_id",
+            "skip_signature",
+            "allow_anonymous",
+            "access_key_id",
+            "access_key_secret",
+            "security_token",
+            "batch_max_operations",
+            "delete_max_size",
+            "role_arn",
+            "role_session_name",
+            "oidc_provider_arn",
+            "oidc_token_file",
+            "sts_endpoint",
+            "external_id",
         ],
         _ => return None,
     })
@@ -393,13 +430,21 @@ impl Config {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let s = &self.server;
         let addr = |key: &str, v: &str| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| invalid(key, format!("{v:?} is not an address like \"0.0.0.0:1935\"")))
+            v.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    key,
+                    format!("{v:?} is not an address like \"0.0.0.0:1935\""),
+                )
+            })
         };
         let rtmp_listen = addr("server.rtmp_listen", &s.rtmp_listen)?;
         let http_listen = addr("server.http_listen", &s.http_listen)?;
         for (key, v, range) in [
-            ("server.handshake_timeout_secs", s.handshake_timeout_secs, 1..=300),
+            (
+                "server.handshake_timeout_secs",
+                s.handshake_timeout_secs,
+                1..=300,
+            ),
             ("server.idle_timeout_secs", s.idle_timeout_secs, 1..=3600),
             ("server.shutdown_grace_secs", s.shutdown_grace_secs, 0..=600),
         ] {
@@ -411,7 +456,10 @@ impl Config {
         let l = &self.limits;
         let positive = [
             ("limits.max_connections", l.max_connections as u64),
-            ("limits.max_connections_per_ip", l.max_connections_per_ip as u64),
+            (
+                "limits.max_connections_per_ip",
+                l.max_connections_per_ip as u64,
+            ),
             ("limits.max_chunk_streams", l.max_chunk_streams as u64),
             ("limits.max_picture_pixels", l.max_picture_pixels),
         ];
@@ -577,20 +625,32 @@ fn validate_auth(a: &AuthConfig, at: &str) -> Result<AuthSettings, ConfigError> 
             return Err(invalid(key("domain"), format!("must be written as {d:?}")));
         }
     }
-    let resolve = |name: &str, direct: &Option<String>, env: &Option<String>| -> Result<Option<String>, ConfigError> {
+    let resolve = |name: &str,
+                   direct: &Option<String>,
+                   env: &Option<String>|
+     -> Result<Option<String>, ConfigError> {
         match (direct, env) {
-            (Some(_), Some(_)) => Err(invalid(key(name), format!("set {name} or {name}_env, not both"))),
+            (Some(_), Some(_)) => Err(invalid(
+                key(name),
+                format!("set {name} or {name}_env, not both"),
+            )),
             (Some(k), None) => Ok(Some(k.clone())),
-            (None, Some(var)) => std::env::var(var)
-                .map(Some)
-                .map_err(|_| invalid(key(&format!("{name}_env")), format!("environment variable {var:?} is not set"))),
+            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
+                invalid(
+                    key(&format!("{name}_env")),
+                    format!("environment variable {var:?} is not set"),
+                )
+            }),
             (None, None) => Ok(None),
         }
     };
     let primary = resolve("primary_key", &a.primary_key, &a.primary_key_env)?
         .ok_or_else(|| invalid(key("primary_key"), "is required (or primary_key_env)"))?;
     let secondary = resolve("secondary_key", &a.secondary_key, &a.secondary_key_env)?;
-    for (name, k) in [("primary_key", Some(&primary)), ("secondary_key", secondary.as_ref())] {
+    for (name, k) in [
+        ("primary_key", Some(&primary)),
+        ("secondary_key", secondary.as_ref()),
+    ] {
         if let Some(k) = k {
             if k.len() < 8 {
                 return Err(invalid(key(name), "must be at least 8 characters"));
@@ -650,7 +710,10 @@ fn validate_storage(name: &str, st: &StorageConfig) -> Result<StorageSettings, C
             other => {
                 return Err(invalid(
                     key(k),
-                    format!("must be a string, integer or boolean, got {}", other.type_str()),
+                    format!(
+                        "must be a string, integer or boolean, got {}",
+                        other.type_str()
+                    ),
                 ))
             }
         };
@@ -688,14 +751,16 @@ pub fn validate_rule(
         if d != r.domain {
             return Err(invalid(
                 key("domain"),
-                format!("{:?} must be written as {d:?} (lower case, no port)", r.domain),
+                format!(
+                    "{:?} must be written as {d:?} (lower case, no port)",
+                    r.domain
+                ),
             ));
         }
         d
     };
     if r.app != ANY {
-        names::validate_app(&r.app)
-            .map_err(|e| invalid(key("app"), format!("{:?} {e}", r.app)))?;
+        names::validate_app(&r.app).map_err(|e| invalid(key("app"), format!("{:?} {e}", r.app)))?;
     }
     if !(5..=3600).contains(&r.interval_secs) {
         return Err(invalid(
@@ -712,7 +777,9 @@ pub fn validate_rule(
     let overwrite_object = r
         .overwrite_object
         .as_deref()
-        .map(|t| Template::parse(t).map_err(|e| invalid(key("overwrite_object"), format!("{t:?} {e}"))))
+        .map(|t| {
+            Template::parse(t).map_err(|e| invalid(key("overwrite_object"), format!("{t:?} {e}")))
+        })
         .transpose()?;
     let sequence_object = r
         .sequence_object
@@ -771,7 +838,10 @@ scheme = "memory"
         assert_eq!(s.storage["default"].options["root"], "./snapshots");
         let r = s.rules.lookup("any.host", "live").unwrap();
         assert_eq!(r.interval_secs, 5);
-        assert_eq!(r.overwrite_object.as_ref().unwrap().as_str(), "{AppName}/{StreamName}.jpg");
+        assert_eq!(
+            r.overwrite_object.as_ref().unwrap().as_str(),
+            "{AppName}/{StreamName}.jpg"
+        );
         assert_eq!(
             r.sequence_object.as_ref().unwrap().as_str(),
             "{AppName}/{StreamName}/{UnixTimestamp}.jpg"
@@ -815,17 +885,25 @@ scheme = "memory"
             err_of(&r("interval_secs = 4\noverwrite_object=\"a.jpg\"")),
             "rules[0].interval_secs: must be 5..=3600, got 4"
         );
-        assert!(err_of(&r("interval_secs = 3601\noverwrite_object=\"a.jpg\""))
-            .starts_with("rules[0].interval_secs"));
+        assert!(
+            err_of(&r("interval_secs = 3601\noverwrite_object=\"a.jpg\""))
+                .starts_with("rules[0].interval_secs")
+        );
         assert!(err_of(&r("interval_secs = -5\noverwrite_object=\"a.jpg\""))
             .starts_with("rules[0].interval_secs"));
         assert!(err_of(&r("interval_secs = 5")).contains("needs overwrite_object"));
-        assert!(err_of(&r("interval_secs = 5\noverwrite_object=\"{Foo}.jpg\""))
-            .starts_with("rules[0].overwrite_object"));
-        assert!(err_of(&r("interval_secs = 5\nsequence_object=\"{AppName}.jpg\""))
-            .starts_with("rules[0].sequence_object"));
-        assert!(err_of(&r("interval_secs = 5\noverwrite_object=\"../a.jpg\""))
-            .starts_with("rules[0].overwrite_object"));
+        assert!(
+            err_of(&r("interval_secs = 5\noverwrite_object=\"{Foo}.jpg\""))
+                .starts_with("rules[0].overwrite_object")
+        );
+        assert!(
+            err_of(&r("interval_secs = 5\nsequence_object=\"{AppName}.jpg\""))
+                .starts_with("rules[0].sequence_object")
+        );
+        assert!(
+            err_of(&r("interval_secs = 5\noverwrite_object=\"../a.jpg\""))
+                .starts_with("rules[0].overwrite_object")
+        );
         let bad_storage = with_rule(
             "domain=\"*\"\napp=\"*\"\nstorage=\"nope\"\ninterval_secs=5\noverwrite_object=\"a.jpg\"",
         );

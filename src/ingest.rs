@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::media::avc::{self, AvcConfig};
 use crate::media::flv::{self, PacketKind, VideoCodec};
@@ -79,12 +80,21 @@ impl IngestStream {
             Some(rule) => match node.targets.get(&rule.storage) {
                 Some(target) => {
                     let (tx, rx) = mpsc::channel(node.settings.store_queue);
-                    let task = StoreTask::new(id.clone(), rule.clone(), target.clone(), stats.clone(), latest);
-                    node.tasks.spawn(task.run(rx));
+                    let task = StoreTask::new(
+                        id.clone(),
+                        rule.clone(),
+                        target.clone(),
+                        stats.clone(),
+                        latest,
+                        node.metrics.clone(),
+                        node.notify.clone(),
+                    );
+                    node.tasks
+                        .spawn(task.run(rx).instrument(tracing::Span::current()));
                     tracing::info!(interval_secs = rule.interval_secs, rule_domain = %rule.domain, rule_app = %rule.app, "publish started; snapshots on");
                     Some(Snapshotting {
                         scheduler: Scheduler::new(rule.interval_secs),
-                        slot: Slot::new(tx, stats, id.to_string()),
+                        slot: Slot::new(tx, stats, tracing::Span::current()),
                     })
                 }
                 None => {
@@ -98,6 +108,16 @@ impl IngestStream {
                 None
             }
         };
+        node.metrics.publishes_active.inc();
+        node.notify.stream_event(serde_json::json!({
+            "event": "publish",
+            "domain": id.domain,
+            "app": id.app,
+            "stream": id.stream,
+            "peer": peer.to_string(),
+            "time": crate::notify::rfc3339(start_unix),
+            "timestamp": start_unix,
+        }));
         Ok(IngestStream {
             node: node.clone(),
             guard,
@@ -154,6 +174,15 @@ impl IngestStream {
                 });
                 tracing::warn!(codec = ?tag.codec, "video codec is not H.264: ingested, not snapshotted");
             }
+            if tag.keyframe && tag.kind == PacketKind::Nalus {
+                self.stats().keyframes.fetch_add(1, Ordering::Relaxed);
+                self.node.metrics.keyframes.inc();
+                if let Some(snap) = self.snap.as_mut() {
+                    if snap.scheduler.on_keyframe(timestamp).is_some() {
+                        self.node.metrics.dropped("unsupported_codec");
+                    }
+                }
+            }
             return;
         }
         match tag.kind {
@@ -177,6 +206,7 @@ impl IngestStream {
 
     fn on_keyframe(&mut self, timestamp: u32, body: Bytes) {
         self.stats().keyframes.fetch_add(1, Ordering::Relaxed);
+        self.node.metrics.keyframes.inc();
         {
             let mut info = self.guard.stream.info();
             if let Some(prev) = self.last_keyframe_ts.replace(timestamp) {
@@ -192,6 +222,9 @@ impl IngestStream {
         let Some(config) = self.config.clone() else {
             if !std::mem::replace(&mut self.warned_no_header, true) {
                 tracing::warn!("keyframe before any AVC sequence header: not snapshotted");
+            }
+            if snap.scheduler.on_keyframe(timestamp).is_some() {
+                self.node.metrics.dropped("no_sequence_header");
             }
             return;
         };
@@ -211,6 +244,24 @@ impl IngestStream {
 
 impl Drop for IngestStream {
     fn drop(&mut self) {
+        self.node.metrics.publishes_active.dec();
+        let live = &self.guard.stream;
+        let now = crate::notify::unix_now();
+        let st = self.stats();
+        self.node.notify.stream_event(serde_json::json!({
+            "event": "unpublish",
+            "domain": live.id.domain,
+            "app": live.id.app,
+            "stream": live.id.stream,
+            "peer": live.peer.to_string(),
+            "time": crate::notify::rfc3339(now),
+            "timestamp": now,
+            "duration_secs": now.saturating_sub(self.start_unix),
+            "bytes": StreamStats::get(&st.bytes),
+            "snapshots": StreamStats::get(&st.stored),
+            "snapshots_dropped": StreamStats::get(&st.dropped_busy) + StreamStats::get(&st.dropped_backlog),
+            "snapshots_failed": StreamStats::get(&st.failed_decode) + StreamStats::get(&st.failed_store),
+        }));
         tracing::info!(stats = %self.stats().summary(), "publish ended");
     }
 }

@@ -7,11 +7,14 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod rtmp;
 pub mod rules;
 pub mod server;

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use livesnap::config::{Config, ConfigError, Settings};
 
 #[derive(Parser, Debug)]
-#[command(name = "livesnap", version, about = "RTMP ingest with keyframe-only JPEG snapshots")]
+#[command(
+    name = "livesnap",
+    version,
+    about = "RTMP ingest with keyframe-only JPEG snapshots"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it the embedded default is used.
     #[arg(long, short, global = true)]
@@ -25,6 +29,20 @@ enum Command {
     Serve,
     /// Validate the configuration and exit (non-zero, naming the key, if invalid).
     CheckConfig,
+    /// Print a publish URL signed for `[[auth]]` (auth_key=timestamp-0-0-md5hash).
+    SignUrl {
+        /// rtmp://host[:port]/app/stream[?query]
+        url: String,
+        /// The signing key (the server's primary or secondary key).
+        #[arg(long)]
+        key: String,
+        /// The server's validity_secs, to print when the URL expires.
+        #[arg(long, default_value_t = 1800)]
+        valid_secs: u64,
+        /// Sign at this Unix time instead of now.
+        #[arg(long)]
+        timestamp: Option<u64>,
+    },
     /// Take snapshots of a recorded FLV file through the same pipeline, offline.
     Snapshot {
         /// The FLV file.
@@ -55,8 +73,8 @@ fn load(cli: &Cli) -> Result<(Config, Settings), ConfigError> {
 
 fn init_logging(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -69,6 +87,29 @@ fn init_logging(settings: &Settings) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::SignUrl {
+        url,
+        key,
+        valid_secs,
+        timestamp,
+    }) = &cli.command
+    {
+        let ts = timestamp.unwrap_or_else(livesnap::notify::unix_now);
+        return match livesnap::auth::sign_url(url, key, ts) {
+            Ok(signed) => {
+                println!("{signed}");
+                eprintln!(
+                    "valid until {} (timestamp {ts} + validity_secs {valid_secs})",
+                    livesnap::notify::rfc3339(ts + valid_secs)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("livesnap: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let (_, settings) = match load(&cli) {
         Ok(x) => x,
         Err(e) => {
@@ -85,6 +126,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some(Command::SignUrl { .. }) => unreachable!("handled above"),
         None | Some(Command::Serve) => {
             init_logging(&settings);
             run_async(livesnap::cli::serve(settings))

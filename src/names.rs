@@ -309,7 +309,12 @@ mod publish_tests {
 
     #[test]
     fn domain_from_tcurl_then_overrides() {
-        let n = publish_name("live", "cam1?token=a", Some("rtmp://Cams.Example.com:1935/live")).unwrap();
+        let n = publish_name(
+            "live",
+            "cam1?token=a",
+            Some("rtmp://Cams.Example.com:1935/live"),
+        )
+        .unwrap();
         assert_eq!(
             n,
             PublishName {
@@ -326,7 +331,10 @@ mod publish_tests {
         let n = publish_name("live?vhost=a.com", "cam1?vhost=s.com", None).unwrap();
         assert_eq!(n.domain, "s.com");
         let n = publish_name("live/", "cam1", None).unwrap();
-        assert_eq!((n.domain.as_str(), n.app.as_str()), (DEFAULT_DOMAIN, "live"));
+        assert_eq!(
+            (n.domain.as_str(), n.app.as_str()),
+            (DEFAULT_DOMAIN, "live")
+        );
     }
 
     #[test]

@@ -70,15 +70,13 @@ pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
         scheme: s.scheme.clone(),
         source: Box::new(source),
     })?;
-    let op = op
-        .layer(TimeoutLayer::new().with_timeout(s.timeout))
-        .layer(
-            RetryLayer::new()
-                .with_max_times(s.retries)
-                .with_min_delay(std::time::Duration::from_millis(200))
-                .with_max_delay(std::time::Duration::from_secs(2))
-                .with_jitter(),
-        );
+    let op = op.layer(TimeoutLayer::new().with_timeout(s.timeout)).layer(
+        RetryLayer::new()
+            .with_max_times(s.retries)
+            .with_min_delay(std::time::Duration::from_millis(200))
+            .with_max_delay(std::time::Duration::from_secs(2))
+            .with_jitter(),
+    );
     let create_only_native = op.info().capability().write_with_if_not_exists;
     Ok(Target {
         name: s.name.clone(),
@@ -209,8 +207,12 @@ mod tests {
                 Created::AlreadyExists
             );
             assert_eq!(t.op.read("a/1.jpg").await.unwrap().to_bytes(), first);
-            t.put_overwrite("a/x.jpg", Bytes::from_static(b"1")).await.unwrap();
-            t.put_overwrite("a/x.jpg", Bytes::from_static(b"2")).await.unwrap();
+            t.put_overwrite("a/x.jpg", Bytes::from_static(b"1"))
+                .await
+                .unwrap();
+            t.put_overwrite("a/x.jpg", Bytes::from_static(b"2"))
+                .await
+                .unwrap();
             assert_eq!(&t.op.read("a/x.jpg").await.unwrap().to_bytes()[..], b"2");
         }
         // fs writes go through the temp folder and leave nothing behind there.
@@ -225,12 +227,27 @@ mod tests {
         let t = build(&settings("fs", &[("root", dir.path().to_str().unwrap())])).unwrap();
         let tpl = Template::parse("{AppName}/{StreamName}/{Sequence}.jpg").unwrap();
         assert_eq!(tpl.list_prefix("d", "live", "cam1"), "live/cam1/");
-        assert_eq!(t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(), 0);
-        for (k, _) in [("live/cam1/1.jpg", 0), ("live/cam1/12.jpg", 0), ("live/cam1/3.jpg", 0), ("live/cam2/99.jpg", 0), ("live/cam1/x.jpg", 0)] {
+        assert_eq!(
+            t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(),
+            0
+        );
+        for (k, _) in [
+            ("live/cam1/1.jpg", 0),
+            ("live/cam1/12.jpg", 0),
+            ("live/cam1/3.jpg", 0),
+            ("live/cam2/99.jpg", 0),
+            ("live/cam1/x.jpg", 0),
+        ] {
             t.put_overwrite(k, Bytes::from_static(b"j")).await.unwrap();
         }
-        assert_eq!(t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(), 12);
-        assert_eq!(t.highest_sequence(&tpl, "d", "live", "cam2").await.unwrap(), 99);
+        assert_eq!(
+            t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(),
+            12
+        );
+        assert_eq!(
+            t.highest_sequence(&tpl, "d", "live", "cam2").await.unwrap(),
+            99
+        );
     }
 
     #[test]

@@ -17,7 +17,11 @@ fn reference_keyframes(file: &str, width: usize, height: usize) -> Vec<Vec<u8>> 
         .args(["-vsync", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .expect("ffmpeg runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let size = width * height * 3;
     assert_eq!(out.stdout.len() % size, 0);
     out.stdout.chunks(size).map(|c| c.to_vec()).collect()
@@ -33,7 +37,11 @@ fn ffmpeg_rgb(jpeg: &std::path::Path) -> Vec<u8> {
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .expect("ffmpeg runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -71,7 +79,10 @@ async fn check_fixture(
     want.sort();
     assert_eq!(list_files(&root), want);
     let last = std::fs::read(root.join(format!("live/{stream}/{}.jpg", dims.len()))).unwrap();
-    assert_eq!(std::fs::read(root.join(format!("live/{stream}.jpg"))).unwrap(), last);
+    assert_eq!(
+        std::fs::read(root.join(format!("live/{stream}.jpg"))).unwrap(),
+        last
+    );
     for (i, &(w, h)) in dims.iter().enumerate() {
         let path = root.join(format!("live/{stream}/{}.jpg", i + 1));
         let (jw, jh, _) = decode_jpeg(&std::fs::read(&path).unwrap());
@@ -87,25 +98,49 @@ async fn check_fixture(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baseline_360p_gop_1s() {
     // Keyframes every second, 12 s: due at 0, 5 and 10 s.
-    check_fixture("baseline_640x360_gop1s.flv", "base", &[(640, 360); 3], &[0, 5, 10]).await;
+    check_fixture(
+        "baseline_640x360_gop1s.flv",
+        "base",
+        &[(640, 360); 3],
+        &[0, 5, 10],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_720p_bframes_with_audio() {
     // Keyframes every 2 s, 20 s: due at 0, 6, 10 and 16 s.
-    check_fixture("high_1280x720_bframes_aac.flv", "high720", &[(1280, 720); 4], &[0, 3, 5, 8]).await;
+    check_fixture(
+        "high_1280x720_bframes_aac.flv",
+        "high720",
+        &[(1280, 720); 4],
+        &[0, 3, 5, 8],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_1080p() {
     // Keyframes every 2 s, 12 s: due at 0, 6 and 10 s.
-    check_fixture("high_1920x1080_gop2s.flv", "hd", &[(1920, 1080); 3], &[0, 3, 5]).await;
+    check_fixture(
+        "high_1920x1080_gop2s.flv",
+        "hd",
+        &[(1920, 1080); 3],
+        &[0, 3, 5],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gop_longer_than_interval() {
     // Keyframes at 0, 8, 16, 24 s: every one is due (missed due times are skipped).
-    check_fixture("long_gop_640x360.flv", "longgop", &[(640, 360); 4], &[0, 1, 2, 3]).await;
+    check_fixture(
+        "long_gop_640x360.flv",
+        "longgop",
+        &[(640, 360); 4],
+        &[0, 1, 2, 3],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,10 +209,16 @@ async fn ffmpeg_cli_publish() {
     server.stop().await;
     assert_eq!(
         list_files(&server.root()),
-        ["live/ffcam.jpg", "live/ffcam/1.jpg", "live/ffcam/2.jpg", "live/ffcam/3.jpg"]
+        [
+            "live/ffcam.jpg",
+            "live/ffcam/1.jpg",
+            "live/ffcam/2.jpg",
+            "live/ffcam/3.jpg"
+        ]
     );
     for i in 1..=3 {
-        let (w, h, _) = decode_jpeg(&std::fs::read(server.root().join(format!("live/ffcam/{i}.jpg"))).unwrap());
+        let (w, h, _) =
+            decode_jpeg(&std::fs::read(server.root().join(format!("live/ffcam/{i}.jpg"))).unwrap());
         assert_eq!((w, h), (640, 360));
     }
 }
@@ -201,7 +242,15 @@ async fn gstreamer_rtmp2sink_publish() {
     assert!(status.success());
     server.stop().await;
     let files = list_files(&server.root());
-    assert_eq!(files, ["live/gst.jpg", "live/gst/1.jpg", "live/gst/2.jpg", "live/gst/3.jpg"]);
+    assert_eq!(
+        files,
+        [
+            "live/gst.jpg",
+            "live/gst/1.jpg",
+            "live/gst/2.jpg",
+            "live/gst/3.jpg"
+        ]
+    );
     let (w, h, _) = decode_jpeg(&std::fs::read(server.root().join("live/gst/3.jpg")).unwrap());
     assert_eq!((w, h), (320, 240));
 }
@@ -230,7 +279,11 @@ async fn restart_continues_sequence_without_replacing() {
         .collect();
     assert_eq!(files, want);
     for (f, bytes) in before {
-        assert_eq!(std::fs::read(second.root().join(&f)).unwrap(), bytes, "{f} was replaced");
+        assert_eq!(
+            std::fs::read(second.root().join(&f)).unwrap(),
+            bytes,
+            "{f} was replaced"
+        );
     }
 }
 
@@ -318,22 +371,31 @@ overwrite_object = "{Domain}/{AppName}/{StreamName}.jpg"
     let (mut p, outcome) =
         Publisher::connect(server.rtmp, &tc, "live", "cam9?vhost=Cams.Example.com").await;
     assert_eq!(outcome, PublishOutcome::Accepted);
-    p.replay(&fixture("baseline_640x360_gop1s.flv"), 0.0, 0).await.unwrap();
+    p.replay(&fixture("baseline_640x360_gop1s.flv"), 0.0, 0)
+        .await
+        .unwrap();
     p.finish().await;
     // Domain from the tcUrl host.
     let tc = "rtmp://CAMS.example.com:1935/live".to_string();
     let (mut p, outcome) = Publisher::connect(server.rtmp, &tc, "live", "cam10").await;
     assert_eq!(outcome, PublishOutcome::Accepted);
-    p.replay(&fixture("baseline_640x360_gop1s.flv"), 0.0, 0).await.unwrap();
+    p.replay(&fixture("baseline_640x360_gop1s.flv"), 0.0, 0)
+        .await
+        .unwrap();
     p.finish().await;
     assert!(
-        wait_for(Duration::from_secs(10), || list_files(&server.root()).len() == 2).await,
+        wait_for(Duration::from_secs(10), || list_files(&server.root()).len()
+            == 2)
+        .await,
         "{:?}",
         list_files(&server.root())
     );
     server.stop().await;
     assert_eq!(
         list_files(&server.root()),
-        ["cams.example.com/live/cam10.jpg", "cams.example.com/live/cam9.jpg"]
+        [
+            "cams.example.com/live/cam10.jpg",
+            "cams.example.com/live/cam9.jpg"
+        ]
     );
 }

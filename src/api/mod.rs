@@ -13,6 +13,7 @@ use crate::server::Node;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::handler))
         .with_state(node)
 }
 

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::Instrument;
 
+use crate::auth;
 use crate::ingest::IngestStream;
 use crate::names;
 use crate::rtmp::framing::FramingLimits;
@@ -44,6 +45,26 @@ pub enum ConnError {
     Kicked,
 }
 
+impl ConnError {
+    /// The `reason` label of `livesnap_connections_rejected_total`, for endings that
+    /// are the peer's fault or a refusal (not for a plain disconnect).
+    pub fn metric_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ConnError::NotRtmp(_) => "not_rtmp",
+            ConnError::Handshake(_) => "handshake",
+            ConnError::HandshakeTimeout(_) => "handshake_timeout",
+            ConnError::Idle(_) => "idle_timeout",
+            ConnError::Session(SessionError::Framing(_)) => "framing",
+            ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
+            ConnError::Session(_) => "protocol",
+            ConnError::Rejected(r) if r.contains("already being published") => "duplicate",
+            ConnError::Rejected(r) if r.contains("unauthorized") => "unauthorized",
+            ConnError::Rejected(_) => "bad_name",
+            ConnError::Io(_) | ConnError::Kicked => return None,
+        })
+    }
+}
+
 /// Runs a connection to its end and logs how it ended.
 pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: ConnSlot) {
     let span = tracing::info_span!(
@@ -53,14 +74,21 @@ pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: Con
         app = tracing::field::Empty,
         stream = tracing::field::Empty
     );
+    let metrics = node.metrics.clone();
     let fut = AssertUnwindSafe(serve(node, socket, peer)).catch_unwind();
     match fut.instrument(span.clone()).await {
         Ok(Ok(())) => span.in_scope(|| tracing::debug!("connection closed")),
         Ok(Err(ConnError::Io(e))) if is_reset(&e) => {
             span.in_scope(|| tracing::info!(reason = %e, "connection lost"))
         }
-        Ok(Err(e)) => span.in_scope(|| tracing::warn!(reason = %e, "connection closed")),
+        Ok(Err(e)) => {
+            if let Some(why) = e.metric_reason() {
+                metrics.rejected(why);
+            }
+            span.in_scope(|| tracing::warn!(reason = %e, "connection closed"))
+        }
         Err(p) => {
+            metrics.rejected("panic");
             let msg = p
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -94,7 +122,9 @@ async fn handshake(
             .await
             .map_err(|_| ConnError::HandshakeTimeout(limit))??;
         if n == 0 {
-            return Err(ConnError::Handshake("peer closed during the handshake".into()));
+            return Err(ConnError::Handshake(
+                "peer closed during the handshake".into(),
+            ));
         }
         if first {
             first = false;
@@ -148,7 +178,7 @@ async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Resu
     };
     let mut events = Vec::new();
     conn.session.handle(&remaining, &mut events)?;
-    conn.act(&mut events)?;
+    conn.act(&mut events).await?;
     conn.flush(&mut socket).await?;
     let idle = s.idle_timeout;
     loop {
@@ -163,14 +193,53 @@ async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Resu
         if n == 0 {
             return Ok(());
         }
+        node.metrics.bytes_received.inc_by(n as u64);
         let r = conn.session.handle(&buf[..n], &mut events);
         // Act on what was complete before any error, so a publish that ends in garbage
         // still had its media handled.
-        let acted = conn.act(&mut events);
+        let acted = conn.act(&mut events).await;
         let flushed = conn.flush(&mut socket).await;
         r?;
         acted?;
         flushed?;
+    }
+}
+
+/// Asks the `on_publish` hook: 2xx allows; anything else, or no answer in 3 s, denies.
+async fn on_publish_hook(
+    url: &str,
+    name: &names::PublishName,
+    peer: SocketAddr,
+) -> Result<(), String> {
+    let body = serde_json::json!({
+        "action": "publish",
+        "domain": name.domain,
+        "app": name.app,
+        "stream": name.stream,
+        "query": name.query,
+        "peer": peer.to_string(),
+    });
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timed out".to_string()
+            } else {
+                format!("failed: {e}")
+            }
+        })?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {}", resp.status().as_u16()))
     }
 }
 
@@ -195,7 +264,7 @@ impl Conn {
         Ok(())
     }
 
-    fn act(&mut self, events: &mut Vec<Event>) -> Result<(), ConnError> {
+    async fn act(&mut self, events: &mut Vec<Event>) -> Result<(), ConnError> {
         for ev in events.drain(..) {
             match ev {
                 Event::Video { timestamp, data } => {
@@ -212,7 +281,9 @@ impl Conn {
                     tracing::debug!(app = %names::escape(&app), tc_url = ?tc_url.as_deref().map(names::escape), "connect");
                     self.app = Some(app);
                 }
-                Event::PublishRequested { app, stream_key } => self.on_publish(&app, &stream_key)?,
+                Event::PublishRequested { app, stream_key } => {
+                    self.on_publish(&app, &stream_key).await?
+                }
                 Event::Metadata => {}
                 Event::Unpublished => {
                     self.stream = None;
@@ -222,19 +293,44 @@ impl Conn {
         Ok(())
     }
 
-    fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
+    fn reject(&mut self, code: &str, reason: String) -> Result<(), ConnError> {
+        self.session.reject_publish(code, &reason)?;
+        Err(ConnError::Rejected(reason))
+    }
+
+    async fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
         let name = match names::publish_name(app, stream_key, self.session.tc_url()) {
             Ok(n) => n,
-            Err(e) => {
-                self.session
-                    .reject_publish("NetStream.Publish.BadName", &e.to_string())?;
-                return Err(ConnError::Rejected(e.to_string()));
-            }
+            Err(e) => return self.reject("NetStream.Publish.BadName", e.to_string()),
         };
         let span = tracing::Span::current();
         span.record("domain", name.domain.as_str());
         span.record("app", name.app.as_str());
         span.record("stream", name.stream.as_str());
+        if let Some(entry) = auth::entry_for(&self.node.settings.auth, &name.domain) {
+            let now = crate::notify::unix_now();
+            if let Err(e) = auth::check(
+                entry,
+                &name.app,
+                &name.stream,
+                &name.query,
+                self.session.tc_url(),
+                now,
+            ) {
+                return self.reject(
+                    "NetStream.Publish.Unauthorized",
+                    format!("unauthorized: {e}"),
+                );
+            }
+        }
+        if let Some(url) = self.node.settings.on_publish.clone() {
+            if let Err(why) = on_publish_hook(&url, &name, self.peer).await {
+                return self.reject(
+                    "NetStream.Publish.Unauthorized",
+                    format!("unauthorized: on_publish hook {why}"),
+                );
+            }
+        }
         let id = StreamId {
             domain: name.domain,
             app: name.app,

@@ -92,10 +92,12 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             }
         };
         let Some(slot) = node.conn_limits.admit(permit, peer.ip()) else {
+            node.metrics.rejected("per_ip_limit");
             tracing::warn!(%peer, max = node.conn_limits.max_per_ip, "connection refused: per-IP limit");
             drop(socket);
             continue;
         };
+        node.metrics.connections_accepted.inc();
         let _ = socket.set_nodelay(true);
         node.tasks
             .spawn(crate::rtmp::conn::run(node.clone(), socket, peer, slot));

@@ -3,7 +3,7 @@
 //! (`session`) that turns rml_rtmp events into publish/media events.
 
 pub mod amf;
-pub mod framing;
-pub mod session;
 pub mod conn;
+pub mod framing;
 pub mod listener;
+pub mod session;

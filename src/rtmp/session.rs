@@ -12,8 +12,7 @@
 
 use bytes::Bytes;
 use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent,
-    ServerSessionResult,
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
 };
 
 use crate::rtmp::amf::{self, AmfError};
@@ -86,10 +85,7 @@ impl From<ServerSessionError> for SessionError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `connect` was accepted.
-    Connected {
-        app: String,
-        tc_url: Option<String>,
-    },
+    Connected { app: String, tc_url: Option<String> },
     /// `publish`: the connection task decides, then calls `accept_publish` or
     /// `reject_publish`. `stream_key` still carries its `?query`.
     PublishRequested { app: String, stream_key: String },
@@ -133,7 +129,9 @@ impl Session {
             rml: {
                 // Tell rml_rtmp's deserializer that our canonical feed uses big chunks.
                 let r = rml.handle_input(&framing::set_chunk_size_chunk(FEED_CHUNK_SIZE))?;
-                debug_assert!(r.iter().all(|x| !matches!(x, ServerSessionResult::OutboundResponse(_))));
+                debug_assert!(r
+                    .iter()
+                    .all(|x| !matches!(x, ServerSessionResult::OutboundResponse(_))));
                 rml
             },
             limits,
@@ -206,15 +204,26 @@ impl Session {
                 len: m.payload.len(),
             }),
             msg::AUDIO | msg::VIDEO => {
-                tracing::debug!(type_id = m.type_id, "media before an accepted publish ignored");
+                tracing::debug!(
+                    type_id = m.type_id,
+                    "media before an accepted publish ignored"
+                );
             }
             msg::WINDOW_ACK_SIZE => {
                 if m.payload.len() >= 4 {
-                    let size = u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]);
+                    let size = u32::from_be_bytes([
+                        m.payload[0],
+                        m.payload[1],
+                        m.payload[2],
+                        m.payload[3],
+                    ]);
                     self.window_ack = (size > 0).then_some(size);
                 }
             }
-            msg::SET_CHUNK_SIZE | msg::ABORT | msg::ACK | msg::USER_CONTROL
+            msg::SET_CHUNK_SIZE
+            | msg::ABORT
+            | msg::ACK
+            | msg::USER_CONTROL
             | msg::SET_PEER_BANDWIDTH => {}
             msg::AMF3_DATA | msg::AMF3_COMMAND => return Err(SessionError::Amf3(m.type_id)),
             msg::AMF0_COMMAND => {
@@ -244,16 +253,16 @@ impl Session {
                 self.feed_rml(&m, events)?;
             }
             msg::AMF0_DATA => {
-                let count = amf::validate_values(&m.payload).map_err(|source| SessionError::Amf {
-                    what: "a data message",
-                    source,
-                })?;
-                let name = amf::data_message_name(&m.payload).map_err(|source| {
-                    SessionError::Amf {
+                let count =
+                    amf::validate_values(&m.payload).map_err(|source| SessionError::Amf {
                         what: "a data message",
                         source,
-                    }
-                })?;
+                    })?;
+                let name =
+                    amf::data_message_name(&m.payload).map_err(|source| SessionError::Amf {
+                        what: "a data message",
+                        source,
+                    })?;
                 // rml_rtmp indexes @setDataFrame's values without checking their count.
                 if name.as_deref() == Some("@setDataFrame") && count < 3 {
                     tracing::debug!(count, "short @setDataFrame ignored");
@@ -301,7 +310,10 @@ impl Session {
         events: &mut Vec<Event>,
     ) -> Result<(), SessionError> {
         match e {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 let results = self.rml.accept_request(request_id)?;
                 self.apply(results, events)?;
                 events.push(Event::Connected {

@@ -263,7 +263,11 @@ impl Template {
                 && self.match_from(&key[f.len()..], part + 1, names, ts, seq);
         }
         // A numeric variable: 1..=20 digits; try the longest run first, then shorter.
-        let digits = key.iter().take(20).take_while(|b| b.is_ascii_digit()).count();
+        let digits = key
+            .iter()
+            .take(20)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         for n in (1..=digits).rev() {
             let Ok(v) = std::str::from_utf8(&key[..n]).unwrap_or("x").parse::<u64>() else {
                 continue;

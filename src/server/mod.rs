@@ -29,6 +29,8 @@ pub struct Node {
     /// Connection and store tasks, waited for at shutdown.
     pub tasks: TaskTracker,
     pub conn_limits: crate::rtmp::listener::ConnLimits,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub notify: Arc<crate::notify::Notifier>,
 }
 
 impl Node {
@@ -71,7 +73,9 @@ impl Running {
         self.node.shutdown.cancel();
         self.node.tasks.close();
         let grace = self.node.settings.shutdown_grace;
-        tokio::time::timeout(grace, self.node.tasks.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.node.tasks.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -80,24 +84,31 @@ impl Running {
 /// it as it is.
 pub fn build_node(settings: Settings) -> Result<Arc<Node>, StartError> {
     let targets = storage::build_all(&settings.storage)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let pool = Pool::start(
         settings.workers,
         settings.quality,
         settings.limits.max_picture_pixels,
+        metrics.clone(),
     );
     let conn_limits = crate::rtmp::listener::ConnLimits::new(
         settings.limits.max_connections,
         settings.limits.max_connections_per_ip,
     );
+    let notify = crate::notify::Notifier::new(&settings.notify, metrics.clone());
+    let shutdown = CancellationToken::new();
+    notify.start(shutdown.clone());
     Ok(Arc::new(Node {
         rules: RwLock::new(Arc::new(settings.rules.clone())),
         settings,
         targets,
         pool,
         registry: Arc::new(Registry::default()),
-        shutdown: CancellationToken::new(),
+        shutdown,
         tasks: TaskTracker::new(),
         conn_limits,
+        metrics,
+        notify,
     }))
 }
 

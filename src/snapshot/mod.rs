@@ -3,7 +3,7 @@
 
 pub mod decode;
 pub mod encode;
-pub mod scheduler;
 pub mod pool;
+pub mod scheduler;
 pub mod stats;
 pub mod store;

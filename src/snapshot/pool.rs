@@ -17,6 +17,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::media::avc::{self, AvcConfig};
 use crate::media::sps;
+use crate::metrics::Metrics;
 use crate::snapshot::decode::{KeyframeDecoder, YuvFrame};
 use crate::snapshot::encode::{ColorInfo, ColorMatrix, JpegEncoder};
 use crate::snapshot::stats::StreamStats;
@@ -73,17 +74,21 @@ pub struct Slot {
     state: Mutex<SlotState>,
     sink: tmpsc::Sender<Snapshot>,
     pub stats: Arc<StreamStats>,
-    /// Log context: "domain/app/stream".
-    pub label: String,
+    /// Log context of the stream (peer, domain, app, stream).
+    pub span: tracing::Span,
 }
 
 impl Slot {
-    pub fn new(sink: tmpsc::Sender<Snapshot>, stats: Arc<StreamStats>, label: String) -> Arc<Slot> {
+    pub fn new(
+        sink: tmpsc::Sender<Snapshot>,
+        stats: Arc<StreamStats>,
+        span: tracing::Span,
+    ) -> Arc<Slot> {
         Arc::new(Slot {
             state: Mutex::new(SlotState::default()),
             sink,
             stats,
-            label,
+            span,
         })
     }
 }
@@ -92,22 +97,24 @@ impl Slot {
 #[derive(Clone)]
 pub struct Pool {
     tx: mpsc::Sender<Arc<Slot>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pool {
     /// Starts `workers` threads. They stop once every `Pool` clone is dropped and the
     /// queue is drained.
-    pub fn start(workers: usize, quality: u8, max_pixels: u64) -> Pool {
+    pub fn start(workers: usize, quality: u8, max_pixels: u64, metrics: Arc<Metrics>) -> Pool {
         let (tx, rx) = mpsc::channel::<Arc<Slot>>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..workers.max(1) {
             let rx = rx.clone();
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("livesnap-snap-{i}"))
-                .spawn(move || Worker::new(quality, max_pixels).run(&rx, i))
+                .spawn(move || Worker::new(quality, max_pixels, metrics).run(&rx, i))
                 .expect("spawn snapshot worker");
         }
-        Pool { tx }
+        Pool { tx, metrics }
     }
 
     /// Hands a due keyframe to the pool. Never blocks on decoding: if the stream's
@@ -117,7 +124,10 @@ impl Pool {
         if st.pending.replace(job).is_some() {
             slot.stats.dropped_busy.fetch_add(1, Ordering::Relaxed);
             slot.stats.finished.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(stream = %slot.label, "snapshot pool busy: older pending keyframe replaced");
+            self.metrics.dropped("pool_busy");
+            slot.span.in_scope(|| {
+                tracing::debug!("snapshot pool busy: older pending keyframe replaced")
+            });
         }
         if !st.scheduled {
             st.scheduled = true;
@@ -135,16 +145,20 @@ pub struct Renderer {
     annex_b: Vec<u8>,
     params_key: Vec<u8>,
     max_pixels: u64,
+    /// Decode and encode time of the last successful `render`.
+    pub last_timings: (std::time::Duration, std::time::Duration),
 }
 
 struct Worker {
     renderer: Renderer,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
-    fn new(quality: u8, max_pixels: u64) -> Worker {
+    fn new(quality: u8, max_pixels: u64, metrics: Arc<Metrics>) -> Worker {
         Worker {
             renderer: Renderer::new(quality, max_pixels),
+            metrics,
         }
     }
 
@@ -178,6 +192,11 @@ impl Worker {
             let arrived = job.arrived;
             let unix_ts = job.unix_ts;
             let result = self.renderer.render(&job.body, &job.config);
+            if result.is_ok() {
+                let (d, e) = self.renderer.last_timings;
+                self.metrics.decode_seconds.observe(d.as_secs_f64());
+                self.metrics.encode_seconds.observe(e.as_secs_f64());
+            }
             match result {
                 Ok((jpeg, width, height)) => {
                     let snap = Snapshot {
@@ -190,18 +209,21 @@ impl Worker {
                     if slot.sink.try_send(snap).is_err() {
                         slot.stats.dropped_backlog.fetch_add(1, Ordering::Relaxed);
                         slot.stats.finished.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(stream = %slot.label, "storage is behind: snapshot dropped");
+                        self.metrics.dropped("store_backlog");
+                        slot.span
+                            .in_scope(|| tracing::warn!("storage is behind: snapshot dropped"));
                     }
                 }
                 Err(e) => {
                     slot.stats.failed_decode.fetch_add(1, Ordering::Relaxed);
                     slot.stats.finished.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(stream = %slot.label, error = %e, "snapshot failed");
+                    self.metrics.failed("decode_error");
+                    slot.span
+                        .in_scope(|| tracing::warn!(error = %e, "snapshot failed"));
                 }
             }
         }
     }
-
 }
 
 impl Renderer {
@@ -213,18 +235,27 @@ impl Renderer {
             annex_b: Vec::new(),
             params_key: Vec::new(),
             max_pixels,
+            last_timings: Default::default(),
         }
     }
 
     /// Decodes one keyframe (an AVCC access unit, with the sequence header in force)
     /// and encodes it as a JPEG: (jpeg, width, height). A panic inside either codec is
     /// caught and returned as an error.
-    pub fn render(&mut self, body: &Bytes, config: &AvcConfig) -> Result<(Bytes, u32, u32), JobError> {
+    pub fn render(
+        &mut self,
+        body: &Bytes,
+        config: &AvcConfig,
+    ) -> Result<(Bytes, u32, u32), JobError> {
         catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config)))
             .unwrap_or_else(|p| Err(JobError::Panicked(panic_message(&p))))
     }
 
-    fn render_inner(&mut self, body: &Bytes, cfg: &AvcConfig) -> Result<(Bytes, u32, u32), JobError> {
+    fn render_inner(
+        &mut self,
+        body: &Bytes,
+        cfg: &AvcConfig,
+    ) -> Result<(Bytes, u32, u32), JobError> {
         let au = avc::scan_access_unit(body, cfg.length_size)?;
         // In-band parameter sets win over the sequence header's.
         let sps_nal = au.sps.as_ref().or(cfg.sps.first()).ok_or(JobError::NoSps)?;
@@ -241,8 +272,10 @@ impl Renderer {
         self.params_key.extend_from_slice(sps_nal);
         self.params_key.extend_from_slice(pps_nal);
         avc::to_annex_b(body, cfg.length_size, Some(cfg), &mut self.annex_b)?;
+        let t0 = Instant::now();
         self.decoder
             .decode(&self.annex_b, &self.params_key, &mut self.frame)?;
+        let t1 = Instant::now();
         let color = ColorInfo {
             matrix: match info.matrix {
                 sps::Matrix::Bt709 => ColorMatrix::Bt709,
@@ -251,6 +284,7 @@ impl Renderer {
             full_range: info.full_range,
         };
         let jpeg = self.encoder.encode(&self.frame, color)?;
+        self.last_timings = (t1 - t0, t1.elapsed());
         Ok((
             Bytes::from(jpeg),
             self.frame.width as u32,

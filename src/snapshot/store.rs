@@ -40,6 +40,8 @@ pub type Latest = Arc<std::sync::Mutex<Option<Snapshot>>>;
 
 pub struct StoreTask {
     pub id: StreamId,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub notify: Arc<crate::notify::Notifier>,
     pub rule: Arc<Rule>,
     pub target: Target,
     pub stats: Arc<StreamStats>,
@@ -54,9 +56,13 @@ impl StoreTask {
         target: Target,
         stats: Arc<StreamStats>,
         latest: Latest,
+        metrics: Arc<crate::metrics::Metrics>,
+        notify: Arc<crate::notify::Notifier>,
     ) -> StoreTask {
         StoreTask {
             id,
+            metrics,
+            notify,
             rule,
             target,
             stats,
@@ -85,23 +91,45 @@ impl StoreTask {
 
     /// Writes one snapshot under every template of the rule.
     pub async fn store(&mut self, snap: Snapshot) {
-        let mut wrote = false;
+        let started = std::time::Instant::now();
+        let mut sequence_key = None;
+        let mut overwrite_key = None;
         if let Some(t) = self.rule.sequence_object.clone() {
-            wrote |= self.store_sequence(&t, &snap).await;
+            sequence_key = self.store_sequence(&t, &snap).await;
         }
         if let Some(t) = self.rule.overwrite_object.clone() {
             match t.render(&self.vars(snap.unix_ts, 0)) {
                 Ok(key) => match self.target.put_overwrite(&key, snap.jpeg.clone()).await {
                     Ok(()) => {
-                        wrote = true;
-                        tracing::debug!(stream = %self.id, key, "snapshot stored (overwrite)");
+                        tracing::debug!(key, "snapshot stored (overwrite)");
+                        overwrite_key = Some(key);
                     }
                     Err(e) => self.failed(&e),
                 },
                 Err(e) => self.failed(&e),
             }
         }
+        let wrote = sequence_key.is_some() || overwrite_key.is_some();
         if wrote {
+            self.notify.snapshot(
+                self.rule.callback.as_deref(),
+                crate::notify::snapshot_event(
+                    &self.id,
+                    &self.rule.storage,
+                    overwrite_key.as_deref(),
+                    sequence_key.as_deref(),
+                    snap.jpeg.len(),
+                    snap.width,
+                    snap.height,
+                    snap.unix_ts,
+                ),
+            );
+        }
+        self.metrics
+            .store_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if wrote {
+            self.metrics.snapshots_taken.inc();
             self.stats.stored.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .last_snapshot_unix
@@ -113,10 +141,12 @@ impl StoreTask {
 
     fn failed(&self, e: &dyn std::fmt::Display) {
         self.stats.failed_store.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(stream = %self.id, error = %e, "snapshot not stored");
+        self.metrics.failed("storage_error");
+        tracing::warn!(error = %e, "snapshot not stored");
     }
 
-    async fn store_sequence(&mut self, t: &Template, snap: &Snapshot) -> bool {
+    /// Writes the sequence object; returns its key when one was created.
+    async fn store_sequence(&mut self, t: &Template, snap: &Snapshot) -> Option<String> {
         let uses_seq = t.has_var(crate::rules::template::Var::Sequence);
         if uses_seq && self.next_sequence.is_none() {
             match self
@@ -125,14 +155,14 @@ impl StoreTask {
                 .await
             {
                 Ok(n) => {
-                    tracing::info!(stream = %self.id, next = n + 1, "sequence continues after stored objects");
+                    tracing::info!(next = n + 1, "sequence continues after stored objects");
                     self.next_sequence = Some(n + 1);
                 }
                 Err(e) => {
                     // Without knowing what is stored we write nothing in sequence
                     // mode rather than risk a gap-filling order; retry next snapshot.
                     self.failed(&e);
-                    return false;
+                    return None;
                 }
             }
         }
@@ -142,7 +172,7 @@ impl StoreTask {
                 Ok(k) => k,
                 Err(e) => {
                     self.failed(&e);
-                    return false;
+                    return None;
                 }
             };
             match self.target.put_create_only(&key, snap.jpeg.clone()).await {
@@ -150,27 +180,27 @@ impl StoreTask {
                     if uses_seq {
                         self.next_sequence = Some(seq + 1);
                     }
-                    tracing::debug!(stream = %self.id, key, "snapshot stored (sequence)");
-                    return true;
+                    tracing::debug!(key, "snapshot stored (sequence)");
+                    return Some(key);
                 }
                 Ok(Created::AlreadyExists) if uses_seq => {
                     self.next_sequence = Some(seq + 1);
                 }
                 Ok(Created::AlreadyExists) => {
                     self.stats.skipped_existing.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(stream = %self.id, key, "object exists; not replaced");
-                    return false;
+                    tracing::warn!(key, "object exists; not replaced");
+                    return None;
                 }
                 Err(e) => {
                     self.failed(&e);
-                    return false;
+                    return None;
                 }
             }
         }
         // Many numbers taken in a row: someone else writes this stream's sequence.
         self.stats.skipped_existing.fetch_add(1, Ordering::Relaxed);
         self.next_sequence = None;
-        tracing::warn!(stream = %self.id, "sequence keys keep existing; will list again");
-        false
+        tracing::warn!("sequence keys keep existing; will list again");
+        None
     }
 }

@@ -1,0 +1,207 @@
+//! Node metrics in the Prometheus text format, from a registry owned by the node (no
+//! process-global state, so several nodes in one test process count separately).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A label set with one `reason` (or `result`) label.
+pub type Reason = Vec<(&'static str, &'static str)>;
+
+fn reason(r: &'static str) -> Reason {
+    vec![("reason", r)]
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_accepted: Counter,
+    pub connections_rejected: Family<Reason, Counter>,
+    pub publishes_active: Gauge,
+    pub bytes_received: Counter,
+    pub keyframes: Counter,
+    pub snapshots_taken: Counter,
+    pub snapshots_dropped: Family<Reason, Counter>,
+    pub snapshots_failed: Family<Reason, Counter>,
+    pub decode_seconds: Histogram,
+    pub encode_seconds: Histogram,
+    pub store_seconds: Histogram,
+    pub callbacks_delivered: Counter,
+    pub callbacks_failed: Counter,
+    pub callbacks_dropped: Counter,
+    pub rule_store_reloads: Family<Reason, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("livesnap");
+        let m = Metrics {
+            connections_accepted: Counter::default(),
+            connections_rejected: Family::default(),
+            publishes_active: Gauge::default(),
+            bytes_received: Counter::default(),
+            keyframes: Counter::default(),
+            snapshots_taken: Counter::default(),
+            snapshots_dropped: Family::default(),
+            snapshots_failed: Family::default(),
+            // 0.5 ms .. ~4 s
+            decode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            encode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            store_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            callbacks_delivered: Counter::default(),
+            callbacks_failed: Counter::default(),
+            callbacks_dropped: Counter::default(),
+            rule_store_reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections_accepted",
+            "RTMP connections accepted",
+            m.connections_accepted.clone(),
+        );
+        r.register(
+            "connections_rejected",
+            "RTMP connections refused or closed for a fault, by reason",
+            m.connections_rejected.clone(),
+        );
+        r.register(
+            "publishes_active",
+            "Live publishes on this node",
+            m.publishes_active.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Bytes read from RTMP connections",
+            m.bytes_received.clone(),
+        );
+        r.register("keyframes", "Video keyframes received", m.keyframes.clone());
+        r.register(
+            "snapshots_taken",
+            "Snapshots stored",
+            m.snapshots_taken.clone(),
+        );
+        r.register(
+            "snapshots_dropped",
+            "Due snapshots not taken, by reason",
+            m.snapshots_dropped.clone(),
+        );
+        r.register(
+            "snapshots_failed",
+            "Snapshots that failed, by reason",
+            m.snapshots_failed.clone(),
+        );
+        r.register(
+            "decode_seconds",
+            "openh264 keyframe decode time",
+            m.decode_seconds.clone(),
+        );
+        r.register(
+            "encode_seconds",
+            "mozjpeg encode time",
+            m.encode_seconds.clone(),
+        );
+        r.register(
+            "store_seconds",
+            "Time to store one snapshot (all its objects)",
+            m.store_seconds.clone(),
+        );
+        r.register(
+            "callbacks_delivered",
+            "Event callbacks delivered",
+            m.callbacks_delivered.clone(),
+        );
+        r.register(
+            "callbacks_failed",
+            "Event callbacks given up after retries",
+            m.callbacks_failed.clone(),
+        );
+        r.register(
+            "callbacks_dropped",
+            "Event callbacks dropped from a full queue",
+            m.callbacks_dropped.clone(),
+        );
+        r.register(
+            "rule_store_reloads",
+            "Rule store reads, by result",
+            m.rule_store_reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn rejected(&self, why: &'static str) {
+        self.connections_rejected.get_or_create(&reason(why)).inc();
+    }
+
+    pub fn dropped(&self, why: &'static str) {
+        self.snapshots_dropped.get_or_create(&reason(why)).inc();
+    }
+
+    pub fn failed(&self, why: &'static str) {
+        self.snapshots_failed.get_or_create(&reason(why)).inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.rule_store_reloads
+            .get_or_create(&vec![("result", if ok { "ok" } else { "error" })])
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// `GET /metrics`.
+pub async fn handler(
+    axum::extract::State(node): axum::extract::State<std::sync::Arc<crate::server::Node>>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::new();
+        m.connections_accepted.inc();
+        m.rejected("bad_name");
+        m.rejected("bad_name");
+        m.dropped("pool_busy");
+        m.decode_seconds.observe(0.01);
+        let text = m.render();
+        assert!(
+            text.contains("livesnap_connections_accepted_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("livesnap_connections_rejected_total{reason=\"bad_name\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("livesnap_snapshots_dropped_total{reason=\"pool_busy\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("livesnap_decode_seconds_count 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

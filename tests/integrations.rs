@@ -1,0 +1,388 @@
+//! Publish authentication, the on_publish hook, signed event callbacks and the
+//! Prometheus metrics, against a real node and real HTTP listeners on loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use common::*;
+use serde_json::Value;
+
+/// One request a test listener received.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Recorder {
+    got: Arc<Mutex<Vec<Received>>>,
+    /// Status codes to answer, in order; 200 once they run out.
+    script: Arc<Mutex<Vec<u16>>>,
+    calls: Arc<Mutex<u32>>,
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+    fn named(&self, event: &str) -> Vec<Received> {
+        self.events()
+            .into_iter()
+            .filter(|r| r.body["event"] == event)
+            .collect()
+    }
+}
+
+async fn record(State(rec): State<Recorder>, headers: HeaderMap, body: String) -> StatusCode {
+    *rec.calls.lock().unwrap() += 1;
+    let status = {
+        let mut s = rec.script.lock().unwrap();
+        if s.is_empty() {
+            200
+        } else {
+            s.remove(0)
+        }
+    };
+    if status == 200 {
+        rec.got.lock().unwrap().push(Received {
+            headers,
+            body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        });
+    }
+    StatusCode::from_u16(status).unwrap()
+}
+
+/// A callback/hook listener on 127.0.0.1:0 answering POST /cb (and /hook/{anything}).
+async fn listener(rec: Recorder) -> SocketAddr {
+    let app = Router::new()
+        .route("/cb", post(record))
+        .route("/node", post(record))
+        .route(
+            "/hook",
+            post(|body: String| async move {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                if v["stream"] == "allowed" {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::FORBIDDEN
+                }
+            }),
+        )
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                StatusCode::OK
+            }),
+        )
+        .with_state(rec);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+async fn metrics(server: &TestServer) -> String {
+    reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_publish() {
+    let mut server = start_server(DEFAULT_RULES).await;
+    publish_fixture(&server, "live", "m", "baseline_640x360_gop1s.flv", 4.0).await;
+    // The three snapshots are stored once the store task has drained.
+    assert!(
+        wait_for(Duration::from_secs(10), || list_files(&server.root()).len()
+            == 4)
+        .await
+    );
+    let text = metrics(&server).await;
+    assert_eq!(metric(&text, "livesnap_connections_accepted_total"), 1.0);
+    assert_eq!(metric(&text, "livesnap_keyframes_total"), 12.0);
+    assert_eq!(metric(&text, "livesnap_snapshots_taken_total"), 3.0);
+    assert_eq!(metric(&text, "livesnap_decode_seconds_count"), 3.0);
+    assert_eq!(metric(&text, "livesnap_encode_seconds_count"), 3.0);
+    assert_eq!(metric(&text, "livesnap_store_seconds_count"), 3.0);
+    assert_eq!(metric(&text, "livesnap_publishes_active"), 0.0);
+    let bytes = metric(&text, "livesnap_received_bytes_total");
+    let file = std::fs::metadata(fixture("baseline_640x360_gop1s.flv"))
+        .unwrap()
+        .len() as f64;
+    // Every media byte plus RTMP headers and commands, but not wildly more.
+    assert!(
+        bytes > file * 0.95 && bytes < file * 1.2,
+        "{bytes} vs file {file}"
+    );
+    // A refused publish is counted by reason.
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "..bad").await;
+    assert!(matches!(out, PublishOutcome::Closed(_)));
+    let rejected = server.node().metrics.clone();
+    assert!(
+        wait_for(Duration::from_secs(5), || rejected.render().contains(
+            "livesnap_connections_rejected_total{reason=\"bad_name\"} 1"
+        ))
+        .await
+    );
+    assert_eq!(
+        metric(
+            &metrics(&server).await,
+            "livesnap_connections_rejected_total{reason=\"bad_name\"}"
+        ),
+        1.0
+    );
+    server.stop().await;
+}
+
+fn auth_config(extra: &str) -> String {
+    format!(
+        "{DEFAULT_RULES}\n[[auth]]\ndomain = \"*\"\nprimary_key = \"primary-secret\"\nsecondary_key = \"rotated-secret\"\nvalidity_secs = 60\n{extra}"
+    )
+}
+
+fn status_of(out: &PublishOutcome) -> String {
+    match out {
+        PublishOutcome::Accepted => "accepted".into(),
+        PublishOutcome::Closed(b) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_are_required() {
+    let mut server = start_server(&auth_config("")).await;
+    let now = livesnap::notify::unix_now();
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    let key_of = |stream: &str, key: &str, ts: u64| {
+        let url = livesnap::auth::sign_url(&format!("rtmp://h/live/{stream}"), key, ts).unwrap();
+        url.rsplit_once('/').unwrap().1.to_string()
+    };
+    // Refused: no signature, wrong key, expired, signed for another stream.
+    for stream_key in [
+        "cam".to_string(),
+        key_of("cam", "not-the-key", now),
+        key_of("cam", "primary-secret", now - 61),
+        key_of("other", "primary-secret", now).replace("other", "cam"),
+    ] {
+        let (_, out) = Publisher::connect(server.rtmp, &tc, "live", &stream_key).await;
+        let s = status_of(&out);
+        assert!(
+            s.contains("NetStream.Publish.Unauthorized"),
+            "{stream_key}: {s}"
+        );
+        assert!(!s.contains("primary-secret"));
+    }
+    // Accepted with either key, in the stream key or in the tcUrl.
+    let (p, out) = Publisher::connect(
+        server.rtmp,
+        &tc,
+        "live",
+        &key_of("cam", "primary-secret", now),
+    )
+    .await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    p.finish().await;
+    let (p, out) = Publisher::connect(
+        server.rtmp,
+        &tc,
+        "live",
+        &key_of("cam2", "rotated-secret", now),
+    )
+    .await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    p.finish().await;
+    let signed = key_of("cam3", "primary-secret", now);
+    let query = signed.split_once('?').unwrap().1;
+    let (p, out) = Publisher::connect(server.rtmp, &format!("{tc}?{query}"), "live", "cam3").await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    p.finish().await;
+    let text = metrics(&server).await;
+    assert_eq!(
+        metric(
+            &text,
+            "livesnap_connections_rejected_total{reason=\"unauthorized\"}"
+        ),
+        4.0
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_publish_hook_allows_and_denies() {
+    let addr = listener(Recorder::default()).await;
+    let mut server = start_server(&format!(
+        "{DEFAULT_RULES}\n[hooks]\non_publish = \"http://{addr}/hook\"\n"
+    ))
+    .await;
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    let (p, out) = Publisher::connect(server.rtmp, &tc, "live", "allowed").await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    p.finish().await;
+    let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "denied").await;
+    assert!(status_of(&out).contains("NetStream.Publish.Unauthorized"));
+    server.stop().await;
+
+    // A hook that does not answer within 3 s denies.
+    let mut server = start_server(&format!(
+        "{DEFAULT_RULES}\n[hooks]\non_publish = \"http://{addr}/slow\"\n"
+    ))
+    .await;
+    let started = Instant::now();
+    let (_, out) = Publisher::connect(
+        server.rtmp,
+        &format!("rtmp://{}/live", server.rtmp),
+        "live",
+        "allowed",
+    )
+    .await;
+    assert!(status_of(&out).contains("NetStream.Publish.Unauthorized"));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_signed_and_complete() {
+    let rec = Recorder::default();
+    let addr = listener(rec.clone()).await;
+    let rules = format!(
+        r#"
+[[rules]]
+domain = "*"
+app = "*"
+interval_secs = 5
+storage = "default"
+overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
+sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
+callback = "http://{addr}/cb"
+[notify]
+url = "http://{addr}/node"
+callback_auth_key = "cb-key"
+"#
+    );
+    let mut server = start_server(&rules).await;
+    publish_fixture(&server, "live", "cbcam", "baseline_640x360_gop1s.flv", 4.0).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || rec.named("unpublish").len()
+            == 1
+            && rec.named("snapshot").len() == 6)
+        .await,
+        "{:?}",
+        rec.events()
+    );
+    assert_eq!(rec.named("publish").len(), 1);
+    let snaps = rec.named("snapshot");
+    for (i, r) in snaps.iter().enumerate() {
+        let b = &r.body;
+        assert_eq!(b["app"], "live");
+        assert_eq!(b["stream"], "cbcam");
+        assert_eq!(b["domain"], "127.0.0.1");
+        assert_eq!(b["storage"], "default");
+        assert_eq!(b["width"], 640);
+        assert_eq!(b["height"], 360);
+        assert_eq!(b["overwrite_object"], "live/cbcam.jpg");
+        let seq = b["sequence_object"].as_str().unwrap();
+        let stored = std::fs::read(server.root().join(seq)).unwrap();
+        assert_eq!(b["size"], stored.len(), "{i}");
+        let ts = r.headers["ALI-LIVE-TIMESTAMP"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+        assert_eq!(
+            r.headers["ALI-LIVE-SIGNATURE"].to_str().unwrap(),
+            livesnap::auth::hex(&md5::Md5::digest(
+                format!("127.0.0.1|{ts}|cb-key").as_bytes()
+            ))
+        );
+        assert!(b["create_time"].as_str().unwrap().ends_with('Z'));
+    }
+    let mut seqs: Vec<&str> = snaps
+        .iter()
+        .map(|r| r.body["sequence_object"].as_str().unwrap())
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(
+        seqs,
+        ["live/cbcam/1.jpg", "live/cbcam/2.jpg", "live/cbcam/3.jpg"]
+    );
+    let un = &rec.named("unpublish")[0].body;
+    assert!(un["bytes"].as_u64().unwrap() > 500_000);
+    assert!(un["duration_secs"].as_u64().is_some());
+    server.stop().await;
+}
+
+use md5::Digest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_retried_and_a_dead_target_slows_nothing() {
+    // Two failures, then success: one delivery after retries.
+    let rec = Recorder::default();
+    *rec.script.lock().unwrap() = vec![500, 503];
+    let addr = listener(rec.clone()).await;
+    let mut server = start_server(&format!(
+        "{DEFAULT_RULES}\n[notify]\nurl = \"http://{addr}/node\"\n"
+    ))
+    .await;
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    let (p, out) = Publisher::connect(server.rtmp, &tc, "live", "retry").await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    assert!(wait_for(Duration::from_secs(8), || rec.named("publish").len() == 1).await);
+    assert_eq!(*rec.calls.lock().unwrap(), 3);
+    p.finish().await;
+    server.stop().await;
+
+    // A target that refuses connections: the publish runs at full pace and every
+    // snapshot is stored on schedule; failures are counted.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut server = start_server(&format!(
+        "{DEFAULT_RULES}\n[notify]\nurl = \"http://{dead}/x\"\n"
+    ))
+    .await;
+    let started = Instant::now();
+    publish_fixture(&server, "live", "deadcb", "baseline_640x360_gop1s.flv", 4.0).await;
+    let took = started.elapsed();
+    // 12 s of media at 4x is 3 s; allow slack for a busy CI machine.
+    assert!(took < Duration::from_secs(6), "publish took {took:?}");
+    assert!(
+        wait_for(Duration::from_secs(10), || list_files(&server.root()).len()
+            == 4)
+        .await
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let m = server.node().metrics.callbacks_failed.get();
+            m >= 1
+        })
+        .await
+    );
+    server.stop().await;
+}
