@@ -182,6 +182,11 @@ pub struct LimitsConfig {
     pub max_chunk_streams: usize,
     /// Largest picture (width × height) the decoder is given. Default 9437184 (4096×2304).
     pub max_picture_pixels: u64,
+    /// RTMP handshakes in progress at once (unauthenticated peers); more are closed
+    /// at once. Default 256.
+    pub max_handshakes: usize,
+    /// `createStream` calls one connection may make. Default 8.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for LimitsConfig {
@@ -193,6 +198,8 @@ impl Default for LimitsConfig {
             max_command_bytes: 64 << 10,
             max_chunk_streams: 64,
             max_picture_pixels: 4096 * 2304,
+            max_handshakes: 256,
+            max_streams_per_connection: 8,
         }
     }
 }
@@ -462,6 +469,11 @@ impl Config {
             ),
             ("limits.max_chunk_streams", l.max_chunk_streams as u64),
             ("limits.max_picture_pixels", l.max_picture_pixels),
+            ("limits.max_handshakes", l.max_handshakes as u64),
+            (
+                "limits.max_streams_per_connection",
+                u64::from(l.max_streams_per_connection),
+            ),
         ];
         for (key, v) in positive {
             if v == 0 {

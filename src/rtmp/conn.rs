@@ -43,6 +43,8 @@ pub enum ConnError {
     Rejected(String),
     #[error("disconnected by the node")]
     Kicked,
+    #[error("too many handshakes in progress (limits.max_handshakes)")]
+    TooManyHandshakes,
 }
 
 impl ConnError {
@@ -53,6 +55,7 @@ impl ConnError {
             ConnError::NotRtmp(_) => "not_rtmp",
             ConnError::Handshake(_) => "handshake",
             ConnError::HandshakeTimeout(_) => "handshake_timeout",
+            ConnError::TooManyHandshakes => "handshake_limit",
             ConnError::Idle(_) => "idle_timeout",
             ConnError::Session(SessionError::Framing(_)) => "framing",
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
@@ -157,17 +160,21 @@ async fn handshake(
 async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Result<(), ConnError> {
     let s = &node.settings;
     let mut buf = vec![0u8; READ_BUF];
+    let Ok(permit) = node.conn_limits.handshakes.clone().try_acquire_owned() else {
+        return Err(ConnError::TooManyHandshakes);
+    };
     let remaining = tokio::select! {
         r = handshake(&mut socket, &mut buf, s.handshake_timeout) => r?,
         _ = node.shutdown.cancelled() => return Ok(()),
     };
+    drop(permit);
     let limits = SessionLimits {
         framing: FramingLimits {
             max_message_len: s.limits.max_message_bytes,
             max_command_len: s.limits.max_command_bytes,
             max_chunk_streams: s.limits.max_chunk_streams,
         },
-        ..SessionLimits::default()
+        max_streams: s.limits.max_streams_per_connection,
     };
     let mut conn = Conn {
         node: node.clone(),

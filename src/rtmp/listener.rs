@@ -15,6 +15,8 @@ use crate::server::Node;
 #[derive(Debug)]
 pub struct ConnLimits {
     global: Arc<Semaphore>,
+    /// Handshakes in progress.
+    pub handshakes: Arc<Semaphore>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_per_ip: usize,
 }
@@ -40,9 +42,10 @@ impl Drop for ConnSlot {
 }
 
 impl ConnLimits {
-    pub fn new(max: usize, max_per_ip: usize) -> ConnLimits {
+    pub fn new(max: usize, max_per_ip: usize, max_handshakes: usize) -> ConnLimits {
         ConnLimits {
             global: Arc::new(Semaphore::new(max)),
+            handshakes: Arc::new(Semaphore::new(max_handshakes)),
             per_ip: Default::default(),
             max_per_ip,
         }

@@ -94,6 +94,7 @@ pub fn build_node(settings: Settings) -> Result<Arc<Node>, StartError> {
     let conn_limits = crate::rtmp::listener::ConnLimits::new(
         settings.limits.max_connections,
         settings.limits.max_connections_per_ip,
+        settings.limits.max_handshakes,
     );
     let notify = crate::notify::Notifier::new(&settings.notify, metrics.clone());
     let shutdown = CancellationToken::new();
