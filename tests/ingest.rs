@@ -399,3 +399,33 @@ overwrite_object = "{Domain}/{AppName}/{StreamName}.jpg"
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_encoder_frees_the_name_at_once() {
+    let mut server = start_server(DEFAULT_RULES).await;
+    let mut child = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(fixture("baseline_640x360_gop1s.flv"))
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(server.url("live", "killed"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg runs");
+    let node = server.node().clone();
+    assert!(
+        wait_for(Duration::from_secs(10), || node.registry.len() == 1).await,
+        "ffmpeg never published"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().await.unwrap(); // SIGKILL: no FCUnpublish, no deleteStream
+    assert!(
+        wait_for(Duration::from_secs(3), || node.registry.is_empty()).await,
+        "the killed publisher still holds its name"
+    );
+    // The encoder comes back under the same name and is accepted.
+    publish_fixture(&server, "live", "killed", "baseline_640x360_gop1s.flv", 4.0).await;
+    server.stop().await;
+    let files = list_files(&server.root());
+    assert!(files.contains(&"live/killed.jpg".to_string()), "{files:?}");
+    assert!(files.len() >= 4, "{files:?}");
+}

@@ -159,15 +159,17 @@ async fn handshake(
 
 async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Result<(), ConnError> {
     let s = &node.settings;
-    let mut buf = vec![0u8; READ_BUF];
+    // A small buffer for the handshake; the full one only for peers that finish it.
+    let mut hs_buf = [0u8; 2048];
     let Ok(permit) = node.conn_limits.handshakes.clone().try_acquire_owned() else {
         return Err(ConnError::TooManyHandshakes);
     };
     let remaining = tokio::select! {
-        r = handshake(&mut socket, &mut buf, s.handshake_timeout) => r?,
+        r = handshake(&mut socket, &mut hs_buf, s.handshake_timeout) => r?,
         _ = node.shutdown.cancelled() => return Ok(()),
     };
     drop(permit);
+    let mut buf = vec![0u8; READ_BUF];
     let limits = SessionLimits {
         framing: FramingLimits {
             max_message_len: s.limits.max_message_bytes,
