@@ -2,9 +2,10 @@
 //!
 //! JPEG (JFIF) stores BT.601 Y'CbCr in full range. H.264 sources are usually limited range
 //! (Y' 16–235, C 16–240) and BT.601 or BT.709, so before mozjpeg sees them the planes are
-//! range-expanded (256-entry tables) and, for BT.709, re-matrixed to BT.601 in Y'CbCr space with
-//! fixed-point integer arithmetic. mozjpeg then takes the planes as raw 4:2:0 data: no RGB round
-//! trip. This module must not decode video or know about streams; it sees one picture at a time.
+//! range-expanded and, for BT.709, re-matrixed to BT.601 in Y'CbCr space, in one 16-bit
+//! fixed-point step that vectorises. mozjpeg then takes the planes as raw 4:2:0 data: no RGB
+//! round trip. This module must not decode video or know about streams; it sees one picture
+//! at a time.
 //!
 //! mozjpeg reports errors by panicking through C; [`JpegEncoder::encode`] catches them.
 //! `Compress` is not `Send`, so it is created, used and finished within one call.
@@ -65,8 +66,8 @@ pub struct JpegEncoder {
     y: Vec<u8>,
     cb: Vec<u8>,
     cr: Vec<u8>,
-    /// One row of per-pixel chroma contributions to luma (BT.709 path only).
-    luma_terms: Vec<i32>,
+    /// Chroma contributions to luma for one chroma row (see `convert_luma`).
+    luma_terms: Vec<i16>,
 }
 
 impl JpegEncoder {
@@ -111,51 +112,20 @@ impl JpegEncoder {
         self.cb.resize(g.c_stride * g.c_rows, 0);
         self.cr.resize(g.c_stride * g.c_rows, 0);
         let (w, h, cw, ch) = (g.width, g.height, g.c_width, g.c_height);
-        match (color.matrix, color.full_range) {
-            (ColorMatrix::Bt601, true) => {
-                copy_rows(&frame.y, frame.y_stride, w, h, &mut self.y, g.y_stride);
-                copy_rows(&frame.u, frame.uv_stride, cw, ch, &mut self.cb, g.c_stride);
-                copy_rows(&frame.v, frame.uv_stride, cw, ch, &mut self.cr, g.c_stride);
-            }
-            (ColorMatrix::Bt601, false) => {
-                let (ys, cs) = (g.y_stride, g.c_stride);
-                map_rows(
-                    &frame.y,
-                    frame.y_stride,
-                    w,
-                    h,
-                    &mut self.y,
-                    ys,
-                    &LUMA_TO_FULL,
-                );
-                map_rows(
-                    &frame.u,
-                    frame.uv_stride,
-                    cw,
-                    ch,
-                    &mut self.cb,
-                    cs,
-                    &CHROMA_TO_FULL,
-                );
-                map_rows(
-                    &frame.v,
-                    frame.uv_stride,
-                    cw,
-                    ch,
-                    &mut self.cr,
-                    cs,
-                    &CHROMA_TO_FULL,
-                );
-            }
-            (ColorMatrix::Bt709, full_range) => {
-                let k = if full_range {
-                    &BT709_FULL
-                } else {
-                    &BT709_LIMITED
-                };
-                bt709_luma(frame, k, &mut self.y, g.y_stride, &mut self.luma_terms);
-                bt709_chroma(frame, k, &mut self.cb, &mut self.cr, g.c_stride);
-            }
+        let k = match (color.matrix, color.full_range) {
+            (ColorMatrix::Bt601, true) => None,
+            (ColorMatrix::Bt601, false) => Some(&BT601_LIMITED),
+            (ColorMatrix::Bt709, false) => Some(&BT709_LIMITED),
+            (ColorMatrix::Bt709, true) => Some(&BT709_FULL),
+        };
+        if let Some(k) = k {
+            convert_luma(frame, k, &mut self.y, g.y_stride, &mut self.luma_terms);
+            convert_chroma(frame, k, &mut self.cb, &mut self.cr, g.c_stride);
+        } else {
+            // Already JPEG's coding: copy into the padded planes.
+            copy_rows(&frame.y, frame.y_stride, w, h, &mut self.y, g.y_stride);
+            copy_rows(&frame.u, frame.uv_stride, cw, ch, &mut self.cb, g.c_stride);
+            copy_rows(&frame.v, frame.uv_stride, cw, ch, &mut self.cr, g.c_stride);
         }
         pad_plane(&mut self.y, g.y_stride, w, h);
         pad_plane(&mut self.cb, g.c_stride, cw, ch);
@@ -211,12 +181,8 @@ fn compress(planes: [&[u8]; 3], g: &Geometry, quality: u8) -> Result<Vec<u8>, En
             context: "starting compression",
             source,
         })?;
-    let strides: Vec<usize> = started
-        .components()
-        .iter()
-        .map(|c| c.row_stride())
-        .collect();
-    if strides != [g.y_stride, g.c_stride, g.c_stride] {
+    let strides = started.components().iter().map(|c| c.row_stride());
+    if !strides.eq([g.y_stride, g.c_stride, g.c_stride]) {
         return Err(EncodeError::RawData("component strides differ from ours"));
     }
     if !started.write_raw_data(&planes) {
@@ -238,38 +204,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-// ---- Range expansion: limited → full (BT.601 sources) ----
-
-/// `round((v - base) * 255 / span) + out_base`, clamped to 0–255, for every byte `v`.
-const fn range_table(base: i32, span: i32, out_base: i32) -> [u8; 256] {
-    let mut table = [0u8; 256];
-    let mut v = 0;
-    while v < 256 {
-        let d = (v - base) * 255;
-        // Integer division truncates toward zero: round half away from zero by hand.
-        let scaled = if d >= 0 {
-            (d + span / 2) / span
-        } else {
-            -((-d + span / 2) / span)
-        };
-        let out = scaled + out_base;
-        table[v as usize] = if out < 0 {
-            0
-        } else if out > 255 {
-            255
-        } else {
-            out as u8
-        };
-        v += 1;
-    }
-    table
-}
-
-/// Luma 16–235 → 0–255.
-const LUMA_TO_FULL: [u8; 256] = range_table(16, 219, 0);
-/// Chroma 16–240 (centred on 128) → 0–255 (centred on 128).
-const CHROMA_TO_FULL: [u8; 256] = range_table(128, 224, 128);
-
 fn copy_rows(src: &[u8], src_stride: usize, w: usize, h: usize, dst: &mut [u8], stride: usize) {
     for (d, s) in dst
         .chunks_exact_mut(stride)
@@ -277,26 +211,6 @@ fn copy_rows(src: &[u8], src_stride: usize, w: usize, h: usize, dst: &mut [u8], 
         .take(h)
     {
         d[..w].copy_from_slice(&s[..w]);
-    }
-}
-
-fn map_rows(
-    src: &[u8],
-    src_stride: usize,
-    w: usize,
-    h: usize,
-    dst: &mut [u8],
-    stride: usize,
-    table: &[u8; 256],
-) {
-    for (d, s) in dst
-        .chunks_exact_mut(stride)
-        .zip(src.chunks(src_stride))
-        .take(h)
-    {
-        for (d, &s) in d[..w].iter_mut().zip(&s[..w]) {
-            *d = table[usize::from(s)];
-        }
     }
 }
 
@@ -313,15 +227,18 @@ fn pad_plane(plane: &mut [u8], stride: usize, w: usize, h: usize) {
     }
 }
 
-// ---- Matrix conversion: BT.709 → BT.601 in Y'CbCr space ----
+// ---- Colour conversion to full-range BT.601 ----
 //
-// Notation: Y in [0, 1], Cb and Cr in [-0.5, 0.5]; (Kr, Kb) = (0.2126, 0.0722) for BT.709 and
-// (0.299, 0.114) for BT.601, Kg = 1 - Kr - Kb. A BT.709 source pixel is, in R'G'B':
+// Range. Limited range maps Y' 16–235 and C 16–240 (centred on 128) onto 0–255:
+//     Y = (Y_lim - 16)·255/219        C - 128 = (C_lim - 128)·255/224
+//
+// Matrix. Notation: Y in [0, 1], Cb and Cr in [-0.5, 0.5]; (Kr, Kb) = (0.2126, 0.0722) for
+// BT.709 and (0.299, 0.114) for BT.601, Kg = 1 - Kr - Kb. A BT.709 pixel is, in R'G'B':
 //     R' = Y + 2(1-Kr)·Cr            B' = Y + 2(1-Kb)·Cb
 //     G' = Y - (2Kb(1-Kb)·Cb + 2Kr(1-Kr)·Cr) / Kg
 // and JPEG wants the BT.601 coding of that same R'G'B':
 //     Y6 = Kr6·R' + Kg6·G' + Kb6·B'   Cb6 = (B' - Y6) / 2(1-Kb6)   Cr6 = (R' - Y6) / 2(1-Kr6)
-// Substituting, everything is linear in (Y, Cb, Cr), and since both matrices send grey to grey
+// Substituting, everything is linear in (Y, Cb, Cr), and since both codings send grey to grey,
 // Y passes through with weight 1 and chroma does not depend on Y:
 //     Y6  = Y + a·Cb + b·Cr                  a = 2Kb6(1-Kb) - 2Kg6·Kb(1-Kb)/Kg
 //                                            b = 2Kr6(1-Kr) - 2Kg6·Kr(1-Kr)/Kg
@@ -331,17 +248,132 @@ fn pad_plane(plane: &mut [u8], stride: usize, w: usize, h: usize) {
 //     [Y6 ]   [1   0.101579  0.196076] [Y ]
 //     [Cb6] = [0   0.989854 -0.110653] [Cb]
 //     [Cr6]   [0  -0.072453  0.983398] [Cr]
-// For limited-range sources the columns are also scaled by 255/219 (luma, after subtracting 16)
-// and 255/224 (chroma), so range expansion and re-matrixing are one step with one rounding:
-//     Y6·255 = 1.164384·(Y-16) + 0.115637·(Cb-128) + 0.223212·(Cr-128)
-//     Cb6    = 1.126843·(Cb-128) - 0.125966·(Cr-128) + 128
-//     Cr6    = -0.082480·(Cb-128) + 1.119493·(Cr-128) + 128
-// The coefficients are applied in 16.16 fixed point. Luma takes the chroma sample covering its
-// 2×2 block (4:2:0), so at chroma edges the luma correction is as sharp as the chroma is.
+// For limited-range sources the luma column is also scaled by 255/219 and the chroma columns by
+// 255/224, so range expansion and re-matrixing are one step with one rounding. On 8-bit samples:
+//     Y'  = 1.164384·(Y-16) + 0.115637·(Cb-128) + 0.223212·(Cr-128)       (BT.709 limited)
+//     Cb' = 1.126843·(Cb-128) - 0.125966·(Cr-128) + 128
+//     Cr' = -0.082480·(Cb-128) + 1.119493·(Cr-128) + 128
+// Luma takes the chroma sample covering its 2×2 block (4:2:0), so at chroma edges the luma
+// correction is as sharp as the chroma is.
+//
+// Arithmetic. Every case (BT.601 limited; BT.709 limited or full) is one affine map per output
+// plane, out = Σ c_j·(s_j - o_j) + O, evaluated in 16-bit integers so that it vectorises on
+// plain SSE2 and NEON (8 or 16 lanes of `pmullw`-style multiplies; 32-bit multiplies are slow
+// on SSE2 and 256-entry lookup tables cannot vectorise at all). Each sample is centred
+// (s - 128, so -128..=127) and each coefficient is split as c = whole + frac/1024 with whole
+// 0 or 1 and |frac| < 256 (every coefficient here is within 0.25 of 0 or 1), so that
+// (s - 128)·frac fits in i16. Sums carry FRAC_BITS = 6 fractional bits; the offsets o_j, O and
+// the rounding half are folded into one bias per plane. The result is within 1 of the exactly
+// rounded value (tested), far below JPEG's own quantisation error. Measured on a 1080p picture
+// (x86-64 baseline, min of 200 runs): 0.56 ms for any of the three conversions, against 0.96 ms
+// for range expansion alone with 256-entry tables and 2.2 ms for the BT.709 map in i32.
 
-/// Fractional bits of the fixed-point coefficients.
-const FRAC_BITS: u32 = 16;
-const ROUND: i32 = 1 << (FRAC_BITS - 1);
+/// Fractional bits of the intermediate sums.
+const FRAC_BITS: u32 = 6;
+/// Fractional bits of a coefficient's fractional part.
+const COEFF_BITS: u32 = 10;
+
+/// A coefficient `whole + frac / 2^COEFF_BITS`, applied to a sample centred on 128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Coeff {
+    /// 0 or 1, pre-scaled by `2^FRAC_BITS`.
+    whole: i16,
+    frac: i16,
+}
+
+impl Coeff {
+    const fn new(c: f64) -> Self {
+        let whole: i16 = if c > 0.5 { 1 } else { 0 };
+        let frac = round((c - whole as f64) * (1 << COEFF_BITS) as f64);
+        assert!(frac > -256 && frac < 256, "coefficient too far from 0 or 1");
+        Self {
+            whole: whole << FRAC_BITS,
+            frac: frac as i16,
+        }
+    }
+
+    /// The value actually applied.
+    const fn value(self) -> f64 {
+        (self.whole >> FRAC_BITS) as f64 + self.frac as f64 / (1 << COEFF_BITS) as f64
+    }
+
+    /// `c · (s - 128)` with `FRAC_BITS` fractional bits. |result| ≤ 128·2^6 + 128·255/2^4.
+    fn apply(self, sample: u8) -> i16 {
+        let s = i16::from(sample) - 128;
+        s * self.whole + ((s * self.frac) >> (COEFF_BITS - FRAC_BITS))
+    }
+}
+
+/// Half away from zero.
+const fn round(x: f64) -> i32 {
+    if x >= 0.0 {
+        (x + 0.5) as i32
+    } else {
+        -((-x + 0.5) as i32)
+    }
+}
+
+/// One output plane: `Σ coeffs[j]·(s_j - offsets[j]) + out_offset`, as coefficients and a bias.
+const fn plane_map<const N: usize>(
+    coeffs: [f64; N],
+    offsets: [f64; N],
+    out_offset: f64,
+) -> ([Coeff; N], i16) {
+    let mut fixed = [Coeff { whole: 0, frac: 0 }; N];
+    // Centring moves each offset into the constant: c·(s - o) = c·(s - 128) + c·(128 - o).
+    // The constant uses the quantised coefficients so that it cancels them exactly.
+    let mut constant = out_offset;
+    let mut bound = 0;
+    let mut j = 0;
+    while j < N {
+        fixed[j] = Coeff::new(coeffs[j]);
+        constant += fixed[j].value() * (128.0 - offsets[j]);
+        bound += 128 * ((fixed[j].whole as i32) + (fixed[j].frac as i32).abs() / 16 + 1);
+        j += 1;
+    }
+    let bias = round(constant * (1 << FRAC_BITS) as f64) + (1 << (FRAC_BITS - 1));
+    // The i16 sums cannot overflow.
+    assert!(bound + bias.abs() < i16::MAX as i32);
+    (fixed, bias as i16)
+}
+
+/// A source coding → full-range BT.601, for the luma and both chroma planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Conversion {
+    /// Y' from (Y, Cb, Cr).
+    y: [Coeff; 3],
+    y_bias: i16,
+    /// Cb' from (Cb, Cr).
+    cb: [Coeff; 2],
+    cb_bias: i16,
+    /// Cr' from (Cb, Cr).
+    cr: [Coeff; 2],
+    cr_bias: i16,
+}
+
+/// `m` is the source matrix's map to BT.601 on full-range values (identity for BT.601).
+const fn conversion(m: [[f64; 3]; 3], full_range: bool) -> Conversion {
+    let (sy, sc, oy) = if full_range {
+        (1.0, 1.0, 0.0)
+    } else {
+        (255.0 / 219.0, 255.0 / 224.0, 16.0)
+    };
+    let (y, y_bias) = plane_map(
+        [m[0][0] * sy, m[0][1] * sc, m[0][2] * sc],
+        [oy, 128.0, 128.0],
+        0.0,
+    );
+    let (cb, cb_bias) = plane_map([m[1][1] * sc, m[1][2] * sc], [128.0, 128.0], 128.0);
+    let (cr, cr_bias) = plane_map([m[2][1] * sc, m[2][2] * sc], [128.0, 128.0], 128.0);
+    Conversion {
+        y,
+        y_bias,
+        cb,
+        cb_bias,
+        cr,
+        cr_bias,
+    }
+}
 
 /// `M` above, computed from the two standards' (Kr, Kb).
 const fn bt709_to_bt601() -> [[f64; 3]; 3] {
@@ -361,57 +393,16 @@ const fn bt709_to_bt601() -> [[f64; 3]; 3] {
     ]
 }
 
-/// Rounds to 16.16 fixed point (half away from zero).
-const fn fixed(x: f64) -> i32 {
-    let scaled = x * (1 << FRAC_BITS) as f64;
-    if scaled >= 0.0 {
-        (scaled + 0.5) as i32
-    } else {
-        -((-scaled + 0.5) as i32)
-    }
+const IDENTITY: [[f64; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+const BT601_LIMITED: Conversion = conversion(IDENTITY, false);
+const BT709_LIMITED: Conversion = conversion(bt709_to_bt601(), false);
+const BT709_FULL: Conversion = conversion(bt709_to_bt601(), true);
+
+fn to_u8(sum: i16) -> u8 {
+    (sum >> FRAC_BITS).clamp(0, 255) as u8
 }
 
-/// Fixed-point form of one BT.709 → full-range BT.601 conversion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Bt709Coeffs {
-    /// Subtracted from luma before scaling: 16 for limited range, 0 for full.
-    y_offset: i32,
-    y_y: i32,
-    y_cb: i32,
-    y_cr: i32,
-    cb_cb: i32,
-    cb_cr: i32,
-    cr_cb: i32,
-    cr_cr: i32,
-}
-
-const fn bt709_coeffs(full_range: bool) -> Bt709Coeffs {
-    let m = bt709_to_bt601();
-    let (sy, sc, y_offset) = if full_range {
-        (1.0, 1.0, 0)
-    } else {
-        (255.0 / 219.0, 255.0 / 224.0, 16)
-    };
-    Bt709Coeffs {
-        y_offset,
-        y_y: fixed(m[0][0] * sy),
-        y_cb: fixed(m[0][1] * sc),
-        y_cr: fixed(m[0][2] * sc),
-        cb_cb: fixed(m[1][1] * sc),
-        cb_cr: fixed(m[1][2] * sc),
-        cr_cb: fixed(m[2][1] * sc),
-        cr_cr: fixed(m[2][2] * sc),
-    }
-}
-
-const BT709_LIMITED: Bt709Coeffs = bt709_coeffs(false);
-const BT709_FULL: Bt709Coeffs = bt709_coeffs(true);
-
-fn to_u8(fixed_point: i32) -> u8 {
-    (fixed_point >> FRAC_BITS).clamp(0, 255) as u8
-}
-
-fn bt709_chroma(frame: &YuvFrame, k: &Bt709Coeffs, cb: &mut [u8], cr: &mut [u8], stride: usize) {
+fn convert_chroma(frame: &YuvFrame, k: &Conversion, cb: &mut [u8], cr: &mut [u8], stride: usize) {
     let (cw, ch) = (frame.chroma_width(), frame.chroma_height());
     let rows = frame
         .u
@@ -419,41 +410,47 @@ fn bt709_chroma(frame: &YuvFrame, k: &Bt709Coeffs, cb: &mut [u8], cr: &mut [u8],
         .zip(frame.v.chunks(frame.uv_stride))
         .zip(cb.chunks_exact_mut(stride).zip(cr.chunks_exact_mut(stride)))
         .take(ch);
-    let centre = (128 << FRAC_BITS) + ROUND;
     for ((u_row, v_row), (cb_row, cr_row)) in rows {
         let samples = u_row[..cw].iter().zip(&v_row[..cw]);
         for ((&u, &v), (cb, cr)) in samples.zip(cb_row[..cw].iter_mut().zip(&mut cr_row[..cw])) {
-            let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
-            *cb = to_u8(k.cb_cb * u + k.cb_cr * v + centre);
-            *cr = to_u8(k.cr_cb * u + k.cr_cr * v + centre);
+            *cb = to_u8(k.cb[0].apply(u) + k.cb[1].apply(v) + k.cb_bias);
+            *cr = to_u8(k.cr[0].apply(u) + k.cr[1].apply(v) + k.cr_bias);
         }
     }
 }
 
-fn bt709_luma(
+/// `terms` is scratch: per chroma column, then per luma column, the chroma contribution of the
+/// covering chroma sample plus the bias; computed once per chroma row and shared by that row's
+/// two luma rows. (Three simple loops, because each vectorises; one loop computing and
+/// duplicating the terms did not, and cost three times as much.)
+fn convert_luma(
     frame: &YuvFrame,
-    k: &Bt709Coeffs,
+    k: &Conversion,
     y: &mut [u8],
     stride: usize,
-    terms: &mut Vec<i32>,
+    terms: &mut Vec<i16>,
 ) {
     let (w, cw) = (frame.width, frame.chroma_width());
-    // Per luma column: the chroma contribution of its covering chroma sample, the luma offset
-    // and the rounding constant. Computed once per chroma row, shared by its two luma rows.
-    terms.resize(w, 0);
-    let base = ROUND - k.y_y * k.y_offset;
+    terms.resize(cw + w, 0);
+    let (chroma_terms, luma_terms) = terms.split_at_mut(cw);
     let luma_rows = frame.y.chunks(frame.y_stride).take(frame.height);
     for (i, (src, dst)) in luma_rows.zip(y.chunks_exact_mut(stride)).enumerate() {
         if i % 2 == 0 {
             let start = i / 2 * frame.uv_stride;
             let (u_row, v_row) = (&frame.u[start..start + cw], &frame.v[start..start + cw]);
-            for (pair, (&u, &v)) in terms.chunks_mut(2).zip(u_row.iter().zip(v_row)) {
-                let t = k.y_cb * (i32::from(u) - 128) + k.y_cr * (i32::from(v) - 128) + base;
-                pair.fill(t);
+            for (t, (&u, &v)) in chroma_terms.iter_mut().zip(u_row.iter().zip(v_row)) {
+                *t = k.y[1].apply(u) + k.y[2].apply(v) + k.y_bias;
+            }
+            for (pair, &t) in luma_terms.chunks_exact_mut(2).zip(chroma_terms.iter()) {
+                pair[0] = t;
+                pair[1] = t;
+            }
+            if w % 2 == 1 {
+                luma_terms[w - 1] = chroma_terms[cw - 1];
             }
         }
-        for ((d, &s), &t) in dst[..w].iter_mut().zip(&src[..w]).zip(terms.iter()) {
-            *d = to_u8(k.y_y * i32::from(s) + t);
+        for ((d, &s), &t) in dst[..w].iter_mut().zip(&src[..w]).zip(luma_terms.iter()) {
+            *d = to_u8(k.y[0].apply(s) + t);
         }
     }
 }
@@ -710,31 +707,35 @@ mod tests {
 
     #[test]
     fn padding_replicates_edges() {
-        // A flat picture whose size is not a multiple of the MCU: if the padding were not the
-        // edge colour, the DCT of the edge blocks would smear it into the visible pixels.
+        // A flat picture whose size is not a multiple of the MCU must decode flat: if the padding
+        // were not the edge colour, the DCT would smear it into the visible edge pixels. Both the
+        // copying and the converting paths, odd widths included.
         let mut encoder = JpegEncoder::new(90);
-        for (w, h) in [(321, 181), (17, 9), (24, 40)] {
-            let frame = YuvFrame {
-                width: w,
-                height: h,
-                y: vec![200; w * h],
-                u: vec![90; w.div_ceil(2) * h.div_ceil(2)],
-                v: vec![160; w.div_ceil(2) * h.div_ceil(2)],
-                y_stride: w,
-                uv_stride: w.div_ceil(2),
-            };
-            let jpeg = encoder.encode(&frame, FULL_601).unwrap();
-            let (_, _, gray) = decode_gray(&jpeg);
-            let worst = gray.iter().map(|&v| v.abs_diff(200)).max().unwrap();
-            assert!(worst <= 2, "{w}x{h}: a pixel is off by {worst}");
-            let (_, _, rgb) = decode_rgb(&jpeg);
-            let first = rgb[0];
-            let spread = rgb
-                .iter()
-                .flat_map(|px| (0..3).map(move |c| px[c].abs_diff(first[c])))
-                .max()
-                .unwrap();
-            assert!(spread <= 2, "{w}x{h}: colour varies by {spread}");
+        for info in [FULL_601, LIMITED_709] {
+            for (w, h) in [(321usize, 181usize), (17, 9), (24, 40)] {
+                let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+                let frame = YuvFrame {
+                    width: w,
+                    height: h,
+                    y: vec![200; w * h],
+                    u: vec![90; cw * ch],
+                    v: vec![160; cw * ch],
+                    y_stride: w,
+                    uv_stride: cw,
+                };
+                let jpeg = encoder.encode(&frame, info).unwrap();
+                let (_, _, gray) = decode_gray(&jpeg);
+                let worst = gray.iter().map(|&v| v.abs_diff(gray[0])).max().unwrap();
+                assert!(worst <= 2, "{info:?} {w}x{h}: a pixel is off by {worst}");
+                let (_, _, rgb) = decode_rgb(&jpeg);
+                let first = rgb[0];
+                let spread = rgb
+                    .iter()
+                    .flat_map(|px| (0..3).map(move |c| px[c].abs_diff(first[c])))
+                    .max()
+                    .unwrap();
+                assert!(spread <= 2, "{info:?} {w}x{h}: colour varies by {spread}");
+            }
         }
     }
 
@@ -801,28 +802,99 @@ mod tests {
                 assert!((got - want).abs() < 1e-6, "{m:?}");
             }
         }
+        // BT.709 limited on 8-bit samples, as documented (coefficients to 1/1024).
         let k = BT709_LIMITED;
-        assert_eq!(
-            [k.y_y, k.y_cb, k.y_cr, k.cb_cb, k.cb_cr, k.cr_cb, k.cr_cr],
-            [76309, 7578, 14628, 73849, -8255, -5405, 73367]
-        );
-        assert_eq!(BT709_FULL.y_y, 1 << FRAC_BITS);
-        assert_eq!(BT709_FULL.y_offset, 0);
+        let applied = [
+            k.y,
+            [k.cb[0], k.cb[1], k.cb[1]],
+            [k.cr[0], k.cr[1], k.cr[1]],
+        ];
+        let documented = [
+            [1.164384, 0.115637, 0.223212],
+            [1.126843, -0.125966, -0.125966],
+            [-0.082480, 1.119493, 1.119493],
+        ];
+        for (row, want_row) in applied.iter().zip(documented) {
+            for (got, want) in row.iter().zip(want_row) {
+                assert!((got.value() - want).abs() <= 0.5 / 1024.0, "{k:?}");
+            }
+        }
+    }
+
+    /// Runs one conversion on a single 2x2 block of the given samples.
+    fn convert_block(k: &Conversion, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let frame = YuvFrame {
+            width: 2,
+            height: 2,
+            y: vec![y; 4],
+            u: vec![u],
+            v: vec![v],
+            y_stride: 2,
+            uv_stride: 1,
+        };
+        let (mut out_y, mut cb, mut cr) = (vec![0; 4], vec![0; 1], vec![0; 1]);
+        convert_luma(&frame, k, &mut out_y, 2, &mut Vec::new());
+        convert_chroma(&frame, k, &mut cb, &mut cr, 1);
+        assert!(out_y.iter().all(|&s| s == out_y[0]));
+        [out_y[0], cb[0], cr[0]]
     }
 
     #[test]
-    fn range_tables_expand_limited_to_full() {
-        assert_eq!(LUMA_TO_FULL[16], 0);
-        assert_eq!(LUMA_TO_FULL[0], 0);
-        assert_eq!(LUMA_TO_FULL[126], 128);
-        assert_eq!(LUMA_TO_FULL[235], 255);
-        assert_eq!(LUMA_TO_FULL[255], 255);
-        assert_eq!(CHROMA_TO_FULL[128], 128);
-        assert_eq!(CHROMA_TO_FULL[16], 0);
-        assert_eq!(CHROMA_TO_FULL[240], 255);
-        assert_eq!(CHROMA_TO_FULL[100], 96); // 128 - 28 * 255 / 224 = 96.1
-        assert!(LUMA_TO_FULL.windows(2).all(|p| p[0] <= p[1]));
-        assert!(CHROMA_TO_FULL.windows(2).all(|p| p[0] <= p[1]));
+    fn range_expansion_is_within_one_of_exact_for_every_sample() {
+        let exact = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+        for s in 0..=255u8 {
+            let [y, cb, cr] = convert_block(&BT601_LIMITED, s, s, 128);
+            let want_y = exact((f64::from(s) - 16.0) * 255.0 / 219.0);
+            let want_c = exact((f64::from(s) - 128.0) * 255.0 / 224.0 + 128.0);
+            assert!(y.abs_diff(want_y) <= 1, "Y {s}: {y} vs {want_y}");
+            assert!(cb.abs_diff(want_c) <= 1, "Cb {s}: {cb} vs {want_c}");
+            assert_eq!(cr, 128);
+        }
+        assert_eq!(convert_block(&BT601_LIMITED, 16, 16, 240), [0, 0, 255]);
+        assert_eq!(
+            convert_block(&BT601_LIMITED, 235, 128, 128),
+            [255, 128, 128]
+        );
+        assert_eq!(
+            convert_block(&BT601_LIMITED, 126, 128, 128),
+            [128, 128, 128]
+        );
+    }
+
+    #[test]
+    fn bt709_conversion_is_within_one_of_exact() {
+        let m = bt709_to_bt601();
+        for (k, full_range) in [(&BT709_LIMITED, false), (&BT709_FULL, true)] {
+            let (sy, sc, oy) = if full_range {
+                (1.0, 1.0, 0.0)
+            } else {
+                (255.0 / 219.0, 255.0 / 224.0, 16.0)
+            };
+            for y in (0..=255u8).step_by(3) {
+                for u in (0..=255u8).step_by(5) {
+                    for v in (0..=255u8).step_by(5) {
+                        let (yf, uf, vf) = (
+                            (f64::from(y) - oy) * sy,
+                            (f64::from(u) - 128.0) * sc,
+                            (f64::from(v) - 128.0) * sc,
+                        );
+                        let want = [
+                            yf + m[0][1] * uf + m[0][2] * vf,
+                            128.0 + m[1][1] * uf + m[1][2] * vf,
+                            128.0 + m[2][1] * uf + m[2][2] * vf,
+                        ]
+                        .map(|x| x.round().clamp(0.0, 255.0) as u8);
+                        let got = convert_block(k, y, u, v);
+                        for c in 0..3 {
+                            assert!(
+                                got[c].abs_diff(want[c]) <= 1,
+                                "full_range {full_range} ({y}, {u}, {v}): {got:?} vs {want:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
