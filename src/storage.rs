@@ -70,13 +70,19 @@ pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
         scheme: s.scheme.clone(),
         source: Box::new(source),
     })?;
-    let op = op.layer(TimeoutLayer::new().with_timeout(s.timeout)).layer(
-        RetryLayer::new()
-            .with_max_times(s.retries)
-            .with_min_delay(std::time::Duration::from_millis(200))
-            .with_max_delay(std::time::Duration::from_secs(2))
-            .with_jitter(),
-    );
+    let op = op
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(s.timeout)
+                .with_io_timeout(s.timeout),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_max_times(s.retries)
+                .with_min_delay(std::time::Duration::from_millis(200))
+                .with_max_delay(std::time::Duration::from_secs(2))
+                .with_jitter(),
+        );
     let create_only_native = op.info().capability().write_with_if_not_exists;
     Ok(Target {
         name: s.name.clone(),

@@ -33,8 +33,10 @@ pub enum ConnError {
     Handshake(String),
     #[error("handshake not finished within {0:?}")]
     HandshakeTimeout(std::time::Duration),
-    #[error("no data for {0:?}")]
+    #[error("no media for {0:?}")]
     Idle(std::time::Duration),
+    #[error("no publish within {0:?}")]
+    NoPublish(std::time::Duration),
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -56,7 +58,7 @@ impl ConnError {
             ConnError::Handshake(_) => "handshake",
             ConnError::HandshakeTimeout(_) => "handshake_timeout",
             ConnError::TooManyHandshakes => "handshake_limit",
-            ConnError::Idle(_) => "idle_timeout",
+            ConnError::Idle(_) | ConnError::NoPublish(_) => "idle_timeout",
             ConnError::Session(SessionError::Framing(_)) => "framing",
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
             ConnError::Session(_) => "protocol",
@@ -189,11 +191,19 @@ async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Resu
     conn.session.handle(&remaining, &mut events)?;
     conn.act(&mut events).await?;
     conn.flush(&mut socket).await?;
+    // Progress is media, not bytes: a peer that drips bytes or sends only small
+    // control messages is closed `idle` after its last media (or after the handshake,
+    // if it never publishes), however busy it keeps the socket.
     let idle = s.idle_timeout;
+    let mut progress_at = Instant::now();
+    let mut media_seen = 0;
+    let mut was_publishing = false;
     loop {
         let kick = conn.stream.as_ref().map(|st| st.live().kick.clone());
         let n = tokio::select! {
-            r = timeout(idle, socket.read(&mut buf)) => r.map_err(|_| ConnError::Idle(idle))??,
+            r = timeout_at(progress_at + idle, socket.read(&mut buf)) => r.map_err(|_| {
+                if conn.stream.is_some() { ConnError::Idle(idle) } else { ConnError::NoPublish(idle) }
+            })??,
             _ = node.shutdown.cancelled() => return Ok(()),
             _ = async { match &kick { Some(k) => k.cancelled().await, None => std::future::pending().await } } => {
                 return Err(ConnError::Kicked);
@@ -208,6 +218,12 @@ async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Resu
         // still had its media handled.
         let acted = conn.act(&mut events).await;
         let flushed = conn.flush(&mut socket).await;
+        let publishing = conn.stream.is_some();
+        if conn.session.media_messages() > media_seen || publishing != was_publishing {
+            media_seen = conn.session.media_messages();
+            was_publishing = publishing;
+            progress_at = Instant::now();
+        }
         r?;
         acted?;
         flushed?;

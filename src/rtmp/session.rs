@@ -115,6 +115,7 @@ pub struct Session {
     bytes_total: u64,
     bytes_since_ack: u64,
     ignored_types: u32,
+    media_messages: u64,
 }
 
 impl Session {
@@ -147,6 +148,7 @@ impl Session {
             bytes_total: 0,
             bytes_since_ack: 0,
             ignored_types: 0,
+            media_messages: 0,
         };
         let mut events = Vec::new();
         s.apply(results, &mut events)?;
@@ -161,6 +163,12 @@ impl Session {
     /// Whether a publish has been accepted and not ended.
     pub fn is_publishing(&self) -> bool {
         self.publishing
+    }
+
+    /// Audio and video messages of accepted publishes so far: the connection's measure
+    /// of progress (other messages do not keep a connection alive).
+    pub fn media_messages(&self) -> u64 {
+        self.media_messages
     }
 
     /// The `tcUrl` of `connect`, if the client sent one.
@@ -195,14 +203,20 @@ impl Session {
 
     fn on_message(&mut self, m: Message, events: &mut Vec<Event>) -> Result<(), SessionError> {
         match m.type_id {
-            msg::VIDEO if self.publishing => events.push(Event::Video {
-                timestamp: m.timestamp,
-                data: m.payload,
-            }),
-            msg::AUDIO if self.publishing => events.push(Event::Audio {
-                timestamp: m.timestamp,
-                len: m.payload.len(),
-            }),
+            msg::VIDEO if self.publishing => {
+                self.media_messages += 1;
+                events.push(Event::Video {
+                    timestamp: m.timestamp,
+                    data: m.payload,
+                })
+            }
+            msg::AUDIO if self.publishing => {
+                self.media_messages += 1;
+                events.push(Event::Audio {
+                    timestamp: m.timestamp,
+                    len: m.payload.len(),
+                })
+            }
             msg::AUDIO | msg::VIDEO => {
                 tracing::debug!(
                     type_id = m.type_id,

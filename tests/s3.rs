@@ -1,0 +1,350 @@
+//! The S3 storage path end to end: a real S3-protocol server (`moto_server`) on
+//! loopback, a real node publishing to it, and the bucket read back through opendal.
+//! Also what a storage outage does to a publisher: nothing (snapshots are dropped
+//! and counted, the replay keeps its pace).
+//!
+//! `moto_server` must be on the PATH (`pip install "moto[server]==5.2.5"`, as
+//! `.ci/run` does); without it these tests fail, they never skip.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use livesnap::media::flv::FlvReader;
+use livesnap::snapshot::stats::StreamStats;
+use opendal::{ErrorKind, Operator};
+
+const BUCKET: &str = "livesnap-test";
+/// 640x360, a keyframe every second, 12 s: snapshots due at 0, 5 and 10 s.
+const FIXTURE: &str = "baseline_640x360_gop1s.flv";
+const REPLAY_SPEED: f64 = 4.0;
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to 0, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A `moto_server` child listening on a loopback port; killed (and reaped) on drop,
+/// also when a test panics.
+struct MotoServer {
+    child: Child,
+    addr: SocketAddr,
+    /// Its stderr (werkzeug logs every request there), quoted when it fails to start.
+    log: tempfile::NamedTempFile,
+}
+
+impl MotoServer {
+    /// Starts it on a free port and waits until it answers HTTP (at most 10 s). A port
+    /// taken between our probe and moto's bind makes moto exit; we then try another.
+    async fn start() -> MotoServer {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let log = tempfile::NamedTempFile::new().expect("temp file for moto's log");
+            let stderr = log.reopen().expect("reopen moto's log");
+            let child = match Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                    "moto_server is not on the PATH: the S3 tests need it \
+                     (pip install \"moto[server]==5.2.5\", see .ci/run)"
+                ),
+                Err(e) => panic!("cannot run moto_server: {e}"),
+            };
+            let mut moto = MotoServer {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                log,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(status) = moto.child.try_wait().expect("poll moto_server") {
+                    failures.push(format!(
+                        "port {port}: exited ({status}): {}",
+                        moto.log_text()
+                    ));
+                    break;
+                }
+                if let Ok((200, _)) = http_request(moto.addr, "GET", "/").await {
+                    return moto;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "moto_server did not answer HTTP on {} within 10 s: {}",
+                    moto.addr,
+                    moto.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("moto_server could not start: {failures:#?}");
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Creates a bucket with a plain unsigned `PUT /NAME` (moto takes any request).
+    async fn create_bucket(&self, name: &str) {
+        let (status, body) = http_request(self.addr, "PUT", &format!("/{name}"))
+            .await
+            .expect("PUT bucket");
+        assert_eq!(status, 200, "create bucket {name}: {body}");
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `[storage.s3]` target and a rule writing both modes (`{Sequence}` keys) to it.
+fn s3_config(endpoint: &str, timeout_secs: u64, retries: usize) -> String {
+    format!(
+        r#"
+[storage.s3]
+scheme = "s3"
+bucket = "{BUCKET}"
+endpoint = "{endpoint}"
+region = "us-east-1"
+access_key_id = "livesnap-test-key"
+secret_access_key = "livesnap-test-secret"
+disable_config_load = true
+disable_ec2_metadata = true
+timeout_secs = {timeout_secs}
+retries = {retries}
+
+[[rules]]
+domain = "*"
+app = "*"
+interval_secs = 5
+storage = "s3"
+overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
+sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
+"#
+    )
+}
+
+/// An operator on the node's S3 target, built the way the node builds it.
+fn s3_operator(server: &TestServer) -> Operator {
+    let settings = server.node().settings.storage["s3"].clone();
+    livesnap::storage::build(&settings)
+        .expect("build the s3 operator")
+        .op
+}
+
+/// Every object key in the bucket, sorted.
+async fn list_keys(op: &Operator) -> Vec<String> {
+    let mut keys: Vec<String> = op
+        .list_with("/")
+        .recursive(true)
+        .await
+        .expect("list the bucket")
+        .into_iter()
+        .filter(|e| e.metadata().mode().is_file())
+        .map(|e| e.path().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn read(op: &Operator, key: &str) -> Vec<u8> {
+    op.read(key)
+        .await
+        .unwrap_or_else(|e| panic!("read {key}: {e}"))
+        .to_vec()
+}
+
+/// `live/cam.jpg` and `live/cam/1.jpg` … `live/cam/N.jpg`, sorted as listed.
+fn expected_keys(n: usize) -> Vec<String> {
+    std::iter::once("live/cam.jpg".to_string())
+        .chain((1..=n).map(|i| format!("live/cam/{i}.jpg")))
+        .collect()
+}
+
+/// Publishes the fixture as live/`stream` at `REPLAY_SPEED`; returns how long the
+/// replay itself took and the stream's counters (taken from the registry while live).
+async fn timed_publish(server: &TestServer, stream: &str) -> (Duration, Arc<StreamStats>) {
+    let tc_url = format!("rtmp://{}/live", server.rtmp);
+    let (mut publisher, outcome) = Publisher::connect(server.rtmp, &tc_url, "live", stream).await;
+    assert_eq!(outcome, PublishOutcome::Accepted);
+    let live = |server: &TestServer| {
+        server
+            .node()
+            .registry
+            .list()
+            .into_iter()
+            .find(|s| s.id.app == "live" && s.id.stream == stream)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || live(server).is_some()).await,
+        "live/{stream} is not in the registry"
+    );
+    let stats = live(server).expect("live").stats.clone();
+    let start = Instant::now();
+    publisher
+        .replay(&fixture(FIXTURE), REPLAY_SPEED, 0)
+        .await
+        .expect("the node never cuts the publisher off");
+    let took = start.elapsed();
+    publisher.finish().await;
+    (took, stats)
+}
+
+/// How long a replay of the fixture at `REPLAY_SPEED` lasts at the least.
+fn nominal_replay() -> Duration {
+    let data = Bytes::from(std::fs::read(fixture(FIXTURE)).unwrap());
+    let last_ms = FlvReader::new(data)
+        .unwrap()
+        .map(|t| t.unwrap().timestamp_ms)
+        .max()
+        .unwrap();
+    Duration::from_secs_f64(f64::from(last_ms) / 1000.0 / REPLAY_SPEED)
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    StreamStats::get(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_sequence_and_overwrite_objects_continue_across_a_restart() {
+    let moto = MotoServer::start().await;
+    moto.create_bucket(BUCKET).await;
+    let config = s3_config(&moto.endpoint(), 10, 2);
+
+    let mut first = start_server(&config).await;
+    let op = s3_operator(&first);
+    publish_fixture(&first, "live", "cam", FIXTURE, REPLAY_SPEED).await;
+    assert!(first.stop().await, "shutdown finished in time");
+
+    assert_eq!(list_keys(&op).await, expected_keys(3));
+    let mut before = Vec::new();
+    for key in expected_keys(3) {
+        let jpeg = read(&op, &key).await;
+        let (w, h, _) = decode_jpeg(&jpeg);
+        assert_eq!((w, h), (640, 360), "{key} dimensions");
+        let meta = op.stat(&key).await.unwrap();
+        assert_eq!(
+            meta.content_type(),
+            Some("image/jpeg"),
+            "{key} content-type"
+        );
+        before.push((key, jpeg));
+    }
+    assert_eq!(
+        read(&op, "live/cam.jpg").await,
+        read(&op, "live/cam/3.jpg").await,
+        "the overwrite object is the last snapshot"
+    );
+    // Nothing went to the node's other (fs) target.
+    assert!(list_files(&first.root()).is_empty());
+
+    // The server honours `If-None-Match: *`: a create-only write on a taken key is
+    // refused (opendal reports the 412 as ConditionNotMatch) and changes nothing.
+    let refused = op
+        .write_with("live/cam/1.jpg", b"not a jpeg".to_vec())
+        .if_not_exists(true)
+        .await
+        .expect_err("create-only write over an existing object");
+    assert_eq!(refused.kind(), ErrorKind::ConditionNotMatch, "{refused}");
+
+    // A new node on the same bucket continues the sequence at 4 and replaces nothing.
+    let mut second = start_server(&config).await;
+    publish_fixture(&second, "live", "cam", FIXTURE, REPLAY_SPEED).await;
+    assert!(second.stop().await, "shutdown finished in time");
+    assert_eq!(list_keys(&op).await, expected_keys(6));
+    for (key, jpeg) in before.iter().filter(|(k, _)| k.starts_with("live/cam/")) {
+        assert!(read(&op, key).await == *jpeg, "{key} was replaced");
+    }
+    for i in 4..=6 {
+        let key = format!("live/cam/{i}.jpg");
+        let (w, h, _) = decode_jpeg(&read(&op, &key).await);
+        assert_eq!((w, h), (640, 360), "{key} dimensions");
+    }
+    assert_eq!(
+        read(&op, "live/cam.jpg").await,
+        read(&op, "live/cam/6.jpg").await,
+        "the overwrite object is the last snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_drops_snapshots_without_stalling_the_publisher() {
+    // Nothing listens on this port: every storage request is refused at once.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut down = start_server(&s3_config(&dead, 1, 0)).await;
+    let (outage_took, stats) = timed_publish(&down, "cam").await;
+    assert!(
+        down.stop().await,
+        "store tasks ended within the grace period"
+    );
+    assert_eq!(count(&stats.due), 3, "{}", stats.summary());
+    assert_eq!(count(&stats.stored), 0, "{}", stats.summary());
+    assert!(count(&stats.failed_store) >= 3, "{}", stats.summary());
+    assert_eq!(count(&stats.finished), 3, "{}", stats.summary());
+
+    // The same publish against a working endpoint: stored, and no faster.
+    let moto = MotoServer::start().await;
+    moto.create_bucket(BUCKET).await;
+    let mut up = start_server(&s3_config(&moto.endpoint(), 10, 2)).await;
+    let op = s3_operator(&up);
+    let (working_took, stats) = timed_publish(&up, "cam").await;
+    assert!(up.stop().await, "shutdown finished in time");
+    assert_eq!(count(&stats.stored), 3, "{}", stats.summary());
+    assert_eq!(count(&stats.failed_store), 0, "{}", stats.summary());
+    assert_eq!(list_keys(&op).await, expected_keys(3));
+
+    assert!(
+        outage_took <= working_took + Duration::from_secs(3),
+        "replay took {outage_took:?} with storage down, {working_took:?} with it up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_endpoint_that_never_answers_times_out_without_stalling_the_publisher() {
+    // Accepts connections and never answers: every attempt runs into timeout_secs.
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = blackhole.accept().await {
+            held.push(sock);
+        }
+    });
+    let mut server = start_server(&s3_config(&endpoint, 1, 0)).await;
+    let (took, stats) = timed_publish(&server, "cam").await;
+    let limit = nominal_replay() + Duration::from_secs(3);
+    assert!(took <= limit, "replay took {took:?} (limit {limit:?})");
+    // Each snapshot costs at most two timed-out requests (list, put): 3 × 2 s < the
+    // 10 s grace period.
+    let stopping = Instant::now();
+    assert!(
+        server.stop().await,
+        "store tasks ended within the grace period"
+    );
+    assert!(stopping.elapsed() < Duration::from_secs(10));
+    holder.abort();
+    assert_eq!(count(&stats.due), 3, "{}", stats.summary());
+    assert_eq!(count(&stats.stored), 0, "{}", stats.summary());
+    assert!(count(&stats.failed_store) >= 3, "{}", stats.summary());
+    assert_eq!(count(&stats.finished), 3, "{}", stats.summary());
+}
