@@ -18,6 +18,37 @@ use crate::rules::template::Template;
 /// from every key livesnap renders (names never start with '.').
 pub const FS_TMP_DIR: &str = ".livesnap-tmp";
 
+/// Temporary files older than this are left over from a killed process (a write
+/// takes seconds at most) and are removed when the target is built.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes files older than `age` from an fs temp folder (never objects: those live
+/// outside it). Errors are logged, not fatal.
+fn remove_stale_temp_files(dir: &std::path::Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d > age);
+        if meta.is_file() && old {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %e.path().display(), "removed a stale temporary file")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale temporary file")
+                }
+            }
+        }
+    }
+}
+
 /// A storage failure, naming the target and key.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -64,6 +95,9 @@ pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
         let root = options.get("root").cloned().unwrap_or_default();
         let root = root.trim_end_matches('/');
         options.insert("atomic_write_dir".into(), format!("{root}/{FS_TMP_DIR}"));
+    }
+    if let Some(dir) = options.get("atomic_write_dir").filter(|_| s.scheme == "fs") {
+        remove_stale_temp_files(std::path::Path::new(dir), STALE_TEMP_AGE);
     }
     let op = Operator::via_iter(&s.scheme, options).map_err(|source| StorageError::Build {
         storage: s.name.clone(),

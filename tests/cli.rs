@@ -423,3 +423,94 @@ async fn serve_health_ffmpeg_publish_and_sigterm() {
     assert_tmp_dir_empty(&root);
     assert!(!log.contains("snapshot not stored"), "{log}");
 }
+
+/// kill -9 of livesnap mid-stream, then a restart on the same folder: the encoder
+/// publishes again, `{Sequence}` continues without replacing anything, every stored
+/// object is a whole JPEG, and a stale temporary file left by the kill is cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_loses_and_replaces_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut first = serve(dir.path(), &root, 5).await;
+    let url = format!("rtmp://{}/live/k9", first.rtmp);
+    let mut ffmpeg = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "quiet", "-re", "-i"])
+        .arg(fixture("baseline_640x360_gop1s.flv"))
+        .args(["-c", "copy", "-f", "flv", &url])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg runs");
+    let seq_dir = root.join("live/k9");
+    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    assert!(
+        wait_for(Duration::from_secs(15), || count(&seq_dir) >= 2).await,
+        "no snapshots before the kill: {}",
+        first.log_text()
+    );
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), ffmpeg.wait()).await;
+
+    let before: Vec<(String, Vec<u8>)> = list_files(&root)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(root.join(&f)).unwrap()))
+        .collect();
+    for (f, bytes) in &before {
+        let (w, h, _) = decode_jpeg(bytes);
+        assert_eq!((w, h), (640, 360), "{f} is not a whole JPEG");
+    }
+    let max_before = before
+        .iter()
+        .filter_map(|(f, _)| {
+            f.strip_prefix("live/k9/")?
+                .strip_suffix(".jpg")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap();
+
+    // A temporary file as a kill mid-write leaves it, aged past the cleanup limit.
+    let tmp = root.join(livesnap::storage::FS_TMP_DIR);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stale = tmp.join("left-by-kill");
+    std::fs::write(&stale, b"partial").unwrap();
+    assert!(Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&stale)
+        .status()
+        .unwrap()
+        .success());
+
+    let second = serve(dir.path(), &root, 5).await;
+    assert!(!stale.exists(), "stale temporary file not removed");
+    let status = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(fixture("baseline_640x360_gop1s.flv"))
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(format!("rtmp://{}/live/k9", second.rtmp))
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let want = max_before as usize + 3;
+    assert!(
+        wait_for(Duration::from_secs(10), || count(&seq_dir) == want).await,
+        "{:?}",
+        list_files(&root)
+    );
+    for (f, bytes) in &before {
+        if f.starts_with("live/k9/") {
+            assert_eq!(
+                &std::fs::read(root.join(f)).unwrap(),
+                bytes,
+                "{f} was replaced"
+            );
+        }
+    }
+    for i in 1..=want {
+        let (w, h, _) = decode_jpeg(&std::fs::read(seq_dir.join(format!("{i}.jpg"))).unwrap());
+        assert_eq!((w, h), (640, 360));
+    }
+    drop(second);
+}
