@@ -1,27 +1,168 @@
-//! The HTTP side of the node: health now; the admin API builds on this router.
+//! The HTTP side of the node: health (`/healthz`, `/readyz`), metrics, the admin API
+//! under `/api/v1` (bearer-token auth when a token is configured) and the dashboard
+//! page at `/`. Routes are documented in `docs/api.md`.
+//!
+//! The API reads the node's state and the shared storage; it never blocks the ingest
+//! path (rule changes reach a stream only at its next publish).
+
+pub mod error;
+pub mod listing;
+pub mod params;
+pub mod rules;
+pub mod snapshots;
+pub mod streams;
+pub mod web;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::server::Node;
+use error::ApiError;
+
+/// On-demand snapshots rendered at once at most (each takes a blocking thread).
+pub const ON_DEMAND_RENDERS: usize = 2;
+/// How long `/readyz` waits for a storage target.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct ApiState {
+    pub node: Arc<Node>,
+    pub render_permits: Arc<Semaphore>,
+}
+
+impl FromRef<ApiState> for Arc<Node> {
+    fn from_ref(s: &ApiState) -> Arc<Node> {
+        s.node.clone()
+    }
+}
 
 /// The router, separate from serving so that tests can call it directly.
 pub fn router(node: Arc<Node>) -> Router {
+    let state = ApiState {
+        node,
+        render_permits: Arc::new(Semaphore::new(ON_DEMAND_RENDERS)),
+    };
+    let stream = "/api/v1/streams/{domain}/{app}/{stream}";
+    let api = Router::new()
+        .route(
+            "/api/v1/snapshot-configs",
+            get(rules::list).post(rules::create),
+        )
+        .route(
+            "/api/v1/snapshot-configs/{domain}/{app}",
+            get(rules::get_one)
+                .patch(rules::update)
+                .delete(rules::delete),
+        )
+        .route("/api/v1/snapshots", get(snapshots::query))
+        .route("/api/v1/streams", get(streams::list))
+        .route(stream, get(streams::get_one).delete(streams::kick))
+        .route(&format!("{stream}/latest.jpg"), get(streams::latest))
+        .route(&format!("{stream}/snapshot"), post(streams::snapshot))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
+        .merge(api)
+        .route("/", get(web::index))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::handler))
-        .with_state(node)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
 }
 
-async fn healthz(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "live_streams": node.registry.len(),
+/// Compares without an early exit, so that timing does not tell how much of a guess
+/// was right (the length may leak; tokens are long).
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Requires `Authorization: Bearer TOKEN` when a token is configured. Without one the
+/// API is open; config validation allows that only on a loopback `http_listen`.
+async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.node.settings.admin_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        match given {
+            None => {
+                return ApiError::unauthenticated("an Authorization: Bearer token is required")
+                    .into_response()
+            }
+            Some(t) if !same_token(t.as_bytes(), token.as_bytes()) => {
+                return ApiError::unauthenticated("the bearer token is not valid").into_response()
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+/// A name as one URL path segment (names hold only `[A-Za-z0-9._-]`, `/` and `*`).
+pub fn path_segment(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F")
+}
+
+/// Liveness: always 200 while the process serves; says when the rule store could not
+/// be read (the last good rules stay in force meanwhile).
+async fn healthz(State(state): State<ApiState>) -> Json<Value> {
+    let store = state.node.rule_store.as_ref().map(|s| s.health());
+    let degraded = store.as_ref().is_some_and(|h| h.error.is_some());
+    Json(json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "live_streams": state.node.registry.len(),
+        "rule_store": store,
     }))
+}
+
+/// Readiness: listening (this answer), every storage target reachable, and the rule
+/// store read successfully at its last attempt. 503 otherwise, with the details.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let checks = state.node.targets.iter().map(|(name, t)| async move {
+        let r = match tokio::time::timeout(READY_CHECK_TIMEOUT, t.op.check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer in {} s", READY_CHECK_TIMEOUT.as_secs())),
+        };
+        (name.clone(), r)
+    });
+    let results = futures::future::join_all(checks).await;
+    let mut ready = true;
+    let mut storage = serde_json::Map::new();
+    for (name, r) in results {
+        ready &= r.is_ok();
+        storage.insert(name, json!(r.err().unwrap_or_else(|| "ok".into())));
+    }
+    let store = state.node.rule_store.as_ref().map(|s| s.health());
+    if let Some(h) = &store {
+        ready &= h.ok;
+    }
+    let body = Json(json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "storage": storage,
+        "rule_store": store,
+    }));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
 }
 
 /// Serves until the node shuts down.
@@ -33,5 +174,18 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         .await
     {
         tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token(b"secret-token", b"secret-token"));
+        assert!(!same_token(b"secret-token", b"secret-tokex"));
+        assert!(!same_token(b"secret", b"secret-token"));
+        assert_eq!(path_segment("live/sub"), "live%2Fsub");
     }
 }

@@ -200,6 +200,17 @@ impl Template {
     /// The fixed part of the keys this template renders for one stream, up to the last
     /// `/` before the first per-snapshot variable: the prefix to list under.
     pub fn list_prefix(&self, domain: &str, app: &str, stream: &str) -> String {
+        let (fixed, _) = self.fixed_prefix(domain, app, stream);
+        match fixed.rfind('/') {
+            Some(i) => fixed[..=i].to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// The rendered text before the first per-snapshot variable, and that variable
+    /// (`None` when the template has none). Keys of this stream all start with it; when
+    /// the variable is `{UnixTimestamp}` with a fixed number of digits, they sort by time.
+    pub fn fixed_prefix(&self, domain: &str, app: &str, stream: &str) -> (String, Option<Var>) {
         let vars = Vars {
             domain,
             app,
@@ -211,14 +222,11 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Var(v) if v.is_numeric() => break,
+                Part::Var(v) if v.is_numeric() => return (out, Some(*v)),
                 Part::Var(v) => self.push_var(&mut out, *v, &vars),
             }
         }
-        match out.rfind('/') {
-            Some(i) => out[..=i].to_string(),
-            None => String::new(),
-        }
+        (out, None)
     }
 
     /// Matches a stored key against this template for one stream; returns the
@@ -405,6 +413,10 @@ mod tests {
             Some((None, Some(12)))
         );
         assert_eq!(t.match_key("live/camx12.jpg", "d", "live", "cam"), None);
+        assert_eq!(
+            t.fixed_prefix("d", "live", "cam"),
+            ("live/cam".to_string(), Some(Var::Sequence))
+        );
         // Adjacent numeric variables: backtracking finds a split.
         let t = Template::parse("{Sequence}{UnixTimestamp}.jpg").unwrap();
         assert!(t.match_key("123.jpg", "d", "a", "s").is_some());

@@ -31,6 +31,8 @@ pub struct Node {
     pub conn_limits: crate::rtmp::listener::ConnLimits,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub notify: Arc<crate::notify::Notifier>,
+    /// The rule store shared with other nodes (None when none is configured).
+    pub rule_store: Option<Arc<crate::rules::store::RuleStore>>,
 }
 
 impl Node {
@@ -99,6 +101,7 @@ pub fn build_node(settings: Settings) -> Result<Arc<Node>, StartError> {
     let notify = crate::notify::Notifier::new(&settings.notify, metrics.clone());
     let shutdown = CancellationToken::new();
     notify.start(shutdown.clone());
+    let rule_store = crate::rules::store::RuleStore::new(&settings, &targets);
     Ok(Arc::new(Node {
         rules: RwLock::new(Arc::new(settings.rules.clone())),
         settings,
@@ -110,6 +113,7 @@ pub fn build_node(settings: Settings) -> Result<Arc<Node>, StartError> {
         conn_limits,
         metrics,
         notify,
+        rule_store,
     }))
 }
 

@@ -1,0 +1,253 @@
+//! `GET /api/v1/snapshots`: the stored snapshots of one stream in a time range,
+//! answered from the shared storage (see `listing` for how it stays fast).
+//!
+//! The templates searched are the sequence templates of every rule that could have
+//! applied to the stream's (domain, app) — config rules, stored rules, and the
+//! templates that stored rules used before an update or a delete (the rule store's
+//! history) — so snapshots taken under an older version of a rule are still found.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::listing::{self, Found, Range};
+use super::params::{format_time, Order, Params};
+use super::streams::stream_id;
+use super::ApiState;
+use crate::rules::template::Template;
+use crate::rules::ANY;
+
+/// The longest range one query may cover.
+pub const MAX_RANGE_SECS: u64 = 86_400;
+
+const PARAMS: &[&str] = &[
+    "domain",
+    "app",
+    "stream",
+    "start_time",
+    "end_time",
+    "limit",
+    "order",
+];
+
+/// (storage, template) pairs that may hold snapshots of streams of (domain, app).
+pub fn candidate_templates(state: &ApiState, domain: &str, app: &str) -> Vec<(String, Template)> {
+    let matches = |d: &str, a: &str| (d == ANY || d == domain) && (a == ANY || a == app);
+    let mut out: Vec<(String, Template)> = Vec::new();
+    let mut add = |storage: &str, t: Template| {
+        if !out
+            .iter()
+            .any(|(s, u)| s == storage && u.as_str() == t.as_str())
+        {
+            out.push((storage.to_string(), t));
+        }
+    };
+    for r in &state.node.settings.static_rules {
+        if let (true, Some(t)) = (matches(&r.domain, &r.app), &r.sequence_object) {
+            add(&r.storage, t.clone());
+        }
+    }
+    if let Some(store) = &state.node.rule_store {
+        let doc = store.doc();
+        let stored = doc
+            .rules
+            .iter()
+            .filter_map(|r| Some((&r.domain, &r.app, &r.storage, r.sequence_object.as_ref()?)));
+        let retired = doc
+            .history
+            .iter()
+            .map(|h| (&h.domain, &h.app, &h.storage, &h.sequence_object));
+        for (d, a, storage, tpl) in stored.chain(retired) {
+            if matches(d, a) {
+                if let Ok(t) = Template::parse_sequential(tpl) {
+                    add(storage, t);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Cuts a page of at most `limit` items (more only when one second holds more) so
+/// that it never ends in the middle of a second; returns the page and the time the
+/// next page starts at (asc: its start_time; desc: its exclusive end_time).
+pub fn cut_page(mut items: Vec<Found>, order: Order, limit: usize) -> (Vec<Found>, Option<u64>) {
+    if order == Order::Desc {
+        items.reverse();
+    }
+    if items.len() <= limit {
+        return (items, None);
+    }
+    let boundary = items[limit].unix;
+    let mut n = limit;
+    while n > 0 && items[n - 1].unix == boundary {
+        n -= 1;
+    }
+    if n == 0 {
+        // One second fills the page: give all of it.
+        n = limit;
+        while n < items.len() && items[n].unix == boundary {
+            n += 1;
+        }
+        if n == items.len() {
+            return (items, None);
+        }
+    }
+    let next = items[n].unix;
+    items.truncate(n);
+    let next = match order {
+        Order::Asc => next,
+        Order::Desc => next + 1,
+    };
+    (items, Some(next))
+}
+
+/// `GET /api/v1/snapshots?domain=&app=&stream=&start_time=&end_time=&limit=&order=`
+pub async fn query(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let p = Params::new(query, PARAMS)?;
+    let id = stream_id(
+        p.required("domain")?.to_string(),
+        p.required("app")?.to_string(),
+        p.required("stream")?.to_string(),
+    )?;
+    let start = p.time("start_time")?;
+    let end = p.time("end_time")?;
+    if end <= start {
+        return Err(ApiError::invalid("end_time", "must be after start_time"));
+    }
+    if end - start > MAX_RANGE_SECS {
+        return Err(ApiError::invalid(
+            "end_time",
+            format!(
+                "the range may cover one day at most ({MAX_RANGE_SECS} s), got {} s",
+                end - start
+            ),
+        ));
+    }
+    let limit = p.int_in("limit", 10, 1..=100)? as usize;
+    let order = p.order()?;
+
+    let range = Range {
+        domain: &id.domain,
+        app: &id.app,
+        stream: &id.stream,
+        start,
+        end,
+    };
+    let mut by_storage: BTreeMap<String, Vec<Template>> = BTreeMap::new();
+    for (storage, t) in candidate_templates(&state, &id.domain, &id.app) {
+        by_storage.entry(storage).or_default().push(t);
+    }
+    let mut found: Vec<Found> = Vec::new();
+    for (storage, templates) in &by_storage {
+        let Some(target) = state.node.targets.get(storage) else {
+            continue;
+        };
+        let settings = state.node.settings.storage.get(storage);
+        let scheme = settings.map_or("", |s| s.scheme.as_str());
+        let fs_root = settings
+            .filter(|s| s.scheme == "fs")
+            .and_then(|s| s.options.get("root"))
+            .map(String::as_str);
+        let sorted = matches!(scheme, "s3" | "oss");
+        found.extend(listing::scan(target, fs_root, sorted, templates, &range).await?);
+    }
+    found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
+    found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
+
+    let (page, next) = cut_page(found, order, limit);
+    let jobs: Vec<_> = page
+        .iter()
+        .map(|f| (state.node.targets.get(&f.storage).cloned(), f.clone()))
+        .collect();
+    let described: Vec<_> = futures::stream::iter(jobs.into_iter().map(|(target, f)| async move {
+        match target {
+            Some(t) => listing::describe(&t, &f).await,
+            None => (f.size, None),
+        }
+    }))
+    .buffered(16)
+    .collect()
+    .await;
+    let items: Vec<Value> = page
+        .iter()
+        .zip(described)
+        .map(|(f, (size, dims))| {
+            json!({
+                "key": f.key,
+                "storage": f.storage,
+                "create_time": format_time(f.unix),
+                "width": dims.map(|d| d.0),
+                "height": dims.map(|d| d.1),
+                "size": size,
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "domain": id.domain,
+        "app": id.app,
+        "stream": id.stream,
+        "order": if order == Order::Asc { "asc" } else { "desc" },
+        "count": items.len(),
+        "items": items,
+    });
+    if let Some(next) = next {
+        let key = if order == Order::Asc {
+            "next_start_time"
+        } else {
+            "next_end_time"
+        };
+        body[key] = json!(format_time(next));
+    }
+    Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(times: &[u64]) -> Vec<Found> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Found {
+                storage: "s".into(),
+                key: format!("k{i}"),
+                unix: t,
+                size: None,
+            })
+            .collect()
+    }
+
+    fn times(v: &[Found]) -> Vec<u64> {
+        v.iter().map(|f| f.unix).collect()
+    }
+
+    #[test]
+    fn pages_never_split_a_second() {
+        let (p, next) = cut_page(found(&[1, 2, 3, 4]), Order::Asc, 2);
+        assert_eq!((times(&p), next), (vec![1, 2], Some(3)));
+        let (p, next) = cut_page(found(&[1, 2, 3, 4]), Order::Desc, 2);
+        assert_eq!(
+            (times(&p), next),
+            (vec![4, 3], Some(3)),
+            "desc: next end is exclusive"
+        );
+        let (p, next) = cut_page(found(&[1, 2, 2, 3]), Order::Asc, 2);
+        assert_eq!((times(&p), next), (vec![1], Some(2)));
+        let (p, next) = cut_page(found(&[2, 2, 2, 3]), Order::Asc, 2);
+        assert_eq!((times(&p), next), (vec![2, 2, 2], Some(3)));
+        let (p, next) = cut_page(found(&[2, 2, 2]), Order::Asc, 2);
+        assert_eq!((times(&p), next), (vec![2, 2, 2], None));
+        let (p, next) = cut_page(found(&[1, 2]), Order::Asc, 2);
+        assert_eq!((times(&p), next), (vec![1, 2], None));
+    }
+}

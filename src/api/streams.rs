@@ -1,0 +1,373 @@
+//! Live streams of this node: list, describe, disconnect, newest picture, and an
+//! on-demand snapshot of the most recent keyframe.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use opendal::ErrorKind;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::params::{format_time, Params};
+use super::ApiState;
+use crate::names;
+use crate::rules::template::Vars;
+use crate::rules::Rule;
+use crate::server::registry::LiveStream;
+use crate::snapshot::pool::{Renderer, Snapshot};
+use crate::snapshot::stats::StreamStats;
+use crate::snapshot::store::{StoreTask, StreamId};
+
+fn rule_summary(r: &Rule) -> Value {
+    json!({
+        "domain": r.domain,
+        "app": r.app,
+        "interval_secs": r.interval_secs,
+        "storage": r.storage,
+        "overwrite_object": r.overwrite_object.as_ref().map(|t| t.as_str()),
+        "sequence_object": r.sequence_object.as_ref().map(|t| t.as_str()),
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// One live stream as JSON.
+pub fn stream_json(s: &LiveStream) -> Value {
+    let st = &s.stats;
+    let g = |c: &std::sync::atomic::AtomicU64| StreamStats::get(c);
+    let media_ms = g(&st.media_ms);
+    let frames = g(&st.video_frames);
+    // Frame rate over the media time covered: n messages span n-1 intervals.
+    let frame_rate = (media_ms > 0 && frames > 1)
+        .then(|| round2((frames - 1) as f64 * 1000.0 / media_ms as f64));
+    let bitrate_kbps = (media_ms > 0).then(|| round2(g(&st.bytes) as f64 * 8.0 / media_ms as f64));
+    let info = s.info().clone();
+    let last = g(&st.last_snapshot_unix);
+    let started = s
+        .started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "domain": s.id.domain,
+        "app": s.id.app,
+        "stream": s.id.stream,
+        "peer": s.peer.to_string(),
+        "start_time": format_time(started),
+        "video": {
+            "codec": info.codec,
+            "width": (info.width > 0).then_some(info.width),
+            "height": (info.height > 0).then_some(info.height),
+            "frame_rate": frame_rate,
+            "bitrate_kbps": bitrate_kbps,
+            "keyframe_interval_ms": info.keyframe_interval_ms,
+        },
+        "rule": s.rule.as_deref().map(rule_summary),
+        "snapshots": {
+            "taken": g(&st.stored),
+            "dropped": g(&st.dropped_busy) + g(&st.dropped_backlog),
+            "failed": g(&st.failed_decode) + g(&st.failed_store),
+            "due": g(&st.due),
+            "dropped_busy": g(&st.dropped_busy),
+            "dropped_backlog": g(&st.dropped_backlog),
+            "failed_decode": g(&st.failed_decode),
+            "failed_store": g(&st.failed_store),
+            "skipped_existing": g(&st.skipped_existing),
+        },
+        "last_snapshot_time": (last > 0).then(|| format_time(last)),
+        "keyframes": g(&st.keyframes),
+        "bytes": g(&st.bytes),
+    })
+}
+
+/// Checks the names of a stream path (they become storage keys).
+pub(super) fn stream_id(domain: String, app: String, stream: String) -> ApiResult<StreamId> {
+    let d = names::normalize_domain(&domain)
+        .map_err(|e| ApiError::invalid("domain", format!("{domain:?} {e}")))?;
+    if d != domain {
+        return Err(ApiError::invalid(
+            "domain",
+            format!("{domain:?} must be written as {d:?}"),
+        ));
+    }
+    names::validate_app(&app).map_err(|e| ApiError::invalid("app", format!("{app:?} {e}")))?;
+    names::validate_stream(&stream)
+        .map_err(|e| ApiError::invalid("stream", format!("{stream:?} {e}")))?;
+    Ok(StreamId {
+        domain,
+        app,
+        stream,
+    })
+}
+
+fn live(state: &ApiState, id: &StreamId) -> ApiResult<Arc<LiveStream>> {
+    state
+        .node
+        .registry
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("stream {id} is not live on this node")))
+}
+
+/// `GET /api/v1/streams`
+pub async fn list(State(state): State<ApiState>) -> Json<Value> {
+    let streams: Vec<Value> = state
+        .node
+        .registry
+        .list()
+        .iter()
+        .map(|s| stream_json(s))
+        .collect();
+    Json(json!({ "total": streams.len(), "items": streams }))
+}
+
+/// `GET /api/v1/streams/{domain}/{app}/{stream}`
+pub async fn get_one(
+    State(state): State<ApiState>,
+    Path((d, a, s)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let id = stream_id(d, a, s)?;
+    let stream = live(&state, &id)?;
+    Ok(Json(stream_json(&stream)))
+}
+
+/// `DELETE /api/v1/streams/{domain}/{app}/{stream}`: disconnects the publisher.
+pub async fn kick(
+    State(state): State<ApiState>,
+    Path((d, a, s)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = stream_id(d, a, s)?;
+    let stream = live(&state, &id)?;
+    stream.kick.cancel();
+    tracing::info!(stream = %id, "publisher disconnected through the admin API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether an `If-None-Match` header matches `etag` (weak comparison).
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let want = strip(etag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || strip(t) == want)
+}
+
+fn md5_etag(data: &[u8]) -> String {
+    use md5::Digest;
+    let digest = md5::Md5::digest(data);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn image(
+    headers: &HeaderMap,
+    etag: &str,
+    source: &'static str,
+    snapshot_unix: Option<u64>,
+    body: impl FnOnce() -> Bytes,
+) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert("x-livesnap-source", HeaderValue::from_static(source));
+    if let Some(t) = snapshot_unix.and_then(|t| HeaderValue::from_str(&format_time(t)).ok()) {
+        h.insert("x-livesnap-snapshot-time", t);
+    }
+    if etag_matches(headers, etag) {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    (StatusCode::OK, h, Body::from(body())).into_response()
+}
+
+/// `GET /api/v1/streams/{domain}/{app}/{stream}/latest.jpg`: from memory while the
+/// stream is live and has a snapshot, else from its overwrite object in storage.
+pub async fn latest(
+    State(state): State<ApiState>,
+    Path((d, a, s)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let id = stream_id(d, a, s)?;
+    let live = state.node.registry.get(&id);
+    if let Some(l) = &live {
+        let snap = l.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(snap) = snap {
+            let etag = md5_etag(&snap.jpeg);
+            return Ok(image(&headers, &etag, "memory", Some(snap.unix_ts), || {
+                snap.jpeg
+            }));
+        }
+    }
+    // Offline (or live without a snapshot yet): the overwrite object of the rule the
+    // stream has (live) or would have (offline).
+    let rule = match &live {
+        Some(l) => l.rule.clone(),
+        None => state.node.rules().lookup(&id.domain, &id.app),
+    };
+    let no_image = || ApiError::not_found(format!("no snapshot of {id} is available"));
+    let rule = rule.ok_or_else(no_image)?;
+    let template = rule.overwrite_object.as_ref().ok_or_else(no_image)?;
+    let target = state.node.targets.get(&rule.storage).ok_or_else(no_image)?;
+    let key = template
+        .render(&Vars {
+            domain: &id.domain,
+            app: &id.app,
+            stream: &id.stream,
+            unix_timestamp: 0,
+            sequence: 0,
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let meta = match target.op.stat(&key).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_image()),
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "storage {:?}: stat {key:?}: {e}",
+                rule.storage
+            )))
+        }
+    };
+    let mtime = meta
+        .last_modified()
+        .map(|t| t.into_inner().as_second().max(0) as u64);
+    let etag = match meta.etag() {
+        Some(t) if t.starts_with('"') || t.starts_with("W/") => t.to_string(),
+        Some(t) => format!("\"{t}\""),
+        None => format!(
+            "W/\"{}-{}\"",
+            meta.last_modified()
+                .map_or(0, |t| t.into_inner().as_nanosecond()),
+            meta.content_length()
+        ),
+    };
+    if etag_matches(&headers, &etag) {
+        return Ok(image(&headers, &etag, "storage", mtime, Bytes::new));
+    }
+    let data = match target.op.read(&key).await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_image()),
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "storage {:?}: read {key:?}: {e}",
+                rule.storage
+            )))
+        }
+    };
+    Ok(image(&headers, &etag, "storage", mtime, || data))
+}
+
+/// `POST /api/v1/streams/{domain}/{app}/{stream}/snapshot[?store=true]`: decodes the
+/// stream's most recent keyframe now and returns the JPEG; with `store=true` it is
+/// also stored under the rule's templates (and becomes the stream's latest).
+pub async fn snapshot(
+    State(state): State<ApiState>,
+    Path((d, a, s)): Path<(String, String, String)>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let store = Params::new(query, &["store"])?.bool("store")?;
+    let id = stream_id(d, a, s)?;
+    let stream = live(&state, &id)?;
+    let rule = stream.rule.clone();
+    if store && rule.is_none() {
+        return Err(ApiError::failed_precondition(format!(
+            "stream {id} has no snapshot rule: nothing to store under"
+        )));
+    }
+    let (body, config) = stream.info().last_keyframe.clone().ok_or_else(|| {
+        ApiError::failed_precondition(format!("stream {id} has sent no H.264 keyframe yet"))
+    })?;
+    let _permit = state
+        .render_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("shutting down"))?;
+    let quality = state.node.settings.quality;
+    let max_pixels = state.node.settings.limits.max_picture_pixels;
+    let started = Instant::now();
+    let (jpeg, width, height) = tokio::task::spawn_blocking(move || {
+        Renderer::new(quality, max_pixels).render(&body, &config)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("snapshot worker: {e}")))?
+    .map_err(|e| ApiError::internal(format!("keyframe of {id} gave no picture: {e}")))?;
+    tracing::debug!(stream = %id, ms = started.elapsed().as_millis() as u64, "on-demand snapshot rendered");
+    let unix_ts = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-livesnap-width", HeaderValue::from(width));
+    h.insert("x-livesnap-height", HeaderValue::from(height));
+    if let (true, Some(rule)) = (store, rule) {
+        let target = state
+            .node
+            .targets
+            .get(&rule.storage)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::unavailable(format!("storage {:?} is not configured", rule.storage))
+            })?;
+        // Counted apart from the stream's schedule (its due/finished stay balanced).
+        let stats = Arc::new(StreamStats::default());
+        let mut task = StoreTask::new(
+            id.clone(),
+            rule.clone(),
+            target,
+            stats.clone(),
+            stream.latest.clone(),
+            state.node.metrics.clone(),
+            state.node.notify.clone(),
+        );
+        task.store(Snapshot {
+            jpeg: jpeg.clone(),
+            width,
+            height,
+            unix_ts,
+            arrived: started,
+        })
+        .await;
+        if stats.stored.load(Ordering::Relaxed) == 0 {
+            return Err(ApiError::unavailable(format!(
+                "the snapshot of {id} could not be stored in {:?} (see the node's log)",
+                rule.storage
+            )));
+        }
+        h.insert("x-livesnap-stored", HeaderValue::from_static("true"));
+    }
+    Ok((StatusCode::OK, h, Body::from(jpeg)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(etag_matches(&h, "\"a\""));
+        assert!(etag_matches(&h, "\"b\""));
+        assert!(!etag_matches(&h, "\"c\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(etag_matches(&h, "\"c\""));
+        assert!(!etag_matches(&HeaderMap::new(), "\"a\""));
+        assert_eq!(md5_etag(b""), "\"d41d8cd98f00b204e9800998ecf8427e\"");
+    }
+}

@@ -1,0 +1,135 @@
+//! The dashboard page at `/` in a real browser: Debian's headless Chromium loads it
+//! from a node with a live stream; the page must show a tile for the stream whose
+//! image (the stream's latest.jpg) has loaded.
+//!
+//! Needs `/usr/bin/chromium` (`apt-get install chromium`, as `.ci/run` does); without
+//! it the test fails, it never skips.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use livesnap::config::Config;
+use livesnap::media::flv::FlvReader;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Runs headless Chromium on `url` and returns the DOM after `budget_ms` of virtual
+/// time (timers and fetches run; the page refreshes itself every 2 s).
+fn dump_dom(url: &str, budget_ms: u32) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {CHROMIUM} (apt-get install chromium): {e}"));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The opening tag of the first element carrying `attr`.
+fn tag_with<'a>(dom: &'a str, attr: &str) -> Option<&'a str> {
+    let at = dom.find(attr)?;
+    let start = dom[..at].rfind('<')?;
+    let end = at + dom[at..].find('>')?;
+    Some(&dom[start..=end])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_live_stream_with_its_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long idle timeout: the publisher pauses while the browser runs.
+    let text = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+idle_timeout_secs = 120
+[snapshot]
+workers = 2
+[storage.default]
+scheme = "fs"
+root = "{}"
+{DEFAULT_RULES}
+"#,
+        dir.path().join("snapshots").display()
+    );
+    let settings = Config::parse(&text).unwrap().validate().unwrap();
+    let running = livesnap::server::start(settings).await.unwrap();
+    let mut server = TestServer {
+        rtmp: running.rtmp_addr,
+        http: running.http_addr,
+        running: Some(running),
+        dir,
+    };
+
+    // The first 2 s of a 640x360 recording: one snapshot (at 0 s), then a pause.
+    let tc_url = format!("rtmp://{}/live", server.rtmp);
+    let (mut p, outcome) = Publisher::connect(server.rtmp, &tc_url, "live", "cam").await;
+    assert_eq!(outcome, PublishOutcome::Accepted);
+    let data = Bytes::from(std::fs::read(fixture("baseline_640x360_gop1s.flv")).unwrap());
+    for tag in FlvReader::new(data).unwrap() {
+        let tag = tag.unwrap();
+        if tag.timestamp_ms >= 2000 {
+            break;
+        }
+        match tag.tag_type {
+            9 => p.video(tag.timestamp_ms, tag.data).await.unwrap(),
+            8 => p.audio(tag.timestamp_ms, tag.data).await.unwrap(),
+            _ => {}
+        }
+    }
+    let node = server.node().clone();
+    assert!(
+        wait_for(Duration::from_secs(10), || node
+            .registry
+            .list()
+            .first()
+            .is_some_and(|s| s
+                .stats
+                .stored
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1))
+        .await,
+        "no snapshot was stored"
+    );
+
+    let url = format!("http://{}/", server.http);
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&url, 6000))
+        .await
+        .unwrap();
+    let tile = tag_with(&dom, "data-stream=\"127.0.0.1/live/cam\"")
+        .unwrap_or_else(|| panic!("no tile for the stream in:\n{dom}"));
+    assert!(tile.contains("class=\"tile\""), "{tile}");
+    let img = tag_with(&dom, "data-loaded=\"1\"")
+        .unwrap_or_else(|| panic!("the tile's image did not load:\n{dom}"));
+    assert!(img.starts_with("<img"), "{img}");
+    assert!(img.contains("data-natural-width=\"640\""), "{img}");
+    assert!(img.contains("data-natural-height=\"360\""), "{img}");
+    assert!(img.contains("src=\"blob:"), "{img}");
+    assert!(dom.contains("1 live stream"), "status line missing:\n{dom}");
+    assert!(dom.contains("every 5 s"), "rule missing:\n{dom}");
+    assert!(dom.contains("taken 1"), "counters missing:\n{dom}");
+
+    p.finish().await;
+    assert!(server.stop().await);
+}
