@@ -72,7 +72,9 @@ fn rss_kib(pid: u32) -> u64 {
 async fn handshake(addr: SocketAddr) -> Option<TcpStream> {
     let mut s = TcpStream::connect(addr).await.ok()?;
     let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().ok()?).await.ok()?;
+    s.write_all(&hs.generate_outbound_p0_and_p1().ok()?)
+        .await
+        .ok()?;
     let mut buf = [0u8; 4096];
     loop {
         let n = s.read(&mut buf).await.ok()?;
@@ -104,7 +106,10 @@ async fn hostile_round(addr: SocketAddr, seed: &mut u64) -> usize {
     if let Ok(mut s) = TcpStream::connect(addr).await {
         let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let mut b = [0u8; 64];
-        if matches!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await, Ok(Ok(0) | Err(_))) {
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        ) {
             closed += 1;
         }
     }

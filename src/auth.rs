@@ -30,6 +30,9 @@ pub struct AuthKey<'a> {
     pub hash: &'a str,
 }
 
+/// Longest `timestamp` accepted, in decimal digits.
+const MAX_TIMESTAMP_DIGITS: usize = 12;
+
 /// Parses `timestamp-rand-uid-md5hash`.
 pub fn parse_auth_key(v: &str) -> Result<AuthKey<'_>, AuthError> {
     let mut it = v.split('-');
@@ -39,7 +42,7 @@ pub fn parse_auth_key(v: &str) -> Result<AuthKey<'_>, AuthError> {
         return Err(AuthError::Malformed("expected timestamp-rand-uid-md5hash"));
     };
     if timestamp.is_empty()
-        || timestamp.len() > 12
+        || timestamp.len() > MAX_TIMESTAMP_DIGITS
         || !timestamp.bytes().all(|b| b.is_ascii_digit())
     {
         return Err(AuthError::Malformed(
@@ -150,6 +153,12 @@ pub fn sign_url(url: &str, key: &str, timestamp: u64) -> Result<String, String> 
     names::validate_app(app).map_err(|e| format!("app {app:?} {e}"))?;
     names::validate_stream(stream).map_err(|e| format!("stream {stream:?} {e}"))?;
     let ts = timestamp.to_string();
+    // What `check` would refuse as malformed must not be signed.
+    if ts.len() > MAX_TIMESTAMP_DIGITS {
+        return Err(format!(
+            "timestamp {ts} has more than {MAX_TIMESTAMP_DIGITS} digits"
+        ));
+    }
     let hash = sign(&format!("/{app}/{stream}"), &ts, "0", "0", key);
     let sep = if query.is_empty() { "?" } else { "&" };
     let base = url.split_once('?').map_or(url, |(b, _)| b);
@@ -274,5 +283,23 @@ mod tests {
         assert!(sign_url("http://h/live/cam", "k", 1).is_err());
         assert!(sign_url("rtmp://h/cam", "k", 1).is_err());
         assert!(sign_url("rtmp://h/live/../x", "k", 1).is_err());
+    }
+
+    #[test]
+    fn signed_urls_never_carry_a_timestamp_check_refuses() {
+        // Found by the `auth_key` fuzz target: a 13-digit timestamp was signed, and the
+        // publish it signed was then refused as malformed.
+        let e = AuthSettings {
+            domain: "*".into(),
+            primary_key: "k".into(),
+            secondary_key: None,
+            validity_secs: 10,
+        };
+        let ts = 999_999_999_999;
+        let u = sign_url("rtmp://h/live/cam", "k", ts).unwrap();
+        let (_, query) = u.split_once('?').unwrap();
+        assert_eq!(check(&e, "live", "cam", query, None, ts), Ok(()));
+        assert!(sign_url("rtmp://h/live/cam", "k", ts + 1).is_err());
+        assert!(sign_url("rtmp://h/live/cam", "k", u64::MAX).is_err());
     }
 }
