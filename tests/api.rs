@@ -1110,61 +1110,9 @@ async fn an_unreadable_rule_store_keeps_the_last_good_rules_and_is_reported() {
     assert_eq!(api.get("/readyz").await.0, 200);
 }
 
-/// `moto_server` (a real S3-protocol server) on a loopback port, killed on drop. Its
-/// request log goes to a file, so that a test can see which requests were made.
-struct Moto {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    log: tempfile::NamedTempFile,
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap()
-                .port();
-            let log = tempfile::NamedTempFile::new().unwrap();
-            let child = std::process::Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(log.reopen().unwrap())
-                .spawn()
-                .expect("moto_server on the PATH (pip install \"moto[server]==5.2.5\")");
-            let mut moto = Moto {
-                child,
-                addr: ([127, 0, 0, 1], port).into(),
-                log,
-            };
-            for _ in 0..100 {
-                if moto.child.try_wait().unwrap().is_some() {
-                    break; // the port was taken meanwhile: try another
-                }
-                if let Ok((200, _)) = http_request(moto.addr, "GET", "/").await {
-                    return moto;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("moto_server did not start");
-    }
-
-    fn requests(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_store_and_snapshot_query_on_s3() {
-    let moto = Moto::start().await;
+    let moto = common::moto::MotoServer::start().await;
     let (status, body) = http_request(moto.addr, "PUT", "/rules-bucket")
         .await
         .unwrap();
@@ -1223,7 +1171,7 @@ sequence_object = "{{AppName}}/{{StreamName}}-{{UnixTimestamp}}.jpg"
         assert_eq!(total, 13, "1 config rule + 12 added");
     }
     assert!(moto
-        .requests()
+        .log_text()
         .contains("PUT /rules-bucket/_livesnap/rules.json"));
 
     // The query on a sorted listing: a key range by timestamp.
@@ -1250,7 +1198,7 @@ sequence_object = "{{AppName}}/{{StreamName}}-{{UnixTimestamp}}.jpg"
     let (keys, _) = query_all(&a, "cam", t0 + 50, t0 + 150, 4, "desc").await;
     assert_eq!(keys, want.iter().rev().cloned().collect::<Vec<_>>());
     assert!(
-        moto.requests()
+        moto.log_text()
             .contains(&format!("start-after=live/cam-{}", t0 + 50)),
         "the listing started at the range"
     );

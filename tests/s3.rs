@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,91 +28,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
         .port()
-}
-
-/// A `moto_server` child listening on a loopback port; killed (and reaped) on drop,
-/// also when a test panics.
-struct MotoServer {
-    child: Child,
-    addr: SocketAddr,
-    /// Its stderr (werkzeug logs every request there), quoted when it fails to start.
-    log: tempfile::NamedTempFile,
-}
-
-impl MotoServer {
-    /// Starts it on a free port and waits until it answers HTTP (at most 10 s). A port
-    /// taken between our probe and moto's bind makes moto exit; we then try another.
-    async fn start() -> MotoServer {
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let log = tempfile::NamedTempFile::new().expect("temp file for moto's log");
-            let stderr = log.reopen().expect("reopen moto's log");
-            let child = match Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-            {
-                Ok(child) => child,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                    "moto_server is not on the PATH: the S3 tests need it \
-                     (pip install \"moto[server]==5.2.5\", see .ci/run)"
-                ),
-                Err(e) => panic!("cannot run moto_server: {e}"),
-            };
-            let mut moto = MotoServer {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                log,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Some(status) = moto.child.try_wait().expect("poll moto_server") {
-                    failures.push(format!(
-                        "port {port}: exited ({status}): {}",
-                        moto.log_text()
-                    ));
-                    break;
-                }
-                if let Ok((200, _)) = http_request(moto.addr, "GET", "/").await {
-                    return moto;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "moto_server did not answer HTTP on {} within 10 s: {}",
-                    moto.addr,
-                    moto.log_text()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("moto_server could not start: {failures:#?}");
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// Creates a bucket with a plain unsigned `PUT /NAME` (moto takes any request).
-    async fn create_bucket(&self, name: &str) {
-        let (status, body) = http_request(self.addr, "PUT", &format!("/{name}"))
-            .await
-            .expect("PUT bucket");
-        assert_eq!(status, 200, "create bucket {name}: {body}");
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The `[storage.s3]` target and a rule writing both modes (`{Sequence}` keys) to it.
@@ -227,7 +140,7 @@ fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_sequence_and_overwrite_objects_continue_across_a_restart() {
-    let moto = MotoServer::start().await;
+    let moto = common::moto::MotoServer::start().await;
     moto.create_bucket(BUCKET).await;
     let config = s3_config(&moto.endpoint(), 10, 2);
 
@@ -303,7 +216,7 @@ async fn s3_outage_drops_snapshots_without_stalling_the_publisher() {
     assert_eq!(count(&stats.finished), 3, "{}", stats.summary());
 
     // The same publish against a working endpoint: stored, and no faster.
-    let moto = MotoServer::start().await;
+    let moto = common::moto::MotoServer::start().await;
     moto.create_bucket(BUCKET).await;
     let mut up = start_server(&s3_config(&moto.endpoint(), 10, 2)).await;
     let op = s3_operator(&up);

@@ -2,6 +2,8 @@
 //! and a real RTMP publisher (rml_rtmp's client session) that replays FLV fixtures.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
