@@ -160,6 +160,12 @@ pub fn sign_url(url: &str, key: &str, timestamp: u64) -> Result<String, String> 
         ));
     }
     let hash = sign(&format!("/{app}/{stream}"), &ts, "0", "0", key);
+    // Re-signing a signed URL replaces its auth_key: `check` reads the first one.
+    let query = query
+        .split('&')
+        .filter(|kv| kv.split_once('=').map_or(*kv, |(k, _)| k) != "auth_key")
+        .collect::<Vec<_>>()
+        .join("&");
     let sep = if query.is_empty() { "?" } else { "&" };
     let base = url.split_once('?').map_or(url, |(b, _)| b);
     let q = if query.is_empty() {
@@ -301,5 +307,25 @@ mod tests {
         assert_eq!(check(&e, "live", "cam", query, None, ts), Ok(()));
         assert!(sign_url("rtmp://h/live/cam", "k", ts + 1).is_err());
         assert!(sign_url("rtmp://h/live/cam", "k", u64::MAX).is_err());
+    }
+
+    #[test]
+    fn re_signing_replaces_the_auth_key() {
+        // Found by the `auth_key` fuzz target: the old auth_key stayed first in the
+        // query, so `check` read it and refused the re-signed URL.
+        let e = AuthSettings {
+            domain: "*".into(),
+            primary_key: "new".into(),
+            secondary_key: None,
+            validity_secs: 10,
+        };
+        let old = sign_url("rtmp://h/live/cam?vhost=a.com", "old", 5).unwrap();
+        let u = sign_url(&old, "new", 7).unwrap();
+        let (_, query) = u.split_once('?').unwrap();
+        assert!(query.starts_with("vhost=a.com&auth_key=7-0-0-"), "{u}");
+        assert_eq!(query.matches("auth_key").count(), 1, "{u}");
+        assert_eq!(check(&e, "live", "cam", query, None, 7), Ok(()));
+        let u = sign_url("rtmp://h/live/cam?auth_key=x", "new", 7).unwrap();
+        assert!(u.starts_with("rtmp://h/live/cam?auth_key=7-0-0-"), "{u}");
     }
 }

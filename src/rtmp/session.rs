@@ -255,7 +255,11 @@ impl Session {
                             return Err(SessionError::TooManyStreams(self.limits.max_streams));
                         }
                     }
-                    "publish" if self.published_once => return Err(SessionError::SecondPublish),
+                    // One publish per connection; a second one while the first is still
+                    // pending would be answered for the wrong name.
+                    "publish" if self.published_once || self.pending_publish.is_some() => {
+                        return Err(SessionError::SecondPublish)
+                    }
                     "play" => {
                         // livesnap is ingest-only; rml_rtmp would raise a play request
                         // we never accept. Drop it and let the client time out.

@@ -248,6 +248,11 @@ impl Template {
         }
     }
 
+    /// Whether `key` (a suffix of the stored key) matches the parts from `part` on, with
+    /// the values read so far in `ts` and `seq`. A numeric variable that occurs again must
+    /// repeat its value: that is what `render` writes, and it bounds the backtracking to
+    /// the first occurrence of each of the two (without it, `{Sequence}` 12 times against
+    /// 40 digits and no match ran for minutes; see fuzz/artifacts-regressions/template/).
     fn match_from(
         &self,
         key: &[u8],
@@ -270,6 +275,15 @@ impl Template {
             return key.starts_with(f.as_bytes())
                 && self.match_from(&key[f.len()..], part + 1, names, ts, seq);
         }
+        let bound = match p {
+            Part::Var(Var::UnixTimestamp) => *ts,
+            _ => *seq,
+        };
+        if let Some(v) = bound {
+            let v = v.to_string();
+            return key.starts_with(v.as_bytes())
+                && self.match_from(&key[v.len()..], part + 1, names, ts, seq);
+        }
         // A numeric variable: 1..=20 digits; try the longest run first, then shorter.
         let digits = key
             .iter()
@@ -277,6 +291,10 @@ impl Template {
             .take_while(|b| b.is_ascii_digit())
             .count();
         for n in (1..=digits).rev() {
+            // `render` writes no leading zero: "007" was not rendered from a variable.
+            if n > 1 && key[0] == b'0' {
+                continue;
+            }
             let Ok(v) = std::str::from_utf8(&key[..n]).unwrap_or("x").parse::<u64>() else {
                 continue;
             };
@@ -420,6 +438,35 @@ mod tests {
         // Adjacent numeric variables: backtracking finds a split.
         let t = Template::parse("{Sequence}{UnixTimestamp}.jpg").unwrap();
         assert!(t.match_key("123.jpg", "d", "a", "s").is_some());
+        // Leading zeros are never rendered, so such keys are not this template's; found
+        // by the `template` fuzz target ("{Sequence}{UnixTimestamp}.jpg" matched a key
+        // as a sequence number and a timestamp of "0000", which renders another key).
+        let t = Template::parse("{AppName}/{Sequence}.jpg").unwrap();
+        assert_eq!(t.match_key("live/007.jpg", "d", "live", "s"), None);
+        assert_eq!(
+            t.match_key("live/0.jpg", "d", "live", "s"),
+            Some((None, Some(0)))
+        );
+        let t = Template::parse("{Sequence}{UnixTimestamp}.jpg").unwrap();
+        let key = "77777777777121700000000.jpg";
+        let (ts, seq) = t.match_key(key, "d", "a", "s").unwrap();
+        let v = Vars {
+            unix_timestamp: ts.unwrap(),
+            sequence: seq.unwrap(),
+            ..vars(0, 0)
+        };
+        assert_eq!(t.render(&v).unwrap(), key);
+        // A variable used twice must carry the same value twice (fuzz target `template`).
+        let t = Template::parse("{Sequence}/{Sequence}.jpg").unwrap();
+        assert_eq!(t.match_key("5/6.jpg", "d", "a", "s"), None);
+        assert_eq!(t.match_key("5/5.jpg", "d", "a", "s"), Some((None, Some(5))));
+        // Many adjacent numeric variables: a key that does not match fails fast instead
+        // of backtracking exponentially (fuzz target `template`).
+        let t = Template::parse(&format!("{}.jpg", "{Sequence}".repeat(12))).unwrap();
+        let digits = "1".repeat(40);
+        assert_eq!(t.match_key(&format!("{digits}x.jpg"), "d", "a", "s"), None);
+        let key = format!("{}.jpg", "12".repeat(12));
+        assert_eq!(t.match_key(&key, "d", "a", "s"), Some((None, Some(12))));
         assert_eq!(t.list_prefix("d", "a", "s"), "");
     }
 }
