@@ -1,0 +1,45 @@
+//! Seed corpora, built from real data: a publish recorded between rml_rtmp's client
+//! session and our `Session` (the same client the integration tests publish with), the
+//! fixtures' sequence headers, SPS NAL units and keyframes, hand-built chunk streams and
+//! AMF0 commands covering every header form, and the shipped key templates.
+//!
+//! Written by `cargo test --test fuzz_regressions -- --ignored write_seed_corpus`, as
+//! `fuzz/corpus/<target>/seed-*`; the files libFuzzer adds keep their hash names.
+//! Deterministic, except the random parts of the handshake packets.
+
+use std::path::Path;
+
+mod media;
+mod rtmp;
+mod text;
+
+/// One seed: target, file name (without the `seed-` prefix), bytes.
+pub type Seed = (&'static str, String, Vec<u8>);
+
+/// Every seed of every target; `root` is the main crate's directory (for `fixtures/`).
+pub fn all(root: &Path) -> Vec<Seed> {
+    let fixtures = media::Fixtures::load(root);
+    let mut seeds = Vec::new();
+    let publish = rtmp::recorded_publish(&fixtures.bt709, 48 << 10);
+    rtmp::handshake(&publish, &mut seeds);
+    rtmp::framing(&publish, &mut seeds);
+    rtmp::session(&publish, &mut seeds);
+    rtmp::amf0(&mut seeds);
+    media::flv_tag(&fixtures, &mut seeds);
+    media::sps(&fixtures, &mut seeds);
+    media::keyframe_to_jpeg(&fixtures, &mut seeds);
+    text::template(&mut seeds);
+    text::auth_key(&mut seeds);
+    seeds
+}
+
+/// Writes every seed under `root/fuzz/corpus/<target>/seed-<name>`.
+pub fn write_all(root: &Path) -> std::io::Result<usize> {
+    let seeds = all(root);
+    for (target, name, bytes) in &seeds {
+        let dir = root.join("fuzz/corpus").join(target);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
+    }
+    Ok(seeds.len())
+}
