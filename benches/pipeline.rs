@@ -11,6 +11,15 @@
 //!   target, waiting for each due snapshot to be stored before going on (as the offline
 //!   command does). Its time minus `render` is the overhead around the codecs.
 //!
+//! - `decoder_switch/{same,recreate,inband}/A+B`: openh264 decode only, of the due keyframes of
+//!   fixture A (`same`: one persistent decoder, what a worker does when every job has the
+//!   same parameter sets), or of A's and B's due keyframes interleaved, as a pool worker
+//!   sees them when it serves two streams with different SPS/PPS: `recreate` keys the
+//!   decoder by the parameter sets (today's `KeyframeDecoder`: a new openh264 decoder at
+//!   every switch), `inband` keeps one decoder and lets openh264 take the new SPS/PPS that
+//!   lead every Annex B keyframe. Before timing, the two are checked to decode identical
+//!   pictures. Per-keyframe times are criterion's time divided by the "elem" count.
+//!
 //! Before the criterion runs, each fixture's median decode and encode time per snapshot
 //! (from `Renderer::last_timings`) is printed, for comparison with the server's
 //! `livesnap_decode_seconds` / `livesnap_encode_seconds` histograms.
@@ -27,7 +36,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use livesnap::config::Config;
 use livesnap::ingest::IngestStream;
+use livesnap::media::avc;
 use livesnap::server::{self, Node};
+use livesnap::snapshot::decode::{KeyframeDecoder, YuvFrame};
 use livesnap::snapshot::pool::Renderer;
 use livesnap::snapshot::store::StreamId;
 
@@ -156,5 +167,97 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline);
+/// A due keyframe as the decoder takes it: Annex B and the parameter-set key.
+struct Job {
+    annex_b: Vec<u8>,
+    key: Vec<u8>,
+}
+
+fn jobs(fx: &support::Fixture) -> Vec<Job> {
+    fx.due_keyframes(INTERVAL_SECS)
+        .into_iter()
+        .map(|(body, cfg)| {
+            let mut annex_b = Vec::new();
+            avc::to_annex_b(&body, cfg.length_size, Some(&cfg), &mut annex_b).expect("annex b");
+            let mut key = cfg.sps[0].to_vec();
+            key.extend_from_slice(&cfg.pps[0]);
+            Job { annex_b, key }
+        })
+        .collect()
+}
+
+fn decoder_switch(c: &mut Criterion) {
+    let fixtures = support::fixtures();
+    if fixtures.len() < 2 {
+        return;
+    }
+    let mut group = c.benchmark_group("decoder_switch");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    for (i, a) in fixtures.iter().enumerate() {
+        let b = &fixtures[(i + 1) % fixtures.len()];
+        let (ja, jb) = (jobs(a), jobs(b));
+        if ja[0].key == jb[0].key {
+            continue;
+        }
+        let mixed: Vec<&Job> = ja.iter().zip(&jb).flat_map(|(x, y)| [x, y]).collect();
+        // The in-band path must give the same pictures as fresh decoders.
+        let (mut fresh, mut kept) = (
+            KeyframeDecoder::new(MAX_PIXELS),
+            KeyframeDecoder::new(MAX_PIXELS),
+        );
+        let (mut f1, mut f2) = (YuvFrame::new(), YuvFrame::new());
+        for job in &mixed {
+            fresh
+                .decode(&job.annex_b, &job.key, &mut f1)
+                .expect("decode");
+            kept.decode(&job.annex_b, b"one", &mut f2)
+                .expect("decode in-band");
+            assert!(
+                (f1.width, f1.height, &f1.y, &f1.u, &f1.v)
+                    == (f2.width, f2.height, &f2.y, &f2.u, &f2.v),
+                "{} + {}: in-band parameter switch decoded a different picture",
+                a.name,
+                b.name
+            );
+        }
+        let mut frame = YuvFrame::new();
+        let mut decoder = KeyframeDecoder::new(MAX_PIXELS);
+        group.throughput(Throughput::Elements(ja.len() as u64));
+        group.bench_function(format!("same/{}", a.name), |bch| {
+            bch.iter(|| {
+                for job in &ja {
+                    decoder
+                        .decode(&job.annex_b, &job.key, &mut frame)
+                        .expect("decode");
+                }
+            })
+        });
+        let pair = format!("{}+{}", a.name, b.name);
+        group.throughput(Throughput::Elements(mixed.len() as u64));
+        group.bench_function(format!("recreate/{pair}"), |bch| {
+            bch.iter(|| {
+                for job in &mixed {
+                    decoder
+                        .decode(&job.annex_b, &job.key, &mut frame)
+                        .expect("decode");
+                }
+            })
+        });
+        group.bench_function(format!("inband/{pair}"), |bch| {
+            bch.iter(|| {
+                for job in &mixed {
+                    decoder
+                        .decode(&job.annex_b, b"one", &mut frame)
+                        .expect("decode");
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, decoder_switch);
 criterion_main!(benches);
