@@ -28,6 +28,8 @@ pub struct Metrics {
     pub decode_seconds: Histogram,
     pub encode_seconds: Histogram,
     pub store_seconds: Histogram,
+    /// Keyframe arrival to its snapshot stored: "stored within 1 s" is checkable.
+    pub snapshot_latency_seconds: Histogram,
     pub callbacks_delivered: Counter,
     pub callbacks_failed: Counter,
     pub callbacks_dropped: Counter,
@@ -56,6 +58,9 @@ impl Metrics {
             decode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             encode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             store_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            snapshot_latency_seconds: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+            ]),
             callbacks_delivered: Counter::default(),
             callbacks_failed: Counter::default(),
             callbacks_dropped: Counter::default(),
@@ -113,6 +118,11 @@ impl Metrics {
             "store_seconds",
             "Time to store one snapshot (all its objects)",
             m.store_seconds.clone(),
+        );
+        r.register(
+            "snapshot_latency_seconds",
+            "Keyframe arrival to snapshot stored",
+            m.snapshot_latency_seconds.clone(),
         );
         r.register(
             "callbacks_delivered",

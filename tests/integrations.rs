@@ -125,6 +125,10 @@ async fn metrics_count_a_publish() {
     assert_eq!(metric(&text, "livesnap_decode_seconds_count"), 3.0);
     assert_eq!(metric(&text, "livesnap_encode_seconds_count"), 3.0);
     assert_eq!(metric(&text, "livesnap_store_seconds_count"), 3.0);
+    assert_eq!(
+        metric(&text, "livesnap_snapshot_latency_seconds_count"),
+        3.0
+    );
     assert_eq!(metric(&text, "livesnap_publishes_active"), 0.0);
     let bytes = metric(&text, "livesnap_received_bytes_total");
     let file = std::fs::metadata(fixture("baseline_640x360_gop1s.flv"))

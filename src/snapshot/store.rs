@@ -129,6 +129,9 @@ impl StoreTask {
             .store_seconds
             .observe(started.elapsed().as_secs_f64());
         if wrote {
+            self.metrics
+                .snapshot_latency_seconds
+                .observe(snap.arrived.elapsed().as_secs_f64());
             self.metrics.snapshots_taken.inc();
             self.stats.stored.fetch_add(1, Ordering::Relaxed);
             self.stats
