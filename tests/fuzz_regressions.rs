@@ -131,23 +131,20 @@ fn auth_key_sign_url_keeps_old_auth_key() {
 }
 
 /// `session`: connect, createStream, then two `publish` commands (cam1, cam0) in one
-/// read. `Session` raises two `PublishRequested` events while only the last request is
+/// read. `Session` raised two `PublishRequested` events while only the last request was
 /// pending, so the connection task's answer to the first (checked for cam1: name, auth,
-/// hook) accepts cam0 in rml_rtmp; its answer to the second then fails and the
-/// connection closes. The target tolerates exactly this shape until it is fixed.
+/// hook) accepted cam0 in rml_rtmp. Fixed in `rtmp::session`: a `publish` while one is
+/// pending is refused like a second publish.
 #[test]
 fn session_two_publish_requests_in_one_read() {
     let data = regression("session", "two_publish_requests_in_one_read");
     target("session")(&data);
 }
 
-/// The fix for the case above, in `rtmp::session` (not fuzz-owned code): refuse a
-/// `publish` while one is pending, as a second publish is refused
-/// (`"publish" if self.published_once || self.pending_publish.is_some() =>
-/// return Err(SessionError::SecondPublish)`).
+/// The same input straight into `Session`: one request, then the connection closes.
 #[test]
 fn session_refuses_a_publish_while_one_is_pending() {
-    use livesnap::rtmp::session::{Event, Session, SessionLimits};
+    use livesnap::rtmp::session::{Event, Session, SessionError, SessionLimits};
     let data = regression("session", "two_publish_requests_in_one_read");
     // Control byte 0 (accept, default limits), no cuts: the rest is the client's bytes.
     assert_eq!(data[..2], [0, 0]);
@@ -160,8 +157,8 @@ fn session_refuses_a_publish_while_one_is_pending() {
         .count();
     assert_eq!(requests, 1, "{result:?}");
     assert!(
-        result.is_err(),
-        "the second publish must close the connection"
+        matches!(result, Err(SessionError::SecondPublish)),
+        "{result:?}"
     );
 }
 

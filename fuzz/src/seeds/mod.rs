@@ -3,8 +3,9 @@
 //! fixtures' sequence headers, SPS NAL units and keyframes, hand-built chunk streams and
 //! AMF0 commands covering every header form, and the shipped key templates.
 //!
-//! Written by `cargo test --test fuzz_regressions -- --ignored write_seed_corpus`, as
-//! `fuzz/corpus/<target>/seed-*`; the files libFuzzer adds keep their hash names.
+//! Written as `fuzz/corpus/<target>/seed-*` by `LIVESNAP_WRITE_SEEDS=1 cargo test --test
+//! fuzz_regressions committed_seeds_are_current`; the files libFuzzer adds keep their
+//! hash names.
 //! Deterministic, except the random parts of the handshake packets.
 
 use std::path::Path;
