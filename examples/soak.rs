@@ -93,6 +93,20 @@ async fn handshake(addr: SocketAddr) -> Option<TcpStream> {
     }
 }
 
+/// Whether the server closes `s` within `limit` (reading and discarding what it sends).
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut b = [0u8; 4096];
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// One round of hostile peers; returns how many the server closed.
 async fn hostile_round(addr: SocketAddr, seed: &mut u64) -> usize {
     let mut rand = move || {
@@ -117,33 +131,13 @@ async fn hostile_round(addr: SocketAddr, seed: &mut u64) -> usize {
     if let Some(mut s) = handshake(addr).await {
         let junk: Vec<u8> = (0..4096).map(|_| rand() as u8).collect();
         let _ = s.write_all(&junk).await;
-        let mut b = [0u8; 4096];
-        let end = Instant::now() + Duration::from_secs(40);
-        while Instant::now() < end {
-            match tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    closed += 1;
-                    break;
-                }
-                _ => {}
-            }
-        }
+        closed += usize::from(closed_within(&mut s, Duration::from_secs(40)).await);
     }
     // A 16 MiB video message header, then silence.
     if let Some(mut s) = handshake(addr).await {
         let hdr = [0x06u8, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0];
         let _ = s.write_all(&hdr).await;
-        let mut b = [0u8; 4096];
-        let end = Instant::now() + Duration::from_secs(40);
-        while Instant::now() < end {
-            match tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    closed += 1;
-                    break;
-                }
-                _ => {}
-            }
-        }
+        closed += usize::from(closed_within(&mut s, Duration::from_secs(40)).await);
     }
     closed
 }
