@@ -100,7 +100,7 @@ fn main() -> ExitCode {
                 println!("{signed}");
                 eprintln!(
                     "valid until {} (timestamp {ts} + validity_secs {valid_secs})",
-                    livesnap::notify::rfc3339(ts + valid_secs)
+                    livesnap::notify::rfc3339(ts.saturating_add(*valid_secs))
                 );
                 ExitCode::SUCCESS
             }
