@@ -1,7 +1,7 @@
 //! Keyframe decoding: one H.264 IDR access unit (Annex B) in, one owned I420 picture out.
 //!
-//! Owns a persistent openh264 decoder per stream, recreated only when the parameter sets in
-//! force change (a resolution change mid-stream) or after an error. It must not parse SPS/PPS
+//! Owns a persistent openh264 decoder (one per pool worker, shared by every stream the worker
+//! serves), kept across parameter-set changes and recreated only after an error. It must not parse SPS/PPS
 //! (`media` does), decide when to snapshot (`scheduler`) or touch colour (`encode` does).
 //!
 //! Measured facts this relies on (see `/work/shared/DEPENDENCIES.md`): with openh264's default
@@ -140,20 +140,36 @@ impl KeyframeDecoder {
         }
     }
 
-    /// How many openh264 decoders this has created: one, plus one per parameter-set change
-    /// and per call after a failed one. Useful as a metric.
+    /// How many openh264 decoders this has created: one, plus one per call after a failed
+    /// one. Useful as a metric.
     pub fn decoders_created(&self) -> u64 {
         self.decoders_created
     }
 
     /// Decode one IDR access unit in Annex B (SPS, PPS, IDR slices). `params_key` identifies
-    /// the parameter sets in force (e.g. the SPS+PPS bytes); when it differs from the last call,
-    /// the openh264 decoder is recreated (resolution change mid-stream). Output goes into `frame`
+    /// the parameter sets in force (e.g. the SPS+PPS bytes), which `annex_b` must carry in front of
+    /// its slices: the decoder is kept when they change (another stream, or a resolution change
+    /// mid-stream), and re-created for one more try only if it then fails. Output goes into `frame`
     /// (reused; tightly packed: `y_stride == width`, `uv_stride == chroma_width()`).
     ///
     /// On error the openh264 decoder is dropped (the next call starts afresh, as its state after
     /// a corrupt unit is unknown) and `frame`'s contents are unspecified.
     pub fn decode(
+        &mut self,
+        annex_b: &[u8],
+        params_key: &[u8],
+        frame: &mut YuvFrame,
+    ) -> Result<(), DecodeError> {
+        let switched = self.decoder.is_some() && self.params_key != params_key;
+        let mut result = self.decode_once(annex_b, params_key, frame);
+        if result.is_err() && switched {
+            // The kept decoder did not take the new parameter sets: one more try afresh.
+            result = self.decode_once(annex_b, params_key, frame);
+        }
+        result
+    }
+
+    fn decode_once(
         &mut self,
         annex_b: &[u8],
         params_key: &[u8],
@@ -172,27 +188,27 @@ impl KeyframeDecoder {
     }
 
     fn decoder_for(&mut self, params_key: &[u8]) -> Result<&mut Decoder, DecodeError> {
-        let decoder = match self.decoder.take() {
-            Some(decoder) if self.params_key == params_key => decoder,
-            // None, or parameter sets changed: the old decoder (and its picture buffers) is
-            // dropped here, before the new one allocates.
-            _ => {
-                let decoder = Decoder::new().map_err(|source| DecodeError::Openh264 {
-                    context: "creating a decoder",
-                    source,
-                })?;
-                self.params_key.clear();
-                self.params_key.extend_from_slice(params_key);
-                self.decoders_created += 1;
-                tracing::debug!(
-                    decoders_created = self.decoders_created,
-                    params_len = params_key.len(),
-                    "created openh264 decoder"
-                );
-                decoder
-            }
-        };
-        Ok(self.decoder.insert(decoder))
+        if self.decoder.is_none() {
+            let decoder = Decoder::new().map_err(|source| DecodeError::Openh264 {
+                context: "creating a decoder",
+                source,
+            })?;
+            self.decoders_created += 1;
+            tracing::debug!(
+                decoders_created = self.decoders_created,
+                params_len = params_key.len(),
+                "created openh264 decoder"
+            );
+            self.decoder = Some(decoder);
+        }
+        if self.params_key != params_key {
+            // The access unit carries its parameter sets in front of the slices, so the
+            // kept decoder switches to them by itself (same picture, bit for bit, as a
+            // fresh decoder; creating one costs 1-3 ms per keyframe).
+            self.params_key.clear();
+            self.params_key.extend_from_slice(params_key);
+        }
+        Ok(self.decoder.as_mut().expect("created above"))
     }
 }
 
@@ -367,24 +383,34 @@ mod tests {
     }
 
     #[test]
-    fn resolution_change_recreates_the_decoder() {
+    fn parameter_set_changes_keep_the_decoder() {
         let small = encode_idr(320, 240);
         let large = encode_idr(640, 360);
         let (small_key, large_key) = (param_sets(&small), param_sets(&large));
         assert_ne!(small_key, large_key);
         let mut decoder = KeyframeDecoder::new(1920 * 1080);
         let mut frame = YuvFrame::new();
+        let mut fresh_frame = YuvFrame::new();
 
-        decoder.decode(&small, &small_key, &mut frame).unwrap();
-        assert_eq!((frame.width, frame.height), (320, 240));
-        decoder.decode(&large, &large_key, &mut frame).unwrap();
-        assert_eq!((frame.width, frame.height), (640, 360));
-        assert_bands_match(&frame);
-        assert_eq!(decoder.decoders_created(), 2);
-        decoder.decode(&small, &small_key, &mut frame).unwrap();
-        assert_eq!((frame.width, frame.height), (320, 240));
-        assert_bands_match(&frame);
-        assert_eq!(decoder.decoders_created(), 3);
+        // Alternating streams (or a resolution change) on one kept decoder give the same
+        // pictures as a fresh decoder per keyframe.
+        for (idr, key, size) in [
+            (&small, &small_key, (320, 240)),
+            (&large, &large_key, (640, 360)),
+            (&small, &small_key, (320, 240)),
+            (&large, &large_key, (640, 360)),
+        ] {
+            decoder.decode(idr, key, &mut frame).unwrap();
+            assert_eq!((frame.width, frame.height), size);
+            assert_bands_match(&frame);
+            KeyframeDecoder::new(1920 * 1080)
+                .decode(idr, key, &mut fresh_frame)
+                .unwrap();
+            assert!(
+                frame.y == fresh_frame.y && frame.u == fresh_frame.u && frame.v == fresh_frame.v
+            );
+        }
+        assert_eq!(decoder.decoders_created(), 1);
     }
 
     #[test]
