@@ -182,8 +182,8 @@ pub struct LimitsConfig {
     pub max_chunk_streams: usize,
     /// Largest picture (width × height) the decoder is given. Default 9437184 (4096×2304).
     pub max_picture_pixels: u64,
-    /// RTMP handshakes in progress at once (unauthenticated peers); more are closed
-    /// at once. Default 256.
+    /// RTMP handshakes in progress at once (unauthenticated peers); when all are taken,
+    /// a newcomer closes the oldest. Default 256.
     pub max_handshakes: usize,
     /// `createStream` calls one connection may make. Default 8.
     pub max_streams_per_connection: u32,

@@ -151,6 +151,11 @@ impl Metrics {
         self.connections_rejected.get_or_create(&reason(why)).inc();
     }
 
+    /// Connections refused or closed for `why` so far.
+    pub fn rejected_count(&self, why: &'static str) -> u64 {
+        self.connections_rejected.get_or_create(&reason(why)).get()
+    }
+
     pub fn dropped(&self, why: &'static str) {
         self.snapshots_dropped.get_or_create(&reason(why)).inc();
     }

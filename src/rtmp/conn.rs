@@ -53,8 +53,10 @@ pub enum ConnError {
     Rejected(String),
     #[error("disconnected by the node")]
     Kicked,
-    #[error("too many handshakes in progress (limits.max_handshakes)")]
-    TooManyHandshakes,
+    #[error(
+        "handshake evicted: limits.max_handshakes reached and this was the oldest in progress"
+    )]
+    HandshakeEvicted,
 }
 
 impl ConnError {
@@ -65,7 +67,7 @@ impl ConnError {
             ConnError::NotRtmp(_) => "not_rtmp",
             ConnError::Handshake(_) => "handshake",
             ConnError::HandshakeTimeout(_) => "handshake_timeout",
-            ConnError::TooManyHandshakes => "handshake_limit",
+            ConnError::HandshakeEvicted => "handshake_limit",
             ConnError::Idle(_) | ConnError::NoPublish(_) => "idle_timeout",
             ConnError::Session(SessionError::Framing(_)) => "framing",
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
@@ -171,14 +173,16 @@ async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Resu
     let s = &node.settings;
     // A small buffer for the handshake; the full one only for peers that finish it.
     let mut hs_buf = [0u8; 2048];
-    let Ok(permit) = node.conn_limits.handshakes.clone().try_acquire_owned() else {
-        return Err(ConnError::TooManyHandshakes);
-    };
+    let (slot, evicted) = node.conn_limits.handshakes.enter();
+    if evicted {
+        tracing::debug!("handshake table full: evicted the oldest handshake in progress");
+    }
     let remaining = tokio::select! {
         r = handshake(&mut socket, &mut hs_buf, s.handshake_timeout) => r?,
+        _ = slot.evicted.cancelled() => return Err(ConnError::HandshakeEvicted),
         _ = node.shutdown.cancelled() => return Ok(()),
     };
-    drop(permit);
+    drop(slot);
     let mut buf = vec![0u8; READ_BUF];
     let limits = SessionLimits {
         framing: FramingLimits {

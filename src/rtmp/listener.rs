@@ -1,13 +1,14 @@
 //! The RTMP accept loop: a connection permit before each accept (global cap), a
 //! per-IP cap after it, back-off on accept errors, one task per connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::server::Node;
 
@@ -16,7 +17,7 @@ use crate::server::Node;
 pub struct ConnLimits {
     global: Arc<Semaphore>,
     /// Handshakes in progress.
-    pub handshakes: Arc<Semaphore>,
+    pub handshakes: Arc<HandshakeSlots>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_per_ip: usize,
 }
@@ -45,7 +46,7 @@ impl ConnLimits {
     pub fn new(max: usize, max_per_ip: usize, max_handshakes: usize) -> ConnLimits {
         ConnLimits {
             global: Arc::new(Semaphore::new(max)),
-            handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            handshakes: Arc::new(HandshakeSlots::new(max_handshakes)),
             per_ip: Default::default(),
             max_per_ip,
         }
@@ -63,6 +64,69 @@ impl ConnLimits {
             per_ip: self.per_ip.clone(),
             ip,
         })
+    }
+}
+
+/// The handshakes in progress, oldest first. When all `max` slots are taken, a newcomer
+/// closes the oldest one instead of being refused: a real client finishes its handshake
+/// within a round trip, so peers that hold slots without finishing cannot lock the door
+/// (they would have to open connections faster than real clients complete handshakes).
+#[derive(Debug)]
+pub struct HandshakeSlots {
+    max: usize,
+    inner: Mutex<(u64, VecDeque<(u64, CancellationToken)>)>,
+}
+
+/// A slot in [`HandshakeSlots`]; `evicted` fires when a newcomer took it.
+#[derive(Debug)]
+pub struct HandshakeSlot {
+    slots: Arc<HandshakeSlots>,
+    id: u64,
+    pub evicted: CancellationToken,
+}
+
+impl HandshakeSlots {
+    pub fn new(max: usize) -> HandshakeSlots {
+        HandshakeSlots {
+            max: max.max(1),
+            inner: Mutex::new((0, VecDeque::new())),
+        }
+    }
+
+    /// Takes a slot; returns it and whether an older handshake was evicted for it.
+    pub fn enter(self: &Arc<Self>) -> (HandshakeSlot, bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, queue) = &mut *g;
+        let mut evicted = false;
+        while queue.len() >= self.max {
+            if let Some((_, token)) = queue.pop_front() {
+                token.cancel();
+                evicted = true;
+            }
+        }
+        *next += 1;
+        let token = CancellationToken::new();
+        queue.push_back((*next, token.clone()));
+        let slot = HandshakeSlot {
+            slots: self.clone(),
+            id: *next,
+            evicted: token,
+        };
+        (slot, evicted)
+    }
+
+    /// Handshakes in progress.
+    pub fn in_progress(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.len()
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut g = self.slots.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = g.1.iter().position(|(id, _)| *id == self.id) {
+            g.1.remove(i);
+        }
     }
 }
 
@@ -106,4 +170,31 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             .spawn(crate::rtmp::conn::run(node.clone(), socket, peer, slot));
     }
     tracing::info!("RTMP listener stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_handshake_table_evicts_the_oldest() {
+        let slots = Arc::new(HandshakeSlots::new(2));
+        let (a, ev) = slots.enter();
+        assert!(!ev);
+        let (b, ev) = slots.enter();
+        assert!(!ev);
+        let (c, ev) = slots.enter();
+        assert!(ev, "the third newcomer evicts");
+        assert!(a.evicted.is_cancelled());
+        assert!(!b.evicted.is_cancelled() && !c.evicted.is_cancelled());
+        assert_eq!(slots.in_progress(), 2);
+        // The evicted one's drop frees nothing more; a finished one frees its slot.
+        drop(a);
+        assert_eq!(slots.in_progress(), 2);
+        drop(c);
+        assert_eq!(slots.in_progress(), 1);
+        let (_d, ev) = slots.enter();
+        assert!(!ev);
+        assert!(!b.evicted.is_cancelled());
+    }
 }

@@ -117,23 +117,35 @@ pub fn build_node(settings: Settings) -> Result<Arc<Node>, StartError> {
     }))
 }
 
+/// Connections the kernel may queue before the accept loop takes them (capped by
+/// `net.core.somaxconn`). The usual default of 128 overflows under a burst of connects,
+/// and with SYN cookies on an overflowed connection is lost without either side knowing.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Builds the node and starts its listeners (addresses may use port 0).
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let (rtmp_listen, http_listen) = (settings.rtmp_listen, settings.http_listen);
-    let rtmp = TcpListener::bind(rtmp_listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "RTMP",
-            addr: rtmp_listen,
-            source,
-        })?;
-    let http = TcpListener::bind(http_listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr: http_listen,
-            source,
-        })?;
+    let rtmp = listen(rtmp_listen).map_err(|source| StartError::Bind {
+        what: "RTMP",
+        addr: rtmp_listen,
+        source,
+    })?;
+    let http = listen(http_listen).map_err(|source| StartError::Bind {
+        what: "HTTP",
+        addr: http_listen,
+        source,
+    })?;
     let rtmp_addr = rtmp.local_addr().map_err(|source| StartError::Bind {
         what: "RTMP",
         addr: rtmp_listen,
