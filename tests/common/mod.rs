@@ -81,6 +81,15 @@ pub async fn start_server(extra: &str) -> TestServer {
 }
 
 pub async fn start_server_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
+    start_server_with(dir, 3, extra).await
+}
+
+/// [`start_server_in`] with another `server.handshake_timeout_secs`.
+pub async fn start_server_with(
+    dir: tempfile::TempDir,
+    handshake_secs: u64,
+    extra: &str,
+) -> TestServer {
     init_logs();
     let root = dir.path().join("snapshots");
     let text = format!(
@@ -88,7 +97,7 @@ pub async fn start_server_in(dir: tempfile::TempDir, extra: &str) -> TestServer 
 [server]
 rtmp_listen = "127.0.0.1:0"
 http_listen = "127.0.0.1:0"
-handshake_timeout_secs = 3
+handshake_timeout_secs = {handshake_secs}
 idle_timeout_secs = 5
 [snapshot]
 workers = 2
@@ -146,7 +155,19 @@ pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool
 /// Does the RTMP client handshake on a fresh connection; returns the socket and any
 /// bytes the server sent after S2.
 pub async fn connect_handshake(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
-    let mut sock = TcpStream::connect(addr).await.unwrap();
+    handshake_on(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// A TCP connection to `addr` from the local address `from` (any port); on Linux every
+/// 127.x.y.z address is the loopback, so tests can act as many peers.
+pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(from, 0))?;
+    sock.connect(addr).await
+}
+
+/// The RTMP client handshake on a connected socket.
+pub async fn handshake_on(mut sock: TcpStream) -> (TcpStream, Vec<u8>) {
     let mut hs = Handshake::new(PeerType::Client);
     let p0p1 = hs.generate_outbound_p0_and_p1().unwrap();
     sock.write_all(&p0p1).await.unwrap();
@@ -192,7 +213,18 @@ impl Publisher {
         app: &str,
         stream_key: &str,
     ) -> (Publisher, PublishOutcome) {
-        let (sock, rest) = connect_handshake(addr).await;
+        let sock = TcpStream::connect(addr).await.unwrap();
+        Publisher::connect_on(sock, tc_url, app, stream_key).await
+    }
+
+    /// [`Publisher::connect`] on an already connected socket.
+    pub async fn connect_on(
+        sock: TcpStream,
+        tc_url: &str,
+        app: &str,
+        stream_key: &str,
+    ) -> (Publisher, PublishOutcome) {
+        let (sock, rest) = handshake_on(sock).await;
         let mut cfg = ClientSessionConfig::new();
         cfg.tc_url = Some(tc_url.to_string());
         let (session, initial) = ClientSession::new(cfg).unwrap();
@@ -537,10 +569,13 @@ pub mod raw {
     /// message (or a new message stream id, or a timestamp going back), fmt 1 when the
     /// length or type changes, fmt 2 when only the delta does, fmt 3 when the whole header
     /// repeats; fmt 3 continuation chunks; a needed extended timestamp is repeated on
-    /// every chunk of the message.
+    /// every chunk of the message (unless `repeat_extended` is off, as some encoders do).
+    /// With `absolute`, every message gets a fmt 0 header (absolute timestamp).
     #[derive(Debug)]
     pub struct ChunkWriter {
         pub chunk_size: usize,
+        pub absolute: bool,
+        pub repeat_extended: bool,
         last: HashMap<u32, LastHeader>,
     }
 
@@ -548,6 +583,8 @@ pub mod raw {
         pub fn new(chunk_size: usize) -> ChunkWriter {
             ChunkWriter {
                 chunk_size,
+                absolute: false,
+                repeat_extended: true,
                 last: HashMap::new(),
             }
         }
@@ -557,7 +594,11 @@ pub mod raw {
         pub fn chunks(&mut self, csid: u32, m: &Message) -> Vec<Vec<u8>> {
             let len = m.payload.len() as u32;
             let (fmt, field) = match self.last.get(&csid) {
-                Some(l) if l.stream_id == m.stream_id && m.timestamp >= l.timestamp => {
+                Some(l)
+                    if !self.absolute
+                        && l.stream_id == m.stream_id
+                        && m.timestamp >= l.timestamp =>
+                {
                     let delta = m.timestamp - l.timestamp;
                     if (l.len, l.type_id) != (len, m.type_id) {
                         (1, delta)
@@ -581,7 +622,7 @@ pub mod raw {
             );
             let extended = field >= 0xFF_FFFF;
             let mut first = chunk_header(fmt, csid, field, len, m.type_id, m.stream_id);
-            if fmt == 3 && extended {
+            if fmt == 3 && extended && self.repeat_extended {
                 first.extend_from_slice(&field.to_be_bytes());
             }
             let mut parts = m.payload.chunks(self.chunk_size.max(1));
@@ -590,7 +631,7 @@ pub mod raw {
             out.push(first);
             for part in parts {
                 let mut c = chunk_header(3, csid, 0, 0, 0, 0);
-                if extended {
+                if extended && self.repeat_extended {
                     c.extend_from_slice(&field.to_be_bytes());
                 }
                 c.extend_from_slice(part);
