@@ -90,6 +90,7 @@ pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: Con
         stream = tracing::field::Empty
     );
     let metrics = node.metrics.clone();
+    let this_node = node.clone();
     let fut = AssertUnwindSafe(serve(node, socket, peer)).catch_unwind();
     match fut.instrument(span.clone()).await {
         Ok(Ok(())) => span.in_scope(|| tracing::debug!("connection closed")),
@@ -100,7 +101,10 @@ pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: Con
             if let Some(why) = e.metric_reason() {
                 metrics.rejected(why);
             }
-            span.in_scope(|| tracing::warn!(reason = %e, "connection closed"))
+            // Peers choose how often this happens: within a budget, then counted only.
+            if let Some(suppressed) = this_node.conn_limits.warnings.take() {
+                span.in_scope(|| tracing::warn!(reason = %e, suppressed, "connection closed"))
+            }
         }
         Err(p) => {
             metrics.rejected("panic");

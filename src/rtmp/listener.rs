@@ -20,6 +20,8 @@ pub struct ConnLimits {
     pub handshakes: Arc<HandshakeSlots>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_per_ip: usize,
+    /// Budget for the warnings peers cause (refusals, closed connections).
+    pub warnings: WarnBudget,
 }
 
 /// Held for the life of a connection; releases its counts when dropped.
@@ -49,6 +51,7 @@ impl ConnLimits {
             handshakes: Arc::new(HandshakeSlots::new(max_handshakes)),
             per_ip: Default::default(),
             max_per_ip,
+            warnings: WarnBudget::new(CONN_WARNINGS_PER_SEC),
         }
     }
 
@@ -130,6 +133,54 @@ impl Drop for HandshakeSlot {
     }
 }
 
+/// A budget for the warnings that peers can cause at will (refusals, closed connections):
+/// at most `per_sec` a second are logged; the rest are only counted (the metrics count every
+/// one) and their number is reported with the next warning logged, so a flood of hostile
+/// connections cannot flood the log.
+#[derive(Debug)]
+pub struct WarnBudget {
+    per_sec: u64,
+    second: std::sync::atomic::AtomicU64,
+    used: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl WarnBudget {
+    pub const fn new(per_sec: u64) -> WarnBudget {
+        use std::sync::atomic::AtomicU64;
+        WarnBudget {
+            per_sec,
+            second: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last logged one)` when a warning may be logged now.
+    pub fn take(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.take_at(now)
+    }
+
+    fn take_at(&self, now_sec: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.second.swap(now_sec, Relaxed) != now_sec {
+            self.used.store(0, Relaxed);
+        }
+        if self.used.fetch_add(1, Relaxed) < self.per_sec {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// Warnings about connections a node logs per second at most.
+pub const CONN_WARNINGS_PER_SEC: u64 = 100;
+
 /// Accepts until the node shuts down.
 pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
@@ -160,7 +211,9 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
         };
         let Some(slot) = node.conn_limits.admit(permit, peer.ip()) else {
             node.metrics.rejected("per_ip_limit");
-            tracing::warn!(%peer, max = node.conn_limits.max_per_ip, "connection refused: per-IP limit");
+            if let Some(suppressed) = node.conn_limits.warnings.take() {
+                tracing::warn!(%peer, max = node.conn_limits.max_per_ip, suppressed, "connection refused: per-IP limit");
+            }
             drop(socket);
             continue;
         };
@@ -175,6 +228,20 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_beyond_the_budget_are_counted_and_reported_later() {
+        let b = WarnBudget::new(2);
+        assert_eq!(b.take_at(100), Some(0));
+        assert_eq!(b.take_at(100), Some(0));
+        assert_eq!(b.take_at(100), None);
+        assert_eq!(b.take_at(100), None);
+        // A new second: the two held back are reported with the first warning.
+        assert_eq!(b.take_at(101), Some(2));
+        assert_eq!(b.take_at(101), Some(0));
+        assert_eq!(b.take_at(101), None);
+        assert_eq!(b.take_at(102), Some(1));
+    }
 
     #[test]
     fn a_full_handshake_table_evicts_the_oldest() {
