@@ -277,13 +277,15 @@ fn offence(what: impl Into<String>, before: Before, close: Close, bytes: Vec<u8>
 /// Plays an offence on a fresh connection: checks that the server closes it within its
 /// window and, if it had published, frees its name.
 async fn commit(addr: SocketAddr, node: Arc<Node>, o: Offence) {
-    let (since, closed) = if let Before::Tcp = o.before {
+    let (since, closed, local) = if let Before::Tcp = o.before {
         let mut sock = TcpStream::connect(addr).await.unwrap();
+        let local = sock.local_addr().unwrap();
         let since = Instant::now();
         let _ = sock.write_all(&o.bytes).await;
         (
             since,
             read_until_closed(&mut sock, CLOSE_LIMIT).await.is_some(),
+            local,
         )
     } else {
         let mut c = match &o.before {
@@ -298,7 +300,8 @@ async fn commit(addr: SocketAddr, node: Arc<Node>, o: Offence) {
             let _ = c.send(&o.bytes).await;
         }
         let since = Instant::now();
-        (since, c.closed_within(CLOSE_LIMIT).await.is_some())
+        let local = c.sock.local_addr().unwrap();
+        (since, c.closed_within(CLOSE_LIMIT).await.is_some(), local)
     };
     let t = since.elapsed();
     let what = &o.what;
@@ -308,7 +311,18 @@ async fn commit(addr: SocketAddr, node: Arc<Node>, o: Offence) {
         window.contains(&t),
         "{what}: closed after {t:?}, expected {window:?}"
     );
-    println!("{what}: closed after {t:?}");
+    // The node said why, naming the peer.
+    let said = || {
+        logs::about(local)
+            .into_iter()
+            .find(|l| !l.reason.is_empty())
+    };
+    assert!(
+        wait_for(secs(2.0), || said().is_some()).await,
+        "{what}: closed without a logged reason (logged: {:?})",
+        logs::about(local)
+    );
+    println!("{what}: closed after {t:?}: {}", said().unwrap().reason);
     if let Before::Publish(name) = &o.before {
         let freed = wait_for(Duration::from_secs(2), || !is_live(&node, name)).await;
         assert!(freed, "{what}: {name} still held");

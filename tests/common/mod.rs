@@ -2,6 +2,7 @@
 //! and a real RTMP publisher (rml_rtmp's client session) that replays FLV fixtures.
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod moto;
 
 use std::net::SocketAddr;
@@ -26,11 +27,21 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Logs to the test output when RUST_LOG is set.
+/// Logs to the test output when RUST_LOG is set, and captures warnings about
+/// connections for [`logs::about`].
 pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let output = tracing_subscriber::fmt::layer()
         .with_test_writer()
+        .with_filter(tracing_subscriber::EnvFilter::from_default_env());
+    let capture = logs::Capture.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+        m.is_span() || *m.level() <= tracing::Level::WARN
+    }));
+    let _ = tracing_subscriber::registry()
+        .with(output)
+        .with(capture)
         .try_init();
 }
 
