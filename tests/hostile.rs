@@ -275,7 +275,7 @@ fn offence(what: impl Into<String>, before: Before, close: Close, bytes: Vec<u8>
 }
 
 /// Plays an offence on a fresh connection: checks that the server closes it within its
-/// window and, if it had published, frees its name.
+/// window with a logged reason and, if it had published, frees its name for a reconnect.
 async fn commit(addr: SocketAddr, node: Arc<Node>, o: Offence) {
     let (since, closed, local) = if let Before::Tcp = o.before {
         let mut sock = TcpStream::connect(addr).await.unwrap();
@@ -326,6 +326,14 @@ async fn commit(addr: SocketAddr, node: Arc<Node>, o: Offence) {
     if let Before::Publish(name) = &o.before {
         let freed = wait_for(Duration::from_secs(2), || !is_live(&node, name)).await;
         assert!(freed, "{what}: {name} still held");
+        // The encoder's reconnect under the same name is accepted (start_publish asserts
+        // NetStream.Publish.Start).
+        let (c, _) = RawClient::start_publish(addr, "live", name).await;
+        drop(c);
+        assert!(
+            wait_for(Duration::from_secs(2), || !is_live(&node, name)).await,
+            "{what}: {name} held after the reconnect ended"
+        );
     }
 }
 
