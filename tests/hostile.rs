@@ -922,7 +922,7 @@ fn raise_nofile(need: u64) {
 async fn ten_thousand_idle_connections_do_not_lock_out_encoders() {
     const IDLE: usize = 10_000;
     const PEERS: usize = 40;
-    const BATCH: usize = 500;
+    const BATCH: usize = 100;
     raise_nofile(IDLE as u64 + 4096);
     watch_panics();
     // A long handshake timeout: the flood keeps its slots for the whole test.
@@ -941,6 +941,8 @@ async fn ten_thousand_idle_connections_do_not_lock_out_encoders() {
 
     let started = Instant::now();
     let mut idle = Vec::with_capacity(IDLE);
+    // Connections the accept loop has taken: admitted, or refused for their address.
+    let seen = || m.connections_accepted.get() + m.rejected_count("per_ip_limit");
     for batch in 0..IDLE / BATCH {
         let conns = futures::future::join_all((0..BATCH).map(|i| {
             let k = batch * BATCH + i;
@@ -957,17 +959,18 @@ async fn ten_thousand_idle_connections_do_not_lock_out_encoders() {
         for c in conns {
             idle.push(c.expect("connect"));
         }
+        // Paced by the accept loop, so that the kernel's accept queue (net.core.somaxconn
+        // may be as low as 128 on some hosts) never overflows: an overflowed connection
+        // would be lost by the kernel, not by livesnap.
+        let so_far = idle.len() as u64;
+        assert!(
+            wait_for(secs(10.0), || seen() >= so_far).await,
+            "accept loop saw {} of {so_far}",
+            seen()
+        );
     }
     let opened = started.elapsed();
-    // Accepting kept up: every flood connection reached the accept loop, which admitted it
-    // or refused it for its address.
-    let seen = || m.connections_accepted.get() + m.rejected_count("per_ip_limit");
-    assert!(
-        wait_for(secs(60.0), || seen() == IDLE as u64).await,
-        "accept loop saw {} of {IDLE}",
-        seen()
-    );
-    let accepted_all = started.elapsed();
+    assert_eq!(seen(), IDLE as u64);
     let slots = &node.conn_limits.handshakes;
     // Every admitted connection still waiting holds a slot; all others were evicted.
     let settled = || m.connections_accepted.get() - m.rejected_count("handshake_limit");
@@ -981,8 +984,8 @@ async fn ten_thousand_idle_connections_do_not_lock_out_encoders() {
     assert_eq!(slots.in_progress(), 256, "the table is full of idle peers");
     assert!(m.rejected_count("per_ip_limit") > 0 && m.rejected_count("handshake_limit") > 0);
     println!(
-        "{IDLE} idle connections opened in {opened:?}, all through the accept loop after \
-         {accepted_all:?}: {} refused per IP, {} evicted, {} waiting",
+        "{IDLE} idle connections opened and taken by the accept loop in {opened:?}: \
+         {} refused per IP, {} evicted, {} waiting",
         m.rejected_count("per_ip_limit"),
         m.rejected_count("handshake_limit"),
         slots.in_progress()
