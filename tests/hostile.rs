@@ -672,7 +672,67 @@ async fn abusive_amf_and_commands_are_closed() {
             Prompt,
             on_stream(TYPE_AMF3_DATA, [vec![0], amf(&meta)].concat()),
         ),
+        // 16 MiB of metadata (the largest length a header can carry): refused at its chunk
+        // header (limits.max_command_bytes).
+        offence("16 MiB of @setDataFrame metadata", Stream, Prompt, {
+            let mut b = chunk_header(0, 4, 0, (16 << 20) - 1, TYPE_AMF0_DATA, 1);
+            b.extend(amf(&meta));
+            b.extend(std::iter::repeat_n(0x20, 4000));
+            b
+        }),
+        offence(
+            "connect with app as a number",
+            Handshake,
+            Prompt,
+            cmd(amf(&[s("connect"), n(1.0), obj(&[("app", n(7.0))])])),
+        ),
+        offence(
+            "connect with app as an object",
+            Handshake,
+            Prompt,
+            cmd(amf(&[
+                s("connect"),
+                n(1.0),
+                obj(&[("app", obj(&[("x", s("live"))]))]),
+            ])),
+        ),
+        offence(
+            "publish with a number as the stream name",
+            Stream,
+            Prompt,
+            on_stream(
+                TYPE_AMF0_COMMAND,
+                amf(&[s("publish"), n(5.0), Amf0Value::Null, n(42.0)]),
+            ),
+        ),
+        offence(
+            "publish with an object as the stream name",
+            Stream,
+            Prompt,
+            on_stream(
+                TYPE_AMF0_COMMAND,
+                amf(&[
+                    s("publish"),
+                    n(5.0),
+                    Amf0Value::Null,
+                    obj(&[("name", s("cam"))]),
+                ]),
+            ),
+        ),
     ];
+    // AMF0 markers rml_rtmp does not decode (movieclip, reference, unsupported, recordset,
+    // XML document, typed object, switch to AMF3), after a valid connect prefix.
+    let mut offences = offences;
+    for marker in [0x04u8, 0x07, 0x0D, 0x0E, 0x0F, 0x10, 0x11] {
+        let mut b = amf(&[s("connect"), n(1.0)]);
+        b.extend([marker, 0, 1, b'x', 0, 0, 0]);
+        offences.push(offence(
+            format!("connect with AMF0 marker {marker:#04x}"),
+            Handshake,
+            Prompt,
+            cmd(b),
+        ));
+    }
     let mut cases = committed(addr, &node, offences);
     cases.push((
         "createStream 100,000 times".into(),
