@@ -749,18 +749,7 @@ sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
     let mut p = connect(&server, "live", "cam").await;
     send_range(&mut p, FIXTURE, 0, 3000).await;
     let node = server.node().clone();
-    assert!(
-        wait_for(Duration::from_secs(10), || node
-            .registry
-            .list()
-            .first()
-            .is_some_and(|s| s
-                .stats
-                .stored
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 1))
-        .await
-    );
+    assert!(wait_for(Duration::from_secs(10), || first_stream_stored(&node) == 1).await);
     let (status, list) = api.get("/api/v1/streams").await;
     assert_eq!(status, 200);
     let s = &list["items"][0];

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::moto::MotoServer;
+use common::moto::{s3_config, MotoServer};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -112,46 +112,13 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mode: u8) {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_faults_never_stall_ingest_and_lose_or_replace_nothing() {
     let moto = MotoServer::start().await;
     moto.create_bucket("faults").await;
     let mode = Arc::new(AtomicU8::new(PASS));
     let proxy = fault_proxy(moto.addr, mode.clone()).await;
-    let config = format!(
-        r#"
-[storage.s3]
-scheme = "s3"
-bucket = "faults"
-endpoint = "http://{proxy}"
-region = "us-east-1"
-access_key_id = "test"
-secret_access_key = "test"
-disable_config_load = true
-disable_ec2_metadata = true
-timeout_secs = 1
-retries = 0
-
-[[rules]]
-domain = "*"
-app = "*"
-interval_secs = 5
-storage = "s3"
-overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
-sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
-"#
-    );
+    let config = s3_config("faults", &format!("http://{proxy}"), 1, 0);
     let mut server = start_server(&config).await;
     let tc = format!("rtmp://{}/live", server.rtmp);
     let (mut p, out) = Publisher::connect(server.rtmp, &tc, "live", "cam").await;
@@ -173,7 +140,7 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
         PASS,
         PASS,
     ];
-    let rss_before = rss_kib();
+    let rss_before = vm_rss_bytes() / 1024;
     let started = Instant::now();
     for (i, m) in schedule.iter().enumerate() {
         mode.store(*m, Ordering::SeqCst);
@@ -186,7 +153,7 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
         .unwrap();
     }
     let took = started.elapsed();
-    let rss_growth = rss_kib().saturating_sub(rss_before);
+    let rss_growth = (vm_rss_bytes() / 1024).saturating_sub(rss_before);
     let stats = server
         .node()
         .registry

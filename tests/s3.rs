@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::moto::{free_port, s3_config};
 use common::*;
 use livesnap::media::flv::FlvReader;
 use livesnap::snapshot::stats::StreamStats;
@@ -21,41 +22,6 @@ const BUCKET: &str = "livesnap-test";
 /// 640x360, a keyframe every second, 12 s: snapshots due at 0, 5 and 10 s.
 const FIXTURE: &str = "baseline_640x360_gop1s.flv";
 const REPLAY_SPEED: f64 = 4.0;
-
-/// A port on 127.0.0.1 that was free a moment ago (bound to 0, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// The `[storage.s3]` target and a rule writing both modes (`{Sequence}` keys) to it.
-fn s3_config(endpoint: &str, timeout_secs: u64, retries: usize) -> String {
-    format!(
-        r#"
-[storage.s3]
-scheme = "s3"
-bucket = "{BUCKET}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-access_key_id = "livesnap-test-key"
-secret_access_key = "livesnap-test-secret"
-disable_config_load = true
-disable_ec2_metadata = true
-timeout_secs = {timeout_secs}
-retries = {retries}
-
-[[rules]]
-domain = "*"
-app = "*"
-interval_secs = 5
-storage = "s3"
-overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
-sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
-"#
-    )
-}
 
 /// An operator on the node's S3 target, built the way the node builds it.
 fn s3_operator(server: &TestServer) -> Operator {
@@ -142,7 +108,7 @@ fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
 async fn s3_sequence_and_overwrite_objects_continue_across_a_restart() {
     let moto = common::moto::MotoServer::start().await;
     moto.create_bucket(BUCKET).await;
-    let config = s3_config(&moto.endpoint(), 10, 2);
+    let config = s3_config(BUCKET, &moto.endpoint(), 10, 2);
 
     let mut first = start_server(&config).await;
     let op = s3_operator(&first);
@@ -204,7 +170,7 @@ async fn s3_sequence_and_overwrite_objects_continue_across_a_restart() {
 async fn s3_outage_drops_snapshots_without_stalling_the_publisher() {
     // Nothing listens on this port: every storage request is refused at once.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let mut down = start_server(&s3_config(&dead, 1, 0)).await;
+    let mut down = start_server(&s3_config(BUCKET, &dead, 1, 0)).await;
     let (outage_took, stats) = timed_publish(&down, "cam").await;
     assert!(
         down.stop().await,
@@ -218,7 +184,7 @@ async fn s3_outage_drops_snapshots_without_stalling_the_publisher() {
     // The same publish against a working endpoint: stored, and no faster.
     let moto = common::moto::MotoServer::start().await;
     moto.create_bucket(BUCKET).await;
-    let mut up = start_server(&s3_config(&moto.endpoint(), 10, 2)).await;
+    let mut up = start_server(&s3_config(BUCKET, &moto.endpoint(), 10, 2)).await;
     let op = s3_operator(&up);
     let (working_took, stats) = timed_publish(&up, "cam").await;
     assert!(up.stop().await, "shutdown finished in time");
@@ -243,7 +209,7 @@ async fn s3_endpoint_that_never_answers_times_out_without_stalling_the_publisher
             held.push(sock);
         }
     });
-    let mut server = start_server(&s3_config(&endpoint, 1, 0)).await;
+    let mut server = start_server(&s3_config(BUCKET, &endpoint, 1, 0)).await;
     let (took, stats) = timed_publish(&server, "cam").await;
     let limit = nominal_replay() + Duration::from_secs(3);
     assert!(took <= limit, "replay took {took:?} (limit {limit:?})");

@@ -100,16 +100,7 @@ root = "{}"
     }
     let node = server.node().clone();
     assert!(
-        wait_for(Duration::from_secs(10), || node
-            .registry
-            .list()
-            .first()
-            .is_some_and(|s| s
-                .stats
-                .stored
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >= 1))
-        .await,
+        wait_for(Duration::from_secs(10), || first_stream_stored(&node) >= 1).await,
         "no snapshot was stored"
     );
 

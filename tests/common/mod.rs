@@ -446,6 +446,13 @@ pub async fn publish_fixture_to(addr: SocketAddr, app: &str, stream: &str, file:
     p.finish().await;
 }
 
+/// Snapshots stored so far by the first live stream (0 when none is live).
+pub fn first_stream_stored(node: &livesnap::server::Node) -> u64 {
+    node.registry.list().first().map_or(0, |s| {
+        livesnap::snapshot::stats::StreamStats::get(&s.stats.stored)
+    })
+}
+
 /// Resident set size of this process, which runs the node under test (`VmRSS` of
 /// /proc/self/status), in bytes.
 pub fn vm_rss_bytes() -> u64 {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::http_request;
 
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 that was free a moment ago (bound to 0, then released).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
@@ -97,4 +98,32 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `[storage.s3]` target on `endpoint` (moto takes any credentials) and a rule writing
+/// both modes (`{Sequence}` keys) to it.
+pub fn s3_config(bucket: &str, endpoint: &str, timeout_secs: u64, retries: usize) -> String {
+    format!(
+        r#"
+[storage.s3]
+scheme = "s3"
+bucket = "{bucket}"
+endpoint = "{endpoint}"
+region = "us-east-1"
+access_key_id = "livesnap-test-key"
+secret_access_key = "livesnap-test-secret"
+disable_config_load = true
+disable_ec2_metadata = true
+timeout_secs = {timeout_secs}
+retries = {retries}
+
+[[rules]]
+domain = "*"
+app = "*"
+interval_secs = 5
+storage = "s3"
+overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
+sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
+"#
+    )
 }
