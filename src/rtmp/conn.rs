@@ -49,8 +49,8 @@ pub enum ConnError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Session(#[from] SessionError),
-    #[error("publish rejected: {0}")]
-    Rejected(String),
+    #[error("publish rejected: {message}")]
+    Rejected { refusal: Refusal, message: String },
     #[error("disconnected by the node")]
     Kicked,
     #[error(
@@ -72,11 +72,34 @@ impl ConnError {
             ConnError::Session(SessionError::Framing(_)) => "framing",
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
             ConnError::Session(_) => "protocol",
-            ConnError::Rejected(r) if r.contains("already being published") => "duplicate",
-            ConnError::Rejected(r) if r.contains("unauthorized") => "unauthorized",
-            ConnError::Rejected(_) => "bad_name",
+            ConnError::Rejected { refusal, .. } => refusal.metric_reason(),
             ConnError::Io(_) | ConnError::Kicked => return None,
         })
+    }
+}
+
+/// Why a publish was refused: the status code sent and the metric reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadName,
+    Unauthorized,
+    Duplicate,
+}
+
+impl Refusal {
+    fn status_code(self) -> &'static str {
+        match self {
+            Refusal::BadName | Refusal::Duplicate => "NetStream.Publish.BadName",
+            Refusal::Unauthorized => "NetStream.Publish.Unauthorized",
+        }
+    }
+
+    fn metric_reason(self) -> &'static str {
+        match self {
+            Refusal::BadName => "bad_name",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Duplicate => "duplicate",
+        }
     }
 }
 
@@ -403,15 +426,16 @@ impl Conn {
         Ok(())
     }
 
-    fn reject(&mut self, code: &str, reason: String) -> Result<(), ConnError> {
-        self.session.reject_publish(code, &reason)?;
-        Err(ConnError::Rejected(reason))
+    fn reject(&mut self, refusal: Refusal, message: String) -> Result<(), ConnError> {
+        self.session
+            .reject_publish(refusal.status_code(), &message)?;
+        Err(ConnError::Rejected { refusal, message })
     }
 
     async fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
         let name = match names::publish_name(app, stream_key, self.session.tc_url()) {
             Ok(n) => n,
-            Err(e) => return self.reject("NetStream.Publish.BadName", e.to_string()),
+            Err(e) => return self.reject(Refusal::BadName, e.to_string()),
         };
         let span = tracing::Span::current();
         span.record("domain", name.domain.as_str());
@@ -427,16 +451,13 @@ impl Conn {
                 self.session.tc_url(),
                 now,
             ) {
-                return self.reject(
-                    "NetStream.Publish.Unauthorized",
-                    format!("unauthorized: {e}"),
-                );
+                return self.reject(Refusal::Unauthorized, format!("unauthorized: {e}"));
             }
         }
         if let Some(url) = self.node.settings.on_publish.clone() {
             if let Err(why) = on_publish_hook(&url, &name, self.peer).await {
                 return self.reject(
-                    "NetStream.Publish.Unauthorized",
+                    Refusal::Unauthorized,
                     format!("unauthorized: on_publish hook {why}"),
                 );
             }
@@ -452,10 +473,8 @@ impl Conn {
                 self.stream = Some(st);
                 Ok(())
             }
-            Err(e) => {
-                self.session
-                    .reject_publish("NetStream.Publish.BadName", &e.to_string())?;
-                Err(ConnError::Rejected(e.to_string()))
+            Err(e @ crate::ingest::StartError::Duplicate(_)) => {
+                self.reject(Refusal::Duplicate, e.to_string())
             }
         }
     }
