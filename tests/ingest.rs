@@ -318,6 +318,15 @@ async fn duplicate_publish_is_rejected_and_first_continues() {
         ),
         PublishOutcome::Accepted => panic!("second publisher accepted"),
     }
+    let metrics = server.node().metrics.clone();
+    assert!(
+        wait_for(Duration::from_secs(2), || metrics
+            .rejected_count("duplicate")
+            == 1)
+        .await,
+        "the refusal is counted as a duplicate"
+    );
+    assert_eq!(metrics.rejected_count("bad_name"), 0);
     first
         .replay(&fixture("baseline_640x360_gop1s.flv"), 4.0, 0)
         .await
