@@ -218,7 +218,7 @@ fn read_vui_colour(r: &mut BitReader<'_>) -> (bool, Option<u8>) {
 }
 
 /// NAL payload → RBSP: drops each 0x03 that follows two zero bytes (§7.4.1).
-fn unescape(payload: &[u8]) -> Vec<u8> {
+pub fn unescape(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len());
     let mut zeros = 0;
     for &b in payload {

@@ -32,7 +32,7 @@ pub fn run(data: &[u8]) {
     assert_eq!(info.chroma_format_idc, 1);
 
     // Escaping the RBSP again gives a NAL unit that must parse the same.
-    let rbsp = unescape(&data[1..]);
+    let rbsp = sps::unescape(&data[1..]);
     let mut escaped = vec![data[0]];
     let mut zeros = 0;
     for &b in &rbsp {
@@ -48,19 +48,4 @@ pub fn run(data: &[u8]) {
         Ok(info),
         "escaping changed the result"
     );
-}
-
-/// Drops each 0x03 that follows two zero bytes (H.264 §7.4.1).
-fn unescape(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len());
-    let mut zeros = 0;
-    for &b in payload {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
-    }
-    out
 }
