@@ -146,11 +146,9 @@ impl IngestStream {
 
     /// One video message (an FLV video tag body).
     pub fn on_video(&mut self, timestamp: u32, data: Bytes) {
-        self.stats()
-            .bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
         let first = *self.first_video_ts.get_or_insert(timestamp);
         let stats = self.stats();
+        stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         stats.video_frames.fetch_add(1, Ordering::Relaxed);
         stats
             .media_ms

@@ -324,11 +324,8 @@ fn read_below_mark(socket: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize>
     usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
 }
 
-#[cfg(target_os = "linux")]
-const LOWAT: bool = true;
-
-#[cfg(not(target_os = "linux"))]
-const LOWAT: bool = false;
+/// Whether publishing connections use the low-water mark (and so the drain tick).
+const LOWAT: bool = cfg!(target_os = "linux");
 
 #[cfg(not(target_os = "linux"))]
 fn set_rcvlowat(_socket: &TcpStream, _bytes: usize) {}
