@@ -428,8 +428,8 @@ async fn garbage_slow_and_silent_peers_are_closed() {
 }
 
 /// A peer that never completes a message but sends a byte every 2 s is not silent, yet it
-/// does nothing. Ignored until conn.rs stops resetting its idle deadline on every read
-/// (today the connection stays open for as long as the drip lasts).
+/// does nothing: the idle deadline counts media, not bytes, so it is closed at the idle
+/// timeout however long the drip lasts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drip_fed_peer_is_closed_by_idle_timeout() {
     watch_panics();
