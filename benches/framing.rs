@@ -6,7 +6,7 @@
 //!   each payload is one allocation handed out as `Bytes`).
 //! - `framing/session/F`: `Session::handle` on a session that has accepted a publish (set
 //!   up in memory with rml_rtmp's client session): framing plus the session's dispatch of
-//!   media into events, i.e. everything between `read()` and `IngestStream::on_video`.
+//!   media into events, i.e. everything between `read()` and `Ingest::on_video`.
 //!
 //! `cargo bench --bench framing`; see `benches/support/mod.rs` for choosing fixtures.
 

@@ -6,7 +6,7 @@
 //! - `pipeline/render_cold/F`: the same with a fresh `Renderer` per keyframe, i.e. a new
 //!   openh264 decoder each time: what a worker pays when consecutive jobs come from
 //!   streams with different parameter sets.
-//! - `pipeline/ingest/F`: the `snapshot` command's path: `IngestStream::on_video` for every
+//! - `pipeline/ingest/F`: the `snapshot` command's path: `Ingest::on_video` for every
 //!   video tag (`on_audio` for audio) on a node with one pool worker and a `memory` storage
 //!   target, waiting for each due snapshot to be stored before going on (as the offline
 //!   command does). Its time minus `render` is the overhead around the codecs.
@@ -21,7 +21,7 @@
 //!   pictures as a fresh decoder per keyframe. Per-keyframe times are criterion's time divided by the "elem" count.
 //!
 //! Before the criterion runs, each fixture's median decode and encode time per snapshot
-//! (from `Renderer::last_timings`) is printed, for comparison with the server's
+//! (from `Rendered::decode_time` and `encode_time`) is printed, for comparison with the server's
 //! `livesnap_decode_seconds` / `livesnap_encode_seconds` histograms.
 //!
 //! `cargo bench --bench pipeline`; see `benches/support/mod.rs` for choosing fixtures.
@@ -35,12 +35,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use livesnap::config::Config;
-use livesnap::ingest::IngestStream;
+use livesnap::ingest::Ingest;
 use livesnap::media::avc;
-use livesnap::server::{self, Node};
+use livesnap::names::StreamId;
+use livesnap::node::Node;
 use livesnap::snapshot::decode::{KeyframeDecoder, YuvFrame};
-use livesnap::snapshot::pool::Renderer;
-use livesnap::snapshot::store::StreamId;
+use livesnap::snapshot::render::Renderer;
 
 const INTERVAL_SECS: u32 = 5;
 const QUALITY: u8 = 80;
@@ -67,15 +67,11 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-/// Feeds a whole fixture through an `IngestStream`; returns the snapshots stored.
+/// Feeds a whole fixture through an `Ingest`; returns the snapshots stored.
 async fn ingest_once(node: &Arc<Node>, fx: &support::Fixture) -> u64 {
-    let id = StreamId {
-        domain: "bench".into(),
-        app: "live".into(),
-        stream: fx.name.clone(),
-    };
+    let id = StreamId::new("bench", "live", fx.name.clone());
     let peer = "127.0.0.1:1".parse().expect("addr");
-    let mut ingest = IngestStream::start(node, id, peer).expect("stream name is free");
+    let mut ingest = Ingest::start(node, id, peer).expect("stream name is free");
     let stats = ingest.live().stats.clone();
     for tag in &fx.tags {
         match tag.tag_type {
@@ -105,7 +101,8 @@ fn pipeline(c: &mut Criterion) {
         .expect("config")
         .validate()
         .expect("valid config");
-    let node = rt.block_on(async { server::build_node(settings).expect("node") });
+    let node =
+        rt.block_on(async { Node::build(settings, livesnap::clock::system()).expect("node") });
 
     let mut group = c.benchmark_group("pipeline");
     group
@@ -122,11 +119,11 @@ fn pipeline(c: &mut Criterion) {
         let mut dims = (0, 0);
         for _ in 0..5 {
             for (body, cfg) in &due {
-                let (jpeg, w, h) = renderer.render(body, cfg).expect("render");
-                dec.push(renderer.last_timings.0);
-                enc.push(renderer.last_timings.1);
-                size = jpeg.len();
-                dims = (w, h);
+                let pic = renderer.render(body, cfg).expect("render");
+                dec.push(pic.decode_time);
+                enc.push(pic.encode_time);
+                size = pic.jpeg.len();
+                dims = (pic.width, pic.height);
             }
         }
         let idr_kb = due.iter().map(|(b, _)| b.len()).sum::<usize>() / due.len() / 1024;

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use livesnap::api::params::format_time;
+use livesnap::clock::rfc3339;
 use livesnap::config::Config;
 
 const T0: u64 = 1_700_000_000;
@@ -91,8 +91,8 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{UnixTimestamp}}.jpg"
     let url = |start: u64, end: u64, order: &str| {
         format!(
             "{base}/api/v1/snapshots?domain=bench&app=live&stream=cam&start_time={}&end_time={}&limit=100&order={order}",
-            format_time(start),
-            format_time(end)
+            rfc3339(start),
+            rfc3339(end)
         )
     };
     let ranges = [

@@ -4,9 +4,92 @@
 //! The link is valid until `timestamp + validity_secs`. Checked once, at publish.
 
 use md5::{Digest, Md5};
+use serde::Deserialize;
 
-use crate::config::AuthSettings;
-use crate::names;
+use crate::error::{invalid, Invalid};
+use crate::names::{self, ANY};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A host name, or "*" for every domain without its own entry.
+    pub domain: String,
+    /// The signing key, or the name of an environment variable holding it.
+    pub primary_key: Option<String>,
+    pub primary_key_env: Option<String>,
+    /// A second accepted key, for rotation (or its environment variable).
+    pub secondary_key: Option<String>,
+    pub secondary_key_env: Option<String>,
+    /// Seconds a signed URL stays valid after its timestamp. Default 1800.
+    #[serde(default = "default_validity_secs")]
+    pub validity_secs: u64,
+}
+
+fn default_validity_secs() -> u64 {
+    1800
+}
+
+/// A validated `[[auth]]` entry with its keys resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub domain: String,
+    pub primary_key: String,
+    pub secondary_key: Option<String>,
+    pub validity_secs: u64,
+}
+
+/// Checks one `[[auth]]` entry (`at` prefixes error keys) and resolves its keys.
+pub fn validate(a: &AuthConfig, at: &str) -> Result<AuthSettings, Invalid> {
+    let key = |k: &str| format!("{at}.{k}");
+    if a.domain != ANY {
+        let d = names::normalize_domain(&a.domain)
+            .map_err(|e| invalid(key("domain"), format!("{:?} {e}", a.domain)))?;
+        if d != a.domain {
+            return Err(invalid(key("domain"), format!("must be written as {d:?}")));
+        }
+    }
+    let resolve = |name: &str,
+                   direct: &Option<String>,
+                   env: &Option<String>|
+     -> Result<Option<String>, Invalid> {
+        match (direct, env) {
+            (Some(_), Some(_)) => Err(invalid(
+                key(name),
+                format!("set {name} or {name}_env, not both"),
+            )),
+            (Some(k), None) => Ok(Some(k.clone())),
+            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
+                invalid(
+                    key(&format!("{name}_env")),
+                    format!("environment variable {var:?} is not set"),
+                )
+            }),
+            (None, None) => Ok(None),
+        }
+    };
+    let primary = resolve("primary_key", &a.primary_key, &a.primary_key_env)?
+        .ok_or_else(|| invalid(key("primary_key"), "is required (or primary_key_env)"))?;
+    let secondary = resolve("secondary_key", &a.secondary_key, &a.secondary_key_env)?;
+    for (name, k) in [
+        ("primary_key", Some(&primary)),
+        ("secondary_key", secondary.as_ref()),
+    ] {
+        if let Some(k) = k {
+            if k.len() < 8 {
+                return Err(invalid(key(name), "must be at least 8 characters"));
+            }
+        }
+    }
+    if !(1..=31_536_000).contains(&a.validity_secs) {
+        return Err(invalid(key("validity_secs"), "must be 1..=31536000"));
+    }
+    Ok(AuthSettings {
+        domain: a.domain.clone(),
+        primary_key: primary,
+        secondary_key: secondary,
+        validity_secs: a.validity_secs,
+    })
+}
 
 /// Why a signature was refused. Never carries a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,22 +152,7 @@ pub fn parse_auth_key(v: &str) -> Result<AuthKey<'_>, AuthError> {
 /// Lower-case hex MD5 of `"{uri}-{timestamp}-{rand}-{uid}-{key}"`.
 pub fn sign(uri: &str, timestamp: &str, rand: &str, uid: &str, key: &str) -> String {
     let digest = Md5::digest(format!("{uri}-{timestamp}-{rand}-{uid}-{key}").as_bytes());
-    hex(&digest)
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::util::hex(&digest)
 }
 
 /// The `[[auth]]` entry for a domain: its own, else `*`, else none (no auth).
@@ -92,7 +160,7 @@ pub fn entry_for<'a>(entries: &'a [AuthSettings], domain: &str) -> Option<&'a Au
     entries
         .iter()
         .find(|a| a.domain == domain)
-        .or_else(|| entries.iter().find(|a| a.domain == crate::rules::ANY))
+        .or_else(|| entries.iter().find(|a| a.domain == ANY))
 }
 
 /// Checks a publish: `auth_key` from the stream's query, else the tcUrl's query.
@@ -125,7 +193,7 @@ pub fn check(
     let mut ok = false;
     for key in keys {
         // Evaluate every key (no early exit) so timing does not tell which matched.
-        ok |= constant_time_eq(
+        ok |= crate::util::constant_time_eq(
             sign(&uri, k.timestamp, k.rand, k.uid, key).as_bytes(),
             hash.as_bytes(),
         );

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::ingest::IngestStream;
+use crate::ingest::Ingest;
 use crate::media::flv::FlvReader;
-use crate::names;
+use crate::names::{self, StreamId};
+use crate::node::Node;
 use crate::server;
-use crate::snapshot::store::StreamId;
 
 /// Runs the server until SIGINT/SIGTERM. First signal: stop accepting, close
 /// connections, let snapshots in flight be stored within the grace period. A second
@@ -68,26 +68,22 @@ pub async fn snapshot_file(
     app: String,
     stream: String,
 ) -> Result<(), String> {
-    let name = names::publish_name(&format!("{app}?vhost={domain}"), &stream, None)
-        .map_err(|e| e.to_string())?;
+    let id = names::publish_request(&format!("{app}?vhost={domain}"), &stream, None)
+        .map_err(|e| e.to_string())?
+        .id;
     let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let node = server::build_node(settings).map_err(|e| e.to_string())?;
-    let id = StreamId {
-        domain: name.domain,
-        app: name.app,
-        stream: name.stream,
-    };
+    let node = Node::build(settings, crate::clock::system()).map_err(|e| e.to_string())?;
     let span = tracing::info_span!("file", domain = %id.domain, app = %id.app, stream = %id.stream);
     feed_file(node, id, data, &file).instrument(span).await
 }
 
 async fn feed_file(
-    node: std::sync::Arc<server::Node>,
+    node: std::sync::Arc<Node>,
     id: StreamId,
     data: Vec<u8>,
     file: &std::path::Path,
 ) -> Result<(), String> {
-    let mut ingest = IngestStream::start(&node, id.clone(), "0.0.0.0:0".parse().expect("addr"))
+    let mut ingest = Ingest::start(&node, id.clone(), "0.0.0.0:0".parse().expect("addr"))
         .map_err(|e| e.to_string())?;
     if ingest.live().rule.is_none() {
         return Err(format!(

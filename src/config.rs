@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::auth::{AuthConfig, AuthSettings};
+use crate::error::Invalid;
 use crate::names;
-use crate::rules::template::Template;
-use crate::rules::{Rule, RuleSet, ANY};
+pub use crate::notify::NotifyConfig;
+pub use crate::rules::shared::RuleStoreConfig;
+use crate::rules::{Rule, RuleSet, RuleSpec};
+use crate::storage::settings::{self, StorageConfig, StorageSettings};
+use crate::storage::template;
 
 /// The configuration used when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
@@ -34,6 +39,15 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+impl From<Invalid> for ConfigError {
+    fn from(e: Invalid) -> ConfigError {
+        ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +65,7 @@ pub struct Config {
     pub storage: BTreeMap<String, StorageConfig>,
     /// Snapshot rules. Default: none (no snapshots; ingest still works).
     #[serde(default)]
-    pub rules: Vec<RuleConfig>,
+    pub rules: Vec<RuleSpec>,
     /// Where rules created through the admin API are kept, shared by every node
     /// pointed at the same storage.
     pub rule_store: Option<RuleStoreConfig>,
@@ -66,74 +80,12 @@ pub struct Config {
     pub notify: NotifyConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuleStoreConfig {
-    /// Storage target holding the rules document. Default "default".
-    pub storage: String,
-    /// Key of the rules document. Default "_livesnap/rules.json".
-    pub key: String,
-    /// Seconds between re-reads of the document. Default 10.
-    pub reload_secs: u64,
-}
-
-impl Default for RuleStoreConfig {
-    fn default() -> Self {
-        RuleStoreConfig {
-            storage: "default".into(),
-            key: "_livesnap/rules.json".into(),
-            reload_secs: 10,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// A host name, or "*" for every domain without its own entry.
-    pub domain: String,
-    /// The signing key, or the name of an environment variable holding it.
-    pub primary_key: Option<String>,
-    pub primary_key_env: Option<String>,
-    /// A second accepted key, for rotation (or its environment variable).
-    pub secondary_key: Option<String>,
-    pub secondary_key_env: Option<String>,
-    /// Seconds a signed URL stays valid after its timestamp. Default 1800.
-    #[serde(default = "default_validity_secs")]
-    pub validity_secs: u64,
-}
-
-fn default_validity_secs() -> u64 {
-    1800
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HooksConfig {
     /// URL POSTed (JSON) before a publish is accepted: 2xx allows, anything else or
     /// no answer within 3 s denies. Default: none.
     pub on_publish: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotifyConfig {
-    /// URL receiving snapshot, publish and unpublish events. Default: none.
-    pub url: Option<String>,
-    /// Key signing callback requests (ALI-LIVE-TIMESTAMP / ALI-LIVE-SIGNATURE).
-    pub callback_auth_key: Option<String>,
-    /// Events waiting for delivery at most; the oldest is dropped beyond. Default 1024.
-    pub queue: usize,
-}
-
-impl Default for NotifyConfig {
-    fn default() -> Self {
-        NotifyConfig {
-            url: None,
-            callback_auth_key: None,
-            queue: 1024,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -244,138 +196,6 @@ impl Default for LogConfig {
     }
 }
 
-/// A storage target: an opendal scheme, our own settings, and the scheme's options
-/// passed through to opendal (checked against the keys the scheme knows).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct StorageConfig {
-    /// opendal scheme: "fs", "s3", "oss" or "memory".
-    pub scheme: String,
-    /// Seconds one storage operation may take before it is retried. Default 10.
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
-    /// Retries of a failed storage operation. Default 2.
-    #[serde(default = "default_retries")]
-    pub retries: usize,
-    /// Everything else: the scheme's own options.
-    #[serde(flatten)]
-    pub options: BTreeMap<String, toml::Value>,
-}
-
-fn default_timeout_secs() -> u64 {
-    10
-}
-fn default_retries() -> usize {
-    2
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// A host name, or "*" for every domain.
-    pub domain: String,
-    /// An app name, or "*" for every app.
-    pub app: String,
-    /// Seconds between snapshots, 5..=3600.
-    pub interval_secs: i64,
-    /// Name of a `[storage.NAME]` target.
-    pub storage: String,
-    /// Key template replaced at every snapshot.
-    pub overwrite_object: Option<String>,
-    /// Key template producing a new object at every snapshot.
-    pub sequence_object: Option<String>,
-    /// URL receiving a POST for each stored snapshot of this rule.
-    pub callback: Option<String>,
-}
-
-/// The options each scheme accepts (opendal 0.59's config fields). opendal ignores
-/// unknown keys silently, so a typo would otherwise go unnoticed.
-fn known_options(scheme: &str) -> Option<&'static [&'static str]> {
-    Some(match scheme {
-        "fs" => &["root", "atomic_write_dir"],
-        "memory" => &["root"],
-        "s3" => &[
-            "root",
-            "bucket",
-            "enable_versioning",
-            "endpoint",
-            "region",
-            "profile",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-            "role_arn",
-            "external_id",
-            "role_session_name",
-            "assume_role_duration_seconds",
-            "assume_role_session_tags",
-            "disable_config_load",
-            "disable_ec2_metadata",
-            "skip_signature",
-            "allow_anonymous",
-            "server_side_encryption",
-            "server_side_encryption_aws_kms_key_id",
-            "server_side_encryption_customer_algorithm",
-            "server_side_encryption_customer_key",
-            "server_side_encryption_customer_key_md5",
-            "default_storage_class",
-            "enable_virtual_host_style",
-            "batch_max_operations",
-            "delete_max_size",
-            "disable_stat_with_override",
-            "checksum_algorithm",
-            "disable_write_with_if_match",
-            "enable_write_with_append",
-            "disable_list_objects_v2",
-            "enable_request_payer",
-            "default_acl",
-        ],
-        "oss" => &[
-            "root",
-            "endpoint",
-            "presign_endpoint",
-            "bucket",
-            "addressing_style",
-            "presign_addressing_style",
-            "enable_versioning",
-            "server_side_encryption",
-            "server_side_encryption_key_id",
-            "skip_signature",
-            "allow_anonymous",
-            "access_key_id",
-            "access_key_secret",
-            "security_token",
-            "batch_max_operations",
-            "delete_max_size",
-            "role_arn",
-            "role_session_name",
-            "oidc_provider_arn",
-            "oidc_token_file",
-            "sts_endpoint",
-            "external_id",
-        ],
-        _ => return None,
-    })
-}
-
-fn required_options(scheme: &str) -> &'static [&'static str] {
-    match scheme {
-        "fs" => &["root"],
-        "s3" => &["bucket"],
-        "oss" => &["bucket", "endpoint"],
-        _ => &[],
-    }
-}
-
-/// A validated storage target, ready for `storage::build_operator`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StorageSettings {
-    pub name: String,
-    pub scheme: String,
-    pub timeout: Duration,
-    pub retries: usize,
-    pub options: BTreeMap<String, String>,
-}
-
 /// The validated, immutable runtime view of a `Config`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -399,15 +219,6 @@ pub struct Settings {
     pub auth: Vec<AuthSettings>,
     pub on_publish: Option<String>,
     pub notify: NotifyConfig,
-}
-
-/// A validated `[[auth]]` entry with its keys resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuthSettings {
-    pub domain: String,
-    pub primary_key: String,
-    pub secondary_key: Option<String>,
-    pub validity_secs: u64,
 }
 
 impl Config {
@@ -517,19 +328,20 @@ impl Config {
 
         let mut storage = BTreeMap::new();
         for (name, st) in &self.storage {
-            storage.insert(name.clone(), validate_storage(name, st)?);
+            storage.insert(name.clone(), settings::validate(name, st)?);
         }
 
         let mut rules = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
-            let rule = validate_rule(r, &format!("rules[{i}]"), &storage)?;
-            if !seen.insert((rule.domain.clone(), rule.app.clone())) {
+            let rule = r.validate(&format!("rules[{i}]"), |s| storage.contains_key(s))?;
+            if !seen.insert((rule.domain().to_string(), rule.app().to_string())) {
                 return Err(invalid(
                     format!("rules[{i}]"),
                     format!(
                         "a rule for domain {:?}, app {:?} already exists",
-                        rule.domain, rule.app
+                        rule.domain(),
+                        rule.app()
                     ),
                 ));
             }
@@ -544,7 +356,7 @@ impl Config {
                         format!("no storage target named {:?} is configured", rs.storage),
                     ));
                 }
-                crate::rules::template::check_key(&rs.key)
+                template::check_key(&rs.key)
                     .map_err(|e| invalid("rule_store.key", e.to_string()))?;
                 if !(1..=3600).contains(&rs.reload_secs) {
                     return Err(invalid("rule_store.reload_secs", "must be 1..=3600"));
@@ -571,7 +383,7 @@ impl Config {
         let mut auth = Vec::new();
         let mut auth_domains = std::collections::HashSet::new();
         for (i, a) in self.auth.iter().enumerate() {
-            auth.push(validate_auth(a, &format!("auth[{i}]"))?);
+            auth.push(crate::auth::validate(a, &format!("auth[{i}]"))?);
             if !auth_domains.insert(a.domain.clone()) {
                 return Err(invalid(
                     format!("auth[{i}].domain"),
@@ -580,10 +392,10 @@ impl Config {
             }
         }
         if let Some(u) = &self.hooks.on_publish {
-            check_http_url(u).map_err(|m| invalid("hooks.on_publish", m))?;
+            names::check_http_url(u).map_err(|m| invalid("hooks.on_publish", m))?;
         }
         if let Some(u) = &self.notify.url {
-            check_http_url(u).map_err(|m| invalid("notify.url", m))?;
+            names::check_http_url(u).map_err(|m| invalid("notify.url", m))?;
         }
         if !(1..=1_000_000).contains(&self.notify.queue) {
             return Err(invalid("notify.queue", "must be 1..=1000000"));
@@ -614,211 +426,6 @@ impl Config {
             notify: self.notify.clone(),
         })
     }
-}
-
-/// Checks that a URL is http(s)://host… (callbacks and hooks).
-pub fn check_http_url(u: &str) -> Result<(), String> {
-    let rest = u
-        .strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"))
-        .ok_or_else(|| format!("{u:?} must start with http:// or https://"))?;
-    if rest.is_empty() || rest.starts_with('/') || u.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(format!("{u:?} is not a valid URL"));
-    }
-    Ok(())
-}
-
-fn validate_auth(a: &AuthConfig, at: &str) -> Result<AuthSettings, ConfigError> {
-    let key = |k: &str| format!("{at}.{k}");
-    if a.domain != ANY {
-        let d = names::normalize_domain(&a.domain)
-            .map_err(|e| invalid(key("domain"), format!("{:?} {e}", a.domain)))?;
-        if d != a.domain {
-            return Err(invalid(key("domain"), format!("must be written as {d:?}")));
-        }
-    }
-    let resolve = |name: &str,
-                   direct: &Option<String>,
-                   env: &Option<String>|
-     -> Result<Option<String>, ConfigError> {
-        match (direct, env) {
-            (Some(_), Some(_)) => Err(invalid(
-                key(name),
-                format!("set {name} or {name}_env, not both"),
-            )),
-            (Some(k), None) => Ok(Some(k.clone())),
-            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
-                invalid(
-                    key(&format!("{name}_env")),
-                    format!("environment variable {var:?} is not set"),
-                )
-            }),
-            (None, None) => Ok(None),
-        }
-    };
-    let primary = resolve("primary_key", &a.primary_key, &a.primary_key_env)?
-        .ok_or_else(|| invalid(key("primary_key"), "is required (or primary_key_env)"))?;
-    let secondary = resolve("secondary_key", &a.secondary_key, &a.secondary_key_env)?;
-    for (name, k) in [
-        ("primary_key", Some(&primary)),
-        ("secondary_key", secondary.as_ref()),
-    ] {
-        if let Some(k) = k {
-            if k.len() < 8 {
-                return Err(invalid(key(name), "must be at least 8 characters"));
-            }
-        }
-    }
-    if !(1..=31_536_000).contains(&a.validity_secs) {
-        return Err(invalid(key("validity_secs"), "must be 1..=31536000"));
-    }
-    Ok(AuthSettings {
-        domain: a.domain.clone(),
-        primary_key: primary,
-        secondary_key: secondary,
-        validity_secs: a.validity_secs,
-    })
-}
-
-fn validate_storage(name: &str, st: &StorageConfig) -> Result<StorageSettings, ConfigError> {
-    let key = |k: &str| format!("storage.{name}.{k}");
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(invalid(
-            format!("storage.{name}"),
-            "a storage name is letters, digits, '_' and '-'",
-        ));
-    }
-    let known = known_options(&st.scheme).ok_or_else(|| {
-        invalid(
-            key("scheme"),
-            format!(
-                "unknown scheme {:?} (this build has fs, s3, oss, memory)",
-                st.scheme
-            ),
-        )
-    })?;
-    if !(1..=600).contains(&st.timeout_secs) {
-        return Err(invalid(key("timeout_secs"), "must be 1..=600"));
-    }
-    if st.retries > 10 {
-        return Err(invalid(key("retries"), "must be 0..=10"));
-    }
-    let mut options = BTreeMap::new();
-    for (k, v) in &st.options {
-        if !known.contains(&k.as_str()) {
-            return Err(invalid(
-                key(k),
-                format!("unknown option for scheme {:?}", st.scheme),
-            ));
-        }
-        let v = match v {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => {
-                return Err(invalid(
-                    key(k),
-                    format!(
-                        "must be a string, integer or boolean, got {}",
-                        other.type_str()
-                    ),
-                ))
-            }
-        };
-        options.insert(k.clone(), v);
-    }
-    for req in required_options(&st.scheme) {
-        if options.get(*req).is_none_or(|v| v.is_empty()) {
-            return Err(invalid(
-                key(req),
-                format!("is required for scheme {:?}", st.scheme),
-            ));
-        }
-    }
-    Ok(StorageSettings {
-        name: name.to_string(),
-        scheme: st.scheme.clone(),
-        timeout: Duration::from_secs(st.timeout_secs),
-        retries: st.retries,
-        options,
-    })
-}
-
-/// Validates one rule (also used by the admin API for rules it receives).
-pub fn validate_rule(
-    r: &RuleConfig,
-    at: &str,
-    storage: &BTreeMap<String, StorageSettings>,
-) -> Result<Rule, ConfigError> {
-    let key = |k: &str| format!("{at}.{k}");
-    let domain = if r.domain == ANY {
-        ANY.to_string()
-    } else {
-        let d = names::normalize_domain(&r.domain)
-            .map_err(|e| invalid(key("domain"), format!("{:?} {e}", r.domain)))?;
-        if d != r.domain {
-            return Err(invalid(
-                key("domain"),
-                format!(
-                    "{:?} must be written as {d:?} (lower case, no port)",
-                    r.domain
-                ),
-            ));
-        }
-        d
-    };
-    if r.app != ANY {
-        names::validate_app(&r.app).map_err(|e| invalid(key("app"), format!("{:?} {e}", r.app)))?;
-    }
-    if !(5..=3600).contains(&r.interval_secs) {
-        return Err(invalid(
-            key("interval_secs"),
-            format!("must be 5..=3600, got {}", r.interval_secs),
-        ));
-    }
-    if !storage.contains_key(&r.storage) {
-        return Err(invalid(
-            key("storage"),
-            format!("no storage target named {:?} is configured", r.storage),
-        ));
-    }
-    let overwrite_object = r
-        .overwrite_object
-        .as_deref()
-        .map(|t| {
-            Template::parse(t).map_err(|e| invalid(key("overwrite_object"), format!("{t:?} {e}")))
-        })
-        .transpose()?;
-    let sequence_object = r
-        .sequence_object
-        .as_deref()
-        .map(|t| {
-            Template::parse_sequential(t)
-                .map_err(|e| invalid(key("sequence_object"), format!("{t:?} {e}")))
-        })
-        .transpose()?;
-    if let Some(u) = &r.callback {
-        check_http_url(u).map_err(|m| invalid(key("callback"), m))?;
-    }
-    if overwrite_object.is_none() && sequence_object.is_none() {
-        return Err(invalid(
-            at,
-            "needs overwrite_object, sequence_object or both",
-        ));
-    }
-    Ok(Rule {
-        domain,
-        app: r.app.clone(),
-        interval_secs: r.interval_secs as u32,
-        storage: r.storage.clone(),
-        overwrite_object,
-        sequence_object,
-        callback: r.callback.clone(),
-    })
 }
 
 #[cfg(test)]

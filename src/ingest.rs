@@ -1,34 +1,39 @@
-//! One accepted publish: holds its name in the registry, looks at each video tag just
-//! enough to find keyframes and sequence headers, asks the scheduler whether a
-//! snapshot is due and, if so, hands the keyframe to the pool. A non-keyframe costs
-//! a two-byte look; nothing is copied.
+//! One accepted publish, from the publisher's side: holds its name in the registry,
+//! looks at each video tag just enough to find keyframes and sequence headers, asks
+//! the scheduler whether a snapshot is due and, if so, hands the keyframe to the pool.
+//! A non-keyframe costs a two-byte look; nothing is copied. Reports the publish and
+//! its end as events.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::clock::unix_of;
+use crate::events::{At, Event};
+use crate::live::{LiveStream, PublishGuard};
 use crate::media::avc::{self, AvcConfig};
 use crate::media::flv::{self, PacketKind, VideoCodec};
 use crate::media::sps;
+use crate::names::StreamId;
+use crate::node::Node;
 use crate::rules::Rule;
-use crate::server::registry::{LiveStream, PublishGuard};
-use crate::server::Node;
-use crate::snapshot::pool::{Job, Slot};
+use crate::snapshot::pool::{DueKeyframe, StreamQueue};
 use crate::snapshot::scheduler::Scheduler;
 use crate::snapshot::stats::StreamStats;
-use crate::snapshot::store::{StoreTask, StreamId};
+use crate::snapshot::writer::{SnapshotWriter, WriterContext};
 
 /// The snapshot side of a publish that has a rule.
 struct Snapshotting {
     scheduler: Scheduler,
-    slot: Arc<Slot>,
+    queue: Arc<StreamQueue>,
 }
 
-pub struct IngestStream {
+/// The ingest side of one live publish (the connection task owns it).
+pub struct Ingest {
     node: Arc<Node>,
     guard: PublishGuard,
     snap: Option<Snapshotting>,
@@ -48,13 +53,13 @@ pub enum StartError {
     Duplicate(StreamId),
 }
 
-impl IngestStream {
-    /// Claims the name and, when a rule applies, starts the stream's store task.
+impl Ingest {
+    /// Claims the name and, when a rule applies, starts the stream's snapshot writer.
     pub fn start(
         node: &Arc<Node>,
         id: StreamId,
         peer: std::net::SocketAddr,
-    ) -> Result<IngestStream, StartError> {
+    ) -> Result<Ingest, StartError> {
         let rule: Option<Arc<Rule>> = node.rules().lookup(&id.domain, &id.app);
         let stats = Arc::new(StreamStats::default());
         let live = LiveStream {
@@ -67,39 +72,38 @@ impl IngestStream {
             kick: tokio_util::sync::CancellationToken::new(),
             info: Default::default(),
         };
-        let start_unix = live
-            .started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let start_unix = unix_of(live.started);
         let latest = live.latest.clone();
         let guard = node
             .registry
             .claim(live)
             .ok_or_else(|| StartError::Duplicate(id.clone()))?;
         let snap = match rule {
-            Some(rule) => match node.targets.get(&rule.storage) {
+            Some(rule) => match node.targets.get(rule.storage()) {
                 Some(target) => {
                     let (tx, rx) = mpsc::channel(node.settings.store_queue);
-                    let task = StoreTask::new(
+                    let writer = SnapshotWriter::new(
                         id.clone(),
                         rule.clone(),
                         target.clone(),
-                        stats.clone(),
-                        latest,
-                        node.metrics.clone(),
-                        node.notify.clone(),
+                        WriterContext {
+                            metrics: node.metrics.clone(),
+                            notify: node.notify.clone(),
+                            stats: stats.clone(),
+                            latest,
+                        },
                     );
                     node.tasks
-                        .spawn(task.run(rx).instrument(tracing::Span::current()));
-                    tracing::info!(interval_secs = rule.interval_secs, rule_domain = %rule.domain, rule_app = %rule.app, "publish started; snapshots on");
+                        .spawn(writer.run(rx).instrument(tracing::Span::current()));
+                    tracing::info!(interval_secs = rule.interval_secs, rule_domain = %rule.domain(), rule_app = %rule.app(), "publish started; snapshots on");
                     Some(Snapshotting {
                         scheduler: Scheduler::new(rule.interval_secs),
-                        slot: Slot::new(tx, stats, tracing::Span::current()),
+                        queue: StreamQueue::new(tx, stats, tracing::Span::current()),
                     })
                 }
                 None => {
                     // Only possible if a rule names a target that was removed.
-                    tracing::error!(storage = %rule.storage, "rule names an unknown storage; no snapshots");
+                    tracing::error!(storage = %rule.storage(), "rule names an unknown storage; no snapshots");
                     None
                 }
             },
@@ -109,16 +113,15 @@ impl IngestStream {
             }
         };
         node.metrics.publishes_active.inc();
-        node.notify.stream_event(serde_json::json!({
-            "event": "publish",
-            "domain": id.domain,
-            "app": id.app,
-            "stream": id.stream,
-            "peer": peer.to_string(),
-            "time": crate::notify::rfc3339(start_unix),
-            "timestamp": start_unix,
-        }));
-        Ok(IngestStream {
+        node.notify.send(
+            &Event::Publish {
+                stream: id,
+                peer: peer.to_string(),
+                at: At::unix(start_unix),
+            },
+            None,
+        );
+        Ok(Ingest {
             node: node.clone(),
             guard,
             snap,
@@ -230,36 +233,36 @@ impl IngestStream {
             return;
         };
         self.guard.stream.stats.due.fetch_add(1, Ordering::Relaxed);
-        let job = Job {
+        let job = DueKeyframe {
             body,
             config,
             unix_ts: self.start_unix + offset_ms / 1000,
             arrived: Instant::now(),
         };
-        self.node.pool.submit(&snap.slot, job);
+        self.node.pool.submit(&snap.queue, job);
     }
 }
 
-impl Drop for IngestStream {
+impl Drop for Ingest {
     fn drop(&mut self) {
         self.node.metrics.publishes_active.dec();
         let live = &self.guard.stream;
-        let now = crate::notify::unix_now();
+        let now = self.node.clock.now_unix();
         let st = self.stats();
-        self.node.notify.stream_event(serde_json::json!({
-            "event": "unpublish",
-            "domain": live.id.domain,
-            "app": live.id.app,
-            "stream": live.id.stream,
-            "peer": live.peer.to_string(),
-            "time": crate::notify::rfc3339(now),
-            "timestamp": now,
-            "duration_secs": now.saturating_sub(self.start_unix),
-            "bytes": StreamStats::get(&st.bytes),
-            "snapshots": StreamStats::get(&st.stored),
-            "snapshots_dropped": StreamStats::get(&st.dropped_busy) + StreamStats::get(&st.dropped_backlog),
-            "snapshots_failed": StreamStats::get(&st.failed_decode) + StreamStats::get(&st.failed_store),
-        }));
+        let get = StreamStats::get;
+        self.node.notify.send(
+            &Event::Unpublish {
+                stream: live.id.clone(),
+                peer: live.peer.to_string(),
+                at: At::unix(now),
+                duration_secs: now.saturating_sub(self.start_unix),
+                bytes: get(&st.bytes),
+                snapshots: get(&st.stored),
+                snapshots_dropped: get(&st.dropped_busy) + get(&st.dropped_backlog),
+                snapshots_failed: get(&st.failed_decode) + get(&st.failed_store),
+            },
+            None,
+        );
         tracing::info!(stats = %self.stats().summary(), "publish ended");
     }
 }

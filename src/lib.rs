@@ -1,22 +1,38 @@
 //! livesnap: an RTMP ingest server that takes keyframe-only JPEG snapshots of live
-//! streams and stores them through opendal.
+//! streams and stores them through opendal. `docs/architecture.md` is the map.
 //!
 //! Data flows one way: `rtmp` (socket → bounded framing → rml_rtmp session) →
-//! `media` (FLV/AVC parsing) → `snapshot` (schedule, decode, encode on a bounded
-//! pool) → `storage`. `rules` and `api` sit beside the flow.
+//! `admission` → `ingest` (one live publish) → `snapshot` (schedule, render on a
+//! bounded pool, write) → `storage` → `notify`. `rules` and `api` sit beside the flow;
+//! `node` is the shared state every part is handed, `server` wires it all.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod api;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod ingest;
+// Low layers: no module here imports a higher one.
+pub mod clock;
+pub mod error;
+pub mod events;
 pub mod media;
 pub mod metrics;
 pub mod names;
+pub mod util;
+
+pub mod auth;
 pub mod notify;
-pub mod rtmp;
 pub mod rules;
-pub mod server;
-pub mod snapshot;
 pub mod storage;
+
+pub mod config;
+pub mod live;
+pub mod snapshot;
+
+pub mod node;
+
+// The flow and the edges, each handed the node.
+pub mod admission;
+pub mod api;
+pub mod ingest;
+pub mod rtmp;
+
+// Wiring and commands.
+pub mod cli;
+pub mod server;

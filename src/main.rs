@@ -94,13 +94,13 @@ fn main() -> ExitCode {
         timestamp,
     }) = &cli.command
     {
-        let ts = timestamp.unwrap_or_else(livesnap::notify::unix_now);
+        let ts = timestamp.unwrap_or_else(livesnap::clock::unix_now);
         return match livesnap::auth::sign_url(url, key, ts) {
             Ok(signed) => {
                 println!("{signed}");
                 eprintln!(
                     "valid until {} (timestamp {ts} + validity_secs {valid_secs})",
-                    livesnap::notify::rfc3339(ts.saturating_add(*valid_secs))
+                    livesnap::clock::rfc3339(ts.saturating_add(*valid_secs))
                 );
                 ExitCode::SUCCESS
             }

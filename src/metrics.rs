@@ -178,19 +178,6 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
-pub async fn handler(
-    axum::extract::State(node): axum::extract::State<std::sync::Arc<crate::server::Node>>,
-) -> impl axum::response::IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        node.metrics.render(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+/// The wildcard that stands for every domain or every app in rules and `[[auth]]`.
+pub const ANY: &str = "*";
+
 /// Longest app or stream name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Longest domain (vhost) accepted, in bytes (DNS limit).
@@ -173,6 +176,104 @@ pub fn split_query(s: &str) -> (&str, &str) {
     s.split_once('?').unwrap_or((s, ""))
 }
 
+/// The identity of a stream: (domain, app, stream), each validated. One publish has
+/// one; the registry, storage keys, rules and the API all name a stream by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct StreamId {
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+}
+
+impl StreamId {
+    pub fn new(
+        domain: impl Into<String>,
+        app: impl Into<String>,
+        stream: impl Into<String>,
+    ) -> StreamId {
+        StreamId {
+            domain: domain.into(),
+            app: app.into(),
+            stream: stream.into(),
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.domain, self.app, self.stream)
+    }
+}
+
+/// What a client asked to publish: the stream it names and the query it sent with the
+/// stream name (kept for authentication and hooks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    pub id: StreamId,
+    /// The stream name's query string, without the `?`.
+    pub query: String,
+}
+
+/// Why a publish name was refused: which part, the raw value (escaped) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad {kind} \"{}\": {reason}", escape(.raw))]
+pub struct BadName {
+    pub kind: NameKind,
+    pub raw: String,
+    pub reason: NameError,
+}
+
+/// The domain used when the client sent no `tcUrl` host and no `vhost=`.
+pub const DEFAULT_DOMAIN: &str = "default";
+
+/// Resolves (domain, app, stream) of a publish: the domain is the `tcUrl` host
+/// (lower-cased, port dropped), overridden by `vhost=` or `domain=` in the stream's
+/// query, then in the app's; the stream is the publish name without its query.
+pub fn publish_request(
+    app_raw: &str,
+    stream_key: &str,
+    tc_url: Option<&str>,
+) -> Result<PublishRequest, BadName> {
+    let bad = |kind, raw: &str, reason| BadName {
+        kind,
+        raw: raw.to_string(),
+        reason,
+    };
+    let (app, app_query) = split_query(app_raw);
+    let app = app.strip_suffix('/').unwrap_or(app);
+    let (stream, query) = split_query(stream_key);
+    validate_app(app).map_err(|e| bad(NameKind::App, app, e))?;
+    validate_stream(stream).map_err(|e| bad(NameKind::Stream, stream, e))?;
+    fn from_query(q: &str) -> Option<&str> {
+        query_param(q, "vhost").or_else(|| query_param(q, "domain"))
+    }
+    let raw_domain = from_query(query)
+        .or_else(|| from_query(app_query))
+        .or_else(|| tc_url.and_then(url_host))
+        .unwrap_or(DEFAULT_DOMAIN);
+    let domain = normalize_domain(raw_domain).map_err(|e| bad(NameKind::Domain, raw_domain, e))?;
+    Ok(PublishRequest {
+        id: StreamId {
+            domain,
+            app: app.to_string(),
+            stream: stream.to_string(),
+        },
+        query: query.to_string(),
+    })
+}
+
+/// Checks that a URL is http(s)://host… (callbacks and hooks).
+pub fn check_http_url(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("{u:?} must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') || u.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("{u:?} is not a valid URL"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,71 +346,10 @@ mod tests {
         assert_eq!(escape("é"), "\\xc3\\xa9");
         assert_eq!(escape(&"y".repeat(100)).len(), 64 + '…'.len_utf8());
     }
-}
-
-/// The identity of a publish, resolved from what the client sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishName {
-    pub domain: String,
-    pub app: String,
-    pub stream: String,
-    /// The stream name's query string (kept for authentication), without the `?`.
-    pub query: String,
-}
-
-/// Why a publish name was refused: which part, the raw value (escaped) and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad {kind} \"{}\": {reason}", escape(.raw))]
-pub struct BadName {
-    pub kind: NameKind,
-    pub raw: String,
-    pub reason: NameError,
-}
-
-/// The domain used when the client sent no `tcUrl` host and no `vhost=`.
-pub const DEFAULT_DOMAIN: &str = "default";
-
-/// Resolves (domain, app, stream) of a publish: the domain is the `tcUrl` host
-/// (lower-cased, port dropped), overridden by `vhost=` or `domain=` in the stream's
-/// query, then in the app's; the stream is the publish name without its query.
-pub fn publish_name(
-    app_raw: &str,
-    stream_key: &str,
-    tc_url: Option<&str>,
-) -> Result<PublishName, BadName> {
-    let bad = |kind, raw: &str, reason| BadName {
-        kind,
-        raw: raw.to_string(),
-        reason,
-    };
-    let (app, app_query) = split_query(app_raw);
-    let app = app.strip_suffix('/').unwrap_or(app);
-    let (stream, query) = split_query(stream_key);
-    validate_app(app).map_err(|e| bad(NameKind::App, app, e))?;
-    validate_stream(stream).map_err(|e| bad(NameKind::Stream, stream, e))?;
-    fn from_query(q: &str) -> Option<&str> {
-        query_param(q, "vhost").or_else(|| query_param(q, "domain"))
-    }
-    let raw_domain = from_query(query)
-        .or_else(|| from_query(app_query))
-        .or_else(|| tc_url.and_then(url_host))
-        .unwrap_or(DEFAULT_DOMAIN);
-    let domain = normalize_domain(raw_domain).map_err(|e| bad(NameKind::Domain, raw_domain, e))?;
-    Ok(PublishName {
-        domain,
-        app: app.to_string(),
-        stream: stream.to_string(),
-        query: query.to_string(),
-    })
-}
-
-#[cfg(test)]
-mod publish_tests {
-    use super::*;
 
     #[test]
     fn domain_from_tcurl_then_overrides() {
-        let n = publish_name(
+        let n = publish_request(
             "live",
             "cam1?token=a",
             Some("rtmp://Cams.Example.com:1935/live"),
@@ -317,37 +357,40 @@ mod publish_tests {
         .unwrap();
         assert_eq!(
             n,
-            PublishName {
-                domain: "cams.example.com".into(),
-                app: "live".into(),
-                stream: "cam1".into(),
+            PublishRequest {
+                id: StreamId::new("cams.example.com", "live", "cam1"),
                 query: "token=a".into()
             }
         );
-        let n = publish_name("live", "cam1?vhost=other.com", Some("rtmp://1.2.3.4/live")).unwrap();
-        assert_eq!(n.domain, "other.com");
-        let n = publish_name("live?domain=app.com", "cam1", Some("rtmp://1.2.3.4/live")).unwrap();
-        assert_eq!((n.domain.as_str(), n.app.as_str()), ("app.com", "live"));
-        let n = publish_name("live?vhost=a.com", "cam1?vhost=s.com", None).unwrap();
-        assert_eq!(n.domain, "s.com");
-        let n = publish_name("live/", "cam1", None).unwrap();
+        let n =
+            publish_request("live", "cam1?vhost=other.com", Some("rtmp://1.2.3.4/live")).unwrap();
+        assert_eq!(n.id.domain, "other.com");
+        let n =
+            publish_request("live?domain=app.com", "cam1", Some("rtmp://1.2.3.4/live")).unwrap();
         assert_eq!(
-            (n.domain.as_str(), n.app.as_str()),
+            (n.id.domain.as_str(), n.id.app.as_str()),
+            ("app.com", "live")
+        );
+        let n = publish_request("live?vhost=a.com", "cam1?vhost=s.com", None).unwrap();
+        assert_eq!(n.id.domain, "s.com");
+        let n = publish_request("live/", "cam1", None).unwrap();
+        assert_eq!(
+            (n.id.domain.as_str(), n.id.app.as_str()),
             (DEFAULT_DOMAIN, "live")
         );
     }
 
     #[test]
     fn bad_parts_are_named() {
-        let e = publish_name("live", "../etc?x", None).unwrap_err();
+        let e = publish_request("live", "../etc?x", None).unwrap_err();
         assert_eq!(e.kind, NameKind::Stream);
         assert_eq!(e.raw, "../etc");
-        let e = publish_name("li ve", "cam", None).unwrap_err();
+        let e = publish_request("li ve", "cam", None).unwrap_err();
         assert_eq!(e.kind, NameKind::App);
-        let e = publish_name("live", "cam?vhost=bad/host", None).unwrap_err();
+        let e = publish_request("live", "cam?vhost=bad/host", None).unwrap_err();
         assert_eq!(e.kind, NameKind::Domain);
         assert_eq!(e.to_string(), "bad domain \"bad/host\": contains a character other than letters, digits, '-', '_', '.'");
-        let e = publish_name("live", "a\0b", None).unwrap_err();
+        let e = publish_request("live", "a\0b", None).unwrap_err();
         assert!(e.to_string().contains("a\\x00b"));
     }
 }

@@ -10,14 +10,15 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
-use serde_json::{json, Value};
+use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::NotifyConfig;
+use crate::clock::SharedClock;
+use crate::events::Event;
 use crate::metrics::Metrics;
 
 /// Attempts per event after the first.
@@ -26,6 +27,28 @@ pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent deliveries.
 const WORKERS: usize = 4;
+
+/// `[notify]`: node-wide event callbacks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// URL receiving snapshot, publish and unpublish events. Default: none.
+    pub url: Option<String>,
+    /// Key signing callback requests (ALI-LIVE-TIMESTAMP / ALI-LIVE-SIGNATURE).
+    pub callback_auth_key: Option<String>,
+    /// Events waiting for delivery at most; the oldest is dropped beyond. Default 1024.
+    pub queue: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            url: None,
+            callback_auth_key: None,
+            queue: 1024,
+        }
+    }
+}
 
 struct Delivery {
     url: String,
@@ -40,35 +63,7 @@ pub struct Notifier {
     auth_key: Option<String>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Formats Unix seconds as RFC 3339 UTC (`2024-01-02T03:04:05Z`).
-pub fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    clock: SharedClock,
 }
 
 /// The signature header value for a callback URL at `timestamp`.
@@ -79,11 +74,11 @@ pub fn signature(url: &str, timestamp: u64, key: &str) -> String {
             _ => h,
         })
         .unwrap_or("");
-    crate::auth::hex(&Md5::digest(format!("{host}|{timestamp}|{key}").as_bytes()))
+    crate::util::hex(&Md5::digest(format!("{host}|{timestamp}|{key}").as_bytes()))
 }
 
 impl Notifier {
-    pub fn new(cfg: &NotifyConfig, metrics: Arc<Metrics>) -> Arc<Notifier> {
+    pub fn new(cfg: &NotifyConfig, metrics: Arc<Metrics>, clock: SharedClock) -> Arc<Notifier> {
         Arc::new(Notifier {
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
@@ -95,6 +90,7 @@ impl Notifier {
                 .build()
                 .unwrap_or_default(),
             metrics,
+            clock,
         })
     }
 
@@ -127,8 +123,7 @@ impl Notifier {
         self.lock().len()
     }
 
-    fn enqueue(&self, url: &str, body: &Value) {
-        let body = serde_json::to_vec(body).unwrap_or_default();
+    fn enqueue(&self, url: &str, body: Vec<u8>) {
         {
             let mut q = self.lock();
             if q.len() >= self.cap {
@@ -144,17 +139,18 @@ impl Notifier {
         self.wake.notify_one();
     }
 
-    /// A stored snapshot: to the rule's callback and the node-wide URL.
-    pub fn snapshot(&self, rule_callback: Option<&str>, event: Value) {
-        for url in rule_callback.into_iter().chain(self.node_url.as_deref()) {
-            self.enqueue(url, &event);
+    /// Queues `event` for the node-wide URL and, when given, the rule's callback.
+    pub fn send(&self, event: &Event, rule_callback: Option<&str>) {
+        let urls: Vec<&str> = rule_callback
+            .into_iter()
+            .chain(self.node_url.as_deref())
+            .collect();
+        if urls.is_empty() {
+            return;
         }
-    }
-
-    /// A publish or unpublish event: node-wide URL only.
-    pub fn stream_event(&self, event: Value) {
-        if let Some(url) = self.node_url.as_deref() {
-            self.enqueue(url, &event);
+        let body = event.to_json();
+        for url in urls {
+            self.enqueue(url, body.clone());
         }
     }
 
@@ -169,7 +165,7 @@ impl Notifier {
                 .header("content-type", "application/json")
                 .body(d.body.clone());
             if let Some(key) = &self.auth_key {
-                let ts = unix_now();
+                let ts = self.clock.now_unix();
                 req = req
                     .header("ALI-LIVE-TIMESTAMP", ts.to_string())
                     .header("ALI-LIVE-SIGNATURE", signature(&d.url, ts, key));
@@ -194,50 +190,14 @@ impl Notifier {
     }
 }
 
-/// The body of a `snapshot` event.
-#[allow(clippy::too_many_arguments)]
-pub fn snapshot_event(
-    id: &crate::snapshot::store::StreamId,
-    storage: &str,
-    overwrite_key: Option<&str>,
-    sequence_key: Option<&str>,
-    size: usize,
-    width: u32,
-    height: u32,
-    unix_ts: u64,
-) -> Value {
-    json!({
-        "event": "snapshot",
-        "domain": id.domain,
-        "app": id.app,
-        "stream": id.stream,
-        "storage": storage,
-        "overwrite_object": overwrite_key,
-        "sequence_object": sequence_key,
-        "size": size,
-        "width": width,
-        "height": height,
-        "create_time": rfc3339(unix_ts),
-        "timestamp": unix_ts,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1641311904), "2022-01-04T15:58:24Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
-
-    #[test]
     fn signature_uses_host_without_port() {
         let a = signature("http://cb.example.com:8080/hook", 100, "k");
-        let b = crate::auth::hex(&Md5::digest(b"cb.example.com|100|k"));
+        let b = crate::util::hex(&Md5::digest(b"cb.example.com|100|k"));
         assert_eq!(a, b);
     }
 
@@ -249,13 +209,20 @@ mod tests {
             callback_auth_key: None,
             queue: 2,
         };
-        let n = Notifier::new(&cfg, metrics.clone());
-        for i in 0..5 {
-            n.stream_event(json!({ "i": i }));
+        let n = Notifier::new(&cfg, metrics.clone(), crate::clock::system());
+        for i in 0..5u64 {
+            n.send(
+                &Event::Publish {
+                    stream: crate::names::StreamId::new("d", "a", "s"),
+                    peer: String::new(),
+                    at: crate::events::At::unix(i),
+                },
+                None,
+            );
         }
         assert_eq!(n.queued(), 2);
         assert_eq!(metrics.callbacks_dropped.get(), 3);
-        let first: Value = serde_json::from_slice(&n.lock()[0].body).unwrap();
-        assert_eq!(first["i"], 3);
+        let first: serde_json::Value = serde_json::from_slice(&n.lock()[0].body).unwrap();
+        assert_eq!(first["timestamp"], 3);
     }
 }

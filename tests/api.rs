@@ -549,7 +549,7 @@ fn put(root: &Path, key: &str, data: &[u8]) {
 }
 
 fn rfc3339(unix: u64) -> String {
-    livesnap::api::params::format_time(unix)
+    livesnap::clock::rfc3339(unix)
 }
 
 /// Pages through a query; returns every item's key and the page sizes.
@@ -1131,7 +1131,7 @@ sequence_object = "{{AppName}}/{{StreamName}}-{{UnixTimestamp}}.jpg"
     );
     let a_server = start_server(&extra).await;
     let b_server = start_server(&extra).await;
-    let store = a_server.node().rule_store.clone().unwrap();
+    let store = a_server.node().shared_rules.clone().unwrap();
     assert!(store.uses_conditional_writes(), "S3 updates use If-Match");
     let (a, b) = (Api::new(&a_server), Api::new(&b_server));
     let base = "/api/v1/snapshot-configs";

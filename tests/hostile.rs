@@ -26,11 +26,11 @@ use common::raw::{
 };
 use common::*;
 use livesnap::media::flv::FlvReader;
+use livesnap::node::Node;
 use livesnap::rtmp::framing::{
     set_chunk_size_chunk, write_single_chunk, Message, TYPE_ABORT, TYPE_AMF0_COMMAND,
     TYPE_AMF0_DATA, TYPE_AMF3_COMMAND, TYPE_AMF3_DATA, TYPE_AUDIO, TYPE_SET_CHUNK_SIZE, TYPE_VIDEO,
 };
-use livesnap::server::Node;
 use livesnap::snapshot::scheduler::Scheduler;
 use livesnap::snapshot::stats::StreamStats;
 use rml_rtmp::rml_amf0::Amf0Value;
@@ -1031,7 +1031,12 @@ async fn ten_thousand_idle_connections_do_not_lock_out_encoders() {
     }
     let opened = started.elapsed();
     assert_eq!(seen(), IDLE as u64);
-    let slots = &node.conn_limits.handshakes;
+    let slots = &server
+        .running
+        .as_ref()
+        .expect("running")
+        .conn_limits
+        .handshakes;
     // Every admitted connection still waiting holds a slot; all others were evicted.
     let settled = || m.connections_accepted.get() - m.rejected_count("handshake_limit");
     assert!(

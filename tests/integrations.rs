@@ -176,7 +176,7 @@ fn status_of(out: &PublishOutcome) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_are_required() {
     let mut server = start_server(&auth_config("")).await;
-    let now = livesnap::notify::unix_now();
+    let now = livesnap::clock::unix_now();
     let tc = format!("rtmp://{}/live", server.rtmp);
     let key_of = |stream: &str, key: &str, ts: u64| {
         let url = livesnap::auth::sign_url(&format!("rtmp://h/live/{stream}"), key, ts).unwrap();
@@ -319,7 +319,7 @@ callback_auth_key = "cb-key"
             .unwrap();
         assert_eq!(
             r.headers["ALI-LIVE-SIGNATURE"].to_str().unwrap(),
-            livesnap::auth::hex(&md5::Md5::digest(
+            livesnap::util::hex(&md5::Md5::digest(
                 format!("127.0.0.1|{ts}|cb-key").as_bytes()
             ))
         );

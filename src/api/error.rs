@@ -6,8 +6,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::config::ConfigError;
-use crate::rules::store::StoreError;
+use crate::error::Invalid;
+use crate::rules::shared::StoreError;
+use crate::storage::StorageError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -80,21 +81,22 @@ impl ApiError {
         )
     }
 
-    /// A rule validation error from `config::validate_rule(.., "rule", ..)`: the key
+    /// A rule validation error from `RuleSpec::validate("rule", ..)`: the key
     /// `rule.interval_secs` becomes the field `interval_secs`.
-    pub fn from_rule_error(e: ConfigError) -> ApiError {
-        match e {
-            ConfigError::Invalid { key, message } => {
-                let field = key.strip_prefix("rule.").unwrap_or("overwrite_object");
-                ApiError::invalid(field, message)
-            }
-            other => ApiError::bad_request(other.to_string()),
-        }
+    pub fn from_rule_error(e: Invalid) -> ApiError {
+        let field = e.key.strip_prefix("rule.").unwrap_or("overwrite_object");
+        ApiError::invalid(field, e.message)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        ApiError::unavailable(e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
         ApiError::unavailable(e.to_string())
     }
 }
@@ -137,16 +139,16 @@ mod tests {
 
     #[test]
     fn rule_errors_name_the_field() {
-        let e = ApiError::from_rule_error(ConfigError::Invalid {
-            key: "rule.interval_secs".into(),
-            message: "must be 5..=3600, got 4".into(),
-        });
+        let e = ApiError::from_rule_error(crate::error::invalid(
+            "rule.interval_secs",
+            "must be 5..=3600, got 4",
+        ));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.field.as_deref(), Some("interval_secs"));
-        let whole = ApiError::from_rule_error(ConfigError::Invalid {
-            key: "rule".into(),
-            message: "needs overwrite_object, sequence_object or both".into(),
-        });
+        let whole = ApiError::from_rule_error(crate::error::invalid(
+            "rule",
+            "needs overwrite_object, sequence_object or both",
+        ));
         assert_eq!(whole.field.as_deref(), Some("overwrite_object"));
     }
 }

@@ -6,7 +6,6 @@
 //! path (rule changes reach a stream only at its next publish).
 
 pub mod error;
-pub mod listing;
 pub mod params;
 pub mod rules;
 pub mod snapshots;
@@ -16,7 +15,7 @@ pub mod web;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::server::Node;
+use crate::node::Node;
 use error::ApiError;
 
 /// On-demand snapshots rendered at once at most (each takes a blocking thread).
@@ -39,12 +38,6 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ApiState {
     pub node: Arc<Node>,
     pub render_permits: Arc<Semaphore>,
-}
-
-impl FromRef<ApiState> for Arc<Node> {
-    fn from_ref(s: &ApiState) -> Arc<Node> {
-        s.node.clone()
-    }
 }
 
 /// The router, separate from serving so that tests can call it directly.
@@ -76,16 +69,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/", get(web::index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::handler))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
-}
-
-/// Compares without an early exit, so that timing does not tell how much of a guess
-/// was right (the length may leak; tokens are long).
-fn same_token(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Requires `Authorization: Bearer TOKEN` when a token is configured. Without one the
@@ -104,7 +91,7 @@ async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Respon
                 return ApiError::unauthenticated("an Authorization: Bearer token is required")
                     .into_response()
             }
-            Some(t) if !same_token(t.as_bytes(), token.as_bytes()) => {
+            Some(t) if !crate::util::constant_time_eq(t.as_bytes(), token.as_bytes()) => {
                 return ApiError::unauthenticated("the bearer token is not valid").into_response()
             }
             Some(_) => {}
@@ -121,7 +108,7 @@ pub fn path_segment(s: &str) -> String {
 /// Liveness: always 200 while the process serves; says when the rule store could not
 /// be read (the last good rules stay in force meanwhile).
 async fn healthz(State(state): State<ApiState>) -> Json<Value> {
-    let store = state.node.rule_store.as_ref().map(|s| s.health());
+    let store = state.node.shared_rules.as_ref().map(|s| s.health());
     let degraded = store.as_ref().is_some_and(|h| h.error.is_some());
     Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
@@ -148,7 +135,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         ready &= r.is_ok();
         storage.insert(name, json!(r.err().unwrap_or_else(|| "ok".into())));
     }
-    let store = state.node.rule_store.as_ref().map(|s| s.health());
+    let store = state.node.shared_rules.as_ref().map(|s| s.health());
     if let Some(h) = &store {
         ready &= h.ok;
     }
@@ -163,6 +150,17 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, body).into_response()
+}
+
+/// `GET /metrics`: the node's metrics in the OpenMetrics text format.
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.node.metrics.render(),
+    )
 }
 
 /// Serves until the node shuts down.
@@ -182,10 +180,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_compare_whole() {
-        assert!(same_token(b"secret-token", b"secret-token"));
-        assert!(!same_token(b"secret-token", b"secret-tokex"));
-        assert!(!same_token(b"secret", b"secret-token"));
+    fn path_segments_escape_slashes() {
         assert_eq!(path_segment("live/sub"), "live%2Fsub");
+        assert_eq!(path_segment("a%b"), "a%25b");
     }
 }

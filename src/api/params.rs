@@ -111,25 +111,19 @@ impl Params {
     }
 }
 
-/// Parses an RFC 3339 time (`2026-11-01T08:00:00Z`, an offset is converted to UTC;
-/// fractions of a second are dropped) into Unix seconds.
+/// Parses an RFC 3339 time (`2026-11-01T08:00:00Z`; an offset is converted to UTC,
+/// fractions of a second are dropped) into Unix seconds; errors name `field`.
 pub fn parse_time(field: &str, s: &str) -> ApiResult<u64> {
-    let t: opendal::raw::Timestamp = s.parse().map_err(|_| {
-        ApiError::invalid(
-            field,
-            format!("must be an RFC 3339 time like \"2026-11-01T08:00:00Z\", got {s:?}"),
-        )
-    })?;
-    let secs = t.into_inner().as_second();
-    u64::try_from(secs).map_err(|_| ApiError::invalid(field, format!("{s:?} is before 1970")))
-}
-
-/// Formats Unix seconds as RFC 3339 UTC (`2026-11-01T08:00:00Z`).
-pub fn format_time(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|s| opendal::raw::Timestamp::from_second(s).ok())
-        .map_or_else(|| unix.to_string(), |t| t.to_string())
+    if let Some(t) = crate::clock::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    if s.parse::<opendal::raw::Timestamp>().is_ok() {
+        return Err(ApiError::invalid(field, format!("{s:?} is before 1970")));
+    }
+    Err(ApiError::invalid(
+        field,
+        format!("must be an RFC 3339 time like \"2026-11-01T08:00:00Z\", got {s:?}"),
+    ))
 }
 
 /// A request body that must be one JSON object.
@@ -226,7 +220,7 @@ mod tests {
             parse_time("t", "2023-11-14T22:13:20.75Z").unwrap(),
             1_700_000_000
         );
-        assert_eq!(format_time(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(crate::clock::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         let e = parse_time("start_time", "yesterday").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("start_time"));
         assert!(parse_time("t", "1969-12-31T23:59:59Z").is_err());

@@ -1,50 +1,44 @@
 //! Snapshot configs (rules) through the API: add, update, delete, describe, list.
 //!
 //! Rules of the config file are listed read-only (`"source": "config"`); the others
-//! live in the shared rule store (`rules::store`). A change applies from each
-//! stream's next publish, on every node (each node re-reads the store).
+//! live in the shared rule document (`rules::shared`). A change applies from each
+//! stream's next publish, on every node (each node re-reads the document).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::params::{format_time, Field, JsonObject, Order, Params};
+use super::params::{Field, JsonObject, Order, Params};
 use super::ApiState;
-use crate::config::{self, RuleConfig};
-use crate::rules::store::{RuleStore, StoredRule, UpdateError};
-use crate::rules::Rule;
+use crate::clock::rfc3339;
+use crate::rules::shared::{SharedRules, StoredRule, UpdateError};
+use crate::rules::{Rule, RuleSpec};
 
-/// What a rule looks like on the wire.
-fn rule_json(r: &RuleConfig, source: &str, times: Option<(u64, u64)>, in_force: bool) -> Value {
-    json!({
-        "domain": r.domain,
-        "app": r.app,
-        "interval_secs": r.interval_secs,
-        "storage": r.storage,
-        "overwrite_object": r.overwrite_object,
-        "sequence_object": r.sequence_object,
-        "callback": r.callback,
-        "source": source,
-        "in_force": in_force,
-        "create_time": times.map(|t| format_time(t.0)),
-        "update_time": times.map(|t| format_time(t.1)),
-    })
+/// What a rule looks like on the wire: the rule as written, where it comes from,
+/// whether this node applies it, and its times (stored rules only).
+#[derive(Serialize)]
+struct RuleView<'a> {
+    #[serde(flatten)]
+    spec: &'a RuleSpec,
+    source: &'static str,
+    in_force: bool,
+    create_time: Option<String>,
+    update_time: Option<String>,
 }
 
-fn config_of(r: &Rule) -> RuleConfig {
-    RuleConfig {
-        domain: r.domain.clone(),
-        app: r.app.clone(),
-        interval_secs: i64::from(r.interval_secs),
-        storage: r.storage.clone(),
-        overwrite_object: r.overwrite_object.as_ref().map(|t| t.as_str().to_string()),
-        sequence_object: r.sequence_object.as_ref().map(|t| t.as_str().to_string()),
-        callback: r.callback.clone(),
-    }
+fn config_json(r: &Rule) -> Value {
+    json!(RuleView {
+        spec: &r.spec,
+        source: "config",
+        in_force: true,
+        create_time: None,
+        update_time: None,
+    })
 }
 
 /// Whether this node applies exactly this stored rule now (it may be shadowed by a
@@ -53,21 +47,22 @@ fn in_force(state: &ApiState, s: &StoredRule) -> bool {
     state
         .node
         .rules()
-        .lookup(&s.domain, &s.app)
-        .is_some_and(|r| r.domain == s.domain && r.app == s.app && config_of(&r) == s.to_config())
+        .lookup(&s.spec.domain, &s.spec.app)
+        .is_some_and(|r| r.spec == s.spec)
 }
 
 fn stored_json(state: &ApiState, s: &StoredRule) -> Value {
-    rule_json(
-        &s.to_config(),
-        "api",
-        Some((s.create_time, s.update_time)),
-        in_force(state, s),
-    )
+    json!(RuleView {
+        spec: &s.spec,
+        source: "api",
+        in_force: in_force(state, s),
+        create_time: Some(rfc3339(s.create_time)),
+        update_time: Some(rfc3339(s.update_time)),
+    })
 }
 
-fn store(state: &ApiState) -> ApiResult<&std::sync::Arc<RuleStore>> {
-    state.node.rule_store.as_ref().ok_or_else(|| {
+fn store(state: &ApiState) -> ApiResult<&std::sync::Arc<SharedRules>> {
+    state.node.shared_rules.as_ref().ok_or_else(|| {
         ApiError::unavailable(
             "no rule store is configured: add [rule_store] (or a storage target named \"default\") to the config",
         )
@@ -80,7 +75,7 @@ fn static_rule<'a>(state: &'a ApiState, domain: &str, app: &str) -> Option<&'a R
         .settings
         .static_rules
         .iter()
-        .find(|r| r.domain == domain && r.app == app)
+        .find(|r| r.domain() == domain && r.app() == app)
 }
 
 fn map_update(e: UpdateError<ApiError>) -> ApiError {
@@ -115,18 +110,22 @@ pub async fn list(
         .settings
         .static_rules
         .iter()
-        .filter(|r| keep(&r.domain, &r.app))
-        .map(|r| rule_json(&config_of(r), "config", None, true))
+        .filter(|r| keep(r.domain(), r.app()))
+        .map(config_json)
         .collect();
-    let doc = state.node.rule_store.as_ref().map(|s| s.doc());
+    let doc = state.node.shared_rules.as_ref().map(|s| s.doc());
     if let Some(doc) = &doc {
         let mut stored: Vec<&StoredRule> = doc
             .rules
             .iter()
-            .filter(|r| keep(&r.domain, &r.app))
+            .filter(|r| keep(&r.spec.domain, &r.spec.app))
             .collect();
         stored.sort_by(|a, b| {
-            (a.create_time, &a.domain, &a.app).cmp(&(b.create_time, &b.domain, &b.app))
+            (a.create_time, &a.spec.domain, &a.spec.app).cmp(&(
+                b.create_time,
+                &b.spec.domain,
+                &b.spec.app,
+            ))
         });
         items.extend(stored.into_iter().map(|s| stored_json(&state, s)));
     }
@@ -155,9 +154,9 @@ pub async fn get_one(
     Path((domain, app)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     if let Some(r) = static_rule(&state, &domain, &app) {
-        return Ok(Json(rule_json(&config_of(r), "config", None, true)));
+        return Ok(Json(config_json(r)));
     }
-    let doc = state.node.rule_store.as_ref().map(|s| s.doc());
+    let doc = state.node.shared_rules.as_ref().map(|s| s.doc());
     match doc.as_ref().and_then(|d| d.find(&domain, &app)) {
         Some(s) => Ok(Json(stored_json(&state, s))),
         None => Err(not_found(&domain, &app)),
@@ -188,15 +187,15 @@ fn required_string(body: &JsonObject, key: &str) -> ApiResult<String> {
     }
 }
 
-fn validate(state: &ApiState, cfg: &RuleConfig) -> ApiResult<Rule> {
-    config::validate_rule(cfg, "rule", &state.node.settings.storage)
+fn validate(state: &ApiState, spec: &RuleSpec) -> ApiResult<Rule> {
+    spec.validate("rule", |s| state.node.settings.storage.contains_key(s))
         .map_err(ApiError::from_rule_error)
 }
 
 /// `POST /api/v1/snapshot-configs`
 pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResult<Response> {
     body.only(CREATE_FIELDS)?;
-    let cfg = RuleConfig {
+    let cfg = RuleSpec {
         domain: required_string(&body, "domain")?,
         app: required_string(&body, "app")?,
         interval_secs: match body.int("interval_secs")? {
@@ -226,7 +225,7 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
     }
     let store = store(&state)?;
     let created = store
-        .update(&state.node, |doc, now| {
+        .update(|doc, now| {
             if doc.find(&cfg.domain, &cfg.app).is_some() {
                 return Err(ApiError::already_exists(format!(
                     "a snapshot config for domain {:?}, app {:?} exists",
@@ -234,13 +233,7 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
                 )));
             }
             let s = StoredRule {
-                domain: cfg.domain.clone(),
-                app: cfg.app.clone(),
-                interval_secs: cfg.interval_secs,
-                storage: cfg.storage.clone(),
-                overwrite_object: cfg.overwrite_object.clone(),
-                sequence_object: cfg.sequence_object.clone(),
-                callback: cfg.callback.clone(),
+                spec: cfg.clone(),
                 create_time: now,
                 update_time: now,
             };
@@ -249,11 +242,11 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         })
         .await
         .map_err(map_update)?;
-    tracing::info!(domain = %created.domain, app = %created.app, "snapshot config added");
+    tracing::info!(domain = %created.spec.domain, app = %created.spec.app, "snapshot config added");
     let location = format!(
         "/api/v1/snapshot-configs/{}/{}",
-        super::path_segment(&created.domain),
-        super::path_segment(&created.app)
+        super::path_segment(&created.spec.domain),
+        super::path_segment(&created.spec.app)
     );
     Ok((
         StatusCode::CREATED,
@@ -310,22 +303,23 @@ pub async fn update(
         Field::Value(v) => *slot = Some(v.clone()),
     };
     let updated = store
-        .update(&state.node, |doc, now| {
+        .update(|doc, now| {
             let i = doc
                 .position(&domain, &app)
                 .ok_or_else(|| not_found(&domain, &app))?;
             let old = doc.rules[i].clone();
             let mut new = old.clone();
+            let spec = &mut new.spec;
             if let Field::Value(n) = interval {
-                new.interval_secs = n;
+                spec.interval_secs = n;
             }
             if let Field::Value(s) = &storage {
-                new.storage = s.clone();
+                spec.storage = s.clone();
             }
-            set(&mut new.overwrite_object, &overwrite);
-            set(&mut new.sequence_object, &sequence);
-            set(&mut new.callback, &callback);
-            validate(&state, &new.to_config())?;
+            set(&mut spec.overwrite_object, &overwrite);
+            set(&mut spec.sequence_object, &sequence);
+            set(&mut spec.callback, &callback);
+            validate(&state, spec)?;
             new.update_time = now;
             doc.retire(&old, Some(&new), now);
             doc.rules[i] = new.clone();
@@ -349,7 +343,7 @@ pub async fn delete(
     }
     let store = store(&state)?;
     store
-        .update(&state.node, |doc, now| {
+        .update(|doc, now| {
             let i = doc
                 .position(&domain, &app)
                 .ok_or_else(|| not_found(&domain, &app))?;

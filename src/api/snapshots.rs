@@ -15,12 +15,12 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::listing::{self, Found, Range};
-use super::params::{format_time, Order, Params};
+use super::params::{Order, Params};
 use super::streams::stream_id;
 use super::ApiState;
-use crate::rules::template::Template;
-use crate::rules::ANY;
+use crate::clock::rfc3339;
+use crate::storage::catalog::{self, Found, Range};
+use crate::storage::template::Template;
 
 /// The longest range one query may cover.
 pub const MAX_RANGE_SECS: u64 = 86_400;
@@ -37,40 +37,15 @@ const PARAMS: &[&str] = &[
 
 /// (storage, template) pairs that may hold snapshots of streams of (domain, app).
 pub fn candidate_templates(state: &ApiState, domain: &str, app: &str) -> Vec<(String, Template)> {
-    let matches = |d: &str, a: &str| (d == ANY || d == domain) && (a == ANY || a == app);
-    let mut out: Vec<(String, Template)> = Vec::new();
-    let mut add = |storage: &str, t: Template| {
-        if !out
-            .iter()
-            .any(|(s, u)| s == storage && u.as_str() == t.as_str())
-        {
-            out.push((storage.to_string(), t));
-        }
-    };
-    for r in &state.node.settings.static_rules {
-        if let (true, Some(t)) = (matches(&r.domain, &r.app), &r.sequence_object) {
-            add(&r.storage, t.clone());
-        }
+    match &state.node.shared_rules {
+        Some(shared) => shared.sequence_templates(domain, app),
+        None => crate::rules::shared::sequence_templates(
+            &state.node.settings.static_rules,
+            None,
+            domain,
+            app,
+        ),
     }
-    if let Some(store) = &state.node.rule_store {
-        let doc = store.doc();
-        let stored = doc
-            .rules
-            .iter()
-            .filter_map(|r| Some((&r.domain, &r.app, &r.storage, r.sequence_object.as_ref()?)));
-        let retired = doc
-            .history
-            .iter()
-            .map(|h| (&h.domain, &h.app, &h.storage, &h.sequence_object));
-        for (d, a, storage, tpl) in stored.chain(retired) {
-            if matches(d, a) {
-                if let Ok(t) = Template::parse_sequential(tpl) {
-                    add(storage, t);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Cuts a page of at most `limit` items (more only when one second holds more) so
@@ -151,14 +126,7 @@ pub async fn query(
         let Some(target) = state.node.targets.get(storage) else {
             continue;
         };
-        let settings = state.node.settings.storage.get(storage);
-        let scheme = settings.map_or("", |s| s.scheme.as_str());
-        let fs_root = settings
-            .filter(|s| s.scheme == "fs")
-            .and_then(|s| s.options.get("root"))
-            .map(String::as_str);
-        let sorted = matches!(scheme, "s3" | "oss");
-        found.extend(listing::scan(target, fs_root, sorted, templates, &range).await?);
+        found.extend(catalog::scan(target, templates, &range).await?);
     }
     found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
     found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
@@ -170,7 +138,7 @@ pub async fn query(
         .collect();
     let described: Vec<_> = futures::stream::iter(jobs.into_iter().map(|(target, f)| async move {
         match target {
-            Some(t) => listing::describe(&t, &f).await,
+            Some(t) => catalog::describe(&t, &f).await,
             None => (f.size, None),
         }
     }))
@@ -184,7 +152,7 @@ pub async fn query(
             json!({
                 "key": f.key,
                 "storage": f.storage,
-                "create_time": format_time(f.unix),
+                "create_time": rfc3339(f.unix),
                 "width": dims.map(|d| d.0),
                 "height": dims.map(|d| d.1),
                 "size": size,
@@ -205,7 +173,7 @@ pub async fn query(
         } else {
             "next_end_time"
         };
-        body[key] = json!(format_time(next));
+        body[key] = json!(rfc3339(next));
     }
     Ok(Json(body))
 }

@@ -1,9 +1,8 @@
 //! Live streams of this node: list, describe, disconnect, newest picture, and an
 //! on-demand snapshot of the most recent keyframe.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -16,26 +15,16 @@ use opendal::ErrorKind;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::params::{format_time, Params};
+use super::params::Params;
 use super::ApiState;
-use crate::names;
-use crate::rules::template::Vars;
-use crate::rules::Rule;
-use crate::server::registry::LiveStream;
-use crate::snapshot::pool::{Renderer, Snapshot};
+use crate::clock::rfc3339;
+use crate::clock::unix_of;
+use crate::live::LiveStream;
+use crate::names::{self, StreamId};
+use crate::snapshot::render::Renderer;
 use crate::snapshot::stats::StreamStats;
-use crate::snapshot::store::{StoreTask, StreamId};
-
-fn rule_summary(r: &Rule) -> Value {
-    json!({
-        "domain": r.domain,
-        "app": r.app,
-        "interval_secs": r.interval_secs,
-        "storage": r.storage,
-        "overwrite_object": r.overwrite_object.as_ref().map(|t| t.as_str()),
-        "sequence_object": r.sequence_object.as_ref().map(|t| t.as_str()),
-    })
-}
+use crate::snapshot::writer::{Snapshot, SnapshotWriter, WriterContext};
+use crate::storage::template::Vars;
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -53,16 +42,13 @@ pub fn stream_json(s: &LiveStream) -> Value {
     let bitrate_kbps = (media_ms > 0).then(|| round2(g(&st.bytes) as f64 * 8.0 / media_ms as f64));
     let info = s.info().clone();
     let last = g(&st.last_snapshot_unix);
-    let started = s
-        .started
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let started = unix_of(s.started);
     json!({
         "domain": s.id.domain,
         "app": s.id.app,
         "stream": s.id.stream,
         "peer": s.peer.to_string(),
-        "start_time": format_time(started),
+        "start_time": rfc3339(started),
         "video": {
             "codec": info.codec,
             "width": (info.width > 0).then_some(info.width),
@@ -71,7 +57,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
             "bitrate_kbps": bitrate_kbps,
             "keyframe_interval_ms": info.keyframe_interval_ms,
         },
-        "rule": s.rule.as_deref().map(rule_summary),
+        "rule": s.rule.as_deref().map(|r| &r.spec),
         "snapshots": {
             "taken": g(&st.stored),
             "dropped": g(&st.dropped_busy) + g(&st.dropped_backlog),
@@ -83,7 +69,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
             "failed_store": g(&st.failed_store),
             "skipped_existing": g(&st.skipped_existing),
         },
-        "last_snapshot_time": (last > 0).then(|| format_time(last)),
+        "last_snapshot_time": (last > 0).then(|| rfc3339(last)),
         "keyframes": g(&st.keyframes),
         "bytes": g(&st.bytes),
     })
@@ -102,11 +88,7 @@ pub(super) fn stream_id(domain: String, app: String, stream: String) -> ApiResul
     names::validate_app(&app).map_err(|e| ApiError::invalid("app", format!("{app:?} {e}")))?;
     names::validate_stream(&stream)
         .map_err(|e| ApiError::invalid("stream", format!("{stream:?} {e}")))?;
-    Ok(StreamId {
-        domain,
-        app,
-        stream,
-    })
+    Ok(StreamId::new(domain, app, stream))
 }
 
 fn live(state: &ApiState, id: &StreamId) -> ApiResult<Arc<LiveStream>> {
@@ -183,7 +165,7 @@ fn image(
         h.insert(header::ETAG, v);
     }
     h.insert("x-livesnap-source", HeaderValue::from_static(source));
-    if let Some(t) = snapshot_unix.and_then(|t| HeaderValue::from_str(&format_time(t)).ok()) {
+    if let Some(t) = snapshot_unix.and_then(|t| HeaderValue::from_str(&rfc3339(t)).ok()) {
         h.insert("x-livesnap-snapshot-time", t);
     }
     if etag_matches(headers, etag) {
@@ -220,7 +202,11 @@ pub async fn latest(
     let no_image = || ApiError::not_found(format!("no snapshot of {id} is available"));
     let rule = rule.ok_or_else(no_image)?;
     let template = rule.overwrite_object.as_ref().ok_or_else(no_image)?;
-    let target = state.node.targets.get(&rule.storage).ok_or_else(no_image)?;
+    let target = state
+        .node
+        .targets
+        .get(rule.storage())
+        .ok_or_else(no_image)?;
     let key = template
         .render(&Vars {
             domain: &id.domain,
@@ -236,7 +222,7 @@ pub async fn latest(
         Err(e) => {
             return Err(ApiError::unavailable(format!(
                 "storage {:?}: stat {key:?}: {e}",
-                rule.storage
+                rule.storage()
             )))
         }
     };
@@ -262,7 +248,7 @@ pub async fn latest(
         Err(e) => {
             return Err(ApiError::unavailable(format!(
                 "storage {:?}: read {key:?}: {e}",
-                rule.storage
+                rule.storage()
             )))
         }
     };
@@ -297,58 +283,54 @@ pub async fn snapshot(
     let quality = state.node.settings.quality;
     let max_pixels = state.node.settings.limits.max_picture_pixels;
     let started = Instant::now();
-    let (jpeg, width, height) = tokio::task::spawn_blocking(move || {
+    let pic = tokio::task::spawn_blocking(move || {
         Renderer::new(quality, max_pixels).render(&body, &config)
     })
     .await
     .map_err(|e| ApiError::internal(format!("snapshot worker: {e}")))?
     .map_err(|e| ApiError::internal(format!("keyframe of {id} gave no picture: {e}")))?;
     tracing::debug!(stream = %id, ms = started.elapsed().as_millis() as u64, "on-demand snapshot rendered");
-    let unix_ts = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let unix_ts = state.node.clock.now_unix();
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-livesnap-width", HeaderValue::from(width));
-    h.insert("x-livesnap-height", HeaderValue::from(height));
+    h.insert("x-livesnap-width", HeaderValue::from(pic.width));
+    h.insert("x-livesnap-height", HeaderValue::from(pic.height));
     if let (true, Some(rule)) = (store, rule) {
         let target = state
             .node
             .targets
-            .get(&rule.storage)
+            .get(rule.storage())
             .cloned()
             .ok_or_else(|| {
-                ApiError::unavailable(format!("storage {:?} is not configured", rule.storage))
+                ApiError::unavailable(format!("storage {:?} is not configured", rule.storage()))
             })?;
         // Counted apart from the stream's schedule (its due/finished stay balanced).
-        let stats = Arc::new(StreamStats::default());
-        let mut task = StoreTask::new(
-            id.clone(),
-            rule.clone(),
-            target,
-            stats.clone(),
-            stream.latest.clone(),
-            state.node.metrics.clone(),
-            state.node.notify.clone(),
-        );
-        task.store(Snapshot {
-            jpeg: jpeg.clone(),
-            width,
-            height,
-            unix_ts,
-            arrived: started,
-        })
-        .await;
-        if stats.stored.load(Ordering::Relaxed) == 0 {
+        let cx = WriterContext {
+            metrics: state.node.metrics.clone(),
+            notify: state.node.notify.clone(),
+            stats: Arc::new(StreamStats::default()),
+            latest: stream.latest.clone(),
+        };
+        let storage = rule.storage().to_string();
+        let mut writer = SnapshotWriter::new(id.clone(), rule, target, cx);
+        let stored = writer
+            .store(Snapshot {
+                jpeg: pic.jpeg.clone(),
+                width: pic.width,
+                height: pic.height,
+                unix_ts,
+                arrived: started,
+            })
+            .await;
+        if stored.is_none() {
             return Err(ApiError::unavailable(format!(
-                "the snapshot of {id} could not be stored in {:?} (see the node's log)",
-                rule.storage
+                "the snapshot of {id} could not be stored in {storage:?} (see the node's log)"
             )));
         }
         h.insert("x-livesnap-stored", HeaderValue::from_static("true"));
     }
-    Ok((StatusCode::OK, h, Body::from(jpeg)).into_response())
+    Ok((StatusCode::OK, h, Body::from(pic.jpeg)).into_response())
 }
 
 #[cfg(test)]

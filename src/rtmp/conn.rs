@@ -13,21 +13,20 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::Instrument;
 
-use crate::auth;
-use crate::ingest::IngestStream;
+use crate::admission::{self, Refusal, Refused};
+use crate::ingest::{self, Ingest};
 use crate::names;
+use crate::node::Node;
 use crate::rtmp::framing::FramingLimits;
-use crate::rtmp::listener::ConnSlot;
+use crate::rtmp::limits::{ConnLimits, ConnPermit};
 use crate::rtmp::session::{Event, Session, SessionError, SessionLimits};
-use crate::server::Node;
-use crate::snapshot::store::StreamId;
 
 const READ_BUF: usize = 16 * 1024;
 
 /// While a connection publishes, the kernel wakes its task only once this many bytes are
 /// queued (`SO_RCVLOWAT`; about 30 ms of a 4 Mbit/s stream) instead of once per RTMP
-/// message: ingest CPU fell by 60 % with it (docs/performance.md). Bytes below the mark
-/// are read by the [`DRAIN_TICK`], so nothing waits longer than that.
+/// message, which cuts ingest CPU (measured in docs/performance.md). Bytes below the
+/// mark are read by the [`DRAIN_TICK`], so nothing waits longer than that.
 const PUBLISH_RCVLOWAT: usize = READ_BUF;
 /// How often a publishing connection reads whatever is queued below the low-water mark.
 const DRAIN_TICK: std::time::Duration = std::time::Duration::from_millis(200);
@@ -49,8 +48,8 @@ pub enum ConnError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Session(#[from] SessionError),
-    #[error("publish rejected: {message}")]
-    Rejected { refusal: Refusal, message: String },
+    #[error("publish rejected: {0}")]
+    Rejected(Refused),
     #[error("disconnected by the node")]
     Kicked,
     #[error(
@@ -72,39 +71,20 @@ impl ConnError {
             ConnError::Session(SessionError::Framing(_)) => "framing",
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
             ConnError::Session(_) => "protocol",
-            ConnError::Rejected { refusal, .. } => refusal.metric_reason(),
+            ConnError::Rejected(r) => r.refusal.metric_reason(),
             ConnError::Io(_) | ConnError::Kicked => return None,
         })
     }
 }
 
-/// Why a publish was refused: the status code sent and the metric reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    BadName,
-    Unauthorized,
-    Duplicate,
-}
-
-impl Refusal {
-    fn status_code(self) -> &'static str {
-        match self {
-            Refusal::BadName | Refusal::Duplicate => "NetStream.Publish.BadName",
-            Refusal::Unauthorized => "NetStream.Publish.Unauthorized",
-        }
-    }
-
-    fn metric_reason(self) -> &'static str {
-        match self {
-            Refusal::BadName => "bad_name",
-            Refusal::Unauthorized => "unauthorized",
-            Refusal::Duplicate => "duplicate",
-        }
-    }
-}
-
 /// Runs a connection to its end and logs how it ended.
-pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+pub async fn run(
+    node: Arc<Node>,
+    limits: Arc<ConnLimits>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+) {
     let span = tracing::info_span!(
         "rtmp",
         %peer,
@@ -113,8 +93,7 @@ pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: Con
         stream = tracing::field::Empty
     );
     let metrics = node.metrics.clone();
-    let this_node = node.clone();
-    let fut = AssertUnwindSafe(serve(node, socket, peer)).catch_unwind();
+    let fut = AssertUnwindSafe(serve(node, &limits, socket, peer)).catch_unwind();
     match fut.instrument(span.clone()).await {
         Ok(Ok(())) => span.in_scope(|| tracing::debug!("connection closed")),
         Ok(Err(ConnError::Io(e))) if is_reset(&e) => {
@@ -125,21 +104,17 @@ pub async fn run(node: Arc<Node>, socket: TcpStream, peer: SocketAddr, slot: Con
                 metrics.rejected(why);
             }
             // Peers choose how often this happens: within a budget, then counted only.
-            if let Some(suppressed) = this_node.conn_limits.warnings.take() {
+            if let Some(suppressed) = limits.warnings.take() {
                 span.in_scope(|| tracing::warn!(reason = %e, suppressed, "connection closed"))
             }
         }
         Err(p) => {
             metrics.rejected("panic");
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let msg = crate::util::panic_message(p.as_ref());
             span.in_scope(|| tracing::error!(panic = %msg, "connection task panicked; closed"));
         }
     }
-    drop(slot);
+    drop(permit);
 }
 
 fn is_reset(e: &std::io::Error) -> bool {
@@ -196,20 +171,25 @@ async fn handshake(
     }
 }
 
-async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Result<(), ConnError> {
+async fn serve(
+    node: Arc<Node>,
+    limits: &ConnLimits,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), ConnError> {
     let s = &node.settings;
     // A small buffer for the handshake; the full one only for peers that finish it.
     let mut hs_buf = [0u8; 2048];
-    let (slot, evicted) = node.conn_limits.handshakes.enter();
+    let (ticket, evicted) = limits.handshakes.enter();
     if evicted {
         tracing::debug!("handshake table full: evicted the oldest handshake in progress");
     }
     let remaining = tokio::select! {
         r = handshake(&mut socket, &mut hs_buf, s.handshake_timeout) => r?,
-        _ = slot.evicted.cancelled() => return Err(ConnError::HandshakeEvicted),
+        _ = ticket.evicted.cancelled() => return Err(ConnError::HandshakeEvicted),
         _ = node.shutdown.cancelled() => return Ok(()),
     };
-    drop(slot);
+    drop(ticket);
     let mut buf = vec![0u8; READ_BUF];
     let limits = SessionLimits {
         framing: FramingLimits {
@@ -224,7 +204,6 @@ async fn serve(node: Arc<Node>, mut socket: TcpStream, peer: SocketAddr) -> Resu
         session: Session::new(limits)?,
         peer,
         stream: None,
-        app: None,
     };
     let mut events = Vec::new();
     conn.session.handle(&remaining, &mut events)?;
@@ -335,50 +314,11 @@ fn read_below_mark(_socket: &TcpStream, _buf: &mut [u8]) -> std::io::Result<usiz
     Err(std::io::ErrorKind::WouldBlock.into())
 }
 
-/// Asks the `on_publish` hook: 2xx allows; anything else, or no answer in 3 s, denies.
-async fn on_publish_hook(
-    url: &str,
-    name: &names::PublishName,
-    peer: SocketAddr,
-) -> Result<(), String> {
-    let body = serde_json::json!({
-        "action": "publish",
-        "domain": name.domain,
-        "app": name.app,
-        "stream": name.stream,
-        "query": name.query,
-        "peer": peer.to_string(),
-    });
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&body).unwrap_or_default())
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_string()
-            } else {
-                format!("failed: {e}")
-            }
-        })?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {}", resp.status().as_u16()))
-    }
-}
-
 struct Conn {
     node: Arc<Node>,
     session: Session,
     peer: SocketAddr,
-    stream: Option<IngestStream>,
-    app: Option<String>,
+    stream: Option<Ingest>,
 }
 
 impl Conn {
@@ -409,7 +349,6 @@ impl Conn {
                 }
                 Event::Connected { app, tc_url } => {
                     tracing::debug!(app = %names::escape(&app), tc_url = ?tc_url.as_deref().map(names::escape), "connect");
-                    self.app = Some(app);
                 }
                 Event::PublishRequested { app, stream_key } => {
                     self.on_publish(&app, &stream_key).await?
@@ -423,55 +362,34 @@ impl Conn {
         Ok(())
     }
 
-    fn reject(&mut self, refusal: Refusal, message: String) -> Result<(), ConnError> {
+    fn reject(&mut self, refused: Refused) -> Result<(), ConnError> {
         self.session
-            .reject_publish(refusal.status_code(), &message)?;
-        Err(ConnError::Rejected { refusal, message })
+            .reject_publish(refused.refusal.status_code(), &refused.message)?;
+        Err(ConnError::Rejected(refused))
     }
 
     async fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
-        let name = match names::publish_name(app, stream_key, self.session.tc_url()) {
-            Ok(n) => n,
-            Err(e) => return self.reject(Refusal::BadName, e.to_string()),
+        let req = match names::publish_request(app, stream_key, self.session.tc_url()) {
+            Ok(r) => r,
+            Err(e) => return self.reject(Refused::new(Refusal::BadName, e.to_string())),
         };
         let span = tracing::Span::current();
-        span.record("domain", name.domain.as_str());
-        span.record("app", name.app.as_str());
-        span.record("stream", name.stream.as_str());
-        if let Some(entry) = auth::entry_for(&self.node.settings.auth, &name.domain) {
-            let now = crate::notify::unix_now();
-            if let Err(e) = auth::check(
-                entry,
-                &name.app,
-                &name.stream,
-                &name.query,
-                self.session.tc_url(),
-                now,
-            ) {
-                return self.reject(Refusal::Unauthorized, format!("unauthorized: {e}"));
-            }
+        span.record("domain", req.id.domain.as_str());
+        span.record("app", req.id.app.as_str());
+        span.record("stream", req.id.stream.as_str());
+        if let Err(refused) =
+            admission::check(&self.node, &req, self.session.tc_url(), self.peer).await
+        {
+            return self.reject(refused);
         }
-        if let Some(url) = self.node.settings.on_publish.clone() {
-            if let Err(why) = on_publish_hook(&url, &name, self.peer).await {
-                return self.reject(
-                    Refusal::Unauthorized,
-                    format!("unauthorized: on_publish hook {why}"),
-                );
-            }
-        }
-        let id = StreamId {
-            domain: name.domain,
-            app: name.app,
-            stream: name.stream,
-        };
-        match IngestStream::start(&self.node, id, self.peer) {
+        match Ingest::start(&self.node, req.id, self.peer) {
             Ok(st) => {
                 self.session.accept_publish()?;
                 self.stream = Some(st);
                 Ok(())
             }
-            Err(e @ crate::ingest::StartError::Duplicate(_)) => {
-                self.reject(Refusal::Duplicate, e.to_string())
+            Err(e @ ingest::StartError::Duplicate(_)) => {
+                self.reject(Refused::new(Refusal::Duplicate, e.to_string()))
             }
         }
     }

@@ -1,9 +1,11 @@
-//! RTMP ingest: the listener and per-connection task (`listener`, `conn`), our bounded
-//! chunk framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
-//! (`session`) that turns rml_rtmp events into publish/media events.
+//! RTMP: the accept loop and its connection limits (`listener`, `limits`), the
+//! per-connection task that moves bytes (`conn`), our bounded chunk framing layer
+//! (`framing`, `amf`) that guards rml_rtmp, and the session glue (`session`) that turns
+//! rml_rtmp events into publish/media events without doing I/O.
 
 pub mod amf;
 pub mod conn;
 pub mod framing;
+pub mod limits;
 pub mod listener;
 pub mod session;

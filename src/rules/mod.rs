@@ -1,32 +1,52 @@
-//! Snapshot rules: the validated model and the lookup that picks the rule for a
-//! publish. A rule is keyed by (domain, app), each a name or `*`; the most specific
-//! match wins: (domain, app) → (domain, *) → (*, app) → (*, *).
+//! Snapshot rules: the shape a rule is written in and its validation (`spec`), the
+//! validated [`Rule`], the lookup that picks the rule for a publish ([`RuleSet`]), the
+//! rules in force on this node ([`RuleBook`]) and the rule document shared by every
+//! node (`shared`).
+//!
+//! A rule is keyed by (domain, app), each a name or `*`; the most specific match wins:
+//! (domain, app) → (domain, *) → (*, app) → (*, *). A publish takes its rule once, at
+//! its start; this module never touches live streams.
 
-pub mod store;
-pub mod template;
+pub mod shared;
+pub mod spec;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use template::{Template, Var};
+use crate::storage::template::{Template, Var};
+pub use spec::RuleSpec;
 
-/// The wildcard for a rule's domain or app.
-pub const ANY: &str = "*";
+pub use crate::names::ANY;
 
 /// A validated snapshot rule, immutable once built.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
-    pub domain: String,
-    pub app: String,
+    /// The rule as written (what the API shows and the rule document stores).
+    pub spec: RuleSpec,
     pub interval_secs: u32,
-    pub storage: String,
     pub overwrite_object: Option<Template>,
     pub sequence_object: Option<Template>,
-    /// URL receiving a POST for each stored snapshot.
-    pub callback: Option<String>,
 }
 
 impl Rule {
+    pub fn domain(&self) -> &str {
+        &self.spec.domain
+    }
+
+    pub fn app(&self) -> &str {
+        &self.spec.app
+    }
+
+    /// The name of the storage target the rule writes to.
+    pub fn storage(&self) -> &str {
+        &self.spec.storage
+    }
+
+    /// URL receiving a POST for each stored snapshot.
+    pub fn callback(&self) -> Option<&str> {
+        self.spec.callback.as_deref()
+    }
+
     /// Whether the sequence template counts with `{Sequence}` (which must then continue
     /// from what is already stored).
     pub fn uses_sequence(&self) -> bool {
@@ -36,7 +56,7 @@ impl Rule {
     }
 }
 
-/// All rules in force, with O(1) lookup.
+/// A set of rules with O(1) lookup.
 #[derive(Debug, Default, Clone)]
 pub struct RuleSet {
     by_key: HashMap<(String, String), Arc<Rule>>,
@@ -48,7 +68,7 @@ impl RuleSet {
         RuleSet {
             by_key: rules
                 .into_iter()
-                .map(|r| ((r.domain.clone(), r.app.clone()), Arc::new(r)))
+                .map(|r| ((r.spec.domain.clone(), r.spec.app.clone()), Arc::new(r)))
                 .collect(),
         }
     }
@@ -71,35 +91,65 @@ impl RuleSet {
     }
 }
 
+/// The rules in force on this node, replaced as a whole when the shared document
+/// changes. Cheap to read: a publish takes an `Arc` of the set at its start.
+#[derive(Debug, Default)]
+pub struct RuleBook {
+    current: RwLock<Arc<RuleSet>>,
+}
+
+impl RuleBook {
+    pub fn new(rules: RuleSet) -> RuleBook {
+        RuleBook {
+            current: RwLock::new(Arc::new(rules)),
+        }
+    }
+
+    /// The rules in force now.
+    pub fn get(&self) -> Arc<RuleSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the rules; live streams keep theirs until they publish again.
+    pub fn set(&self, rules: RuleSet) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rule(domain: &str, app: &str, interval: u32) -> Rule {
-        Rule {
+    fn rule(domain: &str, app: &str, interval: i64) -> Rule {
+        RuleSpec {
             domain: domain.into(),
             app: app.into(),
             interval_secs: interval,
             storage: "default".into(),
-            overwrite_object: Some(Template::parse("{AppName}/{StreamName}.jpg").unwrap()),
+            overwrite_object: Some("{AppName}/{StreamName}.jpg".into()),
             sequence_object: None,
             callback: None,
         }
+        .validate("rule", |_| true)
+        .unwrap()
     }
 
     #[test]
     fn most_specific_rule_wins() {
         let set = RuleSet::new([
-            rule("*", "*", 1),
-            rule("*", "live", 2),
-            rule("a.com", "*", 3),
-            rule("a.com", "live", 4),
+            rule("*", "*", 5),
+            rule("*", "live", 6),
+            rule("a.com", "*", 7),
+            rule("a.com", "live", 8),
         ]);
         let iv = |d, a| set.lookup(d, a).map(|r| r.interval_secs);
-        assert_eq!(iv("a.com", "live"), Some(4));
-        assert_eq!(iv("a.com", "other"), Some(3));
-        assert_eq!(iv("b.com", "live"), Some(2));
-        assert_eq!(iv("b.com", "other"), Some(1));
+        assert_eq!(iv("a.com", "live"), Some(8));
+        assert_eq!(iv("a.com", "other"), Some(7));
+        assert_eq!(iv("b.com", "live"), Some(6));
+        assert_eq!(iv("b.com", "other"), Some(5));
     }
 
     #[test]
@@ -119,5 +169,14 @@ mod tests {
         assert!(!r.uses_sequence());
         r.sequence_object = Some(Template::parse("{StreamName}/{Sequence}.jpg").unwrap());
         assert!(r.uses_sequence());
+    }
+
+    #[test]
+    fn the_book_swaps_whole_sets() {
+        let book = RuleBook::new(RuleSet::new([rule("*", "*", 5)]));
+        let before = book.get();
+        book.set(RuleSet::default());
+        assert_eq!(before.len(), 1, "a reader keeps the set it took");
+        assert!(book.get().is_empty());
     }
 }

@@ -1,9 +1,12 @@
-//! Snapshot pipeline: when a keyframe is due (`scheduler`), decode it with openh264
-//! (`decode`), encode it with mozjpeg (`encode`), on a bounded worker pool (`pool`).
+//! The snapshot pipeline: when a keyframe is due (`scheduler`), the bounded worker
+//! `pool` renders it (`render`: decode with openh264 in `decode`, encode with mozjpeg in
+//! `encode`), and the stream's `writer` stores it. `stats` are the per-stream counters
+//! all of them update.
 
 pub mod decode;
 pub mod encode;
 pub mod pool;
+pub mod render;
 pub mod scheduler;
 pub mod stats;
-pub mod store;
+pub mod writer;

@@ -69,7 +69,7 @@ impl TestServer {
         }
     }
 
-    pub fn node(&self) -> &std::sync::Arc<livesnap::server::Node> {
+    pub fn node(&self) -> &std::sync::Arc<livesnap::node::Node> {
         &self.running.as_ref().expect("running").node
     }
 }
@@ -447,7 +447,7 @@ pub async fn publish_fixture_to(addr: SocketAddr, app: &str, stream: &str, file:
 }
 
 /// Snapshots stored so far by the first live stream (0 when none is live).
-pub fn first_stream_stored(node: &livesnap::server::Node) -> u64 {
+pub fn first_stream_stored(node: &livesnap::node::Node) -> u64 {
     node.registry.list().first().map_or(0, |s| {
         livesnap::snapshot::stats::StreamStats::get(&s.stats.stored)
     })

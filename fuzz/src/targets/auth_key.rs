@@ -113,15 +113,15 @@ fn round_trip(
     let (app_sent, stream_sent) = path.rsplit_once('/').expect("app/stream");
     let tc_url = format!("rtmp://{host}/{app_sent}");
     let stream_key = format!("{stream_sent}?{query}");
-    let Ok(name) = names::publish_name(app_sent, &stream_key, Some(&tc_url)) else {
+    let Ok(req) = names::publish_request(app_sent, &stream_key, Some(&tc_url)) else {
         // A vhost= in the user's query that is not a valid domain.
         return;
     };
     let result = auth::check(
         entry,
-        &name.app,
-        &name.stream,
-        &name.query,
+        &req.id.app,
+        &req.id.stream,
+        &req.query,
         Some(&tc_url),
         now,
     );

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 use livesnap::media::avc;
-use livesnap::snapshot::pool::{JobError, Renderer};
+use livesnap::snapshot::render::{RenderError, Renderer};
 
 /// Pixel cap of the fuzzed renderer (a 1280x720 picture fits; 1080p does not).
 pub const MAX_PIXELS: u64 = 1 << 20;
@@ -30,7 +30,8 @@ pub fn run(data: &[u8]) {
     };
     let mut renderer = Renderer::new(75, MAX_PIXELS);
     match renderer.render(&Bytes::copy_from_slice(au), &config) {
-        Ok((jpeg, width, height)) => {
+        Ok(pic) => {
+            let (jpeg, width, height) = (pic.jpeg, pic.width, pic.height);
             assert!(width > 0 && height > 0, "{width}x{height}");
             assert!(u64::from(width) * u64::from(height) <= MAX_PIXELS);
             assert!(
@@ -38,7 +39,7 @@ pub fn run(data: &[u8]) {
                 "not a JPEG"
             );
         }
-        Err(JobError::Panicked(message)) => panic!("the renderer caught a panic: {message}"),
+        Err(RenderError::Panicked(message)) => panic!("the renderer caught a panic: {message}"),
         Err(_) => {}
     }
 }

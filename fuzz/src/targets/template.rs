@@ -12,7 +12,7 @@
 //! that render the same key, and starts with its `list_prefix`.
 
 use livesnap::names;
-use livesnap::rules::template::{Template, Vars, MAX_KEY_LEN};
+use livesnap::storage::template::{Template, Vars, MAX_KEY_LEN};
 
 use super::input::fields;
 

@@ -1,10 +1,11 @@
-//! Finding a stream's stored snapshots in a time range, from storage alone (so every
-//! node gives the same answer), fast enough for a stream with 100,000 of them.
+//! What is stored: a stream's snapshots in a time range (from storage alone, so every
+//! node gives the same answer, fast enough for a stream with 100,000 of them), their
+//! sizes and picture dimensions, and the highest `{Sequence}` of a stream.
 //!
 //! - **fs**: the folder under the template's list prefix is read directly with
-//!   `std::fs::read_dir` on a blocking thread, names only. opendal's fs lister stats
-//!   every entry (measured 1.7–3.9 s per 100,000 files against 50–150 ms for the
-//!   names alone); only the entries of the answer are stat'ed afterwards.
+//!   `std::fs::read_dir` on a blocking thread, names only (opendal's fs lister stats
+//!   every entry, which is slow on large folders; see `docs/performance.md`); only the
+//!   entries of the answer are stat'ed afterwards.
 //! - **S3 / OSS** (lexicographically sorted listings): a template whose first
 //!   per-snapshot variable is `{UnixTimestamp}` renders keys that sort by time while
 //!   timestamps have 10 digits (2001–2286), so the listing starts after
@@ -20,9 +21,10 @@ use std::path::Path;
 use futures::TryStreamExt;
 use opendal::{EntryMode, ErrorKind};
 
-use super::error::ApiError;
-use crate::rules::template::{Template, Var};
-use crate::storage::{Target, FS_TMP_DIR};
+use super::dir_cache::DirCache;
+use super::image_header;
+use super::template::{Template, Var};
+use super::{Listing, StorageError, Target, FS_TMP_DIR};
 
 /// A stored snapshot of the queried stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +56,9 @@ const TEN_DIGITS: std::ops::Range<u64> = 1_000_000_000..10_000_000_000;
 /// Every snapshot of `templates` (all on `target`) in the range, unsorted.
 pub async fn scan(
     target: &Target,
-    fs_root: Option<&str>,
-    sorted_listing: bool,
     templates: &[Template],
     r: &Range<'_>,
-) -> Result<Vec<Found>, ApiError> {
+) -> Result<Vec<Found>, StorageError> {
     let mut by_prefix: Vec<(String, Vec<Template>)> = Vec::new();
     for t in templates {
         let p = t.list_prefix(r.domain, r.app, r.stream);
@@ -69,14 +69,18 @@ pub async fn scan(
     }
     let mut out = Vec::new();
     for (prefix, tpls) in by_prefix {
-        if let Some(root) = fs_root {
-            out.extend(scan_fs(target, root, &prefix, tpls, r).await?);
-        } else if sorted_listing {
-            for t in tpls {
-                out.extend(scan_listing(target, &prefix, std::slice::from_ref(&t), r, true).await?);
+        match &target.listing {
+            Listing::Folder { root, cache } => {
+                out.extend(scan_fs(target, root, cache, &prefix, tpls, r).await?)
             }
-        } else {
-            out.extend(scan_listing(target, &prefix, &tpls, r, false).await?);
+            Listing::Sorted => {
+                for t in tpls {
+                    out.extend(
+                        scan_listing(target, &prefix, std::slice::from_ref(&t), r, true).await?,
+                    );
+                }
+            }
+            Listing::Plain => out.extend(scan_listing(target, &prefix, &tpls, r, false).await?),
         }
     }
     Ok(out)
@@ -103,12 +107,13 @@ fn key_time(templates: &[Template], key: &str, r: &Range<'_>) -> Result<Option<u
 
 async fn scan_fs(
     target: &Target,
-    root: &str,
+    root: &Path,
+    cache: &std::sync::Arc<DirCache>,
     prefix: &str,
     templates: Vec<Template>,
     r: &Range<'_>,
-) -> Result<Vec<Found>, ApiError> {
-    let dir = Path::new(root).join(prefix);
+) -> Result<Vec<Found>, StorageError> {
+    let dir = root.join(prefix);
     // A cheap test on each name of the prefix folder, when every template puts a
     // 10-digit {UnixTimestamp} right after a fixed part of that name.
     let filter: Option<Vec<String>> = if TEN_DIGITS.contains(&r.start)
@@ -131,8 +136,18 @@ async fn scan_fs(
         r.start,
         r.end,
     );
+    let failed = {
+        let (storage, path) = (target.name.clone(), dir.display().to_string());
+        move |message: String| StorageError::Listing {
+            storage: storage.clone(),
+            path: path.clone(),
+            message,
+        }
+    };
+    let in_task = failed.clone();
     let prefix = prefix.to_string();
     let storage = target.name.clone();
+    let cache = cache.clone();
     tokio::task::spawn_blocking(move || {
         let (d, a, s, start, end) = &owned;
         let r = Range {
@@ -147,15 +162,14 @@ async fn scan_fs(
             templates: &templates,
             range: &r,
             storage: &storage,
+            cache: &cache,
         };
         walk.dir(&dir, &prefix, filter.as_deref(), &mut out)
-            .map_err(|e| {
-                ApiError::unavailable(format!("storage {storage:?}: listing {dir:?}: {e}"))
-            })?;
+            .map_err(|e| in_task(e.to_string()))?;
         Ok(out)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("listing task: {e}")))?
+    .map_err(|e| failed(format!("listing task: {e}")))?
 }
 
 /// Whether `name` is `rest` followed by a 10-digit timestamp in the range (and then
@@ -179,6 +193,7 @@ struct Walk<'a> {
     templates: &'a [Template],
     range: &'a Range<'a>,
     storage: &'a str,
+    cache: &'a DirCache,
 }
 
 impl Walk<'_> {
@@ -189,7 +204,7 @@ impl Walk<'_> {
         filter: Option<&[String]>,
         out: &mut Vec<Found>,
     ) -> std::io::Result<()> {
-        let Some(entries) = dir_cache::read(dir)? else {
+        let Some(entries) = self.cache.read(dir)? else {
             return Ok(());
         };
         for (name, is_dir) in entries.iter() {
@@ -240,96 +255,13 @@ impl Walk<'_> {
     }
 }
 
-/// The names in recently listed folders, reused while the folder's modification time
-/// is unchanged: reading 100,000 names costs ≈ 45 ms, checking the time one stat.
-///
-/// A listing is kept only when it was taken at least 2 s after the folder's
-/// modification time, so that a change within the same tick of a coarse clock (1 s on
-/// some file systems) cannot hide behind an unchanged time.
-mod dir_cache {
-    use std::collections::HashMap;
-    use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant, SystemTime};
-
-    /// Folders kept at most (the least recently used goes first).
-    const CAPACITY: usize = 8;
-    const SETTLED: Duration = Duration::from_secs(2);
-
-    pub type Entries = Arc<Vec<(String, bool)>>;
-
-    struct Cached {
-        mtime: SystemTime,
-        entries: Entries,
-        used: Instant,
-    }
-
-    static CACHE: Mutex<Option<HashMap<PathBuf, Cached>>> = Mutex::new(None);
-
-    /// The (name, is folder) entries of `dir`; `None` when it does not exist.
-    pub fn read(dir: &Path) -> std::io::Result<Option<Entries>> {
-        let mtime = match std::fs::metadata(dir) {
-            Ok(m) => m.modified()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        {
-            let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = cache.get_or_insert_with(HashMap::new).get_mut(dir) {
-                if c.mtime == mtime {
-                    c.used = Instant::now();
-                    return Ok(Some(c.entries.clone()));
-                }
-            }
-        }
-        let listed_at = SystemTime::now();
-        let mut entries = Vec::new();
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        for entry in rd {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            let is_dir = entry.file_type()?.is_dir();
-            entries.push((name, is_dir));
-        }
-        let entries = Arc::new(entries);
-        if listed_at.duration_since(mtime).is_ok_and(|d| d >= SETTLED) {
-            let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-            let map = cache.get_or_insert_with(HashMap::new);
-            if map.len() >= CAPACITY && !map.contains_key(dir) {
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, c)| c.used)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
-            }
-            map.insert(
-                dir.to_path_buf(),
-                Cached {
-                    mtime,
-                    entries: entries.clone(),
-                    used: Instant::now(),
-                },
-            );
-        }
-        Ok(Some(entries))
-    }
-}
-
 async fn scan_listing(
     target: &Target,
     prefix: &str,
     templates: &[Template],
     r: &Range<'_>,
     sorted: bool,
-) -> Result<Vec<Found>, ApiError> {
+) -> Result<Vec<Found>, StorageError> {
     let path = if prefix.is_empty() { "/" } else { prefix };
     // One template on a sorted listing: a key range by timestamp when it can.
     let bounds = match (sorted, templates) {
@@ -343,9 +275,7 @@ async fn scan_listing(
         }
         _ => None,
     };
-    let fail = |e: opendal::Error| {
-        ApiError::unavailable(format!("storage {:?}: listing {path:?}: {e}", target.name))
-    };
+    let fail = |e: opendal::Error| target.err("list", path, e);
     let mut lister = target.op.lister_with(path).recursive(true);
     if let Some((after, _)) = &bounds {
         lister = lister.start_after(after);
@@ -409,68 +339,44 @@ pub async fn describe(target: &Target, f: &Found) -> (Option<u64>, Option<(u16, 
         Err(e) if e.kind() == ErrorKind::NotFound => return (size, None),
         Err(_) => return (size, None),
     };
-    (size, jpeg_dimensions(&head))
+    (size, image_header::dimensions(&head))
 }
-
-/// Width and height from a JPEG's start-of-frame header, if `data` reaches it.
-pub fn jpeg_dimensions(data: &[u8]) -> Option<(u16, u16)> {
-    if data.get(..2)? != [0xFF, 0xD8] {
-        return None;
-    }
-    let mut i = 2;
-    loop {
-        // Markers may be preceded by fill bytes 0xFF.
-        while *data.get(i)? == 0xFF && *data.get(i + 1)? == 0xFF {
-            i += 1;
-        }
-        if *data.get(i)? != 0xFF {
-            return None;
-        }
-        let marker = *data.get(i + 1)?;
-        match marker {
-            // Standalone markers without a length.
-            0x01 | 0xD0..=0xD7 => {
-                i += 2;
-                continue;
+impl Target {
+    /// Lists every key under `prefix` (recursively) and returns the highest
+    /// `{Sequence}` among the keys `template` renders for this stream (0 when none).
+    pub async fn highest_sequence(
+        &self,
+        template: &Template,
+        domain: &str,
+        app: &str,
+        stream: &str,
+    ) -> Result<u64, StorageError> {
+        let prefix = template.list_prefix(domain, app, stream);
+        let path = if prefix.is_empty() { "/" } else { &prefix };
+        let mut lister = self
+            .op
+            .lister_with(path)
+            .recursive(true)
+            .await
+            .map_err(|e| self.err("list", path, e))?;
+        let mut best = 0;
+        while let Some(entry) = lister
+            .try_next()
+            .await
+            .map_err(|e| self.err("list", path, e))?
+        {
+            let key = entry.path();
+            if let Some((_, Some(seq))) = template.match_key(key, domain, app, stream) {
+                best = best.max(seq);
             }
-            0xD9 | 0xDA => return None,
-            _ => {}
         }
-        let len = usize::from(u16::from_be_bytes([*data.get(i + 2)?, *data.get(i + 3)?]));
-        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
-        if is_sof {
-            let h = u16::from_be_bytes([*data.get(i + 5)?, *data.get(i + 6)?]);
-            let w = u16::from_be_bytes([*data.get(i + 7)?, *data.get(i + 8)?]);
-            return Some((w, h));
-        }
-        if len < 2 {
-            return None;
-        }
-        i += 2 + len;
+        Ok(best)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sof_is_found_after_app_and_tables() {
-        let mut j = vec![0xFF, 0xD8];
-        j.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB]); // APP0
-        j.extend_from_slice(&[0xFF, 0xFF]); // a fill byte
-        j.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x03, 0x00]); // DQT
-        j.extend_from_slice(&[0xFF, 0xC2, 0x00, 0x11, 0x08, 0x02, 0xD0, 0x05, 0x00, 0x03]);
-        assert_eq!(jpeg_dimensions(&j), Some((1280, 720)));
-        assert_eq!(jpeg_dimensions(&j[..12]), None, "cut before the SOF");
-        assert_eq!(jpeg_dimensions(b"GIF89a"), None);
-        // DHT (0xC4) is not a SOF.
-        let dht = [
-            0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x02, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0x10, 0x00,
-            0x20,
-        ];
-        assert_eq!(jpeg_dimensions(&dht), Some((32, 16)));
-    }
 
     #[test]
     fn names_are_filtered_by_their_ten_digits() {
@@ -505,20 +411,20 @@ mod tests {
             t
         };
         std::fs::write(dir.path().join("a.jpg"), b"x").unwrap();
-        let names = |e: &dir_cache::Entries| e.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        let cache = DirCache::default();
+        let names = |e: &crate::storage::dir_cache::Entries| {
+            e.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+        };
         set_old_mtime(60);
-        assert_eq!(
-            names(&dir_cache::read(dir.path()).unwrap().unwrap()),
-            ["a.jpg"]
-        );
+        assert_eq!(names(&cache.read(dir.path()).unwrap().unwrap()), ["a.jpg"]);
         // A new file changes the folder's time: listed again.
         std::fs::write(dir.path().join("b.jpg"), b"x").unwrap();
-        let mut now = names(&dir_cache::read(dir.path()).unwrap().unwrap());
+        let mut now = names(&cache.read(dir.path()).unwrap().unwrap());
         now.sort();
         assert_eq!(now, ["a.jpg", "b.jpg"]);
         // Proof that the cache answers: a change hidden behind a restored time.
         set_old_mtime(30);
-        dir_cache::read(dir.path()).unwrap();
+        cache.read(dir.path()).unwrap();
         let hidden = std::fs::File::open(dir.path())
             .unwrap()
             .metadata()
@@ -530,17 +436,15 @@ mod tests {
             .unwrap()
             .set_modified(hidden)
             .unwrap();
-        assert_eq!(dir_cache::read(dir.path()).unwrap().unwrap().len(), 2);
-        assert!(dir_cache::read(&dir.path().join("missing"))
-            .unwrap()
-            .is_none());
+        assert_eq!(cache.read(dir.path()).unwrap().unwrap().len(), 2);
+        assert!(cache.read(&dir.path().join("missing")).unwrap().is_none());
     }
 
     #[tokio::test]
     async fn fs_and_listing_scans_agree() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_str().unwrap().to_string();
-        let settings = crate::config::StorageSettings {
+        let settings = crate::storage::settings::StorageSettings {
             name: "t".into(),
             scheme: "fs".into(),
             timeout: std::time::Duration::from_secs(5),
@@ -574,13 +478,52 @@ mod tests {
             v.into_iter().map(|f| f.key).collect::<Vec<_>>()
         };
         let want = vec!["live/cam1/1700000000.jpg", "live/cam1/1700000005.jpg"];
-        let fs = scan(&target, Some(&root), false, std::slice::from_ref(&tpl), &r)
-            .await
-            .unwrap();
+        assert!(matches!(target.listing, Listing::Folder { .. }));
+        let fs = scan(&target, std::slice::from_ref(&tpl), &r).await.unwrap();
         assert_eq!(keys(fs), want);
-        let listed = scan(&target, None, false, std::slice::from_ref(&tpl), &r)
-            .await
-            .unwrap();
+        let plain = Target {
+            listing: Listing::Plain,
+            ..target.clone()
+        };
+        let listed = scan(&plain, std::slice::from_ref(&tpl), &r).await.unwrap();
         assert_eq!(keys(listed), want);
+    }
+
+    #[tokio::test]
+    async fn highest_sequence_reads_back_what_was_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::storage::settings::StorageSettings {
+            name: "t".into(),
+            scheme: "fs".into(),
+            timeout: std::time::Duration::from_secs(5),
+            retries: 0,
+            options: [("root".to_string(), dir.path().display().to_string())].into(),
+        };
+        let t = crate::storage::build(&settings).unwrap();
+        let tpl = Template::parse("{AppName}/{StreamName}/{Sequence}.jpg").unwrap();
+        assert_eq!(tpl.list_prefix("d", "live", "cam1"), "live/cam1/");
+        assert_eq!(
+            t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(),
+            0
+        );
+        for (k, _) in [
+            ("live/cam1/1.jpg", 0),
+            ("live/cam1/12.jpg", 0),
+            ("live/cam1/3.jpg", 0),
+            ("live/cam2/99.jpg", 0),
+            ("live/cam1/x.jpg", 0),
+        ] {
+            t.put_overwrite(k, bytes::Bytes::from_static(b"j"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(),
+            12
+        );
+        assert_eq!(
+            t.highest_sequence(&tpl, "d", "live", "cam2").await.unwrap(),
+            99
+        );
     }
 }

@@ -9,7 +9,7 @@ use opendal::layers::TimeoutLayer;
 use opendal::{ErrorKind, Operator};
 
 use super::StoreError;
-use crate::config::StorageSettings;
+use crate::storage::settings::StorageSettings;
 
 /// A lock object older than this is taken to be left by a crashed node.
 pub const LOCK_TTL: Duration = Duration::from_secs(30);

@@ -1,4 +1,5 @@
-//! The live publishes of this node, keyed by (domain, app, stream). A name is held
+//! The live streams of this node, keyed by [`StreamId`]: what the rest of the node
+//! (the admin API, the dashboard) can see of a publish while it lasts. A name is held
 //! from an accepted publish until its connection ends or unpublishes; a second
 //! publisher on a held name is refused.
 
@@ -12,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 use bytes::Bytes;
 
 use crate::media::avc::AvcConfig;
+use crate::names::StreamId;
 use crate::rules::Rule;
 use crate::snapshot::stats::StreamStats;
-use crate::snapshot::store::{Latest, StreamId};
+use crate::snapshot::writer::Latest;
 
-/// One live publish.
+/// What the node shows of one live publish.
 #[derive(Debug)]
 pub struct LiveStream {
     pub id: StreamId,
@@ -100,9 +102,7 @@ impl Registry {
     /// Every live stream, sorted by id.
     pub fn list(&self) -> Vec<Arc<LiveStream>> {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
-        v.sort_by(|a, b| {
-            (&a.id.domain, &a.id.app, &a.id.stream).cmp(&(&b.id.domain, &b.id.app, &b.id.stream))
-        });
+        v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
@@ -121,11 +121,7 @@ mod tests {
 
     fn live(stream: &str) -> LiveStream {
         LiveStream {
-            id: StreamId {
-                domain: "d".into(),
-                app: "live".into(),
-                stream: stream.into(),
-            },
+            id: StreamId::new("d", "live", stream),
             peer: "127.0.0.1:1".parse().unwrap(),
             started: SystemTime::now(),
             rule: None,

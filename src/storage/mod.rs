@@ -1,17 +1,26 @@
-//! Storage targets: building opendal operators from validated settings (with timeout
-//! and retry layers), whole-object JPEG puts in overwrite and create-only form, and
-//! finding the highest `{Sequence}` already stored for a stream.
+//! Storage: the configured targets (opendal operators with timeout and retry layers,
+//! built from validated `settings`), whole-object puts in overwrite and create-only
+//! form, the object-key `template`s, and the `catalog` that finds what is stored
+//! (a stream's snapshots in a time range, the highest `{Sequence}`).
+//!
+//! This module knows keys and bytes, not streams or rules: callers render keys from a
+//! template and hand them in.
+
+pub mod catalog;
+mod dir_cache;
+pub mod image_header;
+pub mod settings;
+pub mod template;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
-use crate::config::StorageSettings;
-use crate::rules::template::Template;
+use settings::StorageSettings;
 
 /// The folder, under an `fs` root, where objects are written before being renamed into
 /// place, so that no partial object is ever visible. Its leading dot keeps it apart
@@ -65,6 +74,12 @@ pub enum StorageError {
         key: String,
         source: Box<opendal::Error>,
     },
+    #[error("storage {storage:?}: listing {path:?} failed: {message}")]
+    Listing {
+        storage: String,
+        path: String,
+        message: String,
+    },
 }
 
 /// One configured target.
@@ -73,6 +88,22 @@ pub struct Target {
     pub name: String,
     pub op: Operator,
     create_only_native: bool,
+    /// How listings are read (see `catalog`).
+    listing: Listing,
+}
+
+/// How the catalog lists a target.
+#[derive(Debug, Clone)]
+enum Listing {
+    /// A local folder, read directly (names only), with a cache of recent listings.
+    Folder {
+        root: PathBuf,
+        cache: Arc<dir_cache::DirCache>,
+    },
+    /// Keys come back in lexicographic order (S3, OSS): ranges can be cut short.
+    Sorted,
+    /// Anything else: a full listing of the prefix.
+    Plain,
 }
 
 /// All targets by name.
@@ -118,10 +149,19 @@ pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
                 .with_jitter(),
         );
     let create_only_native = op.info().capability().write_with_if_not_exists;
+    let listing = match s.scheme.as_str() {
+        "fs" => Listing::Folder {
+            root: PathBuf::from(s.options.get("root").cloned().unwrap_or_default()),
+            cache: Arc::new(dir_cache::DirCache::default()),
+        },
+        "s3" | "oss" => Listing::Sorted,
+        _ => Listing::Plain,
+    };
     Ok(Target {
         name: s.name.clone(),
         op,
         create_only_native,
+        listing,
     })
 }
 
@@ -134,7 +174,7 @@ pub enum Created {
 }
 
 impl Target {
-    fn err(&self, op: &'static str, key: &str, source: opendal::Error) -> StorageError {
+    pub(crate) fn err(&self, op: &'static str, key: &str, source: opendal::Error) -> StorageError {
         StorageError::Op {
             storage: self.name.clone(),
             op,
@@ -175,37 +215,6 @@ impl Target {
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Created::AlreadyExists),
             Err(e) => Err(self.err("create", key, e)),
         }
-    }
-
-    /// Lists every key under `prefix` (recursively) and returns the highest
-    /// `{Sequence}` among the keys `template` renders for this stream (0 when none).
-    pub async fn highest_sequence(
-        &self,
-        template: &Template,
-        domain: &str,
-        app: &str,
-        stream: &str,
-    ) -> Result<u64, StorageError> {
-        let prefix = template.list_prefix(domain, app, stream);
-        let path = if prefix.is_empty() { "/" } else { &prefix };
-        let mut lister = self
-            .op
-            .lister_with(path)
-            .recursive(true)
-            .await
-            .map_err(|e| self.err("list", path, e))?;
-        let mut best = 0;
-        while let Some(entry) = lister
-            .try_next()
-            .await
-            .map_err(|e| self.err("list", path, e))?
-        {
-            let key = entry.path();
-            if let Some((_, Some(seq))) = template.match_key(key, domain, app, stream) {
-                best = best.max(seq);
-            }
-        }
-        Ok(best)
     }
 }
 
@@ -259,35 +268,6 @@ mod tests {
         let tmp = dir.path().join(FS_TMP_DIR);
         assert!(tmp.is_dir());
         assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
-    }
-
-    #[tokio::test]
-    async fn highest_sequence_reads_back_what_was_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = build(&settings("fs", &[("root", dir.path().to_str().unwrap())])).unwrap();
-        let tpl = Template::parse("{AppName}/{StreamName}/{Sequence}.jpg").unwrap();
-        assert_eq!(tpl.list_prefix("d", "live", "cam1"), "live/cam1/");
-        assert_eq!(
-            t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(),
-            0
-        );
-        for (k, _) in [
-            ("live/cam1/1.jpg", 0),
-            ("live/cam1/12.jpg", 0),
-            ("live/cam1/3.jpg", 0),
-            ("live/cam2/99.jpg", 0),
-            ("live/cam1/x.jpg", 0),
-        ] {
-            t.put_overwrite(k, Bytes::from_static(b"j")).await.unwrap();
-        }
-        assert_eq!(
-            t.highest_sequence(&tpl, "d", "live", "cam1").await.unwrap(),
-            12
-        );
-        assert_eq!(
-            t.highest_sequence(&tpl, "d", "live", "cam2").await.unwrap(),
-            99
-        );
     }
 
     #[test]

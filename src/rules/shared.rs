@@ -1,5 +1,5 @@
-//! The rule store shared by every node: the rules created through the admin API,
-//! kept as one versioned JSON document in a configured storage target
+//! The rules shared by every node (the "rule store"): the rules created through the
+//! admin API, kept as one versioned JSON document in a configured storage target
 //! (`[rule_store]`, default `_livesnap/rules.json` in the "default" storage).
 //!
 //! Every node re-reads the document every `reload_secs` and right after its own
@@ -17,23 +17,27 @@
 //!   and removed: that takeover is best effort (two nodes doing it at the same instant
 //!   could both proceed).
 //!
-//! This module owns the document and its I/O; it must not touch live streams (a
-//! publish takes its rule once, at its start).
+//! This module owns the document and its I/O, and publishes the rules in force to the
+//! node's [`RuleBook`]; it must not touch live streams (a publish takes its rule once,
+//! at its start).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 mod lock;
 
 use opendal::ErrorKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, RuleConfig, RuleStoreConfig, Settings, StorageSettings};
-use crate::rules::{Rule, RuleSet};
-use crate::server::Node;
-use crate::storage::{Target, Targets};
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::rules::{Rule, RuleBook, RuleSet, RuleSpec, ANY};
+use crate::storage::settings::StorageSettings;
+use crate::storage::template::Template;
+use crate::storage::Target;
 
 /// The document format this node reads and writes.
 pub const FORMAT: u32 = 1;
@@ -44,10 +48,26 @@ const UPDATE_DEADLINE: Duration = Duration::from_secs(15);
 /// How long `start` waits for the first read before serving with the config rules.
 const FIRST_LOAD_WAIT: Duration = Duration::from_secs(5);
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// `[rule_store]`: where the shared rules document lives.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleStoreConfig {
+    /// Storage target holding the rules document. Default "default".
+    pub storage: String,
+    /// Key of the rules document. Default "_livesnap/rules.json".
+    pub key: String,
+    /// Seconds between re-reads of the document. Default 10.
+    pub reload_secs: u64,
+}
+
+impl Default for RuleStoreConfig {
+    fn default() -> Self {
+        RuleStoreConfig {
+            storage: "default".into(),
+            key: "_livesnap/rules.json".into(),
+            reload_secs: 10,
+        }
+    }
 }
 
 /// The stored document.
@@ -73,35 +93,14 @@ fn format_v1() -> u32 {
     FORMAT
 }
 
-/// A rule as stored (the config file's fields plus times, in Unix seconds).
+/// A rule as stored: the rule as written, plus its times (Unix seconds). In the JSON
+/// document the rule's fields sit beside the times, as they always have.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRule {
-    pub domain: String,
-    pub app: String,
-    pub interval_secs: i64,
-    pub storage: String,
-    #[serde(default)]
-    pub overwrite_object: Option<String>,
-    #[serde(default)]
-    pub sequence_object: Option<String>,
-    #[serde(default)]
-    pub callback: Option<String>,
+    #[serde(flatten)]
+    pub spec: RuleSpec,
     pub create_time: u64,
     pub update_time: u64,
-}
-
-impl StoredRule {
-    pub fn to_config(&self) -> RuleConfig {
-        RuleConfig {
-            domain: self.domain.clone(),
-            app: self.app.clone(),
-            interval_secs: self.interval_secs,
-            storage: self.storage.clone(),
-            overwrite_object: self.overwrite_object.clone(),
-            sequence_object: self.sequence_object.clone(),
-            callback: self.callback.clone(),
-        }
-    }
 }
 
 /// A sequence template no longer used by the rule (domain, app).
@@ -118,18 +117,19 @@ impl RulesDoc {
     pub fn find(&self, domain: &str, app: &str) -> Option<&StoredRule> {
         self.rules
             .iter()
-            .find(|r| r.domain == domain && r.app == app)
+            .find(|r| r.spec.domain == domain && r.spec.app == app)
     }
 
     pub fn position(&self, domain: &str, app: &str) -> Option<usize> {
         self.rules
             .iter()
-            .position(|r| r.domain == domain && r.app == app)
+            .position(|r| r.spec.domain == domain && r.spec.app == app)
     }
 
     /// Remembers `old`'s sequence template unless `new` keeps it (same storage and
     /// template) or it is remembered already.
     pub fn retire(&mut self, old: &StoredRule, new: Option<&StoredRule>, now: u64) {
+        let (old, new) = (&old.spec, new.map(|n| &n.spec));
         let Some(tpl) = &old.sequence_object else {
             return;
         };
@@ -220,8 +220,8 @@ struct State {
     skipped: Vec<String>,
 }
 
-/// The store of one node.
-pub struct RuleStore {
+/// One node's view of the shared rules.
+pub struct SharedRules {
     target: Target,
     /// Serialises updates where there are no conditional writes.
     lock: lock::LockObject,
@@ -229,38 +229,55 @@ pub struct RuleStore {
     read_if_match: bool,
     pub key: String,
     reload: Duration,
+    /// The config file's rules, in force whatever the document says.
     static_rules: Vec<Rule>,
-    storage: BTreeMap<String, StorageSettings>,
+    /// Storage targets configured on this node (a stored rule naming another is skipped).
+    storage_names: BTreeSet<String>,
+    book: Arc<RuleBook>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
     state: Mutex<State>,
     wake: Notify,
 }
 
-impl std::fmt::Debug for RuleStore {
+/// What [`SharedRules::new`] needs from the node.
+pub struct SharedRulesParts {
+    pub config: RuleStoreConfig,
+    /// The document's storage target, built, and its settings.
+    pub target: Target,
+    pub target_settings: StorageSettings,
+    pub static_rules: Vec<Rule>,
+    pub storage_names: BTreeSet<String>,
+    pub book: Arc<RuleBook>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for SharedRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleStore")
+        f.debug_struct("SharedRules")
             .field("storage", &self.target.name)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
 }
 
-impl RuleStore {
-    /// The store configured in `settings`, if any (its storage target is built already).
-    pub fn new(settings: &Settings, targets: &Targets) -> Option<Arc<RuleStore>> {
-        let cfg: &RuleStoreConfig = settings.rule_store.as_ref()?;
-        let target = targets.get(&cfg.storage)?.clone();
-        let st = settings.storage.get(&cfg.storage)?;
-        let lock = lock::LockObject::new(st, &target.op, &cfg.key);
-        let cap = target.op.info().capability();
-        Some(Arc::new(RuleStore {
+impl SharedRules {
+    pub fn new(p: SharedRulesParts) -> Arc<SharedRules> {
+        let lock = lock::LockObject::new(&p.target_settings, &p.target.op, &p.config.key);
+        let cap = p.target.op.info().capability();
+        Arc::new(SharedRules {
             if_match: cap.write_with_if_match && cap.write_with_if_not_exists,
             read_if_match: cap.read_with_if_match,
             lock,
-            target,
-            key: cfg.key.clone(),
-            reload: Duration::from_secs(cfg.reload_secs),
-            static_rules: settings.static_rules.clone(),
-            storage: settings.storage.clone(),
+            target: p.target,
+            key: p.config.key.clone(),
+            reload: Duration::from_secs(p.config.reload_secs),
+            static_rules: p.static_rules,
+            storage_names: p.storage_names,
+            book: p.book,
+            metrics: p.metrics,
+            clock: p.clock,
             state: Mutex::new(State {
                 doc: Arc::new(RulesDoc::default()),
                 generation: 0,
@@ -269,15 +286,11 @@ impl RuleStore {
                 skipped: Vec::new(),
             }),
             wake: Notify::new(),
-        }))
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn storage_name(&self) -> &str {
-        &self.target.name
     }
 
     /// Whether updates use the backend's conditional writes (else the lock object).
@@ -319,14 +332,18 @@ impl RuleStore {
         let mut rules = self.static_rules.clone();
         let mut skipped = Vec::new();
         for (i, r) in doc.rules.iter().enumerate() {
-            if rules.iter().any(|s| s.domain == r.domain && s.app == r.app) {
+            let r = &r.spec;
+            if rules
+                .iter()
+                .any(|s| s.domain() == r.domain && s.app() == r.app)
+            {
                 skipped.push(format!(
                     "domain {:?} app {:?}: a rule of the config file or an earlier stored rule has the same domain and app",
                     r.domain, r.app
                 ));
                 continue;
             }
-            match config::validate_rule(&r.to_config(), &format!("rules[{i}]"), &self.storage) {
+            match r.validate(&format!("rules[{i}]"), |s| self.storage_names.contains(s)) {
                 Ok(rule) => rules.push(rule),
                 Err(e) => skipped.push(format!("domain {:?} app {:?}: {e}", r.domain, r.app)),
             }
@@ -334,12 +351,12 @@ impl RuleStore {
         (RuleSet::new(rules), skipped)
     }
 
-    /// Makes `doc` the document in force and publishes the rules to the node. A
+    /// Makes `doc` the document in force and publishes its rules to the book. A
     /// document this node wrote is applied unless a newer one already is; a document
     /// read from storage is the truth (even an older or a missing one, put back by an
     /// operator) unless another document was applied while it was being read, in
     /// which case only a newer version wins.
-    fn apply(&self, node: &Node, doc: Arc<RulesDoc>, origin: Origin) {
+    fn apply(&self, doc: Arc<RulesDoc>, origin: Origin) {
         let mut st = self.state();
         let take = match origin {
             Origin::OwnWrite => doc.version >= st.doc.version,
@@ -360,7 +377,7 @@ impl RuleStore {
             rules = set.len(),
             "rules in force updated from the rule store"
         );
-        node.set_rules(set);
+        self.book.set(set);
         st.doc = doc;
         st.skipped = skipped;
         st.generation += 1;
@@ -371,7 +388,7 @@ impl RuleStore {
         if let Some((e, _)) = st.error.take() {
             tracing::info!(previous_error = %e, "rule store readable again");
         }
-        st.last_ok = Some(now_unix());
+        st.last_ok = Some(self.clock.now_unix());
     }
 
     fn record_error(&self, e: &StoreError) {
@@ -379,23 +396,26 @@ impl RuleStore {
         if st.error.is_none() {
             tracing::warn!(error = %e, "rule store unreadable; the last good rules stay in force");
         }
-        let since = st.error.as_ref().map_or_else(now_unix, |e| e.1);
+        let since = st
+            .error
+            .as_ref()
+            .map_or_else(|| self.clock.now_unix(), |e| e.1);
         st.error = Some((e.to_string(), since));
     }
 
     /// Reads the document now and applies it.
-    pub async fn reload(&self, node: &Node) -> Result<u64, StoreError> {
+    pub async fn reload(&self) -> Result<u64, StoreError> {
         let generation = self.state().generation;
         match self.read_doc(false).await {
             Ok((doc, _, _)) => {
                 let v = doc.version;
-                node.metrics.reload(true);
+                self.metrics.reload(true);
                 self.record_ok();
-                self.apply(node, Arc::new(doc), Origin::Read { generation });
+                self.apply(Arc::new(doc), Origin::Read { generation });
                 Ok(v)
             }
             Err(e) => {
-                node.metrics.reload(false);
+                self.metrics.reload(false);
                 self.record_error(&e);
                 Err(e)
             }
@@ -468,14 +488,13 @@ impl RuleStore {
     /// this node. `change` may run more than once (once per attempt).
     pub async fn update<T, E>(
         &self,
-        node: &Node,
         mut change: impl FnMut(&mut RulesDoc, u64) -> Result<T, E>,
     ) -> Result<T, UpdateError<E>> {
         let deadline = Instant::now() + UPDATE_DEADLINE;
         let out = if self.if_match {
-            self.update_conditional(node, &mut change, deadline).await
+            self.update_conditional(&mut change, deadline).await
         } else {
-            self.update_locked(node, &mut change, deadline).await
+            self.update_locked(&mut change, deadline).await
         };
         self.wake();
         out
@@ -497,14 +516,13 @@ impl RuleStore {
 
     async fn update_conditional<T, E>(
         &self,
-        node: &Node,
         change: &mut impl FnMut(&mut RulesDoc, u64) -> Result<T, E>,
         deadline: Instant,
     ) -> Result<T, UpdateError<E>> {
         let mut attempt = 0u32;
         loop {
             let (mut doc, etag, exists) = self.read_doc(true).await.map_err(UpdateError::Store)?;
-            let now = now_unix();
+            let now = self.clock.now_unix();
             let out = change(&mut doc, now).map_err(UpdateError::Rejected)?;
             let body = self.encode(&mut doc, now);
             let w = self
@@ -519,7 +537,7 @@ impl RuleStore {
             match w.await {
                 Ok(_) => {
                     self.record_ok();
-                    self.apply(node, Arc::new(doc), Origin::OwnWrite);
+                    self.apply(Arc::new(doc), Origin::OwnWrite);
                     return Ok(out);
                 }
                 Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
@@ -537,7 +555,6 @@ impl RuleStore {
 
     async fn update_locked<T, E>(
         &self,
-        node: &Node,
         change: &mut impl FnMut(&mut RulesDoc, u64) -> Result<T, E>,
         deadline: Instant,
     ) -> Result<T, UpdateError<E>> {
@@ -548,7 +565,7 @@ impl RuleStore {
             .map_err(UpdateError::Store)?;
         let result = async {
             let (mut doc, _, _) = self.read_doc(false).await.map_err(UpdateError::Store)?;
-            let now = now_unix();
+            let now = self.clock.now_unix();
             let out = change(&mut doc, now).map_err(UpdateError::Rejected)?;
             let body = self.encode(&mut doc, now);
             self.target
@@ -558,7 +575,7 @@ impl RuleStore {
                 .await
                 .map_err(|e| UpdateError::Store(self.io_err("write", &self.key, &e)))?;
             self.record_ok();
-            self.apply(node, Arc::new(doc), Origin::OwnWrite);
+            self.apply(Arc::new(doc), Origin::OwnWrite);
             Ok(out)
         }
         .await;
@@ -567,40 +584,86 @@ impl RuleStore {
     }
 }
 
-/// Reads the store once (bounded wait) and starts its background reload, if a store
-/// is configured.
-pub async fn start(node: &Arc<Node>) {
-    let Some(store) = node.rule_store.clone() else {
-        return;
-    };
-    match tokio::time::timeout(FIRST_LOAD_WAIT, store.reload(node)).await {
-        Ok(Ok(v)) => {
-            tracing::info!(storage = %store.target.name, key = %store.key, version = v, "rule store read")
+impl SharedRules {
+    /// Reads the document once (bounded wait) and starts the background reload, which
+    /// stops at `shutdown`.
+    pub async fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+        match tokio::time::timeout(FIRST_LOAD_WAIT, self.reload()).await {
+            Ok(Ok(v)) => {
+                tracing::info!(storage = %self.target.name, key = %self.key, version = v, "rule store read")
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                let e = StoreError::Io {
+                    storage: self.target.name.clone(),
+                    key: self.key.clone(),
+                    op: "read",
+                    message: format!("no answer in {} s", FIRST_LOAD_WAIT.as_secs()),
+                };
+                self.record_error(&e);
+            }
         }
-        Ok(Err(_)) => {}
-        Err(_) => {
-            let e = StoreError::Io {
-                storage: store.target.name.clone(),
-                key: store.key.clone(),
-                op: "read",
-                message: format!("no answer in {} s", FIRST_LOAD_WAIT.as_secs()),
-            };
-            store.record_error(&e);
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(me.reload) => {}
+                    _ = me.wake.notified() => {}
+                }
+                let _ = me.reload().await;
+            }
+        });
+    }
+
+    /// The sequence templates (with their storage) under which snapshots of streams of
+    /// (domain, app) may have been stored: the config rules', the stored rules', and
+    /// those that stored rules used before an update or a delete (the history).
+    pub fn sequence_templates(&self, domain: &str, app: &str) -> Vec<(String, Template)> {
+        sequence_templates(&self.static_rules, Some(&self.doc()), domain, app)
+    }
+}
+
+/// [`SharedRules::sequence_templates`] for a node with or without a shared document.
+pub fn sequence_templates(
+    static_rules: &[Rule],
+    doc: Option<&RulesDoc>,
+    domain: &str,
+    app: &str,
+) -> Vec<(String, Template)> {
+    let matches = |d: &str, a: &str| (d == ANY || d == domain) && (a == ANY || a == app);
+    let mut out: Vec<(String, Template)> = Vec::new();
+    let mut add = |storage: &str, t: Template| {
+        if !out
+            .iter()
+            .any(|(s, u)| s == storage && u.as_str() == t.as_str())
+        {
+            out.push((storage.to_string(), t));
+        }
+    };
+    for r in static_rules {
+        if let (true, Some(t)) = (matches(r.domain(), r.app()), &r.sequence_object) {
+            add(r.storage(), t.clone());
         }
     }
-    let weak: Weak<Node> = Arc::downgrade(node);
-    let shutdown = node.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(store.reload) => {}
-                _ = store.wake.notified() => {}
+    if let Some(doc) = doc {
+        let stored = doc.rules.iter().filter_map(|r| {
+            let r = &r.spec;
+            Some((&r.domain, &r.app, &r.storage, r.sequence_object.as_ref()?))
+        });
+        let retired = doc
+            .history
+            .iter()
+            .map(|h| (&h.domain, &h.app, &h.storage, &h.sequence_object));
+        for (d, a, storage, tpl) in stored.chain(retired) {
+            if matches(d, a) {
+                if let Ok(t) = Template::parse_sequential(tpl) {
+                    add(storage, t);
+                }
             }
-            let Some(node) = weak.upgrade() else { return };
-            let _ = store.reload(&node).await;
         }
-    });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -609,39 +672,52 @@ mod tests {
 
     fn rule(domain: &str, app: &str, seq: Option<&str>) -> StoredRule {
         StoredRule {
-            domain: domain.into(),
-            app: app.into(),
-            interval_secs: 5,
-            storage: "default".into(),
-            overwrite_object: None,
-            sequence_object: seq.map(Into::into),
-            callback: None,
+            spec: RuleSpec {
+                domain: domain.into(),
+                app: app.into(),
+                interval_secs: 5,
+                storage: "default".into(),
+                overwrite_object: None,
+                sequence_object: seq.map(Into::into),
+                callback: None,
+            },
             create_time: 1,
             update_time: 1,
         }
     }
 
-    fn memory_node() -> Arc<Node> {
-        let text = "[storage.default]\nscheme = \"memory\"\n";
-        let settings = crate::config::Config::parse(text)
-            .unwrap()
-            .validate()
-            .unwrap();
-        crate::server::build_node(settings).unwrap()
+    fn memory_store() -> (Arc<SharedRules>, Arc<RuleBook>) {
+        let settings = crate::storage::settings::validate(
+            "default",
+            &toml::from_str("scheme = \"memory\"").unwrap(),
+        )
+        .unwrap();
+        let target = crate::storage::build(&settings).unwrap();
+        let book = Arc::new(RuleBook::default());
+        let store = SharedRules::new(SharedRulesParts {
+            config: RuleStoreConfig::default(),
+            target,
+            target_settings: settings,
+            static_rules: Vec::new(),
+            storage_names: ["default".to_string()].into(),
+            book: book.clone(),
+            metrics: Arc::new(Metrics::new()),
+            clock: crate::clock::system(),
+        });
+        (store, book)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_updates_through_the_lock_are_all_kept() {
-        let node = memory_node();
-        let store = node.rule_store.clone().unwrap();
+        let (store, book) = memory_store();
         assert!(!store.uses_conditional_writes());
         let adds = (0..12).map(|i| {
-            let (node, store) = (node.clone(), store.clone());
+            let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .update(&node, |doc, now| {
+                    .update(|doc, now| {
                         let mut r = rule("*", &format!("app{i}"), None);
-                        r.overwrite_object = Some("{AppName}/{StreamName}.jpg".into());
+                        r.spec.overwrite_object = Some("{AppName}/{StreamName}.jpg".into());
                         r.create_time = now;
                         doc.rules.push(r);
                         Ok::<(), ()>(())
@@ -653,16 +729,36 @@ mod tests {
         for r in futures::future::join_all(adds).await {
             r.unwrap().unwrap();
         }
-        store.reload(&node).await.unwrap();
+        store.reload().await.unwrap();
         let doc = store.doc();
         assert_eq!(doc.rules.len(), 12);
         assert_eq!(doc.version, 12);
-        assert!(node.rules().lookup("x", "app7").is_some());
+        assert!(book.get().lookup("x", "app7").is_some());
         // A refused change writes nothing.
-        let r = store.update(&node, |_, _| Err::<(), &str>("no")).await;
+        let r = store.update(|_, _| Err::<(), &str>("no")).await;
         assert!(matches!(r, Err(UpdateError::Rejected("no"))));
         assert_eq!(store.doc().version, 12);
         assert!(!store.target.op.exists(&store.lock.key).await.unwrap());
+    }
+
+    #[test]
+    fn a_document_written_before_the_restructure_still_loads() {
+        // The exact form main wrote before rules were one `RuleSpec`.
+        let text = r#"{
+  "format": 1, "version": 4, "updated_time": 1700000000,
+  "rules": [{"domain": "*", "app": "live", "interval_secs": 10, "storage": "default",
+             "overwrite_object": "{AppName}/{StreamName}.jpg", "sequence_object": null,
+             "callback": null, "create_time": 1700000000, "update_time": 1700000001}],
+  "history": [{"domain": "*", "app": "live", "storage": "default",
+               "sequence_object": "{AppName}/{StreamName}/{Sequence}.jpg", "retired_time": 5}]
+}"#;
+        let doc: RulesDoc = serde_json::from_str(text).unwrap();
+        assert_eq!(doc.rules[0].spec.interval_secs, 10);
+        assert_eq!(doc.rules[0].update_time, 1_700_000_001);
+        let again: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        let before: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(again, before, "written back unchanged");
     }
 
     #[test]

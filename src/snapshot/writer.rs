@@ -1,6 +1,7 @@
-//! The per-stream store task: renders the rule's object keys for each finished
-//! snapshot and writes them, in overwrite mode (one key, replaced) and/or sequence
-//! mode (a new key each time, created only if absent, never replacing anything).
+//! The per-stream snapshot writer: renders the rule's object keys for each finished
+//! snapshot and writes them, in overwrite mode (one key, replaced) and/or sequence mode
+//! (a new key each time, created only if absent, never replacing anything), then
+//! reports the stored snapshot (event, metrics, the stream's latest picture).
 //!
 //! `{Sequence}` continues after the highest number already stored for the stream,
 //! found by listing once per publish; a create-only write that finds its key taken
@@ -8,71 +9,78 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::rules::template::{Template, Vars};
+use crate::clock::rfc3339;
+use crate::events::{Event, SnapshotEvent};
+use crate::metrics::Metrics;
+use crate::names::StreamId;
+use crate::notify::Notifier;
 use crate::rules::Rule;
-use crate::snapshot::pool::Snapshot;
 use crate::snapshot::stats::StreamStats;
+use crate::storage::template::{Template, Vars};
 use crate::storage::{Created, Target};
 
 /// How many taken `{Sequence}` numbers a write steps over before giving up on a
 /// snapshot (and listing again next time).
 const MAX_SEQUENCE_PROBES: u32 = 16;
 
-/// The identity of a live stream, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamId {
-    pub domain: String,
-    pub app: String,
-    pub stream: String,
+/// A finished snapshot, on its way to storage.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub jpeg: Bytes,
+    pub width: u32,
+    pub height: u32,
+    /// Its `{UnixTimestamp}`.
+    pub unix_ts: u64,
+    /// When its keyframe came off the socket.
+    pub arrived: Instant,
 }
 
-impl std::fmt::Display for StreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.domain, self.app, self.stream)
-    }
-}
-
-/// Where the newest stored snapshot is published for readers (the admin API).
+/// Where the newest stored snapshot of a stream is kept for readers (the admin API).
 pub type Latest = Arc<std::sync::Mutex<Option<Snapshot>>>;
 
-pub struct StoreTask {
-    pub id: StreamId,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub notify: Arc<crate::notify::Notifier>,
-    pub rule: Arc<Rule>,
-    pub target: Target,
+/// The keys a snapshot was stored under; `None` when nothing could be written (the
+/// reason is logged and counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub overwrite_key: Option<String>,
+    pub sequence_key: Option<String>,
+}
+
+/// Everything a writer reports to.
+#[derive(Clone)]
+pub struct WriterContext {
+    pub metrics: Arc<Metrics>,
+    pub notify: Arc<Notifier>,
     pub stats: Arc<StreamStats>,
     pub latest: Latest,
+}
+
+pub struct SnapshotWriter {
+    id: StreamId,
+    rule: Arc<Rule>,
+    target: Target,
+    cx: WriterContext,
     next_sequence: Option<u64>,
 }
 
-impl StoreTask {
-    pub fn new(
-        id: StreamId,
-        rule: Arc<Rule>,
-        target: Target,
-        stats: Arc<StreamStats>,
-        latest: Latest,
-        metrics: Arc<crate::metrics::Metrics>,
-        notify: Arc<crate::notify::Notifier>,
-    ) -> StoreTask {
-        StoreTask {
+impl SnapshotWriter {
+    pub fn new(id: StreamId, rule: Arc<Rule>, target: Target, cx: WriterContext) -> SnapshotWriter {
+        SnapshotWriter {
             id,
-            metrics,
-            notify,
             rule,
             target,
-            stats,
-            latest,
+            cx,
             next_sequence: None,
         }
     }
 
     /// Stores snapshots until the channel closes (the stream ended and the pool has
-    /// handed over its last JPEG), then returns.
+    /// handed over its last picture), then returns.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Snapshot>) {
         while let Some(snap) = rx.recv().await {
             self.store(snap).await;
@@ -89,68 +97,67 @@ impl StoreTask {
         }
     }
 
-    /// Writes one snapshot under every template of the rule.
-    pub async fn store(&mut self, snap: Snapshot) {
-        let started = std::time::Instant::now();
-        let mut sequence_key = None;
-        let mut overwrite_key = None;
+    /// Writes one snapshot under every template of the rule; returns the keys written,
+    /// or `None` when no object could be written.
+    pub async fn store(&mut self, snap: Snapshot) -> Option<Stored> {
+        let started = Instant::now();
+        let mut stored = Stored::default();
         if let Some(t) = self.rule.sequence_object.clone() {
-            sequence_key = self.store_sequence(&t, &snap).await;
+            stored.sequence_key = self.store_sequence(&t, &snap).await;
         }
         if let Some(t) = self.rule.overwrite_object.clone() {
             match t.render(&self.vars(snap.unix_ts, 0)) {
                 Ok(key) => match self.target.put_overwrite(&key, snap.jpeg.clone()).await {
                     Ok(()) => {
                         tracing::debug!(key, "snapshot stored (overwrite)");
-                        overwrite_key = Some(key);
+                        stored.overwrite_key = Some(key);
                     }
                     Err(e) => self.failed(&e),
                 },
                 Err(e) => self.failed(&e),
             }
         }
-        let wrote = sequence_key.is_some() || overwrite_key.is_some();
-        if wrote {
-            self.notify.snapshot(
-                self.rule.callback.as_deref(),
-                crate::notify::snapshot_event(
-                    &self.id,
-                    &self.rule.storage,
-                    overwrite_key.as_deref(),
-                    sequence_key.as_deref(),
-                    snap.jpeg.len(),
-                    snap.width,
-                    snap.height,
-                    snap.unix_ts,
-                ),
-            );
-        }
-        self.metrics
+        let cx = &self.cx;
+        cx.metrics
             .store_seconds
             .observe(started.elapsed().as_secs_f64());
+        let wrote = stored.sequence_key.is_some() || stored.overwrite_key.is_some();
         if wrote {
-            self.metrics
+            let event = Event::Snapshot(SnapshotEvent {
+                stream: self.id.clone(),
+                storage: self.rule.storage().to_string(),
+                overwrite_object: stored.overwrite_key.clone(),
+                sequence_object: stored.sequence_key.clone(),
+                size: snap.jpeg.len(),
+                width: snap.width,
+                height: snap.height,
+                create_time: rfc3339(snap.unix_ts),
+                timestamp: snap.unix_ts,
+            });
+            cx.notify.send(&event, self.rule.callback());
+            cx.metrics
                 .snapshot_latency_seconds
                 .observe(snap.arrived.elapsed().as_secs_f64());
-            self.metrics.snapshots_taken.inc();
-            self.stats.stored.fetch_add(1, Ordering::Relaxed);
-            self.stats
+            cx.metrics.snapshots_taken.inc();
+            cx.stats.stored.fetch_add(1, Ordering::Relaxed);
+            cx.stats
                 .last_snapshot_unix
                 .store(snap.unix_ts, Ordering::Relaxed);
-            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+            *cx.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
         }
-        self.stats.finished.fetch_add(1, Ordering::Relaxed);
+        cx.stats.finished.fetch_add(1, Ordering::Relaxed);
+        wrote.then_some(stored)
     }
 
     fn failed(&self, e: &dyn std::fmt::Display) {
-        self.stats.failed_store.fetch_add(1, Ordering::Relaxed);
-        self.metrics.failed("storage_error");
+        self.cx.stats.failed_store.fetch_add(1, Ordering::Relaxed);
+        self.cx.metrics.failed("storage_error");
         tracing::warn!(error = %e, "snapshot not stored");
     }
 
     /// Writes the sequence object; returns its key when one was created.
     async fn store_sequence(&mut self, t: &Template, snap: &Snapshot) -> Option<String> {
-        let uses_seq = t.has_var(crate::rules::template::Var::Sequence);
+        let uses_seq = self.rule.uses_sequence();
         if uses_seq && self.next_sequence.is_none() {
             match self
                 .target
@@ -190,7 +197,10 @@ impl StoreTask {
                     self.next_sequence = Some(seq + 1);
                 }
                 Ok(Created::AlreadyExists) => {
-                    self.stats.skipped_existing.fetch_add(1, Ordering::Relaxed);
+                    self.cx
+                        .stats
+                        .skipped_existing
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(key, "object exists; not replaced");
                     return None;
                 }
@@ -201,7 +211,10 @@ impl StoreTask {
             }
         }
         // Many numbers taken in a row: someone else writes this stream's sequence.
-        self.stats.skipped_existing.fetch_add(1, Ordering::Relaxed);
+        self.cx
+            .stats
+            .skipped_existing
+            .fetch_add(1, Ordering::Relaxed);
         self.next_sequence = None;
         tracing::warn!("sequence keys keep existing; will list again");
         None

@@ -1,0 +1,120 @@
+//! The events the node reports to callbacks (`notify`): one typed enum, serialised by
+//! serde into the JSON bodies documented in `docs/api.md` ("Callbacks"). Every event
+//! names its stream and carries its time twice, as RFC 3339 (`time`) and Unix seconds
+//! (`timestamp`).
+
+use serde::Serialize;
+
+use crate::clock::rfc3339;
+use crate::names::StreamId;
+
+/// A point in time as events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct At {
+    pub time: String,
+    pub timestamp: u64,
+}
+
+impl At {
+    pub fn unix(timestamp: u64) -> At {
+        At {
+            time: rfc3339(timestamp),
+            timestamp,
+        }
+    }
+}
+
+/// One event. The JSON object has `"event": "<variant in snake_case>"` and the fields
+/// of the variant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A publish was accepted.
+    Publish {
+        #[serde(flatten)]
+        stream: StreamId,
+        peer: String,
+        #[serde(flatten)]
+        at: At,
+    },
+    /// A publish ended (the client unpublished, disconnected or was closed).
+    Unpublish {
+        #[serde(flatten)]
+        stream: StreamId,
+        peer: String,
+        #[serde(flatten)]
+        at: At,
+        duration_secs: u64,
+        bytes: u64,
+        /// Snapshots stored.
+        snapshots: u64,
+        snapshots_dropped: u64,
+        snapshots_failed: u64,
+    },
+    /// A snapshot was stored (at least one of its objects).
+    Snapshot(SnapshotEvent),
+}
+
+/// The fields of a `snapshot` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotEvent {
+    #[serde(flatten)]
+    pub stream: StreamId,
+    pub storage: String,
+    pub overwrite_object: Option<String>,
+    pub sequence_object: Option<String>,
+    pub size: usize,
+    pub width: u32,
+    pub height: u32,
+    /// When the snapshot was taken (its `{UnixTimestamp}`), RFC 3339.
+    pub create_time: String,
+    pub timestamp: u64,
+}
+
+impl Event {
+    /// The JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn body(e: &Event) -> Value {
+        serde_json::from_slice(&e.to_json()).unwrap()
+    }
+
+    #[test]
+    fn json_forms() {
+        let id = StreamId::new("d.com", "live", "cam1");
+        let e = Event::Publish {
+            stream: id.clone(),
+            peer: "1.2.3.4:5".into(),
+            at: At::unix(1_700_000_000),
+        };
+        assert_eq!(
+            body(&e),
+            json!({"event": "publish", "domain": "d.com", "app": "live", "stream": "cam1",
+                   "peer": "1.2.3.4:5", "time": "2023-11-14T22:13:20Z", "timestamp": 1_700_000_000u64})
+        );
+        let e = Event::Snapshot(SnapshotEvent {
+            stream: id,
+            storage: "default".into(),
+            overwrite_object: Some("live/cam1.jpg".into()),
+            sequence_object: None,
+            size: 10,
+            width: 640,
+            height: 360,
+            create_time: rfc3339(5),
+            timestamp: 5,
+        });
+        let b = body(&e);
+        assert_eq!(b["event"], "snapshot");
+        assert_eq!(b["stream"], "cam1");
+        assert_eq!(b["sequence_object"], Value::Null);
+        assert_eq!(b["create_time"], "1970-01-01T00:00:05Z");
+    }
+}
