@@ -21,22 +21,6 @@ use crate::rtmp::framing::{self, ChunkReader, FramingError, FramingLimits, Messa
 /// Chunk size of the canonical stream we feed rml_rtmp: every message fits one chunk.
 const FEED_CHUNK_SIZE: u32 = 16 << 20;
 
-/// Message type ids (RTMP spec).
-mod msg {
-    pub const SET_CHUNK_SIZE: u8 = 1;
-    pub const ABORT: u8 = 2;
-    pub const ACK: u8 = 3;
-    pub const USER_CONTROL: u8 = 4;
-    pub const WINDOW_ACK_SIZE: u8 = 5;
-    pub const SET_PEER_BANDWIDTH: u8 = 6;
-    pub const AUDIO: u8 = 8;
-    pub const VIDEO: u8 = 9;
-    pub const AMF3_DATA: u8 = 15;
-    pub const AMF3_COMMAND: u8 = 17;
-    pub const AMF0_DATA: u8 = 18;
-    pub const AMF0_COMMAND: u8 = 20;
-}
-
 /// Limits of one session.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
@@ -203,27 +187,27 @@ impl Session {
 
     fn on_message(&mut self, m: Message, events: &mut Vec<Event>) -> Result<(), SessionError> {
         match m.type_id {
-            msg::VIDEO if self.publishing => {
+            framing::TYPE_VIDEO if self.publishing => {
                 self.media_messages += 1;
                 events.push(Event::Video {
                     timestamp: m.timestamp,
                     data: m.payload,
                 })
             }
-            msg::AUDIO if self.publishing => {
+            framing::TYPE_AUDIO if self.publishing => {
                 self.media_messages += 1;
                 events.push(Event::Audio {
                     timestamp: m.timestamp,
                     len: m.payload.len(),
                 })
             }
-            msg::AUDIO | msg::VIDEO => {
+            framing::TYPE_AUDIO | framing::TYPE_VIDEO => {
                 tracing::debug!(
                     type_id = m.type_id,
                     "media before an accepted publish ignored"
                 );
             }
-            msg::WINDOW_ACK_SIZE => {
+            framing::TYPE_WINDOW_ACK_SIZE => {
                 if m.payload.len() >= 4 {
                     let size = u32::from_be_bytes([
                         m.payload[0],
@@ -234,13 +218,13 @@ impl Session {
                     self.window_ack = (size > 0).then_some(size);
                 }
             }
-            msg::SET_CHUNK_SIZE
-            | msg::ABORT
-            | msg::ACK
-            | msg::USER_CONTROL
-            | msg::SET_PEER_BANDWIDTH => {}
-            msg::AMF3_DATA | msg::AMF3_COMMAND => return Err(SessionError::Amf3(m.type_id)),
-            msg::AMF0_COMMAND => {
+            framing::TYPE_SET_CHUNK_SIZE
+            | framing::TYPE_ABORT
+            | framing::TYPE_ACKNOWLEDGEMENT
+            | framing::TYPE_USER_CONTROL
+            | framing::TYPE_SET_PEER_BANDWIDTH => {}
+            framing::TYPE_AMF3_DATA | framing::TYPE_AMF3_COMMAND => return Err(SessionError::Amf3(m.type_id)),
+            framing::TYPE_AMF0_COMMAND => {
                 let cmd = amf::parse_command(&m.payload).map_err(|source| SessionError::Amf {
                     what: "a command",
                     source,
@@ -270,7 +254,7 @@ impl Session {
                 }
                 self.feed_rml(&m, events)?;
             }
-            msg::AMF0_DATA => {
+            framing::TYPE_AMF0_DATA => {
                 let count =
                     amf::validate_values(&m.payload).map_err(|source| SessionError::Amf {
                         what: "a data message",
