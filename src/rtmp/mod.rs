@@ -1,8 +1,10 @@
 //! RTMP ingest: the listener and per-connection task (`listener`, `conn`), our bounded
 //! chunk framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
-//! (`session`) that turns rml_rtmp events into publish/media events.
+//! (`session`) that turns rml_rtmp events into publish/media events. The outbound side:
+//! `chunk_writer` (messages → chunks, no I/O).
 
 pub mod amf;
+pub mod chunk_writer;
 pub mod conn;
 pub mod framing;
 pub mod listener;
