@@ -1,10 +1,12 @@
 //! RTMP ingest: the listener and per-connection task (`listener`, `conn`), our bounded
 //! chunk framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
 //! (`session`) that turns rml_rtmp events into publish/media events. The outbound side:
-//! `chunk_writer` (messages → chunks, no I/O).
+//! `chunk_writer` (messages → chunks, no I/O) and `client` (an RTMP publisher and player
+//! for relays, the load tool and tests).
 
 pub mod amf;
 pub mod chunk_writer;
+pub mod client;
 pub mod conn;
 pub mod framing;
 pub mod listener;
