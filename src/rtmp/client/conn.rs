@@ -18,7 +18,7 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{command, ClientError, ClientOptions, Phase, CSID_COMMAND, CSID_CONTROL};
+use super::{command, ClientError, ClientOptions, ClientStats, Phase, CSID_COMMAND, CSID_CONTROL};
 use crate::rtmp::chunk_writer::{ChunkWriteError, ChunkWriter, MessageHeader, PreChunked};
 use crate::rtmp::framing::{
     ChunkReader, Message, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, TYPE_ABORT, TYPE_ACKNOWLEDGEMENT,
@@ -63,8 +63,8 @@ pub(super) struct Conn<S> {
     pos: usize,
     body: Bytes,
     later: Vec<u8>,
-    /// Bytes received since the handshake, and when we last acknowledged.
-    received: u64,
+    stats: ClientStats,
+    /// `stats.bytes_in` when we last acknowledged.
     acked: u64,
     /// The server's window acknowledgement size.
     ack_window: Option<u32>,
@@ -93,7 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             pos: 0,
             body: Bytes::new(),
             later: Vec::new(),
-            received: 0,
+            stats: ClientStats::default(),
             acked: 0,
             ack_window: None,
             failed: false,
@@ -154,6 +154,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         self.writer.chunk_size()
     }
 
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
     /// One read into `rbuf`; 0 bytes is an error (`Closed`). Cancel-safe.
     async fn read_raw(
         &mut self,
@@ -182,12 +186,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// Feeds received bytes to the chunk reader; counts them for acknowledgements.
     fn take_input(&mut self, phase: Phase, data: &[u8]) -> Result<(), ClientError> {
-        self.received += data.len() as u64;
+        let received = self.stats.bytes_in + data.len() as u64;
+        self.stats.bytes_in = received;
         if let Some(window) = self.ack_window {
-            if self.received - self.acked >= u64::from(window) {
-                self.acked = self.received;
+            if received - self.acked >= u64::from(window) {
+                self.acked = received;
+                self.stats.acks += 1;
                 // The sequence number is the byte count, modulo 2^32 (RTMP 1.0 §5.4.3).
-                let seq = (self.received as u32).to_be_bytes();
+                let seq = (received as u32).to_be_bytes();
                 self.queue_control(TYPE_ACKNOWLEDGEMENT, &seq);
             }
         }
@@ -283,6 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         answer[..2].copy_from_slice(&UC_PING_RESPONSE.to_be_bytes());
                         answer[2..].copy_from_slice(ts);
                         self.queue_control(TYPE_USER_CONTROL, &answer);
+                        self.stats.pings += 1;
                         tracing::trace!(%phase, "ping answered");
                     }
                 } else {
@@ -401,6 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
                 Ok(Ok(n)) => n,
             };
+            self.stats.bytes_out += n as u64;
             let from_head = n.min(head.len());
             self.pos += from_head;
             self.body.advance(n - from_head);
@@ -452,6 +460,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         command::decode(&m.payload)
             .map(Some)
             .map_err(|source| ClientError::Amf { phase, source })
+    }
+
+    /// After a `…Start` status: reads for up to `start_grace` for an error status (or an
+    /// `_error` for `tid`) or a close that follows it. Stops at the first message that is
+    /// not a command, and puts it back.
+    pub async fn settle(&mut self, phase: Phase, tid: f64) -> Result<(), ClientError> {
+        let deadline = Deadline::after(self.opts.start_grace);
+        loop {
+            let m = match self.next_message(phase, Some(deadline)).await {
+                Ok(m) => m,
+                Err(ClientError::Timeout { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if m.type_id != TYPE_AMF0_COMMAND {
+                self.unread(m);
+                return Ok(());
+            }
+            let reply =
+                command::decode(&m.payload).map_err(|source| ClientError::Amf { phase, source })?;
+            let error_status =
+                reply.name == "onStatus" && reply.status().is_some_and(|s| s.is_error());
+            let error_result = reply.name == "_error" && (reply.tid == tid || reply.tid == 0.0);
+            if error_status || error_result {
+                return Err(refused(phase, &reply));
+            }
+            skipped(phase, &reply);
+        }
     }
 
     /// Sends our FIN and reads (discarding) until the server closes or `close_timeout`.

@@ -92,6 +92,11 @@ pub struct ClientOptions {
     pub limits: FramingLimits,
     /// `Player`: buffer length announced with `SetBufferLength`, in ms. Default 1000.
     pub buffer_ms: u32,
+    /// After `NetStream.Publish.Start` / `NetStream.Play.Start`, how long to keep reading
+    /// for a refusal that follows it: nginx-rtmp's `deny publish` sends `Publish.Start`
+    /// and then closes the connection. The wait ends early when a play's media arrives.
+    /// Zero checks only what has already arrived. Default 100 ms.
+    pub start_grace: Duration,
 }
 
 impl Default for ClientOptions {
@@ -105,8 +110,22 @@ impl Default for ClientOptions {
             chunk_size: 4096,
             limits: FramingLimits::default(),
             buffer_ms: 1000,
+            start_grace: Duration::from_millis(100),
         }
     }
+}
+
+/// Counters of one connection, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Bytes received after the handshake.
+    pub bytes_in: u64,
+    /// Bytes written, handshake included.
+    pub bytes_out: u64,
+    /// Ping requests from the server answered.
+    pub pings: u64,
+    /// Acknowledgements sent (at the server's window acknowledgement size).
+    pub acks: u64,
 }
 
 /// Where to connect: what `rtmp[s]://host[:port]/app` says.
@@ -337,8 +356,8 @@ impl ClientError {
     }
 
     /// The server said no to `connect`, `createStream`, `publish` or `play`: an error
-    /// status, or closing the connection in answer to one of them. A relay should not retry
-    /// these at full speed.
+    /// status, or closing the connection in answer to one of them (or within
+    /// `start_grace` after accepting it). A relay should not retry these at full speed.
     pub fn is_refusal(&self) -> bool {
         let setup = matches!(
             self.phase(),

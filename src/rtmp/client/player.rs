@@ -118,12 +118,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Player<S> {
                 _ => skipped(phase, &reply),
             }
         }
+        conn.settle(phase, TID_PLAY).await?;
         tracing::debug!(stream_id, stream, "playing");
         Ok(Player {
             conn,
             stream_id,
             stream: stream.to_owned(),
         })
+    }
+
+    /// Byte, ping and acknowledgement counters.
+    pub fn stats(&self) -> super::ClientStats {
+        self.conn.stats()
     }
 
     /// Message stream id of the play.

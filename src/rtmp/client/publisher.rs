@@ -31,8 +31,9 @@ pub struct Publisher<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
     /// Handshakes on `io`, connects to `endpoint.app` and publishes `stream_key` (with any
     /// `?query`, sent as is) as a live stream. Returns once the server said
-    /// `NetStream.Publish.Start`; a refusal is [`ClientError::Refused`] with the server's
-    /// status, or [`ClientError::Closed`] when it just closes (nginx-rtmp's `deny publish`).
+    /// `NetStream.Publish.Start` and nothing refused it within `start_grace`; a refusal is
+    /// [`ClientError::Refused`] with the server's status, or [`ClientError::Closed`] when it
+    /// just closes (nginx-rtmp's `deny publish` closes right after `Publish.Start`).
     pub async fn publish(
         io: S,
         endpoint: &Endpoint,
@@ -106,12 +107,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
                 _ => skipped(phase, &reply),
             }
         }
+        conn.settle(phase, TID_PUBLISH).await?;
         tracing::debug!(stream_id, stream_key, "publishing");
         Ok(Publisher {
             conn,
             stream_id,
             stream_key: stream_key.to_owned(),
         })
+    }
+
+    /// Byte, ping and acknowledgement counters.
+    pub fn stats(&self) -> super::ClientStats {
+        self.conn.stats()
     }
 
     /// Message stream id the server gave in `createStream`.

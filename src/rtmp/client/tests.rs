@@ -28,6 +28,8 @@ struct Policy {
     reject_play: Reject,
     /// Drop the connection when a publish is requested (nginx-rtmp's `deny publish`).
     close_on_publish: bool,
+    /// Accept the publish, then close (nginx-rtmp's `deny publish` does exactly this).
+    close_after_publish_start: bool,
     /// Never answer `connect`.
     ignore_connect: bool,
     /// Send a ping request right after accepting the publish.
@@ -155,6 +157,15 @@ async fn peer(mut io: DuplexStream, mut policy: Policy) -> Log {
                                     *request_id,
                                     policy.reject_publish,
                                 ));
+                                if policy.close_after_publish_start {
+                                    for r in std::mem::take(&mut pending) {
+                                        if let Res::OutboundResponse(p) = r {
+                                            io.write_all(&p.bytes).await.unwrap();
+                                        }
+                                    }
+                                    log.events.push(e);
+                                    return log;
+                                }
                                 publishing = policy.reject_publish.is_none();
                                 if publishing && policy.ping_after_publish {
                                     let (ping, _) = session.send_ping_request().unwrap();
@@ -391,6 +402,27 @@ async fn refusals_carry_the_status_and_phase() {
     );
     assert!(err.is_refusal());
 
+    // Accepted, then closed at once: the start grace sees the close.
+    let policy = Policy {
+        close_after_publish_start: true,
+        ..Policy::default()
+    };
+    let (io, _peer) = start(policy, 64 << 10);
+    let err = Publisher::publish(io, &endpoint(), "cam1", opts())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            ClientError::Closed {
+                phase: Phase::Publish
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_refusal());
+
     let policy = Policy {
         reject_play: Some(("NetStream.Play.StreamNotFound", "nope")),
         ..Policy::default()
@@ -521,6 +553,7 @@ async fn player_receives_what_the_server_sends_at_any_chunk_size_and_acknowledge
             }
         }
         assert_eq!(got, media, "chunk size {chunk_size}");
+        let stats = player.stats();
         player.close().await.unwrap();
         let log = peer_task.await.unwrap();
         let acks: Vec<u32> = log
@@ -531,6 +564,8 @@ async fn player_receives_what_the_server_sends_at_any_chunk_size_and_acknowledge
                 _ => None,
             })
             .collect();
+        assert_eq!(stats.acks as usize, acks.len());
+        assert!(stats.bytes_in >= acks.last().copied().unwrap_or(0).into());
         let total: usize = media.iter().map(|m| m.2.len()).sum();
         assert!(acks.len() >= total / 100_000 - 1, "{acks:?}");
         assert!(acks.windows(2).all(|w| w[1] - w[0] >= 100_000), "{acks:?}");
