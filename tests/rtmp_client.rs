@@ -20,10 +20,45 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use livesnap::media::flv::FlvReader;
+use livesnap::rtmp::chunk_writer::PreChunked;
 use livesnap::rtmp::client::{
     ClientError, ClientOptions, Endpoint, MediaKind, Phase, Player, Publisher,
 };
 use tokio::net::TcpStream;
+
+/// Counts heap allocations per thread, to check that sends do not allocate per frame.
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_allocation() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+// SAFETY: forwards to the system allocator unchanged; counting touches only a
+// destructor-free thread local.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const FIXTURE: &str = "high_1280x720_bframes_aac.flv";
@@ -472,5 +507,55 @@ async fn an_idle_publisher_answers_nginx_pings_with_service() {
         !nginx.log().contains("ping: unresponded"),
         "{}",
         nginx.log()
+    );
+}
+
+#[tokio::test]
+async fn sends_do_not_allocate_per_frame() {
+    let nginx = Nginx::start("");
+    let tags = tags(FIXTURE);
+    let endpoint = nginx.endpoint("live");
+    let mut p = Publisher::publish(nginx.dial().await, &endpoint, "alloc", opts())
+        .await
+        .unwrap();
+    let chunk_size = p.chunk_size();
+    let pre: Vec<(PreChunked, u32)> = tags
+        .iter()
+        .map(|t| {
+            let m =
+                PreChunked::new(t.kind.csid(), t.kind.type_id(), &t.payload, chunk_size).unwrap();
+            (m, t.ts)
+        })
+        .collect();
+    // Warm-up: the write buffer grows to the largest message, and tokio's own per-runtime
+    // buffers (its coop budget's deferred wakers) to their working size.
+    for (m, ts) in &pre {
+        p.send_prechunked(m, *ts).await.unwrap();
+    }
+    for t in &tags {
+        p.send(t.kind, t.ts + 30_000, &t.payload).await.unwrap();
+    }
+
+    // What the server sends meanwhile is read into one buffer per message (nginx acks at
+    // its 5 MB window): those allocations are the only ones allowed.
+    let (before, received) = (allocations(), p.stats().messages_in);
+    for (m, ts) in &pre {
+        p.send_prechunked(m, ts + 60_000).await.unwrap();
+    }
+    let prechunked = allocations() - before;
+    let prechunked_in = p.stats().messages_in - received;
+    let (before, received) = (allocations(), p.stats().messages_in);
+    for t in &tags {
+        p.send(t.kind, t.ts + 90_000, &t.payload).await.unwrap();
+    }
+    let copied = allocations() - before;
+    let copied_in = p.stats().messages_in - received;
+    p.finish().await.unwrap();
+    assert!(
+        prechunked <= prechunked_in && copied <= copied_in,
+        "heap allocations: {prechunked} over {} pre-chunked sends ({prechunked_in} messages in), \
+         {copied} over {} copied sends ({copied_in} messages in)",
+        pre.len(),
+        tags.len()
     );
 }

@@ -294,7 +294,9 @@ impl PreChunked {
             body.extend_from_slice(piece);
         }
         Ok(PreChunked {
-            body: Bytes::from(body),
+            // Shared from the start: every send clones it, which must only bump a count
+            // (`Bytes::from(Vec)` would allocate on the first clone).
+            body: Bytes::from_owner(body),
             csid,
             type_id,
             len: payload.len() as u32,

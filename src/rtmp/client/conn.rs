@@ -198,6 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             }
         }
         let r = self.reader.push(data, &mut self.completed);
+        self.stats.messages_in += self.completed.len() as u64;
         self.inbox.extend(self.completed.drain(..));
         r.map_err(|source| self.fail(ClientError::Framing { phase, source }))
     }

@@ -122,6 +122,8 @@ pub struct ClientStats {
     pub bytes_in: u64,
     /// Bytes written, handshake included.
     pub bytes_out: u64,
+    /// Messages received, protocol control included.
+    pub messages_in: u64,
     /// Ping requests from the server answered.
     pub pings: u64,
     /// Acknowledgements sent (at the server's window acknowledgement size).
