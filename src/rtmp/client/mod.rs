@@ -41,14 +41,18 @@
 //! publisher.finish().await?;
 //! ```
 //!
-//! Every method is cancel-safe in this sense: a dropped call either queued its whole message
-//! or nothing, and bytes already queued go out, in order, ahead of anything sent later. A
-//! send that is cancelled mid-write is completed by the next call.
+//! `send*`, `service` and `Player::recv` are cancel-safe in this sense: a dropped call either
+//! queued its whole message or nothing, and bytes already queued go out, in order, ahead of
+//! anything sent later; a send cancelled mid-write is completed by the next call. (Dropping
+//! `publish`, `play`, `finish` or `close` abandons the connection.) Stream keys are never
+//! logged: for YouTube or Facebook the key is the credential.
 
 mod command;
 mod conn;
 mod player;
 mod publisher;
+#[cfg(test)]
+mod test_peer;
 #[cfg(test)]
 mod tests;
 
@@ -201,17 +205,6 @@ impl Endpoint {
             app: app.to_owned(),
             tc_url: format!("{scheme}://{authority}/{app}"),
         })
-    }
-
-    /// An endpoint for a stream that is not dialled from a URL (tests, in-process peers).
-    pub fn new(tc_url: &str, app: &str) -> Endpoint {
-        Endpoint {
-            tls: tc_url.starts_with("rtmps://"),
-            host: String::new(),
-            port: 0,
-            app: app.to_owned(),
-            tc_url: tc_url.to_owned(),
-        }
     }
 
     /// `host:port` for `TcpStream::connect` (IPv6 hosts bracketed).

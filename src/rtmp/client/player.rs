@@ -39,7 +39,6 @@ pub struct Media {
 pub struct Player<S> {
     conn: Conn<S>,
     stream_id: u32,
-    stream: String,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Player<S> {
@@ -119,12 +118,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Player<S> {
             }
         }
         conn.settle(phase, TID_PLAY).await?;
-        tracing::debug!(stream_id, stream, "playing");
-        Ok(Player {
-            conn,
-            stream_id,
-            stream: stream.to_owned(),
-        })
+        tracing::debug!(stream_id, "playing");
+        Ok(Player { conn, stream_id })
     }
 
     /// Byte, ping and acknowledgement counters.
@@ -169,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Player<S> {
             match reply.status() {
                 Some(s) if s.is_error() => return Err(refused(phase, &reply)),
                 Some(s) if END_CODES.contains(&s.code.as_str()) => {
-                    tracing::debug!(code = %s.code, stream = %self.stream, "play ended");
+                    tracing::debug!(code = %s.code, stream_id = self.stream_id, "play ended");
                     return Ok(None);
                 }
                 _ => skipped(phase, &reply),

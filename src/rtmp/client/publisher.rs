@@ -41,9 +41,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
         opts: ClientOptions,
     ) -> Result<Publisher<S>, ClientError> {
         for (what, v) in [
-            ("app", &endpoint.app),
-            ("tcUrl", &endpoint.tc_url),
-            ("stream key", &stream_key.to_owned()),
+            ("app", endpoint.app.as_str()),
+            ("tcUrl", endpoint.tc_url.as_str()),
+            ("stream key", stream_key),
         ] {
             if !command::fits(v) {
                 return Err(ClientError::TooLong {
@@ -108,7 +108,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
             }
         }
         conn.settle(phase, TID_PUBLISH).await?;
-        tracing::debug!(stream_id, stream_key, "publishing");
+        // The stream key is a secret (a YouTube key is the credential): never logged.
+        tracing::debug!(stream_id, "publishing");
         Ok(Publisher {
             conn,
             stream_id,
@@ -243,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
         self.conn.queue_command(phase, 0, &delete).await?;
         self.conn.flush(phase).await?;
         self.conn.close(phase).await?;
-        tracing::debug!(stream_key = %self.stream_key, "publish finished");
+        tracing::debug!(stream_id = self.stream_id, "publish finished");
         Ok(())
     }
 }
