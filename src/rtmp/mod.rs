@@ -1,9 +1,13 @@
-//! RTMP: the accept loop and its connection limits (`listener`, `limits`), the
-//! per-connection task that moves bytes (`conn`), our bounded chunk framing layer
-//! (`framing`, `amf`) that guards rml_rtmp, and the session glue (`session`) that turns
-//! rml_rtmp events into publish/media events without doing I/O.
+//! RTMP. The server side: the accept loop and its connection limits (`listener`,
+//! `limits`), the per-connection task that moves bytes (`conn`), our bounded chunk
+//! framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
+//! (`session`) that turns rml_rtmp events into publish/media events without doing I/O.
+//! The outbound side: `chunk_writer` (messages → chunks, no I/O) and `client` (an RTMP
+//! publisher and player for relays, the load tool and tests).
 
 pub mod amf;
+pub mod chunk_writer;
+pub mod client;
 pub mod conn;
 pub mod framing;
 pub mod limits;
