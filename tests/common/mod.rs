@@ -6,7 +6,8 @@
 //! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server.
 //!
 //! `server` and `publisher` are re-exported, so `use common::*;` brings them in; `raw`,
-//! `logs` and `moto` are named where they are used. The small helpers below serve all.
+//! `logs` and `moto` are named where they are used. The small helpers below (fixtures,
+//! free ports, waiting, HTTP, JPEG, RSS) serve several.
 #![allow(dead_code)]
 
 pub mod logs;
@@ -25,6 +26,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use livesnap::media::flv::{FlvReader, FlvTag};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,6 +35,19 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
+}
+
+/// Every tag of a fixture, in file order.
+pub fn fixture_tags(name: &str) -> Vec<FlvTag> {
+    let data = Bytes::from(std::fs::read(fixture(name)).unwrap());
+    FlvReader::new(data).unwrap().map(|t| t.unwrap()).collect()
+}
+
+/// An address on 127.0.0.1 whose port was free a moment ago (bound to 0, then released).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
 }
 
 /// Waits until `cond` holds or the timeout passes; returns whether it held.

@@ -1,5 +1,6 @@
-//! A real RTMP publisher built on rml_rtmp's client session, which replays FLV fixtures,
-//! and the RTMP client handshake it (and the raw peer) starts with.
+//! A real RTMP publisher built on rml_rtmp's client session, which replays FLV fixtures;
+//! the RTMP client handshake it (and the raw peer) starts with; and helpers that publish
+//! a fixture with it, or with the `ffmpeg` CLI.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +16,7 @@ use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{fixture, TestServer};
+use super::{fixture, fixture_tags, TestServer};
 
 /// Does the RTMP client handshake on a fresh connection; returns the socket and any
 /// bytes the server sent after S2.
@@ -228,21 +229,48 @@ impl Publisher {
     }
 }
 
+/// A publisher of `app`/`stream` (tcUrl `rtmp://ADDR/APP`); panics unless accepted.
+pub async fn start_publish(addr: SocketAddr, app: &str, stream: &str) -> Publisher {
+    let tc_url = format!("rtmp://{addr}/{app}");
+    let (p, outcome) = Publisher::connect(addr, &tc_url, app, stream).await;
+    assert_eq!(outcome, PublishOutcome::Accepted, "{app}/{stream}");
+    p
+}
+
 /// Publishes a whole fixture at `speed` and finishes.
 pub async fn publish_fixture(server: &TestServer, app: &str, stream: &str, file: &str, speed: f64) {
-    let tc_url = format!("rtmp://{}/{app}", server.rtmp);
-    let (mut p, outcome) = Publisher::connect(server.rtmp, &tc_url, app, stream).await;
-    assert_eq!(outcome, PublishOutcome::Accepted);
-    p.replay(&fixture(file), speed, 0).await.unwrap();
-    p.finish().await;
+    publish_fixture_to(server.rtmp, app, stream, file, speed).await;
 }
 
 /// Publishes a whole fixture at `speed` and finishes, like [`publish_fixture`], for a
 /// spawned task that cannot borrow the `TestServer`.
 pub async fn publish_fixture_to(addr: SocketAddr, app: &str, stream: &str, file: &str, speed: f64) {
-    let tc_url = format!("rtmp://{addr}/{app}");
-    let (mut p, outcome) = Publisher::connect(addr, &tc_url, app, stream).await;
-    assert_eq!(outcome, PublishOutcome::Accepted, "{app}/{stream}");
+    let mut p = start_publish(addr, app, stream).await;
     p.replay(&fixture(file), speed, 0).await.unwrap();
     p.finish().await;
+}
+
+/// Sends the fixture's tags with `from_ms <= timestamp < to_ms`, as fast as possible.
+pub async fn send_range(p: &mut Publisher, file: &str, from_ms: u32, to_ms: u32) {
+    for tag in fixture_tags(file) {
+        if tag.timestamp_ms < from_ms || tag.timestamp_ms >= to_ms {
+            continue;
+        }
+        match tag.tag_type {
+            9 => p.video(tag.timestamp_ms, tag.data).await.unwrap(),
+            8 => p.audio(tag.timestamp_ms, tag.data).await.unwrap(),
+            _ => {}
+        }
+    }
+}
+
+/// The `ffmpeg` CLI publishing a fixture to `url` at real time (`-re`, streams copied,
+/// errors only); the caller sets its stdio and runs it.
+pub fn ffmpeg_publish(file: &str, url: &str) -> tokio::process::Command {
+    let mut ffmpeg = tokio::process::Command::new("ffmpeg");
+    ffmpeg
+        .args(["-v", "error", "-re", "-i"])
+        .arg(fixture(file))
+        .args(["-c", "copy", "-f", "flv", url]);
+    ffmpeg
 }

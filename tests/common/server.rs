@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 
 use livesnap::config::Config;
 use livesnap::server::{self, Running};
+use livesnap::snapshot::stats::StreamStats;
 
 use super::logs;
 
@@ -36,6 +38,20 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Starts a node from a whole config text; `dir` (which the config's folders are
+    /// usually in) lives as long as the node's `TestServer`. Most tests want
+    /// [`start_server`], which writes the config for them.
+    pub async fn start(dir: tempfile::TempDir, config: &str) -> TestServer {
+        let settings = Config::parse(config).unwrap().validate().unwrap();
+        let running = server::start(settings).await.unwrap();
+        TestServer {
+            rtmp: running.rtmp_addr,
+            http: running.http_addr,
+            running: Some(running),
+            dir,
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("snapshots")
     }
@@ -53,6 +69,14 @@ impl TestServer {
 
     pub fn node(&self) -> &std::sync::Arc<livesnap::node::Node> {
         &self.running.as_ref().expect("running").node
+    }
+
+    /// An operator of its own on the node's storage target `name`, built the way the node
+    /// builds it; it outlives the node.
+    pub fn operator(&self, name: &str) -> opendal::Operator {
+        livesnap::storage::build(&self.node().settings.storage[name])
+            .unwrap_or_else(|e| panic!("build storage {name}: {e}"))
+            .op
     }
 }
 
@@ -101,14 +125,7 @@ root = "{}"
 "#,
         root.display()
     );
-    let settings = Config::parse(&text).unwrap().validate().unwrap();
-    let running = server::start(settings).await.unwrap();
-    TestServer {
-        rtmp: running.rtmp_addr,
-        http: running.http_addr,
-        running: Some(running),
-        dir,
-    }
+    TestServer::start(dir, &text).await
 }
 
 /// Every file under `root` (relative paths, sorted), leaving out the fs temp folder.
@@ -133,9 +150,27 @@ pub fn list_files(root: &Path) -> Vec<String> {
     out
 }
 
+/// The objects live/`stream` leaves after `n` snapshots under the tests' usual rule
+/// (overwrite `{AppName}/{StreamName}.jpg`, sequence `{AppName}/{StreamName}/{Sequence}.jpg`,
+/// as in [`DEFAULT_RULES`]), sorted as [`list_files`] lists them.
+pub fn snapshot_keys(stream: &str, n: u64) -> Vec<String> {
+    let mut keys: Vec<String> = (1..=n)
+        .map(|i| format!("live/{stream}/{i}.jpg"))
+        .chain([format!("live/{stream}.jpg")])
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The value of one of a stream's counters ([`StreamStats`]).
+pub fn count(c: &AtomicU64) -> u64 {
+    StreamStats::get(c)
+}
+
 /// Snapshots stored so far by the first live stream (0 when none is live).
 pub fn first_stream_stored(node: &livesnap::node::Node) -> u64 {
-    node.registry.list().first().map_or(0, |s| {
-        livesnap::snapshot::stats::StreamStats::get(&s.stats.stored)
-    })
+    node.registry
+        .list()
+        .first()
+        .map_or(0, |s| count(&s.stats.stored))
 }
