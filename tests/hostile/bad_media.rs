@@ -238,7 +238,7 @@ async fn bad_media_is_skipped_not_fatal() {
     let mut cases: Vec<(String, Case)> = Vec::new();
     let mut others = Vec::new();
     for bad in bad_media() {
-        others.extend(one_snapshot(bad.stream));
+        others.extend(snapshot_keys(bad.stream, 1));
         let node = node.clone();
         let good = good.clone();
         cases.push((
@@ -249,27 +249,27 @@ async fn bad_media_is_skipped_not_fatal() {
                 let stats = stats_of(&node, name);
                 let sent = send_video(&mut c, sid, &bad.tags).await;
                 assert!(
-                    wait_for(secs(5.0), || get(&stats.bytes) == sent).await,
+                    wait_for(secs(5.0), || count(&stats.bytes) == sent).await,
                     "{name}: not all seen"
                 );
                 if bad.reaches_pool {
                     assert!(
-                        wait_for(secs(5.0), || get(&stats.finished) == 1).await,
+                        wait_for(secs(5.0), || count(&stats.finished) == 1).await,
                         "{name}: not finished"
                     );
                     assert_eq!(
-                        (get(&stats.due), get(&stats.failed_decode)),
+                        (count(&stats.due), count(&stats.failed_decode)),
                         (1, 1),
                         "{name}"
                     );
                 } else {
-                    assert_eq!(get(&stats.due), 0, "{name}");
+                    assert_eq!(count(&stats.due), 0, "{name}");
                 }
                 expect_open(&mut c, name).await;
                 // The stream still works: a valid keyframe later gives a valid snapshot.
                 send_video(&mut c, sid, &good).await;
                 assert!(
-                    wait_for(secs(10.0), || get(&stats.stored) == 1).await,
+                    wait_for(secs(10.0), || count(&stats.stored) == 1).await,
                     "{name}: no snapshot"
                 );
                 expect_open(&mut c, name).await;
@@ -289,12 +289,12 @@ async fn bad_media_is_skipped_not_fatal() {
             let stats = stats_of(&n2, "hevc");
             let sent = send_video(&mut c, sid, &hevc_tags()).await;
             assert!(
-                wait_for(secs(5.0), || get(&stats.bytes) == sent).await,
+                wait_for(secs(5.0), || count(&stats.bytes) == sent).await,
                 "hevc: not all seen"
             );
             expect_open(&mut c, "hevc").await;
             // Counted as received, never handed to the pool.
-            assert_eq!((get(&stats.due), get(&stats.stored)), (0, 0));
+            assert_eq!((count(&stats.due), count(&stats.stored)), (0, 0));
             drop(c);
             assert!(
                 wait_for(secs(2.0), || !is_live(&n2, "hevc")).await,

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::harness::*;
-use crate::timestamps::snapshots_of;
 
 /// Raises this process's open-file soft limit to at least `need` (up to the hard limit).
 fn raise_nofile(need: u64) {
@@ -150,7 +149,5 @@ async fn ten_thousand_idle_connections_do_not_lock_out_encoders() {
     );
     assert_no_node_panic();
     assert!(server.stop().await, "shutdown finished in time");
-    let mut want: Vec<String> = snapshots_of(GOOD, 3);
-    want.sort();
-    assert_eq!(list_files(&server.root()), want);
+    assert_eq!(list_files(&server.root()), snapshot_keys(GOOD, 3));
 }

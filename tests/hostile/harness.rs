@@ -119,11 +119,8 @@ impl Harness {
         assert_no_node_panic();
         assert!(server.stop().await, "shutdown finished in time");
 
-        let mut want: Vec<String> = (1..=3)
-            .map(|i| format!("live/{GOOD}/{i}.jpg"))
-            .chain([format!("live/{GOOD}.jpg")])
-            .chain(others.iter().cloned())
-            .collect();
+        let mut want = snapshot_keys(GOOD, 3);
+        want.extend_from_slice(others);
         want.sort();
         assert_eq!(list_files(&server.root()), want);
         for i in 1..=3 {
@@ -144,15 +141,6 @@ pub fn stats_of(node: &Node, stream: &str) -> Arc<StreamStats> {
     st.unwrap_or_else(|| panic!("{stream} is not live"))
         .stats
         .clone()
-}
-
-pub fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
-    StreamStats::get(c)
-}
-
-/// The two objects a stream that stored one snapshot leaves.
-pub fn one_snapshot(stream: &str) -> [String; 2] {
-    [format!("live/{stream}.jpg"), format!("live/{stream}/1.jpg")]
 }
 
 pub type Case = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -94,17 +94,17 @@ async fn legal_interleaved_chunk_streams_publish() {
     }
     let stats = stats_of(&node, "ilv");
     assert!(
-        wait_for(secs(5.0), || get(&stats.bytes) == sent).await,
+        wait_for(secs(5.0), || count(&stats.bytes) == sent).await,
         "media bytes seen {} of {sent}",
-        get(&stats.bytes)
+        count(&stats.bytes)
     );
     assert!(
-        wait_for(secs(10.0), || get(&stats.stored) == 1).await,
+        wait_for(secs(10.0), || count(&stats.stored) == 1).await,
         "no snapshot stored"
     );
-    assert_eq!((get(&stats.keyframes), get(&stats.due)), (2, 1));
+    assert_eq!((count(&stats.keyframes), count(&stats.due)), (2, 1));
     expect_open(&mut c, "interleaved publisher").await;
     drop(c);
     assert!(wait_for(secs(2.0), || !is_live(&node, "ilv")).await);
-    h.finish(&one_snapshot("ilv")).await;
+    h.finish(&snapshot_keys("ilv", 1)).await;
 }

@@ -60,23 +60,16 @@ async fn send_parts(c: &mut RawClient, sid: u32, stats: &StreamStats, parts: &[P
     for (i, (tags, base, stored)) in parts.iter().enumerate() {
         sent += send_video_from(c, sid, tags, *base).await;
         assert!(
-            wait_for(secs(5.0), || get(&stats.bytes) == sent).await,
+            wait_for(secs(5.0), || count(&stats.bytes) == sent).await,
             "{name} part {i}: media bytes seen {} of {sent}",
-            get(&stats.bytes)
+            count(&stats.bytes)
         );
         assert!(
-            wait_for(secs(10.0), || get(&stats.stored) == *stored).await,
+            wait_for(secs(10.0), || count(&stats.stored) == *stored).await,
             "{name} part {i}: stored {} of {stored}",
-            get(&stats.stored)
+            count(&stats.stored)
         );
     }
-}
-
-pub fn snapshots_of(stream: &str, n: u64) -> Vec<String> {
-    (1..=n)
-        .map(|i| format!("live/{stream}/{i}.jpg"))
-        .chain([format!("live/{stream}.jpg")])
-        .collect()
 }
 
 /// Timestamps at the edges of RTMP's clock: a stream crossing 0xFFFFFF ms with absolute
@@ -121,7 +114,7 @@ async fn timestamp_edges_and_aborted_messages_keep_the_stream() {
         let parts = plan(&segments.iter().map(|s| (&s[..], BASE)).collect::<Vec<_>>());
         let due = parts.last().unwrap().2;
         assert_eq!(due, 3, "0 s, 5 s and 10 s are due");
-        others.extend(snapshots_of(name, due));
+        others.extend(snapshot_keys(name, due));
         let node = node.clone();
         cases.push((
             name.to_string(),
@@ -131,10 +124,10 @@ async fn timestamp_edges_and_aborted_messages_keep_the_stream() {
                 c.writer.repeat_extended = repeat;
                 let stats = stats_of(&node, name);
                 send_parts(&mut c, sid, &stats, &parts, name).await;
-                assert_eq!(get(&stats.keyframes), keyframe_count(&parts), "{name}");
-                assert_eq!(get(&stats.due), due, "{name}");
+                assert_eq!(count(&stats.keyframes), keyframe_count(&parts), "{name}");
+                assert_eq!(count(&stats.due), due, "{name}");
                 // The clock ran continuously across the boundary.
-                assert_eq!(get(&stats.media_ms), u64::from(last_ts), "{name}");
+                assert_eq!(count(&stats.media_ms), u64::from(last_ts), "{name}");
                 expect_open(&mut c, name).await;
             }),
         ));
@@ -149,7 +142,7 @@ async fn timestamp_edges_and_aborted_messages_keep_the_stream() {
         back_due >= 4,
         "the cadence continues after the jump: {back_due}"
     );
-    others.extend(snapshots_of("ts-backwards", back_due));
+    others.extend(snapshot_keys("ts-backwards", back_due));
     let n2 = node.clone();
     cases.push((
         "timestamps going backwards".into(),
@@ -158,8 +151,8 @@ async fn timestamp_edges_and_aborted_messages_keep_the_stream() {
             let (mut c, sid) = RawClient::start_publish(addr, "live", name).await;
             let stats = stats_of(&n2, name);
             send_parts(&mut c, sid, &stats, &back, name).await;
-            assert_eq!(get(&stats.keyframes), keyframe_count(&back));
-            assert_eq!(get(&stats.due), back_due);
+            assert_eq!(count(&stats.keyframes), keyframe_count(&back));
+            assert_eq!(count(&stats.due), back_due);
             expect_open(&mut c, name).await;
         }),
     ));
@@ -167,7 +160,7 @@ async fn timestamp_edges_and_aborted_messages_keep_the_stream() {
     // Abort Message mid-message: the first chunks of a keyframe, an Abort naming its chunk
     // stream, then the keyframe whole. Twice: the restart's first chunk is a fmt 3 header
     // (the aborted message's header repeated), then a fmt 2 one.
-    others.extend(snapshots_of("abort", 2));
+    others.extend(snapshot_keys("abort", 2));
     let n3 = node.clone();
     let (seq, key) = (sequence_header(&video), first_keyframe(&video));
     cases.push((
@@ -193,15 +186,15 @@ async fn timestamp_edges_and_aborted_messages_keep_the_stream() {
                 c.send(&abort).await.unwrap();
                 sent += send_video(&mut c, sid, &[(ts, key.clone())]).await;
                 assert!(
-                    wait_for(secs(5.0), || get(&stats.bytes) == sent).await,
+                    wait_for(secs(5.0), || count(&stats.bytes) == sent).await,
                     "round {round}: media bytes seen {} of {sent} (the aborted part must not count)",
-                    get(&stats.bytes)
+                    count(&stats.bytes)
                 );
                 assert!(
-                    wait_for(secs(10.0), || get(&stats.stored) == round).await,
+                    wait_for(secs(10.0), || count(&stats.stored) == round).await,
                     "round {round}: no snapshot"
                 );
-                assert_eq!(get(&stats.keyframes), round);
+                assert_eq!(count(&stats.keyframes), round);
             }
             expect_open(&mut c, name).await;
         }),

@@ -1,7 +1,6 @@
 //! The good fixture's video tags, and a raw peer sending them.
 
 use bytes::Bytes;
-use livesnap::media::flv::FlvReader;
 use livesnap::rtmp::framing::TYPE_VIDEO;
 
 use crate::common::raw::{message, RawClient};
@@ -10,10 +9,8 @@ use crate::harness::GOOD_FIXTURE;
 
 /// Video tags of the good fixture: (timestamp, tag body).
 pub fn fixture_video() -> Vec<(u32, Bytes)> {
-    let data = Bytes::from(std::fs::read(fixture(GOOD_FIXTURE)).unwrap());
-    FlvReader::new(data)
-        .unwrap()
-        .map(|t| t.unwrap())
+    fixture_tags(GOOD_FIXTURE)
+        .into_iter()
         .filter(|t| t.tag_type == 9)
         .map(|t| (t.timestamp_ms, t.data))
         .collect()
