@@ -7,10 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use livesnap::config::Config;
-use livesnap::media::flv::FlvReader;
 use serde_json::{json, Value};
 
 /// 640x360, a keyframe every second, 12 s.
@@ -369,29 +366,6 @@ overwrite_object = "{AppName}/{StreamName}.jpg"
     assert!(!server.root().join("_livesnap/rules.json.lock").exists());
 }
 
-/// Sends the fixture's tags with `from_ms <= timestamp < to_ms`, as fast as possible.
-async fn send_range(p: &mut Publisher, file: &str, from_ms: u32, to_ms: u32) {
-    let data = Bytes::from(std::fs::read(fixture(file)).unwrap());
-    for tag in FlvReader::new(data).unwrap() {
-        let tag = tag.unwrap();
-        if tag.timestamp_ms < from_ms || tag.timestamp_ms >= to_ms {
-            continue;
-        }
-        match tag.tag_type {
-            9 => p.video(tag.timestamp_ms, tag.data).await.unwrap(),
-            8 => p.audio(tag.timestamp_ms, tag.data).await.unwrap(),
-            _ => {}
-        }
-    }
-}
-
-async fn connect(server: &TestServer, app: &str, stream: &str) -> Publisher {
-    let tc_url = format!("rtmp://{}/{app}", server.rtmp);
-    let (p, outcome) = Publisher::connect(server.rtmp, &tc_url, app, stream).await;
-    assert_eq!(outcome, PublishOutcome::Accepted);
-    p
-}
-
 async fn wait_not_live(server: &TestServer) {
     assert!(
         wait_for(Duration::from_secs(10), || server
@@ -414,7 +388,7 @@ fn snapshot_files(server: &TestServer) -> Vec<String> {
 async fn rule_added_through_the_api_applies_from_the_next_publish() {
     let mut server = start_server("").await;
     let api = Api::new(&server);
-    let mut p = connect(&server, "live", "cam").await;
+    let mut p = start_publish(server.rtmp, "live", "cam").await;
     send_range(&mut p, FIXTURE, 0, 2000).await;
     let mut body = rule_body("*", "live");
     body["sequence_object"] = json!("{AppName}/{StreamName}/{Sequence}.jpg");
@@ -746,7 +720,7 @@ sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
 
     // 3 s of the fixture: one snapshot (at 0 s), keyframes at 0, 1 and 2 s. The
     // publisher then pauses (the node's idle timeout is 5 s).
-    let mut p = connect(&server, "live", "cam").await;
+    let mut p = start_publish(server.rtmp, "live", "cam").await;
     send_range(&mut p, FIXTURE, 0, 3000).await;
     let node = server.node().clone();
     assert!(wait_for(Duration::from_secs(10), || first_stream_stored(&node) == 1).await);
@@ -939,7 +913,7 @@ sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
     );
 
     // Kick: the publisher is disconnected.
-    let mut p = connect(&server, "live", "cam").await;
+    let mut p = start_publish(server.rtmp, "live", "cam").await;
     send_range(&mut p, FIXTURE, 0, 1000).await;
     assert_eq!(api.call("DELETE", &path, None).await.0, 204);
     wait_not_live(&server).await;
@@ -973,14 +947,7 @@ root = "{}"
 "#,
         dir.path().join("snapshots").display()
     );
-    let settings = Config::parse(&text).unwrap().validate().unwrap();
-    let running = livesnap::server::start(settings).await.unwrap();
-    let server = TestServer {
-        rtmp: running.rtmp_addr,
-        http: running.http_addr,
-        running: Some(running),
-        dir,
-    };
+    let server = TestServer::start(dir, &text).await;
     let open = Api::new(&server);
     let wrong = Api::with_token(&server, "s3cret-token-for-tesTS");
     let right = Api::with_token(&server, "s3cret-token-for-tests");
@@ -1164,9 +1131,7 @@ sequence_object = "{{AppName}}/{{StreamName}}-{{UnixTimestamp}}.jpg"
         .contains("PUT /rules-bucket/_livesnap/rules.json"));
 
     // The query on a sorted listing: a key range by timestamp.
-    let op = livesnap::storage::build(&a_server.node().settings.storage["s3"])
-        .unwrap()
-        .op;
+    let op = a_server.operator("s3");
     let jpeg = make_jpeg(32, 16);
     let t0 = 1_700_000_000u64;
     for k in 0..30 {

@@ -63,13 +63,6 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
     )
 }
 
-/// The overwrite key and sequence keys 1..=n of live/`stream`, sorted as listed.
-fn expected_files(stream: &str, n: usize) -> Vec<String> {
-    std::iter::once(format!("live/{stream}.jpg"))
-        .chain((1..=n).map(|i| format!("live/{stream}/{i}.jpg")))
-        .collect()
-}
-
 fn assert_tmp_dir_empty(root: &Path) {
     let tmp = root.join(livesnap::storage::FS_TMP_DIR);
     if tmp.exists() {
@@ -165,7 +158,7 @@ fn snapshot_command_stores_the_due_keyframes_and_continues_the_sequence() {
 
     // Keyframes every 2 s over 20 s, interval 5 s: due at 0, 6, 10 and 16 s.
     run();
-    assert_eq!(list_files(&root), expected_files("rec", 4));
+    assert_eq!(list_files(&root), snapshot_keys("rec", 4));
     let first: Vec<Vec<u8>> = (1..=4)
         .map(|i| std::fs::read(root.join(format!("live/rec/{i}.jpg"))).unwrap())
         .collect();
@@ -189,7 +182,7 @@ fn snapshot_command_stores_the_due_keyframes_and_continues_the_sequence() {
 
     // A second run continues at 5 and replaces nothing.
     run();
-    assert_eq!(list_files(&root), expected_files("rec", 8));
+    assert_eq!(list_files(&root), snapshot_keys("rec", 8));
     for (i, jpeg) in first.iter().enumerate() {
         let now = std::fs::read(root.join(format!("live/rec/{}.jpg", i + 1))).unwrap();
         assert!(now == *jpeg, "live/rec/{}.jpg was replaced", i + 1);
@@ -254,12 +247,6 @@ impl Serving {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
 }
 
 /// Starts `livesnap --config ...` on free loopback ports (retrying if a port was taken
@@ -332,11 +319,8 @@ async fn serve_health_ffmpeg_publish_and_sigterm() {
     assert_eq!(health["live_streams"], 0, "{health}");
 
     // A real-time publish by the ffmpeg CLI (12 s; keyframes every second).
-    let mut ffmpeg = tokio::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(fixture("baseline_640x360_gop1s.flv"))
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(format!("rtmp://{}/live/cam1", serving.rtmp))
+    let url = format!("rtmp://{}/live/cam1", serving.rtmp);
+    let mut ffmpeg = ffmpeg_publish("baseline_640x360_gop1s.flv", &url)
         .stdin(Stdio::null())
         .stderr(Stdio::null()) // it reports the server closing the connection
         .kill_on_drop(true)
@@ -397,7 +381,7 @@ async fn serve_health_ffmpeg_publish_and_sigterm() {
         .lines()
         .find(|l| l.contains("publish ended"))
         .unwrap_or_else(|| panic!("no 'publish ended' line: {log}"));
-    let counter = |name: &str| -> usize {
+    let counter = |name: &str| -> u64 {
         let at = ended.find(&format!(" {name}=")).expect(name) + name.len() + 2;
         let digits: String = ended[at..]
             .chars()
@@ -410,7 +394,7 @@ async fn serve_health_ffmpeg_publish_and_sigterm() {
     assert_eq!(counter("dropped_busy"), 0, "{ended}");
     assert_eq!(counter("failed_decode"), 0, "{ended}");
     let files = list_files(&root);
-    assert_eq!(files, expected_files("cam1", due), "{log}");
+    assert_eq!(files, snapshot_keys("cam1", due), "{log}");
     for f in &files {
         let (w, h, _) = decode_jpeg(&std::fs::read(root.join(f)).unwrap());
         assert_eq!((w, h), (640, 360), "{f}");
@@ -433,10 +417,8 @@ async fn kill_9_and_restart_loses_and_replaces_nothing() {
     let root = dir.path().join("snapshots");
     let mut first = serve(dir.path(), &root, 5).await;
     let url = format!("rtmp://{}/live/k9", first.rtmp);
-    let mut ffmpeg = tokio::process::Command::new("ffmpeg")
-        .args(["-v", "quiet", "-re", "-i"])
-        .arg(fixture("baseline_640x360_gop1s.flv"))
-        .args(["-c", "copy", "-f", "flv", &url])
+    let mut ffmpeg = ffmpeg_publish("baseline_640x360_gop1s.flv", &url)
+        .stderr(Stdio::null()) // it reports being cut off by the kill
         .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg runs");
@@ -484,11 +466,8 @@ async fn kill_9_and_restart_loses_and_replaces_nothing() {
 
     let second = serve(dir.path(), &root, 5).await;
     assert!(!stale.exists(), "stale temporary file not removed");
-    let status = tokio::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(fixture("baseline_640x360_gop1s.flv"))
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(format!("rtmp://{}/live/k9", second.rtmp))
+    let url = format!("rtmp://{}/live/k9", second.rtmp);
+    let status = ffmpeg_publish("baseline_640x360_gop1s.flv", &url)
         .status()
         .await
         .unwrap();

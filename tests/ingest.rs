@@ -72,12 +72,7 @@ async fn check_fixture(
     publish_fixture(&server, "live", stream, file, 4.0).await;
     assert!(server.stop().await, "shutdown finished in time");
     let root = server.root();
-    let mut want: Vec<String> = (1..=dims.len())
-        .map(|i| format!("live/{stream}/{i}.jpg"))
-        .collect();
-    want.push(format!("live/{stream}.jpg"));
-    want.sort();
-    assert_eq!(list_files(&root), want);
+    assert_eq!(list_files(&root), snapshot_keys(stream, dims.len() as u64));
     let last = std::fs::read(root.join(format!("live/{stream}/{}.jpg", dims.len()))).unwrap();
     assert_eq!(
         std::fs::read(root.join(format!("live/{stream}.jpg"))).unwrap(),
@@ -197,11 +192,7 @@ async fn bt709_colour_bars_come_out_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_cli_publish() {
     let mut server = start_server(DEFAULT_RULES).await;
-    let status = tokio::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(fixture("baseline_640x360_gop1s.flv"))
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(server.url("live", "ffcam"))
+    let status = ffmpeg_publish("baseline_640x360_gop1s.flv", &server.url("live", "ffcam"))
         .status()
         .await
         .expect("ffmpeg runs");
@@ -273,11 +264,7 @@ async fn restart_continues_sequence_without_replacing() {
     let mut second = start_server_in(first.dir, DEFAULT_RULES).await;
     publish_fixture(&second, "live", "cam", "baseline_640x360_gop1s.flv", 4.0).await;
     second.stop().await;
-    let files = list_files(&second.root());
-    let want: Vec<String> = std::iter::once("live/cam.jpg".to_string())
-        .chain((1..=6).map(|i| format!("live/cam/{i}.jpg")))
-        .collect();
-    assert_eq!(files, want);
+    assert_eq!(list_files(&second.root()), snapshot_keys("cam", 6));
     for (f, bytes) in before {
         assert_eq!(
             std::fs::read(second.root().join(&f)).unwrap(),
@@ -308,8 +295,7 @@ overwrite_object = "{AppName}/{StreamName}.jpg"
 async fn duplicate_publish_is_rejected_and_first_continues() {
     let mut server = start_server(DEFAULT_RULES).await;
     let tc = format!("rtmp://{}/live", server.rtmp);
-    let (mut first, outcome) = Publisher::connect(server.rtmp, &tc, "live", "dup").await;
-    assert_eq!(outcome, PublishOutcome::Accepted);
+    let mut first = start_publish(server.rtmp, "live", "dup").await;
     let (_, second) = Publisher::connect(server.rtmp, &tc, "live", "dup?other=1").await;
     match second {
         PublishOutcome::Closed(bytes) => assert!(
@@ -376,10 +362,7 @@ overwrite_object = "{Domain}/{AppName}/{StreamName}.jpg"
 "#;
     let mut server = start_server(rules).await;
     // Domain from the vhost parameter; the tcUrl host (an IP) does not match the rule.
-    let tc = format!("rtmp://{}/live", server.rtmp);
-    let (mut p, outcome) =
-        Publisher::connect(server.rtmp, &tc, "live", "cam9?vhost=Cams.Example.com").await;
-    assert_eq!(outcome, PublishOutcome::Accepted);
+    let mut p = start_publish(server.rtmp, "live", "cam9?vhost=Cams.Example.com").await;
     p.replay(&fixture("baseline_640x360_gop1s.flv"), 0.0, 0)
         .await
         .unwrap();
@@ -412,11 +395,7 @@ overwrite_object = "{Domain}/{AppName}/{StreamName}.jpg"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_encoder_frees_the_name_at_once() {
     let mut server = start_server(DEFAULT_RULES).await;
-    let mut child = tokio::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(fixture("baseline_640x360_gop1s.flv"))
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(server.url("live", "killed"))
+    let mut child = ffmpeg_publish("baseline_640x360_gop1s.flv", &server.url("live", "killed"))
         .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg runs");

@@ -240,8 +240,7 @@ async fn on_publish_hook_allows_and_denies() {
     ))
     .await;
     let tc = format!("rtmp://{}/live", server.rtmp);
-    let (p, out) = Publisher::connect(server.rtmp, &tc, "live", "allowed").await;
-    assert_eq!(out, PublishOutcome::Accepted);
+    let p = start_publish(server.rtmp, "live", "allowed").await;
     p.finish().await;
     let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "denied").await;
     assert!(status_of(&out).contains("NetStream.Publish.Unauthorized"));
@@ -353,9 +352,7 @@ async fn callbacks_are_retried_and_a_dead_target_slows_nothing() {
         "{DEFAULT_RULES}\n[notify]\nurl = \"http://{addr}/node\"\n"
     ))
     .await;
-    let tc = format!("rtmp://{}/live", server.rtmp);
-    let (p, out) = Publisher::connect(server.rtmp, &tc, "live", "retry").await;
-    assert_eq!(out, PublishOutcome::Accepted);
+    let p = start_publish(server.rtmp, "live", "retry").await;
     assert!(wait_for(Duration::from_secs(8), || rec.named("publish").len() == 1).await);
     assert_eq!(*rec.calls.lock().unwrap(), 3);
     p.finish().await;
@@ -363,10 +360,7 @@ async fn callbacks_are_retried_and_a_dead_target_slows_nothing() {
 
     // A target that refuses connections: the publish runs at full pace and every
     // snapshot is stored on schedule; failures are counted.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = free_addr();
     let mut server = start_server(&format!(
         "{DEFAULT_RULES}\n[notify]\nurl = \"http://{dead}/x\"\n"
     ))

@@ -11,10 +11,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::moto::{free_port, s3_config};
+use common::moto::s3_config;
 use common::*;
-use livesnap::media::flv::FlvReader;
 use livesnap::snapshot::stats::StreamStats;
 use opendal::{ErrorKind, Operator};
 
@@ -22,14 +20,6 @@ const BUCKET: &str = "livesnap-test";
 /// 640x360, a keyframe every second, 12 s: snapshots due at 0, 5 and 10 s.
 const FIXTURE: &str = "baseline_640x360_gop1s.flv";
 const REPLAY_SPEED: f64 = 4.0;
-
-/// An operator on the node's S3 target, built the way the node builds it.
-fn s3_operator(server: &TestServer) -> Operator {
-    let settings = server.node().settings.storage["s3"].clone();
-    livesnap::storage::build(&settings)
-        .expect("build the s3 operator")
-        .op
-}
 
 /// Every object key in the bucket, sorted.
 async fn list_keys(op: &Operator) -> Vec<String> {
@@ -53,19 +43,10 @@ async fn read(op: &Operator, key: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// `live/cam.jpg` and `live/cam/1.jpg` … `live/cam/N.jpg`, sorted as listed.
-fn expected_keys(n: usize) -> Vec<String> {
-    std::iter::once("live/cam.jpg".to_string())
-        .chain((1..=n).map(|i| format!("live/cam/{i}.jpg")))
-        .collect()
-}
-
 /// Publishes the fixture as live/`stream` at `REPLAY_SPEED`; returns how long the
 /// replay itself took and the stream's counters (taken from the registry while live).
 async fn timed_publish(server: &TestServer, stream: &str) -> (Duration, Arc<StreamStats>) {
-    let tc_url = format!("rtmp://{}/live", server.rtmp);
-    let (mut publisher, outcome) = Publisher::connect(server.rtmp, &tc_url, "live", stream).await;
-    assert_eq!(outcome, PublishOutcome::Accepted);
+    let mut publisher = start_publish(server.rtmp, "live", stream).await;
     let live = |server: &TestServer| {
         server
             .node()
@@ -91,17 +72,12 @@ async fn timed_publish(server: &TestServer, stream: &str) -> (Duration, Arc<Stre
 
 /// How long a replay of the fixture at `REPLAY_SPEED` lasts at the least.
 fn nominal_replay() -> Duration {
-    let data = Bytes::from(std::fs::read(fixture(FIXTURE)).unwrap());
-    let last_ms = FlvReader::new(data)
-        .unwrap()
-        .map(|t| t.unwrap().timestamp_ms)
+    let last_ms = fixture_tags(FIXTURE)
+        .iter()
+        .map(|t| t.timestamp_ms)
         .max()
         .unwrap();
     Duration::from_secs_f64(f64::from(last_ms) / 1000.0 / REPLAY_SPEED)
-}
-
-fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
-    StreamStats::get(c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,13 +87,13 @@ async fn s3_sequence_and_overwrite_objects_continue_across_a_restart() {
     let config = s3_config(BUCKET, &moto.endpoint(), 10, 2);
 
     let mut first = start_server(&config).await;
-    let op = s3_operator(&first);
+    let op = first.operator("s3");
     publish_fixture(&first, "live", "cam", FIXTURE, REPLAY_SPEED).await;
     assert!(first.stop().await, "shutdown finished in time");
 
-    assert_eq!(list_keys(&op).await, expected_keys(3));
+    assert_eq!(list_keys(&op).await, snapshot_keys("cam", 3));
     let mut before = Vec::new();
-    for key in expected_keys(3) {
+    for key in snapshot_keys("cam", 3) {
         let jpeg = read(&op, &key).await;
         let (w, h, _) = decode_jpeg(&jpeg);
         assert_eq!((w, h), (640, 360), "{key} dimensions");
@@ -150,7 +126,7 @@ async fn s3_sequence_and_overwrite_objects_continue_across_a_restart() {
     let mut second = start_server(&config).await;
     publish_fixture(&second, "live", "cam", FIXTURE, REPLAY_SPEED).await;
     assert!(second.stop().await, "shutdown finished in time");
-    assert_eq!(list_keys(&op).await, expected_keys(6));
+    assert_eq!(list_keys(&op).await, snapshot_keys("cam", 6));
     for (key, jpeg) in before.iter().filter(|(k, _)| k.starts_with("live/cam/")) {
         assert!(read(&op, key).await == *jpeg, "{key} was replaced");
     }
@@ -169,7 +145,7 @@ async fn s3_sequence_and_overwrite_objects_continue_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_drops_snapshots_without_stalling_the_publisher() {
     // Nothing listens on this port: every storage request is refused at once.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("http://{}", free_addr());
     let mut down = start_server(&s3_config(BUCKET, &dead, 1, 0)).await;
     let (outage_took, stats) = timed_publish(&down, "cam").await;
     assert!(
@@ -185,12 +161,12 @@ async fn s3_outage_drops_snapshots_without_stalling_the_publisher() {
     let moto = common::moto::MotoServer::start().await;
     moto.create_bucket(BUCKET).await;
     let mut up = start_server(&s3_config(BUCKET, &moto.endpoint(), 10, 2)).await;
-    let op = s3_operator(&up);
+    let op = up.operator("s3");
     let (working_took, stats) = timed_publish(&up, "cam").await;
     assert!(up.stop().await, "shutdown finished in time");
     assert_eq!(count(&stats.stored), 3, "{}", stats.summary());
     assert_eq!(count(&stats.failed_store), 0, "{}", stats.summary());
-    assert_eq!(list_keys(&op).await, expected_keys(3));
+    assert_eq!(list_keys(&op).await, snapshot_keys("cam", 3));
 
     assert!(
         outage_took <= working_took + Duration::from_secs(3),

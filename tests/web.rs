@@ -10,10 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use livesnap::config::Config;
-use livesnap::media::flv::FlvReader;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -73,31 +70,11 @@ root = "{}"
 "#,
         dir.path().join("snapshots").display()
     );
-    let settings = Config::parse(&text).unwrap().validate().unwrap();
-    let running = livesnap::server::start(settings).await.unwrap();
-    let mut server = TestServer {
-        rtmp: running.rtmp_addr,
-        http: running.http_addr,
-        running: Some(running),
-        dir,
-    };
+    let mut server = TestServer::start(dir, &text).await;
 
     // The first 2 s of a 640x360 recording: one snapshot (at 0 s), then a pause.
-    let tc_url = format!("rtmp://{}/live", server.rtmp);
-    let (mut p, outcome) = Publisher::connect(server.rtmp, &tc_url, "live", "cam").await;
-    assert_eq!(outcome, PublishOutcome::Accepted);
-    let data = Bytes::from(std::fs::read(fixture("baseline_640x360_gop1s.flv")).unwrap());
-    for tag in FlvReader::new(data).unwrap() {
-        let tag = tag.unwrap();
-        if tag.timestamp_ms >= 2000 {
-            break;
-        }
-        match tag.tag_type {
-            9 => p.video(tag.timestamp_ms, tag.data).await.unwrap(),
-            8 => p.audio(tag.timestamp_ms, tag.data).await.unwrap(),
-            _ => {}
-        }
-    }
+    let mut p = start_publish(server.rtmp, "live", "cam").await;
+    send_range(&mut p, "baseline_640x360_gop1s.flv", 0, 2000).await;
     let node = server.node().clone();
     assert!(
         wait_for(Duration::from_secs(10), || first_stream_stored(&node) >= 1).await,

@@ -4,15 +4,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::http_request;
-
-/// A port on 127.0.0.1 that was free a moment ago (bound to 0, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
+use super::{free_addr, http_request};
 
 /// A `moto_server` child listening on a loopback port; killed (and reaped) on drop,
 /// also when a test panics.
@@ -29,7 +21,8 @@ impl MotoServer {
     pub async fn start() -> MotoServer {
         let mut failures = Vec::new();
         for _ in 0..5 {
-            let port = free_port();
+            let addr = free_addr();
+            let port = addr.port();
             let log = tempfile::NamedTempFile::new().expect("temp file for moto's log");
             let stderr = log.reopen().expect("reopen moto's log");
             let child = match Command::new("moto_server")
@@ -46,11 +39,7 @@ impl MotoServer {
                 ),
                 Err(e) => panic!("cannot run moto_server: {e}"),
             };
-            let mut moto = MotoServer {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                log,
-            };
+            let mut moto = MotoServer { child, addr, log };
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Some(status) = moto.child.try_wait().expect("poll moto_server") {
