@@ -223,7 +223,9 @@ impl Session {
             | framing::TYPE_ACKNOWLEDGEMENT
             | framing::TYPE_USER_CONTROL
             | framing::TYPE_SET_PEER_BANDWIDTH => {}
-            framing::TYPE_AMF3_DATA | framing::TYPE_AMF3_COMMAND => return Err(SessionError::Amf3(m.type_id)),
+            framing::TYPE_AMF3_DATA | framing::TYPE_AMF3_COMMAND => {
+                return Err(SessionError::Amf3(m.type_id))
+            }
             framing::TYPE_AMF0_COMMAND => {
                 let cmd = amf::parse_command(&m.payload).map_err(|source| SessionError::Amf {
                     what: "a command",
