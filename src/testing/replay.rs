@@ -81,22 +81,17 @@ impl Recording {
             path: path.to_owned(),
             source,
         })?;
-        Recording::from_flv(Bytes::from(data)).map_err(|e| match e {
-            ReplayError::Flv { source, .. } => ReplayError::Flv {
-                path: path.to_owned(),
-                source,
-            },
-            ReplayError::Empty { .. } => ReplayError::Empty {
-                path: path.to_owned(),
-            },
-            e => e,
-        })
+        Recording::parse(Bytes::from(data), path)
     }
 
     /// Parses FLV bytes; tag bodies share `data`.
     pub fn from_flv(data: Bytes) -> Result<Recording, ReplayError> {
+        Recording::parse(data, Path::new("(FLV bytes)"))
+    }
+
+    fn parse(data: Bytes, path: &Path) -> Result<Recording, ReplayError> {
         let flv_err = |source| ReplayError::Flv {
-            path: PathBuf::new(),
+            path: path.to_owned(),
             source,
         };
         let mut tags = Vec::new();
@@ -130,7 +125,7 @@ impl Recording {
         }
         let (Some(first), Some(last)) = (tags.first(), tags.last()) else {
             return Err(ReplayError::Empty {
-                path: PathBuf::new(),
+                path: path.to_owned(),
             });
         };
         let step = if video.1 > 0 {
@@ -161,7 +156,8 @@ impl Recording {
 /// How to replay a recording.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayOptions {
-    /// Multiple of real time; 0 sends as fast as the connection takes it.
+    /// Multiple of real time (positive and finite); 0 sends as fast as the connection
+    /// takes it.
     pub speed: f64,
     /// Added to every timestamp.
     pub ts_offset: u32,

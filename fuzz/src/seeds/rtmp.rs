@@ -133,7 +133,7 @@ pub(super) fn client_publish(video: &Video, budget: usize) -> Vec<u8> {
         recorded.error, None,
         "the peer refused the client's publish"
     );
-    let unpublished = recorded.events.iter().any(|e| *e == Event::Unpublished);
+    let unpublished = recorded.events.contains(&Event::Unpublished);
     assert!(unpublished, "the client's publish did not end cleanly");
     recorded.wire
 }
