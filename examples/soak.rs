@@ -1,5 +1,6 @@
-//! Soak test (not a CI test): runs a livesnap binary, keeps a few real publishes going
-//! with `ffmpeg -stream_loop -1 -re`, mixes in hostile peers, and samples the server's
+//! Soak test (not a CI test): runs a livesnap binary, keeps a few real-time publishes
+//! going (the library's RTMP client replaying a fixture in a loop, timestamps continued,
+//! reconnecting when a publish fails), mixes in hostile peers, and samples the server's
 //! RSS every interval. Memory must stay flat.
 //!
 //! ```sh
@@ -13,13 +14,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use livesnap::rtmp::client::ClientOptions;
+use livesnap::testing::probe::{free_addr, metric_sum, rss_bytes};
+use livesnap::testing::replay::{self, Recording, ReplayOptions};
+use livesnap::testing::wire::{chunk_header, handshake, read_until_closed};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 struct Args {
     bin: PathBuf,
@@ -52,59 +57,19 @@ fn args() -> Args {
     a
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-async fn handshake(addr: SocketAddr) -> Option<TcpStream> {
+/// A connection to `addr` past the RTMP handshake, ready for anything.
+async fn handshaken(addr: SocketAddr) -> Option<TcpStream> {
     let mut s = TcpStream::connect(addr).await.ok()?;
-    let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().ok()?)
+    tokio::time::timeout(Duration::from_secs(10), handshake(&mut s))
         .await
+        .ok()?
         .ok()?;
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        match hs.process_bytes(&buf[..n]).ok()? {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                s.write_all(&response_bytes).await.ok()?
-            }
-            HandshakeProcessResult::Completed { response_bytes, .. } => {
-                s.write_all(&response_bytes).await.ok()?;
-                return Some(s);
-            }
-        }
-    }
+    Some(s)
 }
 
 /// Whether the server closes `s` within `limit` (reading and discarding what it sends).
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut b = [0u8; 4096];
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if let Ok(Ok(0) | Err(_)) =
-            tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await
-        {
-            return true;
-        }
-    }
-    false
+    read_until_closed(s, limit).await.is_some()
 }
 
 /// One round of hostile peers; returns how many the server closed.
@@ -119,23 +84,17 @@ async fn hostile_round(addr: SocketAddr, seed: &mut u64) -> usize {
     // HTTP on the RTMP port.
     if let Ok(mut s) = TcpStream::connect(addr).await {
         let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        let mut b = [0u8; 64];
-        if matches!(
-            tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
-            Ok(Ok(0) | Err(_))
-        ) {
-            closed += 1;
-        }
+        closed += usize::from(closed_within(&mut s, Duration::from_secs(5)).await);
     }
     // Random bytes after a valid handshake.
-    if let Some(mut s) = handshake(addr).await {
+    if let Some(mut s) = handshaken(addr).await {
         let junk: Vec<u8> = (0..4096).map(|_| rand() as u8).collect();
         let _ = s.write_all(&junk).await;
         closed += usize::from(closed_within(&mut s, Duration::from_secs(40)).await);
     }
     // A 16 MiB video message header, then silence.
-    if let Some(mut s) = handshake(addr).await {
-        let hdr = [0x06u8, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0];
+    if let Some(mut s) = handshaken(addr).await {
+        let hdr = chunk_header(0, 6, 0, 0x00FF_FFFF, 9, 1);
         let _ = s.write_all(&hdr).await;
         closed += usize::from(closed_within(&mut s, Duration::from_secs(40)).await);
     }
@@ -148,27 +107,31 @@ async fn snapshot_counts(http: SocketAddr) -> (u64, u64) {
         return (0, 0);
     };
     let text = resp.text().await.unwrap_or_default();
-    let sum = |prefix: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
     (
-        sum("livesnap_snapshots_taken_total"),
-        sum("livesnap_snapshots_dropped_total"),
+        metric_sum(&text, "livesnap_snapshots_taken_total") as u64,
+        metric_sum(&text, "livesnap_snapshots_dropped_total") as u64,
     )
 }
 
-fn publisher(fixture: &PathBuf, url: &str) -> Child {
-    Command::new("ffmpeg")
-        .args(["-v", "quiet", "-stream_loop", "-1", "-re", "-i"])
-        .arg(fixture)
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg")
+/// Publishes `rec` under `url` in real time, in a loop, for as long as the task lives;
+/// a publish that fails is started again a second later (counted in `restarts`).
+async fn publisher(url: String, key: String, rec: Arc<Recording>, restarts: Arc<AtomicU64>) {
+    let forever = ReplayOptions {
+        loops: 0,
+        ..ReplayOptions::default()
+    };
+    loop {
+        let error = match replay::connect(&url, &key, ClientOptions::default()).await {
+            Ok(mut p) => match replay::replay(&mut p, &rec, forever).await {
+                Ok(sent) => format!("replay ended after {} frames", sent.frames),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        restarts.fetch_add(1, Ordering::Relaxed);
+        eprintln!("{key}: {error}; publishing again in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::main]
@@ -176,7 +139,8 @@ async fn main() {
     let a = args();
     let dir = std::env::temp_dir().join(format!("livesnap-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (rtmp, http) = (free_addr(), free_addr());
+    let rec = Arc::new(Recording::load(&a.fixture).unwrap_or_else(|e| panic!("--fixture: {e}")));
+    let (rtmp, http) = (free_addr().expect("bind"), free_addr().expect("bind"));
     let config = dir.join("soak.toml");
     std::fs::write(
         &config,
@@ -199,9 +163,16 @@ async fn main() {
         .expect("start livesnap");
     let pid = server.id().expect("pid");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut pubs: Vec<Child> = (0..a.streams)
-        .map(|i| publisher(&a.fixture, &format!("rtmp://{rtmp}/live/soak{i}")))
-        .collect();
+    let restarts = Arc::new(AtomicU64::new(0));
+    let mut pubs = tokio::task::JoinSet::new();
+    for i in 0..a.streams {
+        pubs.spawn(publisher(
+            format!("rtmp://{rtmp}/live"),
+            format!("soak{i}"),
+            rec.clone(),
+            restarts.clone(),
+        ));
+    }
     let start = Instant::now();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut samples = Vec::new();
@@ -209,25 +180,20 @@ async fn main() {
     let mut hostile_closed = 0;
     let mut next_sample = Instant::now();
     println!(
-        "{:>8} {:>10} {:>10} {:>8} {:>10} {:>8}",
-        "secs", "rss_kib", "hostile", "closed", "snapshots", "dropped"
+        "{:>8} {:>10} {:>10} {:>8} {:>10} {:>8} {:>9}",
+        "secs", "rss_kib", "hostile", "closed", "snapshots", "dropped", "restarts"
     );
     while start.elapsed() < Duration::from_secs(a.secs) {
         hostile_total += 3;
         hostile_closed += hostile_round(rtmp, &mut seed).await;
-        // Keep the publishers up (an ffmpeg that died is restarted).
-        for (i, p) in pubs.iter_mut().enumerate() {
-            if p.try_wait().ok().flatten().is_some() {
-                *p = publisher(&a.fixture, &format!("rtmp://{rtmp}/live/soak{i}"));
-            }
-        }
         if Instant::now() >= next_sample {
-            let rss = rss_kib(pid);
+            let rss = rss_bytes(pid).unwrap_or(0) / 1024;
             let t = start.elapsed().as_secs();
             samples.push((t, rss));
             let (taken, dropped) = snapshot_counts(http).await;
+            let restarts = restarts.load(Ordering::Relaxed);
             println!(
-                "{t:>8} {rss:>10} {hostile_total:>10} {hostile_closed:>8} {taken:>10} {dropped:>8}"
+                "{t:>8} {rss:>10} {hostile_total:>10} {hostile_closed:>8} {taken:>10} {dropped:>8} {restarts:>9}"
             );
             next_sample += Duration::from_secs(a.sample);
         }
@@ -238,9 +204,7 @@ async fn main() {
             std::process::exit(1);
         }
     }
-    for p in pubs.iter_mut() {
-        let _ = p.kill().await;
-    }
+    pubs.shutdown().await;
     let _ = server.kill().await;
     // Flatness: the second half's maximum against the first half's.
     let half = samples.len() / 2;

@@ -36,3 +36,7 @@ pub mod rtmp;
 // Wiring and commands.
 pub mod cli;
 pub mod server;
+
+// Helpers for tests, benches, examples, fuzz seeds and the soak tool (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;

@@ -2,21 +2,24 @@
 //! livesnap (or any RTMP server, e.g. nginx-rtmp, for comparison).
 //!
 //! Each stream replays one FLV fixture in real time, in a loop, with timestamps continued
-//! across loops. The fixture is framed once at start: every audio/video message is chunked
-//! at 4096 bytes into one shared buffer (payload with its type-3 continuation headers), so
-//! sending a message is a 12-byte type-0 header built on the stack (timestamp and message
-//! stream id patched in) plus a slice of that buffer in one vectored write. Nothing is
-//! allocated per frame. Connect and publish go through rml_rtmp's client session, which
-//! also answers the server's pings.
+//! across loops. The RTMP side is the library's client, `rtmp::client::Publisher`
+//! (handshake, connect, publish, ping answers and acknowledgements, FCUnpublish and
+//! deleteStream at the end). The fixture is chunked once at start: every audio/video
+//! message becomes a `PreChunked` at the client's chunk size (4096), so sending a message is
+//! a type-0 header built on the stack (timestamp and message stream id patched in) plus the
+//! shared body, in vectored writes. Nothing is allocated per frame. Past 0xFFFFFF ms
+//! (4.6 h) a multi-chunk message needs its extended timestamp repeated on every chunk, so
+//! the client re-chunks it into its write buffer (a copy, still no allocation).
+//!
+//! Between frames a stream waits in `Publisher::service`, so the server's pings are
+//! answered and an error status or a close shows up at once.
 //!
 //! Every second it prints the throughput, connections up and connection errors; every 10 s
 //! and at the end it reads the server's `/metrics` (livesnap's Prometheus text) and prints
 //! snapshots taken, dropped and failed against the snapshots due, computed here with
 //! livesnap's own scheduler over the keyframe timestamps sent. See `docs/performance.md`.
 
-use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,21 +28,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use livesnap::media::flv::{self, FlvReader, PacketKind};
+use livesnap::rtmp::chunk_writer::PreChunked;
+use livesnap::rtmp::client::{ClientError, ClientOptions, Endpoint, MediaKind, Publisher};
 use livesnap::snapshot::scheduler::Scheduler;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType, StreamMetadata,
-};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rml_rtmp::rml_amf0::{self, Amf0Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 
-/// Chunk size announced by the client session and used to pre-chunk the fixture.
-const CHUNK_SIZE: usize = 4096;
-/// Chunk stream ids, as ffmpeg uses them.
-const CSID_AUDIO: u8 = 4;
-const CSID_VIDEO: u8 = 6;
+/// Chunk size announced by the client and used to pre-chunk the fixture.
+const CHUNK_SIZE: u32 = 4096;
 /// Time allowed for connect + handshake + publish.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -88,23 +86,21 @@ struct Args {
 struct Frame {
     /// Timestamp relative to the fixture's first tag, in ms.
     ts: u32,
-    type_id: u8,
-    csid: u8,
-    /// Payload length (what the type-0 header declares).
-    len: u32,
-    /// The chunked payload in `Replay::wire`.
-    wire: Range<usize>,
+    /// The message, chunked once; every stream shares its body.
+    msg: PreChunked,
     /// An AVC coded keyframe (what livesnap's scheduler looks at).
     keyframe: bool,
 }
 
-/// The fixture, framed once and shared by every stream.
+/// The fixture, chunked once and shared by every stream.
 struct Replay {
-    wire: Bytes,
     frames: Vec<Frame>,
     /// Timestamp offset between two loops: last timestamp + one frame interval.
     period_ms: u32,
+    /// Bytes on the wire per loop (12-byte type-0 headers included).
     bytes_per_loop: u64,
+    /// The `@setDataFrame` sent after publish.
+    metadata: Vec<u8>,
 }
 
 impl Replay {
@@ -112,44 +108,31 @@ impl Replay {
         let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let reader =
             FlvReader::new(Bytes::from(data)).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut wire = Vec::new();
         let mut frames = Vec::new();
         let mut first = None;
         let mut last_video = (0u32, 0u32); // (previous video ts, smallest positive step)
         for tag in reader {
             let tag = tag.map_err(|e| format!("{}: {e}", path.display()))?;
-            let (type_id, csid) = match tag.tag_type {
-                8 => (8, CSID_AUDIO),
-                9 => (9, CSID_VIDEO),
-                _ => continue,
+            let Some(kind) =
+                MediaKind::from_type_id(tag.tag_type).filter(|k| *k != MediaKind::Data)
+            else {
+                continue;
             };
             let t0 = *first.get_or_insert(tag.timestamp_ms);
             let ts = tag.timestamp_ms.wrapping_sub(t0);
-            let keyframe = type_id == 9
+            let keyframe = kind == MediaKind::Video
                 && flv::parse_video_tag(&tag.data)
                     .is_ok_and(|v| v.keyframe && v.kind == PacketKind::Nalus);
-            if type_id == 9 {
+            if kind == MediaKind::Video {
                 let step = ts.saturating_sub(last_video.0);
                 if step > 0 && (last_video.1 == 0 || step < last_video.1) {
                     last_video.1 = step;
                 }
                 last_video.0 = ts;
             }
-            let start = wire.len();
-            for (i, piece) in tag.data.chunks(CHUNK_SIZE).enumerate() {
-                if i > 0 {
-                    wire.push(0xC0 | csid);
-                }
-                wire.extend_from_slice(piece);
-            }
-            frames.push(Frame {
-                ts,
-                type_id,
-                csid,
-                len: tag.data.len() as u32,
-                wire: start..wire.len(),
-                keyframe,
-            });
+            let msg = PreChunked::new(kind.csid(), kind.type_id(), &tag.data, CHUNK_SIZE)
+                .map_err(|e| format!("{}: tag at {} ms: {e}", path.display(), ts))?;
+            frames.push(Frame { ts, msg, keyframe });
         }
         let Some(last) = frames.last() else {
             return Err(format!("{}: no audio or video tags", path.display()));
@@ -159,14 +142,31 @@ impl Replay {
         }
         let step = if last_video.1 > 0 { last_video.1 } else { 33 };
         let period_ms = last.ts + step;
-        let bytes_per_loop = frames.iter().map(|f| 12 + f.wire.len() as u64).sum();
+        let bytes_per_loop = frames
+            .iter()
+            .map(|f| (f.msg.header(0, 1).len() + f.msg.body().len()) as u64)
+            .sum();
         Ok(Replay {
-            wire: Bytes::from(wire),
             frames,
             period_ms,
             bytes_per_loop,
+            metadata: metadata(),
         })
     }
+}
+
+/// `@setDataFrame onMetaData {encoder: "livesnap-load"}`.
+fn metadata() -> Vec<u8> {
+    let props = [(
+        "encoder".to_string(),
+        Amf0Value::Utf8String("livesnap-load".into()),
+    )];
+    let values = vec![
+        Amf0Value::Utf8String("@setDataFrame".into()),
+        Amf0Value::Utf8String("onMetaData".into()),
+        Amf0Value::Object(props.into_iter().collect()),
+    ];
+    rml_amf0::serialize(&values).expect("short AMF0 strings")
 }
 
 /// Counters shared by every stream and the reporter.
@@ -187,190 +187,44 @@ struct Counters {
     max_lag_us: AtomicU64,
 }
 
+/// Where to publish: the parsed URL and the address it resolved to (once, at start).
 struct Target {
     addr: SocketAddr,
-    tc_url: String,
-    app: String,
+    endpoint: Endpoint,
 }
 
 fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("rtmp://")
-        .ok_or_else(|| format!("--url {url:?}: must start with rtmp://"))?;
-    let (host, app) = rest
-        .split_once('/')
-        .ok_or_else(|| format!("--url {url:?}: no app (rtmp://HOST[:PORT]/APP)"))?;
-    let app = app.trim_end_matches('/');
-    if app.is_empty() {
-        return Err(format!("--url {url:?}: empty app"));
+    let endpoint = Endpoint::parse(url).map_err(|e| format!("--url: {e}"))?;
+    if endpoint.tls {
+        return Err(format!("--url {url:?}: rtmps:// is not supported"));
     }
-    let host_port = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:1935")
-    };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+    let authority = endpoint.authority();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&authority)
         .map_err(|e| format!("--url {url:?}: {e}"))?
         .next()
-        .ok_or_else(|| format!("--url {url:?}: {host_port} resolves to nothing"))?;
-    Ok(Target {
-        addr,
-        tc_url: format!("rtmp://{host}/{app}"),
-        app: app.to_string(),
-    })
-}
-
-/// An established publish: the socket, the client session (for pings and the end), and
-/// the message stream id the server gave.
-struct Publish {
-    sock: TcpStream,
-    session: ClientSession,
-    stream_id: u32,
-}
-
-async fn send_results(
-    sock: &mut TcpStream,
-    results: Vec<ClientSessionResult>,
-    events: &mut Vec<ClientSessionEvent>,
-) -> std::io::Result<()> {
-    for r in results {
-        match r {
-            ClientSessionResult::OutboundResponse(p) => sock.write_all(&p.bytes).await?,
-            ClientSessionResult::RaisedEvent(e) => events.push(e),
-            ClientSessionResult::UnhandleableMessageReceived(_) => {}
-        }
-    }
-    Ok(())
-}
-
-fn other(e: impl std::fmt::Debug) -> std::io::Error {
-    std::io::Error::other(format!("{e:?}"))
-}
-
-async fn read_until(
-    sock: &mut TcpStream,
-    session: &mut ClientSession,
-    events: &mut Vec<ClientSessionEvent>,
-    want: impl Fn(&ClientSessionEvent) -> bool,
-) -> std::io::Result<()> {
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(i) = events.iter().position(&want) {
-            events.drain(..=i);
-            return Ok(());
-        }
-        // A refused publish arrives as an onStatus code the client session does not know
-        // (NetStream.Publish.BadName, .Unauthorized, …).
-        if let Some(e) = events.iter().find(|e| match e {
-            ClientSessionEvent::ConnectionRequestRejected { .. } => true,
-            ClientSessionEvent::UnhandleableOnStatusCode { code } => {
-                code.contains(".Publish.") && code != "NetStream.Publish.Start"
-            }
-            _ => false,
-        }) {
-            return Err(other(e));
-        }
-        let n = sock.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let results = session.handle_input(&buf[..n]).map_err(other)?;
-        send_results(sock, results, events).await?;
-    }
+        .ok_or_else(|| format!("--url {url:?}: {authority} resolves to nothing"))?;
+    Ok(Target { addr, endpoint })
 }
 
 /// Connect, handshake, `connect`, `publish`, `@setDataFrame`.
-async fn publish(target: &Target, stream: &str) -> std::io::Result<Publish> {
-    let mut sock = TcpStream::connect(target.addr).await?;
-    sock.set_nodelay(true)?;
-    let mut hs = Handshake::new(PeerType::Client);
-    sock.write_all(&hs.generate_outbound_p0_and_p1().map_err(other)?)
-        .await?;
-    let mut buf = [0u8; 4096];
-    let rest = loop {
-        let n = sock.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        match hs.process_bytes(&buf[..n]).map_err(other)? {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                sock.write_all(&response_bytes).await?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                sock.write_all(&response_bytes).await?;
-                break remaining_bytes;
-            }
-        }
+async fn publish(
+    target: &Target,
+    stream: &str,
+    metadata: &[u8],
+) -> Result<Publisher<TcpStream>, String> {
+    let io_err = |e| format!("connect to {}: {e}", target.addr);
+    let sock = TcpStream::connect(target.addr).await.map_err(io_err)?;
+    sock.set_nodelay(true).map_err(io_err)?;
+    let opts = ClientOptions {
+        chunk_size: CHUNK_SIZE,
+        ..ClientOptions::default()
     };
-    let mut config = ClientSessionConfig::new();
-    config.chunk_size = CHUNK_SIZE as u32;
-    config.tc_url = Some(target.tc_url.clone());
-    let (mut session, initial) = ClientSession::new(config).map_err(other)?;
-    let mut events = Vec::new();
-    send_results(&mut sock, initial, &mut events).await?;
-    let results = session.handle_input(&rest).map_err(other)?;
-    send_results(&mut sock, results, &mut events).await?;
-    let r = session
-        .request_connection(target.app.clone())
-        .map_err(other)?;
-    send_results(&mut sock, vec![r], &mut events).await?;
-    read_until(&mut sock, &mut session, &mut events, |e| {
-        matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
-    })
-    .await?;
-    let r = session
-        .request_publishing(stream.to_string(), PublishRequestType::Live)
-        .map_err(other)?;
-    send_results(&mut sock, vec![r], &mut events).await?;
-    read_until(&mut sock, &mut session, &mut events, |e| {
-        matches!(e, ClientSessionEvent::PublishRequestAccepted)
-    })
-    .await?;
-    // The metadata message is the first on its chunk stream, so its first chunk has a
-    // type-0 header carrying the message stream id the server assigned.
-    let mut meta = StreamMetadata::new();
-    meta.encoder = Some("livesnap-load".into());
-    let stream_id = match session.publish_metadata(&meta).map_err(other)? {
-        ClientSessionResult::OutboundResponse(p) => {
-            let b = &p.bytes;
-            let id = if b.len() >= 12 && b[0] >> 6 == 0 && (b[0] & 0x3f) >= 2 {
-                u32::from_le_bytes([b[8], b[9], b[10], b[11]])
-            } else {
-                1
-            };
-            sock.write_all(b).await?;
-            id
-        }
-        _ => 1,
-    };
-    Ok(Publish {
-        sock,
-        session,
-        stream_id,
-    })
-}
-
-/// Writes `head` then `body` with vectored writes, without copying either.
-async fn write_two<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    mut head: &[u8],
-    mut body: &[u8],
-) -> std::io::Result<()> {
-    while !head.is_empty() || !body.is_empty() {
-        let n = w
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        body = &body[n - from_head..];
-    }
-    Ok(())
+    let client_err = |e: ClientError| e.to_string();
+    let mut p = Publisher::publish(sock, &target.endpoint, stream, opts)
+        .await
+        .map_err(client_err)?;
+    p.send_data(0, metadata).await.map_err(client_err)?;
+    Ok(p)
 }
 
 fn update_max(a: &AtomicU64, v: u64) {
@@ -389,7 +243,7 @@ async fn run_stream(
 ) {
     sleep_until(start).await;
     counters.started.fetch_add(1, Ordering::Relaxed);
-    let mut p = match timeout(SETUP_TIMEOUT, publish(&target, &name)).await {
+    let mut p = match timeout(SETUP_TIMEOUT, publish(&target, &name, &replay.metadata)).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -408,11 +262,11 @@ async fn run_stream(
     match result {
         Ok(()) => {
             counters.finished.fetch_add(1, Ordering::Relaxed);
-            if let Ok(results) = p.session.stop_publishing() {
-                let mut events = Vec::new();
-                let _ = send_results(&mut p.sock, results, &mut events).await;
+            // FCUnpublish, deleteStream, close; a server that does not close in time
+            // still counts as finished.
+            if let Err(e) = p.finish().await {
+                eprintln!("{name}: finish: {e}");
             }
-            let _ = p.sock.shutdown().await;
         }
         Err(e) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -422,66 +276,45 @@ async fn run_stream(
 }
 
 async fn replay_loop(
-    p: &mut Publish,
+    p: &mut Publisher<TcpStream>,
     replay: &Replay,
     counters: &Counters,
     end: Instant,
     interval: u32,
-) -> std::io::Result<()> {
+) -> Result<(), String> {
     let base = Instant::now();
     let mut scheduler = Scheduler::new(interval);
-    let mut buf = [0u8; 2048];
-    let mut events = Vec::new();
     let (mut index, mut loop_offset) = (0usize, 0u32);
-    let sid = p.stream_id.to_le_bytes();
+    let mut bytes_out = p.stats().bytes_out;
     loop {
         let frame = &replay.frames[index];
-        let ts = frame.ts + loop_offset;
-        if ts >= 0x00FF_FFFF {
-            return Err(other("timestamps reached 0xFFFFFF (over 4.6 h): stop"));
-        }
+        let ts = frame
+            .ts
+            .checked_add(loop_offset)
+            .ok_or("timestamps reached 2^32 ms (49 days): stop")?;
         let due = base + Duration::from_millis(u64::from(ts));
         if due >= end {
             return Ok(());
         }
         tokio::select! {
             biased;
-            r = p.sock.read(&mut buf) => {
-                let n = r?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                // Pings, acknowledgements and status messages; answers go out in order.
-                if let Ok(results) = p.session.handle_input(&buf[..n]) {
-                    send_results(&mut p.sock, results, &mut events).await?;
-                    events.clear();
-                }
+            // Pings, acknowledgements and status messages; answers go out in order.
+            r = p.service() => {
+                r.map_err(|e| e.to_string())?;
                 continue;
             }
             _ = sleep_until(due) => {}
         }
         let lag = Instant::now().saturating_duration_since(due).as_micros() as u64;
         update_max(&counters.lag_us, lag);
-        let ts_b = ts.to_be_bytes();
-        let len_b = frame.len.to_be_bytes();
-        let head = [
-            frame.csid,
-            ts_b[1],
-            ts_b[2],
-            ts_b[3],
-            len_b[1],
-            len_b[2],
-            len_b[3],
-            frame.type_id,
-            sid[0],
-            sid[1],
-            sid[2],
-            sid[3],
-        ];
-        write_two(&mut p.sock, &head, &replay.wire[frame.wire.clone()]).await?;
+        p.send_prechunked(&frame.msg, ts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now_out = p.stats().bytes_out;
         counters
             .bytes
-            .fetch_add((head.len() + frame.wire.len()) as u64, Ordering::Relaxed);
+            .fetch_add(now_out - bytes_out, Ordering::Relaxed);
+        bytes_out = now_out;
         counters.frames.fetch_add(1, Ordering::Relaxed);
         if frame.keyframe {
             counters.keyframes.fetch_add(1, Ordering::Relaxed);
@@ -492,7 +325,7 @@ async fn replay_loop(
         index += 1;
         if index == replay.frames.len() {
             index = 0;
-            loop_offset += replay.period_ms;
+            loop_offset = loop_offset.saturating_add(replay.period_ms);
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Seed corpora, built from real data: a publish recorded between rml_rtmp's client
-//! session and our `Session` (the same client the integration tests publish with), the
-//! fixtures' sequence headers, SPS NAL units and keyframes, hand-built chunk streams and
-//! AMF0 commands covering every header form, and the shipped key templates.
+//! Seed corpora, built from real data: publishes recorded between a client and our
+//! `Session` (rml_rtmp's client session, whose compressed headers encoders also write, and
+//! livesnap's own `rtmp::client::Publisher`), the fixtures' sequence headers, SPS NAL units
+//! and keyframes, chunk streams covering every header form (whole messages written by
+//! `rtmp::chunk_writer`, the other forms laid out with `testing::wire::chunk_header`),
+//! AMF0 commands, and the shipped key templates.
 //!
 //! Written as `fuzz/corpus/<target>/seed-*` by `LIVESNAP_WRITE_SEEDS=1 cargo test --test
 //! fuzz_regressions committed_seeds_are_current`; the files libFuzzer adds keep their
@@ -22,9 +24,10 @@ pub fn all(root: &Path) -> Vec<Seed> {
     let fixtures = media::Fixtures::load(root);
     let mut seeds = Vec::new();
     let publish = rtmp::recorded_publish(&fixtures.bt709, 48 << 10);
+    let client = rtmp::client_publish(&fixtures.bt709, 24 << 10);
     rtmp::handshake(&publish, &mut seeds);
-    rtmp::framing(&publish, &mut seeds);
-    rtmp::session(&publish, &mut seeds);
+    rtmp::framing(&publish, &client, &mut seeds);
+    rtmp::session(&publish, &client, &mut seeds);
     rtmp::amf0(&mut seeds);
     media::flv_tag(&fixtures, &mut seeds);
     media::sps(&fixtures, &mut seeds);

@@ -1,9 +1,14 @@
-//! RTMP seeds: a recorded publish, handshakes, hand-built chunk streams, AMF0 commands.
+//! RTMP seeds: recorded publishes (rml_rtmp's client and ours), handshakes, chunk streams
+//! laid out chunk by chunk, AMF0 commands.
 
 use std::collections::VecDeque;
 
+use livesnap::rtmp::chunk_writer::{ChunkWriter, MessageHeader};
+use livesnap::rtmp::client::{ClientOptions, Endpoint, Publisher};
 use livesnap::rtmp::framing::{TYPE_ABORT, TYPE_AMF0_COMMAND, TYPE_AUDIO, TYPE_VIDEO};
 use livesnap::rtmp::session::{Event, Session, SessionLimits};
+use livesnap::testing::peer;
+use livesnap::testing::wire::chunk_header;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionResult, PublishRequestType, StreamMetadata,
@@ -86,6 +91,53 @@ pub(super) fn recorded_publish(video: &Video, budget: usize) -> Vec<u8> {
     p.wire
 }
 
+/// What livesnap's own client (`rtmp::client::Publisher`, which the load tool, the soak
+/// and relays publish with) sends after the handshake, recorded by `testing::peer` (our
+/// `Session` over an in-memory pipe): connect, releaseStream, FCPublish, createStream,
+/// publish, `@setDataFrame`, the fixture's video until about `budget` bytes, FCUnpublish
+/// and deleteStream. Unlike rml_rtmp's client it writes a type-0 header on every message,
+/// at chunk size 4096.
+pub(super) fn client_publish(video: &Video, budget: usize) -> Vec<u8> {
+    let metadata = amf_command(&[
+        s("@setDataFrame"),
+        s("onMetaData"),
+        ecma(&[
+            ("width", n(1280.0)),
+            ("height", n(720.0)),
+            ("videocodecid", n(7.0)),
+            ("encoder", s("livesnap")),
+        ]),
+    ]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let recorded = runtime.block_on(async {
+        let (io, peer) = peer::spawn(SessionLimits::default());
+        let endpoint = Endpoint::parse("rtmp://127.0.0.1:1935/live").expect("URL");
+        let mut p = Publisher::publish(io, &endpoint, "cam1", ClientOptions::default())
+            .await
+            .expect("publish");
+        p.send_data(0, &metadata).await.expect("metadata");
+        let start = p.stats().bytes_out;
+        for (ts, data) in &video.0 {
+            if p.stats().bytes_out - start >= budget as u64 {
+                break;
+            }
+            p.send_video(*ts, data).await.expect("video");
+        }
+        p.finish().await.expect("finish");
+        peer.await.expect("peer task")
+    });
+    assert_eq!(
+        recorded.error, None,
+        "the peer refused the client's publish"
+    );
+    let unpublished = recorded.events.contains(&Event::Unpublished);
+    assert!(unpublished, "the client's publish did not end cleanly");
+    recorded.wire
+}
+
 pub(super) fn handshake(publish: &[u8], seeds: &mut Vec<Seed>) {
     let mut client = Handshake::new(PeerType::Client);
     let c0c1 = client.generate_outbound_p0_and_p1().expect("C0C1");
@@ -116,64 +168,55 @@ pub(super) fn handshake(publish: &[u8], seeds: &mut Vec<Seed>) {
     seeds.push(("handshake", "simple".into(), simple));
 }
 
-/// A test-side chunk writer that writes exactly the headers it is told to.
-#[derive(Default)]
-struct Chunks(Vec<u8>);
+/// A chunk stream under construction. Whole messages go through livesnap's own
+/// `ChunkWriter` (a type-0 header, type-3 continuations with the extended timestamp
+/// repeated, at the chunk size it announced). Chunks laid out one by one — to interleave
+/// chunk streams, change the chunk size in mid-message, abort a message, or use the fmt 1–3
+/// headers and the missing extended-timestamp repeat that `ChunkWriter` never writes — take
+/// their headers from `testing::wire::chunk_header`.
+struct Wire {
+    writer: ChunkWriter,
+    out: Vec<u8>,
+}
 
-impl Chunks {
-    fn basic(&mut self, fmt: u8, csid: u32) -> &mut Self {
-        match csid {
-            2..=63 => self.0.push(fmt << 6 | csid as u8),
-            64..=319 => self.0.extend_from_slice(&[fmt << 6, (csid - 64) as u8]),
-            _ => {
-                let id = (csid - 64) as u16;
-                self.0
-                    .extend_from_slice(&[fmt << 6 | 1, id as u8, (id >> 8) as u8]);
-            }
+impl Wire {
+    fn new() -> Wire {
+        Wire {
+            writer: ChunkWriter::new(),
+            out: Vec::new(),
         }
+    }
+    /// A whole message, chunked at the current chunk size.
+    fn message(&mut self, csid: u32, ts: u32, type_id: u8, sid: u32, payload: &[u8]) -> &mut Self {
+        let header = MessageHeader {
+            csid,
+            timestamp: ts,
+            type_id,
+            stream_id: sid,
+        };
+        self.writer
+            .write(&header, payload, &mut self.out)
+            .expect("seed message");
         self
     }
-    fn ts(&mut self, v: u32) -> &mut Self {
-        self.0
-            .extend_from_slice(&v.min(0xFF_FFFF).to_be_bytes()[1..]);
-        self
-    }
-    fn ext(&mut self, v: u32) -> &mut Self {
-        if v >= 0xFF_FFFF {
-            self.0.extend_from_slice(&v.to_be_bytes());
-        }
-        self
-    }
-    fn h0(&mut self, csid: u32, ts: u32, len: usize, type_id: u8, sid: u32) -> &mut Self {
-        self.basic(0, csid).ts(ts);
-        self.0.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
-        self.0.push(type_id);
-        self.0.extend_from_slice(&sid.to_le_bytes());
-        self.ext(ts)
-    }
-    fn h1(&mut self, csid: u32, delta: u32, len: usize, type_id: u8) -> &mut Self {
-        self.basic(1, csid).ts(delta);
-        self.0.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
-        self.0.push(type_id);
-        self.ext(delta)
-    }
-    fn h2(&mut self, csid: u32, delta: u32) -> &mut Self {
-        self.basic(2, csid).ts(delta).ext(delta)
-    }
-    fn h3(&mut self, csid: u32, ext: Option<u32>) -> &mut Self {
-        self.basic(3, csid);
-        if let Some(v) = ext {
-            self.0.extend_from_slice(&v.to_be_bytes());
-        }
-        self
-    }
-    fn data(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(bytes);
-        self
-    }
+    /// `SetChunkSize`; whole messages after it are chunked at `size`.
     fn set_chunk_size(&mut self, size: u32) -> &mut Self {
-        self.h0(2, 0, 4, 1, 0).data(&size.to_be_bytes())
+        self.writer
+            .set_chunk_size(size, &mut self.out)
+            .expect("seed chunk size");
+        self
     }
+    /// One chunk: `header` (from `chunk_header`) and `data`, exactly as given.
+    fn chunk(&mut self, header: Vec<u8>, data: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(&header);
+        self.out.extend_from_slice(data);
+        self
+    }
+}
+
+/// A fmt-3 header on `csid` (no extended timestamp).
+fn h3(csid: u32) -> Vec<u8> {
+    chunk_header(3, csid, 0, 0, 0, 0)
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -188,33 +231,42 @@ fn chunk_features() -> Vec<u8> {
     let v = pattern(700, 1);
     let a = pattern(300, 2);
     let c = amf_command(&[s("createStream"), n(2.0), null()]);
-    let mut w = Chunks::default();
-    w.h0(3, 0, c.len(), TYPE_AMF0_COMMAND, 0).data(&c);
-    w.h0(4, 0, v.len(), TYPE_VIDEO, 1).data(&v[..128]);
+    let mut w = Wire::new();
+    w.message(3, 0, TYPE_AMF0_COMMAND, 0, &c);
+    // A video message at 128, finished after the chunk size went to 256 and interleaved
+    // with an audio message; then fmt 1 and a fmt 3 that starts a new message.
+    w.chunk(chunk_header(0, 4, 0, 700, TYPE_VIDEO, 1), &v[..128]);
     w.set_chunk_size(256);
-    w.h0(5, 0, a.len(), TYPE_AUDIO, 1).data(&a[..256]);
-    w.h3(4, None).data(&v[128..384]);
-    w.h3(5, None).data(&a[256..]);
-    w.h3(4, None).data(&v[384..640]);
-    w.h1(5, 23, 40, TYPE_AUDIO).data(&a[..40]);
-    w.h3(4, None).data(&v[640..]);
-    w.h3(5, None).data(&a[..40]);
-    w.h0(4, 0x0123_4567, 300, TYPE_VIDEO, 1).data(&v[..256]);
-    w.h3(4, Some(0x0123_4567)).data(&v[256..300]);
-    w.h2(4, 0x0100_0000).data(&v[..256]);
-    w.h3(4, None).data(&v[256..300]);
-    w.h0(320, 5, 0, 18, 1);
-    w.h0(65599, 6, a.len(), TYPE_AUDIO, 1).data(&a[..256]);
-    w.h0(2, 0, 4, TYPE_ABORT, 0).data(&65599u32.to_be_bytes());
-    w.h0(64, 7, 3, TYPE_AUDIO, 1).data(&a[..3]);
-    w.h0(2, 0, 4, 5, 0).data(&2_500_000u32.to_be_bytes());
+    w.chunk(chunk_header(0, 5, 0, 300, TYPE_AUDIO, 1), &a[..256]);
+    w.chunk(h3(4), &v[128..384]);
+    w.chunk(h3(5), &a[256..]);
+    w.chunk(h3(4), &v[384..640]);
+    w.chunk(chunk_header(1, 5, 23, 40, TYPE_AUDIO, 0), &a[..40]);
+    w.chunk(h3(4), &v[640..]);
+    w.chunk(h3(5), &a[..40]);
+    // An extended timestamp repeated on the continuation (as ChunkWriter writes it), then
+    // an extended fmt-2 delta whose continuation leaves it out.
+    w.message(4, 0x0123_4567, TYPE_VIDEO, 1, &v[..300]);
+    w.chunk(chunk_header(2, 4, 0x0100_0000, 0, 0, 0), &v[..256]);
+    w.chunk(h3(4), &v[256..300]);
+    // 3-byte basic headers, an empty message, an aborted one, a 2-byte basic header.
+    w.message(320, 5, 18, 1, &[]);
+    w.chunk(chunk_header(0, 65599, 6, 300, TYPE_AUDIO, 1), &a[..256]);
+    w.message(2, 0, TYPE_ABORT, 0, &65599u32.to_be_bytes());
+    w.message(64, 7, TYPE_AUDIO, 1, &a[..3]);
+    w.message(2, 0, 5, 0, &2_500_000u32.to_be_bytes());
     w.set_chunk_size(4096);
-    w.h0(6, 8, 5000, TYPE_VIDEO, 1).data(&pattern(4096, 3));
-    w.h3(6, None).data(&pattern(904, 4));
-    w.0
+    w.message(
+        6,
+        8,
+        TYPE_VIDEO,
+        1,
+        &[pattern(4096, 3), pattern(904, 4)].concat(),
+    );
+    w.out
 }
 
-pub(super) fn framing(publish: &[u8], seeds: &mut Vec<Seed>) {
+pub(super) fn framing(publish: &[u8], client: &[u8], seeds: &mut Vec<Seed>) {
     let features = chunk_features();
     let prefixed = |prefix: &[u8], stream: &[u8]| [prefix, stream].concat();
     seeds.push(("framing", "features".into(), prefixed(&[0, 0], &features)));
@@ -230,6 +282,12 @@ pub(super) fn framing(publish: &[u8], seeds: &mut Vec<Seed>) {
     ));
     let head = &publish[..publish.len().min(6000)];
     seeds.push(("framing", "rml_publish".into(), prefixed(&[0, 0], head)));
+    let client_head = &client[..client.len().min(6000)];
+    seeds.push((
+        "framing",
+        "client_publish".into(),
+        prefixed(&[0, 0], client_head),
+    ));
     seeds.push((
         "framing",
         "rml_publish_cut".into(),
@@ -237,8 +295,13 @@ pub(super) fn framing(publish: &[u8], seeds: &mut Vec<Seed>) {
     ));
 }
 
-pub(super) fn session(publish: &[u8], seeds: &mut Vec<Seed>) {
+pub(super) fn session(publish: &[u8], client: &[u8], seeds: &mut Vec<Seed>) {
     seeds.push(("session", "publish".into(), [&[0, 0], publish].concat()));
+    seeds.push((
+        "session",
+        "client_publish".into(),
+        [&[0, 0], client].concat(),
+    ));
     seeds.push((
         "session",
         "publish_cut".into(),
@@ -265,21 +328,19 @@ pub(super) fn session(publish: &[u8], seeds: &mut Vec<Seed>) {
     for _ in 0..40 {
         deep.extend_from_slice(&[0x03, 0, 1, b'a']);
     }
-    let mut w = Chunks::default();
-    w.set_chunk_size(65536);
-    w.h0(3, 0, connect.len(), TYPE_AMF0_COMMAND, 0)
-        .data(&connect);
-    w.h0(3, 0, deep.len(), TYPE_AMF0_COMMAND, 0).data(&deep);
-    seeds.push(("session", "deep_amf".into(), [&[0, 0], &w.0[..]].concat()));
+    let mut w = Wire::new();
+    w.set_chunk_size(65536)
+        .message(3, 0, TYPE_AMF0_COMMAND, 0, &connect)
+        .message(3, 0, TYPE_AMF0_COMMAND, 0, &deep);
+    seeds.push(("session", "deep_amf".into(), [&[0, 0], &w.out[..]].concat()));
     let data = [s("@setDataFrame")].concat();
-    let mut w = Chunks::default();
-    w.h0(3, 0, connect.len(), TYPE_AMF0_COMMAND, 0)
-        .data(&connect);
-    w.h0(4, 0, data.len(), 18, 1).data(&data);
+    let mut w = Wire::new();
+    w.message(3, 0, TYPE_AMF0_COMMAND, 0, &connect)
+        .message(4, 0, 18, 1, &data);
     seeds.push((
         "session",
         "short_set_data_frame".into(),
-        [&[0, 0], &w.0[..]].concat(),
+        [&[0, 0], &w.out[..]].concat(),
     ));
 }
 
