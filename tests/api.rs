@@ -917,18 +917,10 @@ sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
     send_range(&mut p, FIXTURE, 0, 1000).await;
     assert_eq!(api.call("DELETE", &path, None).await.0, 204);
     wait_not_live(&server).await;
-    let mut buf = [0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        use tokio::io::AsyncReadExt;
-        loop {
-            match p.sock.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the kicked publisher's socket stayed open");
+    assert!(
+        p.closed_within(Duration::from_secs(5)).await,
+        "the kicked publisher's socket stayed open"
+    );
     assert_eq!(api.call("DELETE", &path, None).await.0, 404);
 }
 

@@ -298,8 +298,8 @@ async fn duplicate_publish_is_rejected_and_first_continues() {
     let mut first = start_publish(server.rtmp, "live", "dup").await;
     let (_, second) = Publisher::connect(server.rtmp, &tc, "live", "dup?other=1").await;
     match second {
-        PublishOutcome::Closed(bytes) => assert!(
-            String::from_utf8_lossy(&bytes).contains("NetStream.Publish.BadName"),
+        PublishOutcome::Refused(why) => assert!(
+            why.contains("NetStream.Publish.BadName"),
             "no BadName status"
         ),
         PublishOutcome::Accepted => panic!("second publisher accepted"),
@@ -338,8 +338,8 @@ async fn bad_names_are_rejected() {
     ] {
         let (_, outcome) = Publisher::connect(server.rtmp, &tc, app, stream).await;
         match outcome {
-            PublishOutcome::Closed(bytes) => assert!(
-                String::from_utf8_lossy(&bytes).contains("NetStream.Publish.BadName"),
+            PublishOutcome::Refused(why) => assert!(
+                why.contains("NetStream.Publish.BadName"),
                 "{app:?}/{stream:?}: no BadName status"
             ),
             PublishOutcome::Accepted => panic!("{app:?}/{stream:?} accepted"),

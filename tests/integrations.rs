@@ -142,7 +142,7 @@ async fn metrics_count_a_publish() {
     // A refused publish is counted by reason.
     let tc = format!("rtmp://{}/live", server.rtmp);
     let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "..bad").await;
-    assert!(matches!(out, PublishOutcome::Closed(_)));
+    assert!(matches!(out, PublishOutcome::Refused(_)));
     let rejected = server.node().metrics.clone();
     assert!(
         wait_for(Duration::from_secs(5), || rejected.render().contains(
@@ -169,7 +169,7 @@ fn auth_config(extra: &str) -> String {
 fn status_of(out: &PublishOutcome) -> String {
     match out {
         PublishOutcome::Accepted => "accepted".into(),
-        PublishOutcome::Closed(b) => String::from_utf8_lossy(b).into_owned(),
+        PublishOutcome::Refused(why) => why.clone(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Test harness shared by the integration tests:
 //! - `server`: a real livesnap node on 127.0.0.1:0 writing to a temporary folder;
-//! - `publisher`: a real RTMP publisher (rml_rtmp's client session) that replays FLV
+//! - `publisher`: a real RTMP publisher (the library's client) that replays FLV
 //!   fixtures;
 //! - `raw`: a raw RTMP peer that sends what no real client would (hostile tests);
 //! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server.
@@ -45,9 +45,7 @@ pub fn fixture_tags(name: &str) -> Vec<FlvTag> {
 
 /// An address on 127.0.0.1 whose port was free a moment ago (bound to 0, then released).
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
+    livesnap::testing::probe::free_addr().expect("bind 127.0.0.1:0")
 }
 
 /// Waits until `cond` holds or the timeout passes; returns whether it held.

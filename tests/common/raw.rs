@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use livesnap::rtmp::framing::{ChunkReader, FramingLimits, Message, TYPE_AMF0_COMMAND};
 use rml_rtmp::rml_amf0::{self, Amf0Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a helper waits for an answer the server owes.
@@ -59,34 +59,7 @@ pub fn prop<'a>(v: &'a Amf0Value, key: &str) -> Option<&'a str> {
     }
 }
 
-/// A basic header plus the message header fields that `fmt` carries, and the 4-byte
-/// extended timestamp when `ts` needs it (fmt 0–2 only). Nothing is checked: this is
-/// for writing chunks a server must refuse.
-pub fn chunk_header(fmt: u8, csid: u32, ts: u32, len: u32, type_id: u8, stream_id: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(18);
-    match csid {
-        0..=63 => b.push((fmt << 6) | csid as u8),
-        64..=319 => b.extend_from_slice(&[fmt << 6, (csid - 64) as u8]),
-        _ => {
-            let id = (csid - 64) as u16;
-            b.extend_from_slice(&[(fmt << 6) | 1, id as u8, (id >> 8) as u8]);
-        }
-    }
-    if fmt < 3 {
-        b.extend_from_slice(&ts.min(0xFF_FFFF).to_be_bytes()[1..]);
-    }
-    if fmt < 2 {
-        b.extend_from_slice(&len.to_be_bytes()[1..]);
-        b.push(type_id);
-    }
-    if fmt == 0 {
-        b.extend_from_slice(&stream_id.to_le_bytes());
-    }
-    if fmt < 3 && ts >= 0xFF_FFFF {
-        b.extend_from_slice(&ts.to_be_bytes());
-    }
-    b
-}
+pub use livesnap::testing::wire::{chunk_header, read_until_closed};
 
 #[derive(Debug, Clone, Copy)]
 struct LastHeader {
@@ -191,24 +164,6 @@ pub fn interleave(streams: Vec<Vec<Vec<u8>>>) -> Vec<u8> {
         }
         if !any {
             return out;
-        }
-    }
-}
-
-/// Reads until the peer closes (EOF or a socket error) or `limit` passes. Returns the
-/// bytes received when it closed, `None` when it was still open at `limit`.
-pub async fn read_until_closed<R: AsyncRead + Unpin>(
-    sock: &mut R,
-    limit: Duration,
-) -> Option<Vec<u8>> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
-            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
     }
 }

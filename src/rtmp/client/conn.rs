@@ -18,7 +18,8 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{command, ClientError, ClientOptions, ClientStats, Phase, CSID_COMMAND, CSID_CONTROL};
+use super::command::{self, Role};
+use super::{ClientError, ClientOptions, ClientStats, Endpoint, Phase, CSID_COMMAND, CSID_CONTROL};
 use crate::rtmp::chunk_writer::{ChunkWriteError, ChunkWriter, MessageHeader, PreChunked};
 use crate::rtmp::framing::{
     ChunkReader, Message, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, TYPE_ABORT, TYPE_ACKNOWLEDGEMENT,
@@ -421,6 +422,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Err(_) => Err(ClientError::WriteTimeout { phase, after }),
             Ok(Err(source)) => Err(self.fail(ClientError::Io { phase, source })),
             Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// The start both roles share: checks that `names` fit AMF0 strings, handshakes on
+    /// `io` and connects to `endpoint.app` with transaction id `tid`.
+    pub async fn open(
+        io: S,
+        opts: ClientOptions,
+        endpoint: &Endpoint,
+        names: [(&'static str, &str); 3],
+        role: Role,
+        tid: f64,
+    ) -> Result<Conn<S>, ClientError> {
+        for (what, v) in names {
+            if !command::fits(v) {
+                return Err(ClientError::TooLong {
+                    phase: Phase::Connect,
+                    what,
+                });
+            }
+        }
+        let mut conn = Conn::handshake(io, opts).await?;
+        let phase = Phase::Connect;
+        let connect = command::connect(tid, &endpoint.app, &endpoint.tc_url, role);
+        conn.queue_command(phase, 0, &connect).await?;
+        conn.flush(phase).await?;
+        conn.await_result(phase, tid).await?;
+        tracing::debug!(app = %endpoint.app, "connected");
+        Ok(conn)
+    }
+
+    /// Sends `before` (commands that precede it, e.g. FCPublish) and `createStream` with
+    /// transaction id `tid`; returns the message stream id the server gave.
+    pub async fn create_stream(
+        &mut self,
+        before: &[Vec<u8>],
+        tid: f64,
+    ) -> Result<u32, ClientError> {
+        let phase = Phase::CreateStream;
+        for c in before {
+            self.queue_command(phase, 0, c).await?;
+        }
+        let create = command::call("createStream", tid, Vec::new());
+        self.queue_command(phase, 0, &create).await?;
+        self.flush(phase).await?;
+        let reply = self.await_result(phase, tid).await?;
+        match reply.number() {
+            Some(id) if id >= 1.0 && id <= f64::from(u32::MAX) && id.fract() == 0.0 => {
+                Ok(id as u32)
+            }
+            other => Err(ClientError::Protocol {
+                phase,
+                detail: format!("createStream answered stream id {other:?}"),
+            }),
         }
     }
 

@@ -28,7 +28,7 @@
 //! regularly needs nothing more. A publisher that may idle (a relay whose source pauses)
 //! must also poll [`Publisher::service`], which is cancel-safe and made for `select!`:
 //!
-//! ```ignore
+//! ```text
 //! loop {
 //!     tokio::select! {
 //!         r = publisher.service() => r?,            // pings, acks, error statuses

@@ -51,40 +51,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Player<S> {
         stream: &str,
         opts: ClientOptions,
     ) -> Result<Player<S>, ClientError> {
-        for (what, v) in [
+        let names = [
             ("app", endpoint.app.as_str()),
             ("tcUrl", endpoint.tc_url.as_str()),
             ("stream name", stream),
-        ] {
-            if !command::fits(v) {
-                return Err(ClientError::TooLong {
-                    phase: Phase::Connect,
-                    what,
-                });
-            }
-        }
-        let mut conn = Conn::handshake(io, opts).await?;
-
-        let phase = Phase::Connect;
-        let connect = command::connect(TID_CONNECT, &endpoint.app, &endpoint.tc_url, Role::Player);
-        conn.queue_command(phase, 0, &connect).await?;
-        conn.flush(phase).await?;
-        conn.await_result(phase, TID_CONNECT).await?;
-
-        let phase = Phase::CreateStream;
-        let create = command::call("createStream", TID_CREATE, Vec::new());
-        conn.queue_command(phase, 0, &create).await?;
-        conn.flush(phase).await?;
-        let reply = conn.await_result(phase, TID_CREATE).await?;
-        let stream_id = match reply.number() {
-            Some(id) if id >= 1.0 && id <= f64::from(u32::MAX) && id.fract() == 0.0 => id as u32,
-            other => {
-                return Err(ClientError::Protocol {
-                    phase,
-                    detail: format!("createStream answered stream id {other:?}"),
-                })
-            }
-        };
+        ];
+        let mut conn = Conn::open(io, opts, endpoint, names, Role::Player, TID_CONNECT).await?;
+        let stream_id = conn.create_stream(&[], TID_CREATE).await?;
 
         let phase = Phase::Play;
         let play = command::call(

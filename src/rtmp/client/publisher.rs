@@ -40,51 +40,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
         stream_key: &str,
         opts: ClientOptions,
     ) -> Result<Publisher<S>, ClientError> {
-        for (what, v) in [
+        let names = [
             ("app", endpoint.app.as_str()),
             ("tcUrl", endpoint.tc_url.as_str()),
             ("stream key", stream_key),
-        ] {
-            if !command::fits(v) {
-                return Err(ClientError::TooLong {
-                    phase: Phase::Connect,
-                    what,
-                });
-            }
-        }
-        let mut conn = Conn::handshake(io, opts).await?;
-
-        let phase = Phase::Connect;
-        let connect = command::connect(
-            TID_CONNECT,
-            &endpoint.app,
-            &endpoint.tc_url,
-            Role::Publisher,
-        );
-        conn.queue_command(phase, 0, &connect).await?;
-        conn.flush(phase).await?;
-        conn.await_result(phase, TID_CONNECT).await?;
-        tracing::debug!(app = %endpoint.app, "connected");
-
-        let phase = Phase::CreateStream;
+        ];
+        let mut conn = Conn::open(io, opts, endpoint, names, Role::Publisher, TID_CONNECT).await?;
         let key = command::string(stream_key);
         let release = command::call("releaseStream", TID_RELEASE, vec![key.clone()]);
         let fcpublish = command::call("FCPublish", TID_FCPUBLISH, vec![key.clone()]);
-        let create = command::call("createStream", TID_CREATE, Vec::new());
-        for c in [release, fcpublish, create] {
-            conn.queue_command(phase, 0, &c).await?;
-        }
-        conn.flush(phase).await?;
-        let reply = conn.await_result(phase, TID_CREATE).await?;
-        let stream_id = match reply.number() {
-            Some(id) if id >= 1.0 && id <= f64::from(u32::MAX) && id.fract() == 0.0 => id as u32,
-            other => {
-                return Err(ClientError::Protocol {
-                    phase,
-                    detail: format!("createStream answered stream id {other:?}"),
-                })
-            }
-        };
+        let stream_id = conn
+            .create_stream(&[release, fcpublish], TID_CREATE)
+            .await?;
 
         let phase = Phase::Publish;
         let publish = command::call("publish", TID_PUBLISH, vec![key, command::string("live")]);
