@@ -11,8 +11,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use livesnap::snapshot::color::{ColorInfo, Matrix};
 use livesnap::snapshot::decode::{KeyframeDecoder, YuvFrame};
-use livesnap::snapshot::encode::{ColorInfo, ColorMatrix, JpegEncoder};
+use livesnap::snapshot::encode::JpegEncoder;
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameType};
 use openh264::formats::YUVBuffer;
 use openh264::OpenH264API;
@@ -103,9 +104,9 @@ fn codec(c: &mut Criterion) {
 
         let mut jpeg = JpegEncoder::new(JPEG_QUALITY);
         for (path, matrix, full_range) in [
-            ("bt601_full", ColorMatrix::Bt601, true),
-            ("bt601_limited", ColorMatrix::Bt601, false),
-            ("bt709_limited", ColorMatrix::Bt709, false),
+            ("bt601_full", Matrix::Bt601, true),
+            ("bt601_limited", Matrix::Bt601, false),
+            ("bt709_limited", Matrix::Bt709, false),
         ] {
             let color = ColorInfo { matrix, full_range };
             c.bench_function(&format!("encode_jpeg/{name}/{path}"), |b| {

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use livesnap::testing::pictures::psnr;
 
 /// Reference decode of a fixture's keyframes by ffmpeg, as RGB24 frames (BT.601 for
 /// untagged sources, the tagged matrix otherwise: swscale's defaults).
@@ -43,20 +44,6 @@ fn ffmpeg_rgb(jpeg: &std::path::Path) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let mse: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
 /// Publishes `file` as live/`stream` and checks the sequence objects (`1.jpg` …), the

@@ -2,7 +2,7 @@
 //!
 //! Owns a persistent openh264 decoder (one per pool worker, shared by every stream the worker
 //! serves), kept across parameter-set changes and recreated only after an error. It must not parse SPS/PPS
-//! (`media` does), decide when to snapshot (`scheduler`) or touch colour (`encode` does).
+//! (`media` does), decide when to snapshot (`scheduler`) or touch colour (`color` does).
 //!
 //! Behaviour of openh264 this relies on (checked by the tests below): with its default flush
 //! mode a persistent decoder returns a picture for every IDR fed alone (`Flush::NoFlush` would

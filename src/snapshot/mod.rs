@@ -1,8 +1,9 @@
 //! The snapshot pipeline: when a keyframe is due (`scheduler`), the bounded worker
-//! `pool` renders it (`render`: decode with openh264 in `decode`, encode with mozjpeg in
-//! `encode`), and the stream's `writer` stores it. `stats` are the per-stream counters
-//! all of them update.
+//! `pool` renders it (`render`: decode with openh264 in `decode`, convert to the
+//! encoder's colour coding in `color`, encode with mozjpeg in `encode`), and the stream's
+//! `writer` stores it. `stats` are the per-stream counters all of them update.
 
+pub mod color;
 pub mod decode;
 pub mod encode;
 pub mod pool;
@@ -10,3 +11,6 @@ pub mod render;
 pub mod scheduler;
 pub mod stats;
 pub mod writer;
+
+#[cfg(test)]
+mod testing;

@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use crate::media::avc::{self, AvcConfig};
 use crate::media::sps;
+use crate::snapshot::color::ColorInfo;
 use crate::snapshot::decode::{KeyframeDecoder, YuvFrame};
-use crate::snapshot::encode::{ColorInfo, ColorMatrix, JpegEncoder};
+use crate::snapshot::encode::JpegEncoder;
 
 /// Why a keyframe gave no picture.
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +106,7 @@ impl Renderer {
         self.decoder
             .decode(&self.annex_b, &self.params_key, &mut self.frame)?;
         let t1 = Instant::now();
-        let color = ColorInfo {
-            matrix: match info.matrix {
-                sps::Matrix::Bt709 => ColorMatrix::Bt709,
-                sps::Matrix::Bt601 => ColorMatrix::Bt601,
-            },
-            full_range: info.full_range,
-        };
+        let color = ColorInfo::from(&info);
         let jpeg = self.encoder.encode(&self.frame, color)?;
         Ok(Rendered {
             jpeg: Bytes::from(jpeg),

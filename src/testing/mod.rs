@@ -9,6 +9,7 @@
 //!   `rtmp::session::Session` over a pipe) that records what the client sent.
 //! - [`wire`]: what a real client never sends, for hostile peers and fuzz seeds: the
 //!   client handshake alone, chunk headers of every form, waiting for the server to close.
+//! - [`pictures`]: PSNR of two pictures.
 //! - [`probe`]: looking at a running node: its `/metrics` text, a process's RSS, a free
 //!   loopback address.
 //!
@@ -17,6 +18,7 @@
 //! fixture is an `Err`, not a panic); they never print.
 
 pub mod peer;
+pub mod pictures;
 pub mod probe;
 pub mod replay;
 pub mod wire;
