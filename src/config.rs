@@ -139,6 +139,14 @@ pub struct LimitsConfig {
     pub max_handshakes: usize,
     /// `createStream` calls one connection may make. Default 8.
     pub max_streams_per_connection: u32,
+    /// Bytes one connection's partial (not yet complete) messages may declare in total,
+    /// counted by declared length when a message's first chunk arrives; over it the
+    /// connection is closed. At least max_message_bytes. Default 8388608 (8 MiB).
+    pub max_partial_bytes_per_connection: usize,
+    /// Bytes the partial messages of all connections together may declare; a connection
+    /// whose message would pass it is closed. At least max_partial_bytes_per_connection.
+    /// Default 536870912 (512 MiB).
+    pub max_partial_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -152,6 +160,8 @@ impl Default for LimitsConfig {
             max_picture_pixels: 4096 * 2304,
             max_handshakes: 256,
             max_streams_per_connection: 8,
+            max_partial_bytes_per_connection: 8 << 20,
+            max_partial_bytes: 512 << 20,
         }
     }
 }
@@ -301,6 +311,26 @@ impl Config {
             return Err(invalid(
                 "limits.max_command_bytes",
                 format!("must be 1024..=16777216, got {}", l.max_command_bytes),
+            ));
+        }
+        let largest_message = l.max_message_bytes.max(l.max_command_bytes) as usize;
+        if l.max_partial_bytes_per_connection < largest_message {
+            return Err(invalid(
+                "limits.max_partial_bytes_per_connection",
+                format!(
+                    "must be at least limits.max_message_bytes and limits.max_command_bytes \
+                     ({largest_message}), got {}",
+                    l.max_partial_bytes_per_connection
+                ),
+            ));
+        }
+        if l.max_partial_bytes < l.max_partial_bytes_per_connection {
+            return Err(invalid(
+                "limits.max_partial_bytes",
+                format!(
+                    "must be at least limits.max_partial_bytes_per_connection ({}), got {}",
+                    l.max_partial_bytes_per_connection, l.max_partial_bytes
+                ),
             ));
         }
 
@@ -549,5 +579,32 @@ scheme = "memory"
         assert!(err_of("[storage.x]\nscheme = \"ftp\"").starts_with("storage.x.scheme"));
         assert!(err_of("[storage.x]\nscheme = \"fs\"").starts_with("storage.x.root"));
         assert!(err_of("[storage.x]\nscheme = \"s3\"").starts_with("storage.x.bucket"));
+    }
+
+    #[test]
+    fn partial_message_budgets_are_checked() {
+        let s = Config::embedded_default().validate().unwrap();
+        assert_eq!(s.limits.max_partial_bytes_per_connection, 8 << 20);
+        assert_eq!(s.limits.max_partial_bytes, 512 << 20);
+        // Below one whole message: a legal message could never arrive.
+        assert_eq!(
+            err_of("[limits]\nmax_partial_bytes_per_connection = 4194303"),
+            "limits.max_partial_bytes_per_connection: must be at least limits.max_message_bytes \
+             and limits.max_command_bytes (4194304), got 4194303"
+        );
+        assert!(err_of("[limits]\nmax_message_bytes = 16777216")
+            .starts_with("limits.max_partial_bytes_per_connection"));
+        assert_eq!(
+            err_of("[limits]\nmax_partial_bytes = 8388607"),
+            "limits.max_partial_bytes: must be at least \
+             limits.max_partial_bytes_per_connection (8388608), got 8388607"
+        );
+        let ok =
+            "[limits]\nmax_partial_bytes_per_connection = 4194304\nmax_partial_bytes = 4194304";
+        let l = Config::parse(ok).unwrap().validate().unwrap().limits;
+        assert_eq!(
+            (l.max_partial_bytes_per_connection, l.max_partial_bytes),
+            (4 << 20, 4 << 20)
+        );
     }
 }
