@@ -150,3 +150,21 @@ async fn ask_hook(url: &str, req: &PublishRequest, peer: SocketAddr) -> Result<(
         Err(format!("answered {}", resp.status().as_u16()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unlisted_domain_is_an_unauthorized_publish_with_its_own_reason() {
+        assert_eq!(
+            Refusal::UnlistedDomain.status_code(),
+            "NetStream.Publish.Unauthorized"
+        );
+        assert_eq!(Refusal::UnlistedDomain.metric_reason(), "unlisted_domain");
+        assert_ne!(
+            Refusal::UnlistedDomain.metric_reason(),
+            Refusal::Unauthorized.metric_reason()
+        );
+    }
+}
