@@ -167,6 +167,24 @@ async fn browser_requests_to_the_tokenless_api_are_refused() {
         403,
         "permission_denied",
     );
+    // A preflight for a JSON POST gets no CORS answer, so the browser never sends it.
+    assert_refused(
+        &send(
+            addr,
+            "OPTIONS",
+            RULES,
+            &[
+                &local,
+                evil,
+                "Access-Control-Request-Method: POST",
+                "Access-Control-Request-Headers: content-type",
+            ],
+            "",
+        )
+        .await,
+        405,
+        "method_not_allowed",
+    );
     assert_eq!(api_rules(addr).await, 0, "a refused request created a rule");
 
     // Health and metrics stay public (no body, no state, no secrets).
