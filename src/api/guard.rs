@@ -54,11 +54,12 @@ impl HostPolicy {
             return false;
         };
         let port = h.port.unwrap_or(default_port);
-        LOOPBACK.contains(&h.host.as_str()) && port == self.port
+        let loopback = LOOPBACK.contains(&h.host.as_str()) && port == self.port;
+        loopback
             || self
                 .extra
                 .iter()
-                .any(|e| e.host == h.host && e.port.is_none_or(|p| h.port == Some(p)))
+                .any(|e| e.host == h.host && e.port.is_none_or(|p| p == port))
     }
 
     /// Whether `origin` (`scheme://host[:port]`) is this node's own.
@@ -287,6 +288,9 @@ mod tests {
         assert!(p.allows_origin("http://localhost:8935"));
         assert!(p.allows_origin("https://snap.internal"));
         assert!(p.allows_origin("https://proxy.example:8443"));
+        let on_443 = HostPolicy::new(8935, vec![HttpHost::parse("snap.example:443").unwrap()]);
+        assert!(on_443.allows_origin("https://snap.example"));
+        assert!(!on_443.allows_origin("http://snap.example"));
         for bad in [
             "http://evil.example",
             "http://127.0.0.1:8936",
