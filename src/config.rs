@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::auth::{AuthConfig, AuthSettings};
+pub use crate::auth::{AuthConfig, AuthPolicy, AuthSettings};
 use crate::error::Invalid;
 use crate::names;
 pub use crate::notify::NotifyConfig;
@@ -104,6 +104,10 @@ pub struct ServerConfig {
     /// Bearer token of the admin API (or LIVESNAP_ADMIN_TOKEN). Default: none, which
     /// is allowed only while http_listen is a loopback address.
     pub admin_token: Option<String>,
+    /// Host names (`host` or `host:port`) the admin API and dashboard answer to
+    /// besides 127.0.0.1, localhost and [::1] on the listener's port, when no admin
+    /// token is set. Default: none.
+    pub http_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +119,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 30,
             shutdown_grace_secs: 10,
             admin_token: None,
+            http_hosts: Vec::new(),
         }
     }
 }
@@ -226,9 +231,79 @@ pub struct Settings {
     /// None when no rule store is configured and there is no "default" storage.
     pub rule_store: Option<RuleStoreConfig>,
     pub admin_token: Option<String>,
-    pub auth: Vec<AuthSettings>,
+    /// `server.http_hosts`, parsed.
+    pub http_hosts: Vec<HttpHost>,
+    pub auth: AuthPolicy,
     pub on_publish: Option<String>,
     pub notify: NotifyConfig,
+}
+
+/// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
+/// brackets, `[::1]`) and, optionally, the one port it is allowed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHost {
+    pub host: String,
+    /// None: any port, or none (a reverse proxy on 80/443 sends none).
+    pub port: Option<u16>,
+}
+
+impl HttpHost {
+    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`, as an HTTP `Host` header
+    /// carries them. The message says what is wrong (the caller names the key).
+    pub fn parse(raw: &str) -> Result<HttpHost, String> {
+        let bad = |why: &str| format!("\"{}\" {why}", names::escape(raw));
+        let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+            let (v6, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed '['"))?;
+            if v6.is_empty()
+                || !v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return Err(bad("is not an IPv6 address in brackets"));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("has junk after ']'"))?,
+                ),
+            };
+            (format!("[{}]", v6.to_ascii_lowercase()), port)
+        } else {
+            let (h, port) = match raw.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (raw, None),
+            };
+            if h.is_empty() {
+                return Err(bad("has no host name"));
+            }
+            if h.len() > names::MAX_DOMAIN_LEN {
+                return Err(bad("is too long"));
+            }
+            if !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                || h.starts_with(['-', '.'])
+                || h.ends_with('.')
+                || h.contains("..")
+            {
+                return Err(bad(
+                    "is not a host name (letters, digits, '-' and '.'), optionally with :port",
+                ));
+            }
+            (h.to_ascii_lowercase(), port)
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+                _ => return Err(bad("has a port that is not 1..=65535")),
+            },
+        };
+        Ok(HttpHost { host, port })
+    }
 }
 
 impl Config {
@@ -410,17 +485,13 @@ impl Config {
                 ),
             ));
         }
-        let mut auth = Vec::new();
-        let mut auth_domains = std::collections::HashSet::new();
-        for (i, a) in self.auth.iter().enumerate() {
-            auth.push(crate::auth::validate(a, &format!("auth[{i}]"))?);
-            if !auth_domains.insert(a.domain.clone()) {
-                return Err(invalid(
-                    format!("auth[{i}].domain"),
-                    format!("{:?} has more than one [[auth]] entry", a.domain),
-                ));
-            }
+        let mut http_hosts = Vec::new();
+        for (i, h) in s.http_hosts.iter().enumerate() {
+            http_hosts.push(
+                HttpHost::parse(h).map_err(|m| invalid(format!("server.http_hosts[{i}]"), m))?,
+            );
         }
+        let auth = crate::auth::validate_all(&self.auth, "auth")?;
         if let Some(u) = &self.hooks.on_publish {
             names::check_http_url(u).map_err(|m| invalid("hooks.on_publish", m))?;
         }
@@ -451,6 +522,7 @@ impl Config {
             static_rules: rules,
             rule_store,
             admin_token,
+            http_hosts,
             auth,
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),
@@ -568,6 +640,64 @@ scheme = "memory"
         let rule = "domain=\"*\"\napp=\"live\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"a.jpg\"";
         let dup = format!("{BASE}\n[[rules]]\n{rule}\n[[rules]]\n{rule}\n");
         assert!(err_of(&dup).starts_with("rules[1]:"));
+    }
+
+    #[test]
+    fn http_hosts_are_parsed_and_checked() {
+        let ok = Config::parse(
+            "[server]\nhttp_hosts = [\"Snap.Internal\", \"proxy.example:8443\", \"[::1]:9000\", \"10.0.0.5\"]",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let hosts: Vec<(&str, Option<u16>)> = ok
+            .http_hosts
+            .iter()
+            .map(|h| (h.host.as_str(), h.port))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("snap.internal", None),
+                ("proxy.example", Some(8443)),
+                ("[::1]", Some(9000)),
+                ("10.0.0.5", None)
+            ]
+        );
+        for bad in [
+            "\"\"",
+            "\"http://x\"",
+            "\"x/y\"",
+            "\"x:0\"",
+            "\"x:99999\"",
+            "\"x:\"",
+            "\"*\"",
+            "\"[zz]\"",
+            "\"a..b\"",
+        ] {
+            let e = err_of(&format!("[server]\nhttp_hosts = [\"ok\", {bad}]"));
+            assert!(e.starts_with("server.http_hosts[1]: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn auth_entries_are_checked() {
+        assert!(
+            err_of("[[auth]]\ndomain = \"a.example\"\nallow_unsigned = true")
+                .starts_with("auth[0].allow_unsigned")
+        );
+        assert!(err_of(
+            "[[auth]]\ndomain = \"*\"\nallow_unsigned = true\nprimary_key = \"12345678\""
+        )
+        .starts_with("auth[0].primary_key"));
+        let s = Config::parse(
+            "[[auth]]\ndomain = \"a.example\"\nprimary_key = \"12345678\"\n[[auth]]\ndomain = \"*\"\nallow_unsigned = true",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(s.auth.allow_unsigned);
+        assert_eq!(s.auth.entries.len(), 1);
     }
 
     #[test]

@@ -236,17 +236,19 @@ impl Notifier {
                     return;
                 }
                 Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                    tracing::warn!(url = %d.url, status = r.status().as_u16(), "callback refused; not retried");
+                    tracing::warn!(url = %crate::names::redact(&d.url), status = r.status().as_u16(), "callback refused; not retried");
                     break;
                 }
                 Ok(r) => {
-                    tracing::debug!(url = %d.url, status = r.status().as_u16(), attempt, "callback failed");
+                    tracing::debug!(url = %crate::names::redact(&d.url), status = r.status().as_u16(), attempt, "callback failed");
                 }
-                Err(e) => tracing::debug!(url = %d.url, error = %e, attempt, "callback failed"),
+                Err(e) => {
+                    tracing::debug!(url = %crate::names::redact(&d.url), error = %e.without_url(), attempt, "callback failed")
+                }
             }
         }
         self.metrics.callbacks_failed.inc();
-        tracing::warn!(url = %d.url, "callback not delivered");
+        tracing::warn!(url = %crate::names::redact(&d.url), "callback not delivered");
     }
 }
 

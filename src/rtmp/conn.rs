@@ -356,7 +356,7 @@ impl Conn {
                     }
                 }
                 Event::Connected { app, tc_url } => {
-                    tracing::debug!(app = %names::escape(&app), tc_url = ?tc_url.as_deref().map(names::escape), "connect");
+                    tracing::debug!(app = %names::escape(&names::redact(&app)), tc_url = ?tc_url.as_deref().map(|u| names::escape(&names::redact(u))), "connect");
                 }
                 Event::PublishRequested { app, stream_key } => {
                     self.on_publish(&app, &stream_key).await?
