@@ -30,8 +30,10 @@ use crate::storage::template::{Template, Vars};
 use crate::storage::{Created, Target};
 
 /// How many taken `{Sequence}` numbers a write steps over before giving up on a
-/// snapshot (and listing again next time).
-const MAX_SEQUENCE_PROBES: u32 = 16;
+/// snapshot (counted, and listing again next time). Another writer of the same stream
+/// (a second node on a shared folder) writing this many snapshots while one write
+/// waits is far beyond any interval (5 s at the least); each step is one create.
+const MAX_SEQUENCE_PROBES: u32 = 64;
 
 /// A finished snapshot, on its way to storage.
 #[derive(Debug, Clone)]

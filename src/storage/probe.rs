@@ -68,6 +68,14 @@ pub async fn check_create_only(target: &Target, used_by: &str) -> Result<(), Pro
     if let Err(e) = target.op.delete(&key).await {
         tracing::warn!(storage = %target.name, key, error = %e, "cannot delete the probe's scratch key");
     }
+    if let super::Listing::Folder { root, .. } = &target.listing {
+        // Leave no empty folders behind (remove_dir fails on a folder with content).
+        let probe = root.join(PROBE_PREFIX);
+        let _ = std::fs::remove_dir(&probe);
+        if let Some(parent) = probe.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
     let second = second.map_err(wrap)?;
     match (first, second) {
         (Created::Yes | Created::LandedEarlier, Created::AlreadyExists) => {
@@ -106,5 +114,10 @@ mod tests {
             let left = t.op.list_with(PROBE_PREFIX).await.unwrap();
             assert!(left.iter().all(|e| e.path() == PROBE_PREFIX), "{left:?}");
         }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [crate::storage::FS_TMP_DIR], "only the temp folder remains");
     }
 }
