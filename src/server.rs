@@ -11,7 +11,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::node::Node;
 use crate::rtmp::limits::ConnLimits;
-use crate::storage::probe::{check_create_only, ProbeError};
+use crate::storage::probe::{verify, ProbeError};
 use crate::storage::StorageError;
 
 /// Why the node could not start.
@@ -73,7 +73,8 @@ fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartErro
 
 /// Checks that every storage target relied on for create-only writes honours them:
 /// those of rules with a sequence object (config rules and the stored rules read at
-/// start) and the rule store's.
+/// start) and the rule store's. A store that overwrites stops the start; one that
+/// cannot be reached is logged and probed again before its first sequence write.
 async fn probe_create_only(node: &Node) -> Result<(), StartError> {
     let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut add = |storage: &str, why: String| {
@@ -106,7 +107,12 @@ async fn probe_create_only(node: &Node) -> Result<(), StartError> {
     }
     for (storage, used_by) in used {
         if let Some(target) = node.targets.get(&storage) {
-            check_create_only(target, &used_by.join(" and ")).await?;
+            match verify(target, &used_by.join(" and ")).await {
+                Ok(()) => {}
+                Err(e @ ProbeError::Overwrites { .. }) => return Err(e.into()),
+                // Unreachable now: probed again before its first sequence write.
+                Err(e) => tracing::warn!(error = %e, "storage not probed at start"),
+            }
         }
     }
     Ok(())

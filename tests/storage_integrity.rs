@@ -416,3 +416,17 @@ async fn a_store_that_honours_conditional_writes_passes_the_probe() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_refuses_sequence_objects_on_a_store_that_ignores_conditional_writes() {
+    // The store was not probed at start (say it was down then): the writer probes it
+    // before its first sequence write, and keeps the answer.
+    let s3rver = S3rver::start().await;
+    let target = build(&s3_settings(&s3rver.endpoint(), common::s3rver::BUCKET, 5)).unwrap();
+    let (mut w, m, _) = writer(target.clone(), SEQ);
+    for i in 0..2 {
+        assert_eq!(w.store(snap(format!("s{i}"), 1_700_000_000 + i)).await, None);
+    }
+    assert_eq!(failed(&m, "store_ignores_conditional_writes"), 2);
+    assert_eq!(bucket_keys(&target.op).await, Vec::<String>::new());
+}

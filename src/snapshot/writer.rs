@@ -211,6 +211,19 @@ impl SnapshotWriter {
                 }
             }
         }
+        match crate::storage::probe::verify(&self.target, "sequence objects").await {
+            Ok(()) => {}
+            Err(e @ crate::storage::probe::ProbeError::Overwrites { .. }) => {
+                tracing::error!(error = %e, "sequence object not written");
+                self.cx.stats.failed_store.fetch_add(1, Ordering::Relaxed);
+                self.cx.metrics.failed("store_ignores_conditional_writes");
+                return None;
+            }
+            Err(e) => {
+                self.failed(&e);
+                return None;
+            }
+        }
         for _ in 0..MAX_SEQUENCE_PROBES {
             let seq = self.next_sequence.unwrap_or(0);
             let key = match t.render(&self.vars(snap.unix_ts, seq)) {

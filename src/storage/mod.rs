@@ -75,6 +75,9 @@ pub struct Target {
     create_only: CreateOnly,
     timeout: std::time::Duration,
     retries: usize,
+    /// The outcome of the create-only probe, once known (see `probe::verify`); shared
+    /// by clones of the target.
+    probed: Arc<tokio::sync::OnceCell<Result<(), probe::ProbeError>>>,
     /// How listings are read (see `catalog`).
     listing: Listing,
 }
@@ -167,6 +170,7 @@ pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
         create_only,
         timeout: s.timeout,
         retries: s.retries,
+        probed: Arc::default(),
         listing,
     })
 }

@@ -5,6 +5,12 @@
 //! scratch key under the reserved prefix `_livesnap/probe/` is created twice,
 //! create-only; when the second create succeeds the node refuses to start, saying why
 //! and what to do. The scratch key is deleted afterwards.
+//!
+//! A store that cannot be reached at start does not stop the node (an outage is
+//! survived like any other, counted per snapshot): the probe is then run again before
+//! the target's first sequence write ([`verify`]), and its answer is kept.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -14,7 +20,7 @@ use super::{Created, StorageError, Target};
 pub const PROBE_PREFIX: &str = "_livesnap/probe/";
 
 /// Why a target cannot be trusted with create-only writes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProbeError {
     #[error(
         "storage {storage:?} ignores create-only writes: a second create of {key:?} replaced \
@@ -33,8 +39,24 @@ pub enum ProbeError {
     Storage {
         storage: String,
         used_by: String,
-        source: StorageError,
+        source: Arc<StorageError>,
     },
+}
+
+/// The probe's answer for `target`, run at most until it gives one: a store that
+/// cannot be reached gives none (`ProbeError::Storage`, asked again next time); the
+/// answer of a reachable store is kept for the life of the target.
+pub async fn verify(target: &Target, used_by: &str) -> Result<(), ProbeError> {
+    let cell = target.probed.clone();
+    let kept = cell
+        .get_or_try_init(|| async {
+            match check_create_only(target, used_by).await {
+                Err(e @ ProbeError::Storage { .. }) => Err(e),
+                answer => Ok(answer),
+            }
+        })
+        .await?;
+    kept.clone()
 }
 
 fn scratch_key() -> String {
@@ -56,7 +78,7 @@ pub async fn check_create_only(target: &Target, used_by: &str) -> Result<(), Pro
     let wrap = |source| ProbeError::Storage {
         storage: target.name.clone(),
         used_by: used_by.to_string(),
-        source,
+        source: Arc::new(source),
     };
     let first = target
         .put_create_only(&key, Bytes::from_static(b"livesnap probe 1"))
