@@ -84,7 +84,11 @@ async fn probe_create_only(node: &Node) -> Result<(), StartError> {
         if r.sequence_object.is_some() {
             add(
                 r.storage(),
-                format!("the sequence_object of rule ({:?}, {:?})", r.domain(), r.app()),
+                format!(
+                    "the sequence_object of rule ({:?}, {:?})",
+                    r.domain(),
+                    r.app()
+                ),
             );
         }
     }

@@ -21,7 +21,7 @@ use common::s3rver::S3rver;
 use livesnap::config::Config;
 use livesnap::metrics::Metrics;
 use livesnap::names::StreamId;
-use livesnap::notify::{NotifyConfig, Notifier};
+use livesnap::notify::{Notifier, NotifyConfig};
 use livesnap::rules::RuleSpec;
 use livesnap::snapshot::stats::StreamStats;
 use livesnap::snapshot::writer::{Snapshot, SnapshotWriter, WriterContext};
@@ -89,7 +89,12 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         stats: stats.clone(),
         latest: Default::default(),
     };
-    let w = SnapshotWriter::new(StreamId::new("d", "live", "cam1"), Arc::new(rule), target, cx);
+    let w = SnapshotWriter::new(
+        StreamId::new("d", "live", "cam1"),
+        Arc::new(rule),
+        target,
+        cx,
+    );
     (w, metrics, stats)
 }
 
@@ -108,7 +113,9 @@ fn key_taken(m: &Metrics, why: &'static str) -> u64 {
 }
 
 fn failed(m: &Metrics, why: &'static str) -> u64 {
-    m.snapshots_failed.get_or_create(&vec![("reason", why)]).get()
+    m.snapshots_failed
+        .get_or_create(&vec![("reason", why)])
+        .get()
 }
 
 /// Every file of a folder: (name, content), sorted.
@@ -158,12 +165,20 @@ async fn fs_create_only_has_exactly_one_winner_among_32_writers() {
                 Created::LandedEarlier => panic!("no attempt failed, none can have landed"),
             }
         }
-        assert_eq!(winners.len(), 1, "round {round}: exactly one writer creates");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one writer creates"
+        );
         let stored = std::fs::read(dir.path().join(&key)).unwrap();
         assert_eq!(stored, winners[0], "round {round}: the winner's content");
     }
     let tmp = dir.path().join(livesnap::storage::FS_TMP_DIR);
-    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "no temp file left");
+    assert_eq!(
+        std::fs::read_dir(tmp).unwrap().count(),
+        0,
+        "no temp file left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -236,7 +251,10 @@ async fn a_planted_u64_max_sequence_is_refused_not_wrapped() {
     std::fs::write(seq_dir.join("18446744073709551615.jpg"), b"planted").unwrap();
     let (mut w, m, stats) = writer(build(&fs_settings(dir.path())).unwrap(), SEQ);
     for i in 0..3 {
-        assert_eq!(w.store(snap(format!("s{i}"), 1_700_000_000 + i)).await, None);
+        assert_eq!(
+            w.store(snap(format!("s{i}"), 1_700_000_000 + i)).await,
+            None
+        );
     }
     assert_eq!(failed(&m, "sequence_exhausted"), 3, "each refusal counted");
     assert_eq!(stats.failed_store.load(Ordering::Relaxed), 3);
@@ -291,7 +309,9 @@ async fn a_sequence_put_whose_response_was_lost_is_stored_once() {
     assert_eq!(m.creates_landed_earlier.get(), 1);
     let second = w.store(snap("second".into(), 1_700_000_005)).await.unwrap();
     assert_eq!(second.sequence_key.as_deref(), Some("live/cam1/2.jpg"));
-    let direct = build(&s3_settings(&moto.endpoint(), "retry", 5)).unwrap().op;
+    let direct = build(&s3_settings(&moto.endpoint(), "retry", 5))
+        .unwrap()
+        .op;
     assert_eq!(
         bucket_keys(&direct).await,
         ["live/cam1/1.jpg", "live/cam1/2.jpg"],
@@ -370,7 +390,11 @@ async fn a_store_that_ignores_conditional_writes_is_refused_at_start() {
     let target = build(&s3_settings(&s3rver.endpoint(), common::s3rver::BUCKET, 5)).unwrap();
     let put = |b: &'static [u8]| target.put_create_only("x/1.jpg", Bytes::from_static(b));
     assert_eq!(put(b"one").await.unwrap(), Created::Yes);
-    assert_eq!(put(b"two").await.unwrap(), Created::Yes, "s3rver replaced it");
+    assert_eq!(
+        put(b"two").await.unwrap(),
+        Created::Yes,
+        "s3rver replaced it"
+    );
 
     let settings = Config::parse(&s3_node_config(
         &s3rver.endpoint(),
@@ -408,8 +432,14 @@ async fn a_store_that_honours_conditional_writes_passes_the_probe() {
         .validate()
         .unwrap();
     let running = livesnap::server::start(settings).await.unwrap();
-    let op = build(&s3_settings(&moto.endpoint(), "probe", 5)).unwrap().op;
-    assert_eq!(bucket_keys(&op).await, Vec::<String>::new(), "probe key deleted");
+    let op = build(&s3_settings(&moto.endpoint(), "probe", 5))
+        .unwrap()
+        .op;
+    assert_eq!(
+        bucket_keys(&op).await,
+        Vec::<String>::new(),
+        "probe key deleted"
+    );
     assert!(
         moto.log_text().contains("PUT /probe/_livesnap/probe/"),
         "the probe wrote through the store"
@@ -425,7 +455,10 @@ async fn a_writer_refuses_sequence_objects_on_a_store_that_ignores_conditional_w
     let target = build(&s3_settings(&s3rver.endpoint(), common::s3rver::BUCKET, 5)).unwrap();
     let (mut w, m, _) = writer(target.clone(), SEQ);
     for i in 0..2 {
-        assert_eq!(w.store(snap(format!("s{i}"), 1_700_000_000 + i)).await, None);
+        assert_eq!(
+            w.store(snap(format!("s{i}"), 1_700_000_000 + i)).await,
+            None
+        );
     }
     assert_eq!(failed(&m, "store_ignores_conditional_writes"), 2);
     assert_eq!(bucket_keys(&target.op).await, Vec::<String>::new());

@@ -248,7 +248,10 @@ impl SnapshotWriter {
                 }
                 Ok(Created::LandedEarlier) => {
                     self.cx.metrics.creates_landed_earlier.inc();
-                    tracing::debug!(key, "snapshot stored (sequence, by an attempt that timed out)");
+                    tracing::debug!(
+                        key,
+                        "snapshot stored (sequence, by an attempt that timed out)"
+                    );
                     return Some(key);
                 }
                 Ok(Created::AlreadyExists) if uses_seq => {

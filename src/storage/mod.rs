@@ -123,8 +123,8 @@ pub fn build_all(settings: &BTreeMap<String, StorageSettings>) -> Result<Targets
 /// timeout, then retries with jittered back-off for temporary errors.
 pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
     let mut options = s.options.clone();
-    let fs_root = (s.scheme == "fs")
-        .then(|| PathBuf::from(options.get("root").cloned().unwrap_or_default()));
+    let fs_root =
+        (s.scheme == "fs").then(|| PathBuf::from(options.get("root").cloned().unwrap_or_default()));
     if let Some(root) = &fs_root {
         // Overwrite puts go through opendal's temp-file-and-rename in our temp
         // folder (config may not set `atomic_write_dir`: see `settings`).
@@ -243,11 +243,7 @@ impl Target {
     }
 
     /// One attempt; an error comes with whether it is worth retrying.
-    async fn create_once(
-        &self,
-        key: &str,
-        jpeg: Bytes,
-    ) -> Result<Created, (StorageError, bool)> {
+    async fn create_once(&self, key: &str, jpeg: Bytes) -> Result<Created, (StorageError, bool)> {
         match &self.create_only {
             CreateOnly::Fs(fs) => {
                 let fs = fs.clone();
@@ -313,7 +309,9 @@ impl Target {
 /// The pause before retry `attempt` (1-based): 200 ms doubling to 2 s, jittered.
 fn retry_delay(attempt: usize) -> std::time::Duration {
     let doubling = 1u32 << attempt.saturating_sub(1).min(4);
-    let base = RETRY_MIN_DELAY.saturating_mul(doubling).min(RETRY_MAX_DELAY);
+    let base = RETRY_MIN_DELAY
+        .saturating_mul(doubling)
+        .min(RETRY_MAX_DELAY);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

@@ -140,6 +140,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, [crate::storage::FS_TMP_DIR], "only the temp folder remains");
+        assert_eq!(
+            names,
+            [crate::storage::FS_TMP_DIR],
+            "only the temp folder remains"
+        );
     }
 }

@@ -26,7 +26,11 @@ fn binary() -> PathBuf {
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         candidates.push(PathBuf::from(t).join(rel));
     }
-    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join(rel));
+    candidates.push(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(rel),
+    );
     candidates
         .into_iter()
         .find(|p| p.is_file())
@@ -40,8 +44,18 @@ impl S3rver {
         let child = match Command::new(binary())
             .arg("-d")
             .arg(dir.path())
-            .args(["-a", "127.0.0.1", "-p", &addr.port().to_string(), "--silent"])
-            .args(["--configure-bucket", BUCKET, "--allow-mismatched-signatures"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &addr.port().to_string(),
+                "--silent",
+            ])
+            .args([
+                "--configure-bucket",
+                BUCKET,
+                "--allow-mismatched-signatures",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
