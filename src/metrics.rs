@@ -34,6 +34,10 @@ pub struct Metrics {
     pub callbacks_failed: Counter,
     pub callbacks_dropped: Counter,
     pub rule_store_reloads: Family<Reason, Counter>,
+    /// Create-only puts that found their key taken, by what followed.
+    pub keys_taken: Family<Reason, Counter>,
+    /// Create-only puts whose earlier, timed-out attempt had stored the object.
+    pub creates_landed_earlier: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +69,8 @@ impl Metrics {
             callbacks_failed: Counter::default(),
             callbacks_dropped: Counter::default(),
             rule_store_reloads: Family::default(),
+            keys_taken: Family::default(),
+            creates_landed_earlier: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -144,6 +150,17 @@ impl Metrics {
             "Rule store reads, by result",
             m.rule_store_reloads.clone(),
         );
+        r.register(
+            "keys_taken",
+            "Create-only puts that found their key taken: sequence_next (moved to the next \
+             number) or already_stored (a {UnixTimestamp} key: that second is stored)",
+            m.keys_taken.clone(),
+        );
+        r.register(
+            "creates_landed_earlier",
+            "Create-only puts retried after a timeout whose earlier attempt had stored the object",
+            m.creates_landed_earlier.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -162,6 +179,10 @@ impl Metrics {
 
     pub fn failed(&self, why: &'static str) {
         self.snapshots_failed.get_or_create(&reason(why)).inc();
+    }
+
+    pub fn key_taken(&self, why: &'static str) {
+        self.keys_taken.get_or_create(&reason(why)).inc();
     }
 
     pub fn reload(&self, ok: bool) {

@@ -1,6 +1,7 @@
 //! Wiring: builds the node's state, reads the shared rules, starts the RTMP and HTTP
 //! listeners, and runs the first stage of the two-stage shutdown.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::node::Node;
 use crate::rtmp::limits::ConnLimits;
+use crate::storage::probe::{verify, ProbeError};
 use crate::storage::StorageError;
 
 /// Why the node could not start.
@@ -17,6 +19,8 @@ use crate::storage::StorageError;
 pub enum StartError {
     #[error("{0}")]
     Storage(#[from] StorageError),
+    #[error("{0}")]
+    Probe(#[from] ProbeError),
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -71,6 +75,57 @@ fn listen(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartErro
     bind().map_err(|source| StartError::Bind { what, addr, source })
 }
 
+/// Checks that every storage target relied on for create-only writes honours them:
+/// those of rules with a sequence object (config rules and the stored rules read at
+/// start) and the rule store's. A store that overwrites stops the start; one that
+/// cannot be reached is logged and probed again before its first sequence write.
+async fn probe_create_only(node: &Node) -> Result<(), StartError> {
+    let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut add = |storage: &str, why: String| {
+        used.entry(storage.to_string()).or_default().push(why);
+    };
+    for r in &node.settings.static_rules {
+        if r.sequence_object.is_some() {
+            add(
+                r.storage(),
+                format!(
+                    "the sequence_object of rule ({:?}, {:?})",
+                    r.domain(),
+                    r.app()
+                ),
+            );
+        }
+    }
+    if let Some(shared) = &node.shared_rules {
+        add(
+            shared.storage(),
+            format!("the rule store ({:?})", shared.key),
+        );
+        for r in &shared.doc().rules {
+            if r.spec.sequence_object.is_some() {
+                add(
+                    &r.spec.storage,
+                    format!(
+                        "the sequence_object of stored rule ({:?}, {:?})",
+                        r.spec.domain, r.spec.app
+                    ),
+                );
+            }
+        }
+    }
+    for (storage, used_by) in used {
+        if let Some(target) = node.targets.get(&storage) {
+            match verify(target, &used_by.join(" and ")).await {
+                Ok(()) => {}
+                Err(e @ ProbeError::Overwrites { .. }) => return Err(e.into()),
+                // Unreachable now: probed again before its first sequence write.
+                Err(e) => tracing::warn!(error = %e, "storage not probed at start"),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds the node and starts its listeners (addresses may use port 0).
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     start_with_clock(settings, crate::clock::system()).await
@@ -92,6 +147,10 @@ pub async fn start_with_clock(
     let node = Node::build(settings, clock)?;
     if let Some(shared) = &node.shared_rules {
         shared.start(node.shutdown.clone()).await;
+    }
+    if let Err(e) = probe_create_only(&node).await {
+        node.shutdown.cancel();
+        return Err(e);
     }
     let limits = Arc::new(ConnLimits::new(&node.settings.limits));
     tokio::spawn(crate::rtmp::listener::accept_loop(

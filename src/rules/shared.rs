@@ -87,6 +87,11 @@ pub struct RulesDoc {
     /// snapshot query still finds what was stored under them.
     #[serde(default)]
     pub history: Vec<RetiredTemplate>,
+    /// Who wrote this version: a token unique to one update. An update whose write
+    /// timed out reads it back to learn that its write landed after all (and must not
+    /// be applied a second time, which would answer "exists" to its own create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_id: Option<String>,
 }
 
 fn format_v1() -> u32 {
@@ -301,6 +306,11 @@ impl SharedRules {
     /// The document in force on this node.
     pub fn doc(&self) -> Arc<RulesDoc> {
         self.state().doc.clone()
+    }
+
+    /// The storage target holding the document.
+    pub fn storage(&self) -> &str {
+        &self.target.name
     }
 
     pub fn health(&self) -> StoreHealth {
@@ -519,11 +529,24 @@ impl SharedRules {
         change: &mut impl FnMut(&mut RulesDoc, u64) -> Result<T, E>,
         deadline: Instant,
     ) -> Result<T, UpdateError<E>> {
+        let write_id = lock::unique_token();
+        // The result of an attempt whose write may have landed although it was not
+        // acknowledged (a timeout, or a retry of it that met its own write's ETag).
+        let mut unacknowledged: Option<T> = None;
         let mut attempt = 0u32;
         loop {
             let (mut doc, etag, exists) = self.read_doc(true).await.map_err(UpdateError::Store)?;
+            if let Some(out) = unacknowledged.take() {
+                if doc.write_id.as_deref() == Some(write_id.as_str()) {
+                    tracing::info!(key = %self.key, version = doc.version, "rule store: a write that was not acknowledged had landed; not applied twice");
+                    self.record_ok();
+                    self.apply(Arc::new(doc), Origin::OwnWrite);
+                    return Ok(out);
+                }
+            }
             let now = self.clock.now_unix();
             let out = change(&mut doc, now).map_err(UpdateError::Rejected)?;
+            doc.write_id = Some(write_id.clone());
             let body = self.encode(&mut doc, now);
             let w = self
                 .target
@@ -540,11 +563,16 @@ impl SharedRules {
                     self.apply(Arc::new(doc), Origin::OwnWrite);
                     return Ok(out);
                 }
-                Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
+                Err(e) if e.kind() == ErrorKind::ConditionNotMatch || e.is_temporary() => {
                     attempt += 1;
-                    tracing::debug!(attempt, "rule store: concurrent update, retrying");
+                    tracing::debug!(attempt, error = %e, "rule store: write not applied, retrying on the fresh document");
+                    unacknowledged = Some(out);
                     if Instant::now() > deadline {
-                        return Err(UpdateError::Store(self.busy()));
+                        return Err(UpdateError::Store(if e.is_temporary() {
+                            self.io_err("write", &self.key, &e)
+                        } else {
+                            self.busy()
+                        }));
                     }
                     tokio::time::sleep(lock::backoff(attempt)).await;
                 }

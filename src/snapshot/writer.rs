@@ -5,7 +5,12 @@
 //!
 //! `{Sequence}` continues after the highest number already stored for the stream,
 //! found by listing once per publish; a create-only write that finds its key taken
-//! (another node, or a listing that raced) moves on to the next number.
+//! (another node, or a listing that raced) moves on to the next number, at most
+//! `MAX_SEQUENCE_PROBES` times per snapshot (counted as `keys_taken{reason=
+//! "sequence_next"}`). Without `{Sequence}` a taken key means that second is stored
+//! already: skipped and counted (`already_stored`, and the stream's `skipped_existing`).
+//! The arithmetic is checked: a stored `u64::MAX` ends the stream's sequence writes
+//! with a logged, counted refusal (`sequence_exhausted`), never a wrap or a panic.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,8 +30,10 @@ use crate::storage::template::{Template, Vars};
 use crate::storage::{Created, Target};
 
 /// How many taken `{Sequence}` numbers a write steps over before giving up on a
-/// snapshot (and listing again next time).
-const MAX_SEQUENCE_PROBES: u32 = 16;
+/// snapshot (counted, and listing again next time). Another writer of the same stream
+/// (a second node on a shared folder) writing this many snapshots while one write
+/// waits is far beyond any interval (5 s at the least); each step is one create.
+const MAX_SEQUENCE_PROBES: u32 = 64;
 
 /// A finished snapshot, on its way to storage.
 #[derive(Debug, Clone)]
@@ -66,6 +73,8 @@ pub struct SnapshotWriter {
     target: Target,
     cx: WriterContext,
     next_sequence: Option<u64>,
+    /// Set when the sequence has reached `u64::MAX`: no further sequence writes.
+    exhausted: bool,
 }
 
 impl SnapshotWriter {
@@ -76,6 +85,7 @@ impl SnapshotWriter {
             target,
             cx,
             next_sequence: None,
+            exhausted: false,
         }
     }
 
@@ -155,25 +165,63 @@ impl SnapshotWriter {
         tracing::warn!(error = %e, "snapshot not stored");
     }
 
+    /// Refuses the sequence write of a stream whose numbers are used up.
+    fn exhausted(&mut self, after: u64) {
+        if !self.exhausted {
+            tracing::error!(
+                highest = after,
+                "{{Sequence}} cannot go past {after}: this stream's sequence objects are \
+                 not written any more (remove or move the stored objects numbered near \
+                 u64::MAX, or change the rule's sequence_object)"
+            );
+        }
+        self.exhausted = true;
+        self.cx.stats.failed_store.fetch_add(1, Ordering::Relaxed);
+        self.cx.metrics.failed("sequence_exhausted");
+    }
+
     /// Writes the sequence object; returns its key when one was created.
     async fn store_sequence(&mut self, t: &Template, snap: &Snapshot) -> Option<String> {
         let uses_seq = self.rule.uses_sequence();
+        if uses_seq && self.exhausted {
+            self.exhausted(u64::MAX);
+            return None;
+        }
         if uses_seq && self.next_sequence.is_none() {
             match self
                 .target
                 .highest_sequence(t, &self.id.domain, &self.id.app, &self.id.stream)
                 .await
             {
-                Ok(n) => {
-                    tracing::info!(next = n + 1, "sequence continues after stored objects");
-                    self.next_sequence = Some(n + 1);
-                }
+                Ok(n) => match n.checked_add(1) {
+                    Some(next) => {
+                        tracing::info!(next, "sequence continues after stored objects");
+                        self.next_sequence = Some(next);
+                    }
+                    None => {
+                        self.exhausted(n);
+                        return None;
+                    }
+                },
                 Err(e) => {
                     // Without knowing what is stored we write nothing in sequence
                     // mode rather than risk a gap-filling order; retry next snapshot.
                     self.failed(&e);
                     return None;
                 }
+            }
+        }
+        match crate::storage::probe::verify(&self.target, "sequence objects").await {
+            Ok(()) => {}
+            Err(e @ crate::storage::probe::ProbeError::Overwrites { .. }) => {
+                tracing::error!(error = %e, "sequence object not written");
+                self.cx.stats.failed_store.fetch_add(1, Ordering::Relaxed);
+                self.cx.metrics.failed("store_ignores_conditional_writes");
+                return None;
+            }
+            Err(e) => {
+                self.failed(&e);
+                return None;
             }
         }
         for _ in 0..MAX_SEQUENCE_PROBES {
@@ -185,23 +233,45 @@ impl SnapshotWriter {
                     return None;
                 }
             };
-            match self.target.put_create_only(&key, snap.jpeg.clone()).await {
+            let created = self.target.put_create_only(&key, snap.jpeg.clone()).await;
+            if matches!(created, Ok(Created::Yes | Created::LandedEarlier)) && uses_seq {
+                // This number is used either way; past u64::MAX there is no next.
+                self.next_sequence = seq.checked_add(1);
+                if self.next_sequence.is_none() {
+                    self.exhausted = true;
+                }
+            }
+            match created {
                 Ok(Created::Yes) => {
-                    if uses_seq {
-                        self.next_sequence = Some(seq + 1);
-                    }
                     tracing::debug!(key, "snapshot stored (sequence)");
                     return Some(key);
                 }
+                Ok(Created::LandedEarlier) => {
+                    self.cx.metrics.creates_landed_earlier.inc();
+                    tracing::debug!(
+                        key,
+                        "snapshot stored (sequence, by an attempt that timed out)"
+                    );
+                    return Some(key);
+                }
                 Ok(Created::AlreadyExists) if uses_seq => {
-                    self.next_sequence = Some(seq + 1);
+                    self.cx.metrics.key_taken("sequence_next");
+                    tracing::debug!(key, "sequence key taken; trying the next number");
+                    match seq.checked_add(1) {
+                        Some(next) => self.next_sequence = Some(next),
+                        None => {
+                            self.exhausted(seq);
+                            return None;
+                        }
+                    }
                 }
                 Ok(Created::AlreadyExists) => {
+                    self.cx.metrics.key_taken("already_stored");
                     self.cx
                         .stats
                         .skipped_existing
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(key, "object exists; not replaced");
+                    tracing::info!(key, "object exists (this second is stored); not replaced");
                     return None;
                 }
                 Err(e) => {
@@ -215,8 +285,12 @@ impl SnapshotWriter {
             .stats
             .skipped_existing
             .fetch_add(1, Ordering::Relaxed);
+        self.cx.metrics.failed("sequence_keys_taken");
         self.next_sequence = None;
-        tracing::warn!("sequence keys keep existing; will list again");
+        tracing::warn!(
+            probes = MAX_SEQUENCE_PROBES,
+            "sequence keys keep existing; will list again"
+        );
         None
     }
 }

@@ -3,12 +3,21 @@
 //! form, the object-key `template`s, and the `catalog` that finds what is stored
 //! (a stream's snapshots in a time range, the highest `{Sequence}`).
 //!
+//! Create-only puts never replace an object: on `fs` they are linked into place by
+//! [`fs::FsCreate`] (`link(2)` fails on an existing key), on S3 they carry
+//! `If-None-Match: *` (a store that ignores it is refused at start by [`probe`]).
+//! Their attempts are retried here rather than by opendal's retry layer, so that a
+//! retry that finds the key taken after an attempt that timed out (and may have landed)
+//! reads the object back: the same bytes mean the earlier attempt stored it.
+//!
 //! This module knows keys and bytes, not streams or rules: callers render keys from a
 //! template and hand them in.
 
 pub mod catalog;
 mod dir_cache;
+pub mod fs;
 pub mod image_header;
+pub mod probe;
 pub mod settings;
 pub mod template;
 
@@ -22,41 +31,7 @@ use opendal::{ErrorKind, Operator};
 
 use settings::StorageSettings;
 
-/// The folder, under an `fs` root, where objects are written before being renamed into
-/// place, so that no partial object is ever visible. Its leading dot keeps it apart
-/// from every key livesnap renders (names never start with '.').
-pub const FS_TMP_DIR: &str = ".livesnap-tmp";
-
-/// Temporary files older than this are left over from a killed process (a write
-/// takes seconds at most) and are removed when the target is built.
-pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Removes files older than `age` from an fs temp folder (never objects: those live
-/// outside it). Errors are logged, not fatal.
-fn remove_stale_temp_files(dir: &std::path::Path, age: std::time::Duration) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let now = std::time::SystemTime::now();
-    for e in entries.flatten() {
-        let Ok(meta) = e.metadata() else { continue };
-        let old = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|d| d > age);
-        if meta.is_file() && old {
-            match std::fs::remove_file(e.path()) {
-                Ok(()) => {
-                    tracing::info!(path = %e.path().display(), "removed a stale temporary file")
-                }
-                Err(err) => {
-                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale temporary file")
-                }
-            }
-        }
-    }
-}
+pub use fs::{FS_TMP_DIR, STALE_TEMP_AGE};
 
 /// A storage failure, naming the target and key.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +49,13 @@ pub enum StorageError {
         key: String,
         source: Box<opendal::Error>,
     },
+    #[error("storage {storage:?}: {op} {key:?} failed: {message}")]
+    Io {
+        storage: String,
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("storage {storage:?}: listing {path:?} failed: {message}")]
     Listing {
         storage: String,
@@ -87,9 +69,28 @@ pub enum StorageError {
 pub struct Target {
     pub name: String,
     pub op: Operator,
-    create_only_native: bool,
+    /// The same backend with the timeout layer only: create-only attempts, which
+    /// `put_create_only` retries itself.
+    once: Operator,
+    create_only: CreateOnly,
+    timeout: std::time::Duration,
+    retries: usize,
+    /// The outcome of the create-only probe, once known (see `probe::verify`); shared
+    /// by clones of the target.
+    probed: Arc<tokio::sync::OnceCell<Result<(), probe::ProbeError>>>,
     /// How listings are read (see `catalog`).
     listing: Listing,
+}
+
+/// How a create-only put is done.
+#[derive(Debug, Clone)]
+enum CreateOnly {
+    /// Linked into place from livesnap's temp folder (see `fs`).
+    Fs(Arc<fs::FsCreate>),
+    /// The backend's conditional write (S3 `If-None-Match: *`, OSS forbid-overwrite).
+    Native,
+    /// A check, then a write (memory: one process, no other writer).
+    CheckFirst,
 }
 
 /// How the catalog lists a target.
@@ -122,36 +123,41 @@ pub fn build_all(settings: &BTreeMap<String, StorageSettings>) -> Result<Targets
 /// timeout, then retries with jittered back-off for temporary errors.
 pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
     let mut options = s.options.clone();
-    if s.scheme == "fs" && !options.contains_key("atomic_write_dir") {
-        let root = options.get("root").cloned().unwrap_or_default();
-        let root = root.trim_end_matches('/');
-        options.insert("atomic_write_dir".into(), format!("{root}/{FS_TMP_DIR}"));
-    }
-    if let Some(dir) = options.get("atomic_write_dir").filter(|_| s.scheme == "fs") {
-        remove_stale_temp_files(std::path::Path::new(dir), STALE_TEMP_AGE);
+    let fs_root =
+        (s.scheme == "fs").then(|| PathBuf::from(options.get("root").cloned().unwrap_or_default()));
+    if let Some(root) = &fs_root {
+        // Overwrite puts go through opendal's temp-file-and-rename in our temp
+        // folder (config may not set `atomic_write_dir`: see `settings`).
+        fs::remove_stale_temp_files(root, STALE_TEMP_AGE);
+        options.insert(
+            "atomic_write_dir".into(),
+            root.join(FS_TMP_DIR).to_string_lossy().into_owned(),
+        );
     }
     let op = Operator::via_iter(&s.scheme, options).map_err(|source| StorageError::Build {
         storage: s.name.clone(),
         scheme: s.scheme.clone(),
         source: Box::new(source),
     })?;
-    let op = op
-        .layer(
-            TimeoutLayer::new()
-                .with_timeout(s.timeout)
-                .with_io_timeout(s.timeout),
-        )
-        .layer(
-            RetryLayer::new()
-                .with_max_times(s.retries)
-                .with_min_delay(std::time::Duration::from_millis(200))
-                .with_max_delay(std::time::Duration::from_secs(2))
-                .with_jitter(),
-        );
-    let create_only_native = op.info().capability().write_with_if_not_exists;
+    let timeout = TimeoutLayer::new()
+        .with_timeout(s.timeout)
+        .with_io_timeout(s.timeout);
+    let once = op.clone().layer(timeout.clone());
+    let op = op.layer(timeout).layer(
+        RetryLayer::new()
+            .with_max_times(s.retries)
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(RETRY_MAX_DELAY)
+            .with_jitter(),
+    );
+    let create_only = match &fs_root {
+        Some(root) => CreateOnly::Fs(Arc::new(fs::FsCreate::new(root))),
+        None if op.info().capability().write_with_if_not_exists => CreateOnly::Native,
+        None => CreateOnly::CheckFirst,
+    };
     let listing = match s.scheme.as_str() {
         "fs" => Listing::Folder {
-            root: PathBuf::from(s.options.get("root").cloned().unwrap_or_default()),
+            root: fs_root.unwrap_or_default(),
             cache: Arc::new(dir_cache::DirCache::default()),
         },
         "s3" | "oss" => Listing::Sorted,
@@ -160,15 +166,25 @@ pub fn build(s: &StorageSettings) -> Result<Target, StorageError> {
     Ok(Target {
         name: s.name.clone(),
         op,
-        create_only_native,
+        once,
+        create_only,
+        timeout: s.timeout,
+        retries: s.retries,
+        probed: Arc::default(),
         listing,
     })
 }
+
+const RETRY_MIN_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How a create-only put ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
     Yes,
+    /// An earlier attempt of this put, which timed out or failed, had stored it after
+    /// all: the object at the key holds exactly these bytes.
+    LandedEarlier,
     /// An object already exists at the key; nothing was written.
     AlreadyExists,
 }
@@ -193,29 +209,113 @@ impl Target {
             .map_err(|e| self.err("put", key, e))
     }
 
-    /// Writes the whole object only if nothing exists at the key: natively where the
-    /// backend supports it (fs, S3 `If-None-Match: *`), by a check first otherwise.
+    /// Writes the whole object only if nothing exists at the key; never replaces.
+    /// Attempts that fail for a temporary reason (a timeout included) are retried up
+    /// to the target's `retries`; when a retry finds the key taken, the object is read
+    /// back, and the same bytes mean an earlier attempt landed
+    /// ([`Created::LandedEarlier`]), not another writer.
     pub async fn put_create_only(&self, key: &str, jpeg: Bytes) -> Result<Created, StorageError> {
-        if !self.create_only_native {
-            match self.op.exists(key).await {
-                Ok(true) => return Ok(Created::AlreadyExists),
-                Ok(false) => {}
-                Err(e) => return Err(self.err("stat", key, e)),
+        let mut attempt = 0usize;
+        let mut may_have_landed = false;
+        loop {
+            let err = match self.create_once(key, jpeg.clone()).await {
+                Ok(Created::AlreadyExists) if may_have_landed => {
+                    return match self.op.read(key).await {
+                        Ok(b) if b.to_bytes() == jpeg => {
+                            tracing::info!(storage = %self.name, key, "a create that timed out had stored the object; not written twice");
+                            Ok(Created::LandedEarlier)
+                        }
+                        Ok(_) => Ok(Created::AlreadyExists),
+                        Err(e) => Err(self.err("read back", key, e)),
+                    };
+                }
+                Ok(c) => return Ok(c),
+                Err(e) => e,
+            };
+            if !err.1 || attempt >= self.retries {
+                return Err(err.0);
             }
-            return self.put_overwrite(key, jpeg).await.map(|_| Created::Yes);
-        }
-        match self
-            .op
-            .write_with(key, jpeg)
-            .content_type("image/jpeg")
-            .if_not_exists(true)
-            .await
-        {
-            Ok(_) => Ok(Created::Yes),
-            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Created::AlreadyExists),
-            Err(e) => Err(self.err("create", key, e)),
+            attempt += 1;
+            may_have_landed = true;
+            tracing::debug!(storage = %self.name, key, attempt, error = %err.0, "create-only put failed; retrying");
+            tokio::time::sleep(retry_delay(attempt)).await;
         }
     }
+
+    /// One attempt; an error comes with whether it is worth retrying.
+    async fn create_once(&self, key: &str, jpeg: Bytes) -> Result<Created, (StorageError, bool)> {
+        match &self.create_only {
+            CreateOnly::Fs(fs) => {
+                let fs = fs.clone();
+                let owned = key.to_string();
+                let task = tokio::task::spawn_blocking(move || fs.create(&owned, &jpeg));
+                let io = |message: String| StorageError::Io {
+                    storage: self.name.clone(),
+                    op: "create",
+                    key: key.to_string(),
+                    message,
+                };
+                match tokio::time::timeout(self.timeout, task).await {
+                    Ok(Ok(Ok(c))) => Ok(c),
+                    Ok(Ok(Err(e))) => {
+                        let retry = matches!(
+                            e.kind(),
+                            std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+                        );
+                        Err((io(e.to_string()), retry))
+                    }
+                    Ok(Err(e)) => Err((io(format!("create task: {e}")), false)),
+                    Err(_) => Err((
+                        io(format!("no answer in {} s", self.timeout.as_secs())),
+                        true,
+                    )),
+                }
+            }
+            CreateOnly::Native => match self
+                .once
+                .write_with(key, jpeg)
+                .content_type("image/jpeg")
+                .if_not_exists(true)
+                .await
+            {
+                Ok(_) => Ok(Created::Yes),
+                Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Created::AlreadyExists),
+                Err(e) => {
+                    let retry = e.is_temporary();
+                    Err((self.err("create", key, e), retry))
+                }
+            },
+            CreateOnly::CheckFirst => {
+                match self.op.exists(key).await {
+                    Ok(true) => return Ok(Created::AlreadyExists),
+                    Ok(false) => {}
+                    Err(e) => return Err((self.err("stat", key, e), false)),
+                }
+                self.put_overwrite(key, jpeg)
+                    .await
+                    .map(|_| Created::Yes)
+                    .map_err(|e| (e, false))
+            }
+        }
+    }
+
+    /// Whether create-only puts rest on the backend honouring a conditional write
+    /// (which [`probe`] checks at start).
+    pub fn create_only_is_conditional(&self) -> bool {
+        matches!(self.create_only, CreateOnly::Native)
+    }
+}
+
+/// The pause before retry `attempt` (1-based): 200 ms doubling to 2 s, jittered.
+fn retry_delay(attempt: usize) -> std::time::Duration {
+    let doubling = 1u32 << attempt.saturating_sub(1).min(4);
+    let base = RETRY_MIN_DELAY
+        .saturating_mul(doubling)
+        .min(RETRY_MAX_DELAY);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }
 
 #[cfg(test)]

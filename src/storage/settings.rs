@@ -38,7 +38,7 @@ fn default_retries() -> usize {
 /// unknown keys silently, so a typo would otherwise go unnoticed.
 fn known_options(scheme: &str) -> Option<&'static [&'static str]> {
     Some(match scheme {
-        "fs" => &["root", "atomic_write_dir"],
+        "fs" => &["root"],
         "memory" => &["root"],
         "s3" => &[
             "root",
@@ -154,6 +154,17 @@ pub fn validate(name: &str, st: &StorageConfig) -> Result<StorageSettings, Inval
     }
     let mut options = BTreeMap::new();
     for (k, v) in &st.options {
+        if st.scheme == "fs" && k == "atomic_write_dir" {
+            return Err(invalid(
+                key(k),
+                format!(
+                    "is managed by livesnap: objects are written under ROOT/{} and linked or \
+                     renamed into place (a create-only object is linked, which never replaces \
+                     one; opendal's own atomic write renames, which does); remove this option",
+                    super::FS_TMP_DIR
+                ),
+            ));
+        }
         if !known.contains(&k.as_str()) {
             return Err(invalid(
                 key(k),
@@ -191,4 +202,19 @@ pub fn validate(name: &str, st: &StorageConfig) -> Result<StorageSettings, Inval
         retries: st.retries,
         options,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fs_atomic_write_dir_is_refused_with_the_reason() {
+        let st: StorageConfig =
+            toml::from_str("scheme = \"fs\"\nroot = \"/x\"\natomic_write_dir = \"/x/tmp\"\n")
+                .unwrap();
+        let e = validate("default", &st).unwrap_err().to_string();
+        assert!(e.contains("storage.default.atomic_write_dir"), "{e}");
+        assert!(e.contains("never replaces"), "{e}");
+    }
 }

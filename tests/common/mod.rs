@@ -3,17 +3,20 @@
 //! - `publisher`: a real RTMP publisher (the library's client) that replays FLV
 //!   fixtures;
 //! - `raw`: a raw RTMP peer that sends what no real client would (hostile tests);
-//! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server.
+//! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server;
+//!   `s3rver`: one that ignores conditional writes; `fault_proxy`: a lost response.
 //!
 //! `server` and `publisher` are re-exported, so `use common::*;` brings them in; `raw`,
 //! `logs` and `moto` are named where they are used. The small helpers below (fixtures,
 //! free ports, waiting, HTTP, JPEG, RSS) serve several.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod logs;
 pub mod moto;
 pub mod publisher;
 pub mod raw;
+pub mod s3rver;
 pub mod server;
 
 // A test binary that uses none of a module's items would warn of an unused import.

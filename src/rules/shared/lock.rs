@@ -137,7 +137,7 @@ fn jitter() -> u64 {
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
-fn unique_token() -> String {
+pub fn unique_token() -> String {
     format!(
         "{}-{}-{:x}",
         std::process::id(),
