@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// A label set with one `reason` (or `result`) label.
 pub type Reason = Vec<(&'static str, &'static str)>;
@@ -34,6 +35,10 @@ pub struct Metrics {
     pub callbacks_failed: Counter,
     pub callbacks_dropped: Counter,
     pub rule_store_reloads: Family<Reason, Counter>,
+    /// Time publishers running ahead of real time waited for the snapshot queue.
+    pub publisher_paced_seconds: Counter<f64, AtomicU64>,
+    /// Bytes of due keyframes waiting in the snapshot pool's queues.
+    pub snapshot_queued_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,6 +70,8 @@ impl Metrics {
             callbacks_failed: Counter::default(),
             callbacks_dropped: Counter::default(),
             rule_store_reloads: Family::default(),
+            publisher_paced_seconds: Counter::default(),
+            snapshot_queued_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -143,6 +150,16 @@ impl Metrics {
             "rule_store_reloads",
             "Rule store reads, by result",
             m.rule_store_reloads.clone(),
+        );
+        r.register(
+            "publisher_paced_seconds",
+            "Time publishers ahead of real time were not read, waiting for the snapshot queue",
+            m.publisher_paced_seconds.clone(),
+        );
+        r.register(
+            "snapshot_queued_bytes",
+            "Bytes of due keyframes waiting in the snapshot queues",
+            m.snapshot_queued_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -339,7 +339,7 @@ impl Conn {
             match ev {
                 Event::Video { timestamp, data } => {
                     if let Some(st) = self.stream.as_mut() {
-                        st.on_video(timestamp, data);
+                        st.on_video(timestamp, data).await;
                     }
                 }
                 Event::Audio { len, .. } => {
