@@ -99,6 +99,8 @@ pub struct Ingest {
     first_video_ts: Option<u32>,
     last_keyframe_ts: Option<u32>,
     pace: PaceClock,
+    /// Time the connection waited for the snapshot queue so far.
+    paced: Duration,
     warned_paced: bool,
     warned_patience: bool,
 }
@@ -192,6 +194,7 @@ impl Ingest {
             first_video_ts: None,
             last_keyframe_ts: None,
             pace: PaceClock::default(),
+            paced: Duration::ZERO,
             warned_paced: false,
             warned_patience: false,
         })
@@ -322,9 +325,10 @@ impl Ingest {
         };
         let r = node.pool.submit(&snap.queue, job, pacing, give_up).await;
         if r.waited > Duration::ZERO {
+            self.paced += r.waited;
             stats
                 .paced_ms
-                .fetch_add(r.waited.as_millis() as u64, Ordering::Relaxed);
+                .store(self.paced.as_millis() as u64, Ordering::Relaxed);
             node.metrics
                 .publisher_paced_seconds
                 .inc_by(r.waited.as_secs_f64());

@@ -254,6 +254,9 @@ async fn serve(
         if publishing != was_publishing {
             set_rcvlowat(&socket, if publishing { PUBLISH_RCVLOWAT } else { 1 });
         }
+        // `act` may have waited for the snapshot queue (a publisher ahead of real time
+        // is paced by not being read); that wait is ours, not the peer's idleness, and
+        // it was for a media message, so the idle deadline starts again from here.
         if conn.session.media_messages() > media_seen || publishing != was_publishing {
             media_seen = conn.session.media_messages();
             was_publishing = publishing;

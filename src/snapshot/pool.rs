@@ -565,23 +565,11 @@ mod tests {
         let mut b = stream(16);
         let mut c = stream(16);
         // A has a backlog of five, B of two, C of one, all offered before any work.
-        for i in 0..5 {
-            offer(
-                &pool,
-                &a,
-                job(&config, &kfs[i], 100 + i as u64),
-                Pacing::Offline,
-            )
-            .unwrap();
+        for (ts, body) in (100..).zip(&kfs[..5]) {
+            offer(&pool, &a, job(&config, body, ts), Pacing::Offline).unwrap();
         }
-        for i in 0..2 {
-            offer(
-                &pool,
-                &b,
-                job(&config, &kfs[i], 200 + i as u64),
-                Pacing::Offline,
-            )
-            .unwrap();
+        for (ts, body) in (200..).zip(&kfs[..2]) {
+            offer(&pool, &b, job(&config, body, ts), Pacing::Offline).unwrap();
         }
         offer(&pool, &c, job(&config, &kfs[0], 300), Pacing::Offline).unwrap();
         let mut order = Vec::new();
