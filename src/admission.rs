@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::auth;
+use crate::auth::{self, Requirement};
 use crate::names::PublishRequest;
 use crate::node::Node;
 
@@ -19,6 +19,9 @@ pub const HOOK_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum Refusal {
     BadName,
     Unauthorized,
+    /// `[[auth]]` entries exist, none covers the publish's domain, and unsigned
+    /// publishes are not allowed.
+    UnlistedDomain,
     Duplicate,
 }
 
@@ -27,7 +30,7 @@ impl Refusal {
     pub fn status_code(self) -> &'static str {
         match self {
             Refusal::BadName | Refusal::Duplicate => "NetStream.Publish.BadName",
-            Refusal::Unauthorized => "NetStream.Publish.Unauthorized",
+            Refusal::Unauthorized | Refusal::UnlistedDomain => "NetStream.Publish.Unauthorized",
         }
     }
 
@@ -36,6 +39,7 @@ impl Refusal {
         match self {
             Refusal::BadName => "bad_name",
             Refusal::Unauthorized => "unauthorized",
+            Refusal::UnlistedDomain => "unlisted_domain",
             Refusal::Duplicate => "duplicate",
         }
     }
@@ -69,8 +73,9 @@ struct HookRequest<'a> {
     peer: String,
 }
 
-/// Checks the publish's signature (when `[[auth]]` covers its domain), then asks the
-/// `on_publish` hook (when configured).
+/// Checks the publish's signature as the `[[auth]]` policy requires for its domain
+/// (refusing a domain no entry covers), then asks the `on_publish` hook (when
+/// configured).
 pub async fn check(
     node: &Node,
     req: &PublishRequest,
@@ -78,8 +83,9 @@ pub async fn check(
     peer: SocketAddr,
 ) -> Result<(), Refused> {
     let id = &req.id;
-    if let Some(entry) = auth::entry_for(&node.settings.auth, &id.domain) {
-        auth::check(
+    match node.settings.auth.requirement(&id.domain) {
+        Requirement::None => {}
+        Requirement::Signature(entry) => auth::check(
             entry,
             &id.app,
             &id.stream,
@@ -87,7 +93,16 @@ pub async fn check(
             tc_url,
             node.clock.now_unix(),
         )
-        .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}")))?;
+        .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}")))?,
+        Requirement::Refused => {
+            return Err(Refused::new(
+                Refusal::UnlistedDomain,
+                format!(
+                    "unauthorized: domain {:?} has no [[auth]] entry and unsigned publishes are not allowed",
+                    id.domain
+                ),
+            ))
+        }
     }
     if let Some(url) = &node.settings.on_publish {
         ask_hook(url, req, peer).await.map_err(|why| {
@@ -124,12 +139,32 @@ async fn ask_hook(url: &str, req: &PublishRequest, peer: SocketAddr) -> Result<(
             if e.is_timeout() {
                 "timed out".to_string()
             } else {
-                format!("failed: {e}")
+                // Without the URL: this message reaches the client and the log, and
+                // the hook's URL may carry a secret.
+                format!("failed: {}", e.without_url())
             }
         })?;
     if resp.status().is_success() {
         Ok(())
     } else {
         Err(format!("answered {}", resp.status().as_u16()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unlisted_domain_is_an_unauthorized_publish_with_its_own_reason() {
+        assert_eq!(
+            Refusal::UnlistedDomain.status_code(),
+            "NetStream.Publish.Unauthorized"
+        );
+        assert_eq!(Refusal::UnlistedDomain.metric_reason(), "unlisted_domain");
+        assert_ne!(
+            Refusal::UnlistedDomain.metric_reason(),
+            Refusal::Unauthorized.metric_reason()
+        );
     }
 }

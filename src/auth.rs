@@ -2,6 +2,12 @@
 //! `auth_key={timestamp}-{rand}-{uid}-{md5hash}` where md5hash is the lower-case hex
 //! MD5 of `"{URI}-{timestamp}-{rand}-{uid}-{key}"`, URI = `/{AppName}/{StreamName}`.
 //! The link is valid until `timestamp + validity_secs`. Checked once, at publish.
+//!
+//! Which domains need a signature is the `AuthPolicy`: with no `[[auth]]` entry
+//! publishing is open; once there is one, a domain needs its own entry or the `*`
+//! entry, and a domain covered by neither is refused, unless the `*` entry says
+//! `allow_unsigned = true`. The domain comes from the client (tcUrl host or `vhost=`),
+//! so an unlisted one must never mean "unchecked".
 
 use md5::{Digest, Md5};
 use serde::Deserialize;
@@ -23,6 +29,10 @@ pub struct AuthConfig {
     /// Seconds a signed URL stays valid after its timestamp. Default 1800.
     #[serde(default = "default_validity_secs")]
     pub validity_secs: u64,
+    /// Only on the `*` entry, which then has no keys: publishes to a domain without
+    /// its own entry need no signature. Default false (such publishes are refused).
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 fn default_validity_secs() -> u64 {
@@ -38,8 +48,63 @@ pub struct AuthSettings {
     pub validity_secs: u64,
 }
 
-/// Checks one `[[auth]]` entry (`at` prefixes error keys) and resolves its keys.
-pub fn validate(a: &AuthConfig, at: &str) -> Result<AuthSettings, Invalid> {
+/// The validated `[[auth]]` entries: which publishes need which signature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthPolicy {
+    /// Entries with keys, at most one per domain (`*` included).
+    pub entries: Vec<AuthSettings>,
+    /// The `*` entry says `allow_unsigned = true`.
+    pub allow_unsigned: bool,
+}
+
+/// What a publish to a domain must show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Requirement<'a> {
+    /// Nothing: no `[[auth]]` entry at all, or the domain falls to an
+    /// `allow_unsigned` `*` entry.
+    None,
+    /// A signature checked against this entry (the domain's own, else `*`).
+    Signature(&'a AuthSettings),
+    /// `[[auth]]` entries exist but none covers the domain: refused.
+    Refused,
+}
+
+impl AuthPolicy {
+    /// What a publish to `domain` (normalised) must show.
+    pub fn requirement(&self, domain: &str) -> Requirement<'_> {
+        let own = self.entries.iter().find(|a| a.domain == domain);
+        match own.or_else(|| self.entries.iter().find(|a| a.domain == ANY)) {
+            Some(entry) => Requirement::Signature(entry),
+            None if self.allow_unsigned || self.entries.is_empty() => Requirement::None,
+            None => Requirement::Refused,
+        }
+    }
+}
+
+/// Checks every `[[auth]]` entry (`at` is the key of the list, `auth`): one entry per
+/// domain, `allow_unsigned` only on a key-less `*` entry.
+pub fn validate_all(all: &[AuthConfig], at: &str) -> Result<AuthPolicy, Invalid> {
+    let mut policy = AuthPolicy::default();
+    let mut domains = std::collections::HashSet::new();
+    for (i, a) in all.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        if !domains.insert(a.domain.as_str()) {
+            return Err(invalid(
+                format!("{at}.domain"),
+                format!("{:?} has more than one [[auth]] entry", a.domain),
+            ));
+        }
+        match validate(a, &at)? {
+            Some(entry) => policy.entries.push(entry),
+            None => policy.allow_unsigned = true,
+        }
+    }
+    Ok(policy)
+}
+
+/// Checks one `[[auth]]` entry (`at` prefixes error keys) and resolves its keys; None
+/// for the `*` entry with `allow_unsigned = true`.
+pub fn validate(a: &AuthConfig, at: &str) -> Result<Option<AuthSettings>, Invalid> {
     let key = |k: &str| format!("{at}.{k}");
     if a.domain != ANY {
         let d = names::normalize_domain(&a.domain)
@@ -47,6 +112,31 @@ pub fn validate(a: &AuthConfig, at: &str) -> Result<AuthSettings, Invalid> {
         if d != a.domain {
             return Err(invalid(key("domain"), format!("must be written as {d:?}")));
         }
+    }
+    if a.allow_unsigned {
+        if a.domain != ANY {
+            return Err(invalid(
+                key("allow_unsigned"),
+                format!(
+                    "only the \"*\" entry may allow unsigned publishes; the entry of {:?} always requires a signature",
+                    a.domain
+                ),
+            ));
+        }
+        for (name, v) in [
+            ("primary_key", &a.primary_key),
+            ("primary_key_env", &a.primary_key_env),
+            ("secondary_key", &a.secondary_key),
+            ("secondary_key_env", &a.secondary_key_env),
+        ] {
+            if v.is_some() {
+                return Err(invalid(
+                    key(name),
+                    "is not used with allow_unsigned = true (unlisted domains publish unsigned); remove one of them",
+                ));
+            }
+        }
+        return Ok(None);
     }
     let resolve = |name: &str,
                    direct: &Option<String>,
@@ -83,12 +173,12 @@ pub fn validate(a: &AuthConfig, at: &str) -> Result<AuthSettings, Invalid> {
     if !(1..=31_536_000).contains(&a.validity_secs) {
         return Err(invalid(key("validity_secs"), "must be 1..=31536000"));
     }
-    Ok(AuthSettings {
+    Ok(Some(AuthSettings {
         domain: a.domain.clone(),
         primary_key: primary,
         secondary_key: secondary,
         validity_secs: a.validity_secs,
-    })
+    }))
 }
 
 /// Why a signature was refused. Never carries a key.
@@ -153,14 +243,6 @@ pub fn parse_auth_key(v: &str) -> Result<AuthKey<'_>, AuthError> {
 pub fn sign(uri: &str, timestamp: &str, rand: &str, uid: &str, key: &str) -> String {
     let digest = Md5::digest(format!("{uri}-{timestamp}-{rand}-{uid}-{key}").as_bytes());
     crate::util::hex(&digest)
-}
-
-/// The `[[auth]]` entry for a domain: its own, else `*`, else none (no auth).
-pub fn entry_for<'a>(entries: &'a [AuthSettings], domain: &str) -> Option<&'a AuthSettings> {
-    entries
-        .iter()
-        .find(|a| a.domain == domain)
-        .or_else(|| entries.iter().find(|a| a.domain == ANY))
 }
 
 /// Checks a publish: `auth_key` from the stream's query, else the tcUrl's query.
@@ -334,14 +416,87 @@ mod tests {
         assert_eq!(ok.uid, "0");
     }
 
+    fn config(domain: &str) -> AuthConfig {
+        AuthConfig {
+            domain: domain.into(),
+            primary_key: Some(format!("key-of-{domain}")),
+            primary_key_env: None,
+            secondary_key: None,
+            secondary_key_env: None,
+            validity_secs: 60,
+            allow_unsigned: false,
+        }
+    }
+
+    fn unsigned_any() -> AuthConfig {
+        AuthConfig {
+            primary_key: None,
+            allow_unsigned: true,
+            ..config(ANY)
+        }
+    }
+
+    fn required_key(p: &AuthPolicy, domain: &str) -> Option<String> {
+        match p.requirement(domain) {
+            Requirement::Signature(e) => Some(e.primary_key.clone()),
+            Requirement::None => None,
+            Requirement::Refused => Some("refused".into()),
+        }
+    }
+
     #[test]
-    fn entry_lookup_prefers_the_domain() {
-        let mut a = entry(1);
-        a.domain = "a.com".into();
-        let entries = vec![entry(2), a];
-        assert_eq!(entry_for(&entries, "a.com").unwrap().validity_secs, 1);
-        assert_eq!(entry_for(&entries, "b.com").unwrap().validity_secs, 2);
-        assert!(entry_for(&entries[1..], "b.com").is_none());
+    fn requirement_prefers_the_domain_then_star() {
+        let p = validate_all(&[config(ANY), config("a.com")], "auth").unwrap();
+        assert_eq!(required_key(&p, "a.com").as_deref(), Some("key-of-a.com"));
+        assert_eq!(required_key(&p, "b.com").as_deref(), Some("key-of-*"));
+    }
+
+    #[test]
+    fn no_entries_means_open() {
+        let p = validate_all(&[], "auth").unwrap();
+        assert_eq!(p.requirement("any.example"), Requirement::None);
+    }
+
+    #[test]
+    fn an_unlisted_domain_is_refused_once_any_entry_exists() {
+        // The domain is the client's choice: naming another one must not skip the check.
+        let p = validate_all(&[config("a.example")], "auth").unwrap();
+        assert!(matches!(
+            p.requirement("a.example"),
+            Requirement::Signature(_)
+        ));
+        assert_eq!(p.requirement("unlisted.example"), Requirement::Refused);
+        assert_eq!(p.requirement("default"), Requirement::Refused);
+    }
+
+    #[test]
+    fn allow_unsigned_opens_only_unlisted_domains() {
+        let p = validate_all(&[config("a.example"), unsigned_any()], "auth").unwrap();
+        assert!(p.allow_unsigned);
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(
+            required_key(&p, "a.example").as_deref(),
+            Some("key-of-a.example")
+        );
+        assert_eq!(p.requirement("unlisted.example"), Requirement::None);
+    }
+
+    #[test]
+    fn allow_unsigned_is_validated() {
+        let named = AuthConfig {
+            allow_unsigned: true,
+            ..config("a.example")
+        };
+        let e = validate_all(&[named], "auth").unwrap_err();
+        assert_eq!(e.key, "auth[0].allow_unsigned");
+        let with_key = AuthConfig {
+            allow_unsigned: true,
+            ..config(ANY)
+        };
+        let e = validate_all(&[config("a.example"), with_key], "auth").unwrap_err();
+        assert_eq!(e.key, "auth[1].primary_key");
+        let e = validate_all(&[unsigned_any(), unsigned_any()], "auth").unwrap_err();
+        assert_eq!(e.key, "auth[1].domain");
     }
 
     #[test]

@@ -108,6 +108,9 @@ async fn feed_file(
     drop(ingest);
     node.tasks.close();
     node.tasks.wait().await;
+    // The events of the file (snapshots, unpublish) are delivered before the process exits.
+    let deadline = tokio::time::Instant::now() + node.settings.shutdown_grace;
+    node.notify.drain(deadline).await;
     tracing::info!(stream = %id, stats = %stats.summary(), "file done");
     if stats.stored.load(Ordering::Relaxed) == 0 {
         return Err(format!("no snapshot was stored ({})", stats.summary()));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::auth::{AuthConfig, AuthSettings};
+pub use crate::auth::{AuthConfig, AuthPolicy, AuthSettings};
 use crate::error::Invalid;
 use crate::names;
 pub use crate::notify::NotifyConfig;
@@ -105,6 +105,10 @@ pub struct ServerConfig {
     /// Bearer token of the admin API (or LIVESNAP_ADMIN_TOKEN). Default: none, which
     /// is allowed only while http_listen is a loopback address.
     pub admin_token: Option<String>,
+    /// Host names (`host` or `host:port`) the admin API and dashboard answer to
+    /// besides 127.0.0.1, localhost and [::1] on the listener's port, when no admin
+    /// token is set. Default: none.
+    pub http_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 30,
             shutdown_grace_secs: 10,
             admin_token: None,
+            http_hosts: Vec::new(),
         }
     }
 }
@@ -140,6 +145,14 @@ pub struct LimitsConfig {
     pub max_handshakes: usize,
     /// `createStream` calls one connection may make. Default 8.
     pub max_streams_per_connection: u32,
+    /// Bytes one connection's partial (not yet complete) messages may declare in total,
+    /// counted by declared length when a message's first chunk arrives; over it the
+    /// connection is closed. At least max_message_bytes. Default 8388608 (8 MiB).
+    pub max_partial_bytes_per_connection: usize,
+    /// Bytes the partial messages of all connections together may declare; a connection
+    /// whose message would pass it is closed. At least max_partial_bytes_per_connection.
+    /// Default 536870912 (512 MiB).
+    pub max_partial_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -153,6 +166,8 @@ impl Default for LimitsConfig {
             max_picture_pixels: 4096 * 2304,
             max_handshakes: 256,
             max_streams_per_connection: 8,
+            max_partial_bytes_per_connection: 8 << 20,
+            max_partial_bytes: 512 << 20,
         }
     }
 }
@@ -231,9 +246,79 @@ pub struct Settings {
     /// None when no rule store is configured and there is no "default" storage.
     pub rule_store: Option<RuleStoreConfig>,
     pub admin_token: Option<String>,
-    pub auth: Vec<AuthSettings>,
+    /// `server.http_hosts`, parsed.
+    pub http_hosts: Vec<HttpHost>,
+    pub auth: AuthPolicy,
     pub on_publish: Option<String>,
     pub notify: NotifyConfig,
+}
+
+/// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
+/// brackets, `[::1]`) and, optionally, the one port it is allowed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHost {
+    pub host: String,
+    /// None: any port, or none (a reverse proxy on 80/443 sends none).
+    pub port: Option<u16>,
+}
+
+impl HttpHost {
+    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`, as an HTTP `Host` header
+    /// carries them. The message says what is wrong (the caller names the key).
+    pub fn parse(raw: &str) -> Result<HttpHost, String> {
+        let bad = |why: &str| format!("\"{}\" {why}", names::escape(raw));
+        let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+            let (v6, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed '['"))?;
+            if v6.is_empty()
+                || !v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return Err(bad("is not an IPv6 address in brackets"));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("has junk after ']'"))?,
+                ),
+            };
+            (format!("[{}]", v6.to_ascii_lowercase()), port)
+        } else {
+            let (h, port) = match raw.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (raw, None),
+            };
+            if h.is_empty() {
+                return Err(bad("has no host name"));
+            }
+            if h.len() > names::MAX_DOMAIN_LEN {
+                return Err(bad("is too long"));
+            }
+            if !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                || h.starts_with(['-', '.'])
+                || h.ends_with('.')
+                || h.contains("..")
+            {
+                return Err(bad(
+                    "is not a host name (letters, digits, '-' and '.'), optionally with :port",
+                ));
+            }
+            (h.to_ascii_lowercase(), port)
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+                _ => return Err(bad("has a port that is not 1..=65535")),
+            },
+        };
+        Ok(HttpHost { host, port })
+    }
 }
 
 impl Config {
@@ -316,6 +401,26 @@ impl Config {
             return Err(invalid(
                 "limits.max_command_bytes",
                 format!("must be 1024..=16777216, got {}", l.max_command_bytes),
+            ));
+        }
+        let largest_message = l.max_message_bytes.max(l.max_command_bytes) as usize;
+        if l.max_partial_bytes_per_connection < largest_message {
+            return Err(invalid(
+                "limits.max_partial_bytes_per_connection",
+                format!(
+                    "must be at least limits.max_message_bytes and limits.max_command_bytes \
+                     ({largest_message}), got {}",
+                    l.max_partial_bytes_per_connection
+                ),
+            ));
+        }
+        if l.max_partial_bytes < l.max_partial_bytes_per_connection {
+            return Err(invalid(
+                "limits.max_partial_bytes",
+                format!(
+                    "must be at least limits.max_partial_bytes_per_connection ({}), got {}",
+                    l.max_partial_bytes_per_connection, l.max_partial_bytes
+                ),
             ));
         }
 
@@ -416,17 +521,13 @@ impl Config {
                 ),
             ));
         }
-        let mut auth = Vec::new();
-        let mut auth_domains = std::collections::HashSet::new();
-        for (i, a) in self.auth.iter().enumerate() {
-            auth.push(crate::auth::validate(a, &format!("auth[{i}]"))?);
-            if !auth_domains.insert(a.domain.clone()) {
-                return Err(invalid(
-                    format!("auth[{i}].domain"),
-                    format!("{:?} has more than one [[auth]] entry", a.domain),
-                ));
-            }
+        let mut http_hosts = Vec::new();
+        for (i, h) in s.http_hosts.iter().enumerate() {
+            http_hosts.push(
+                HttpHost::parse(h).map_err(|m| invalid(format!("server.http_hosts[{i}]"), m))?,
+            );
         }
+        let auth = crate::auth::validate_all(&self.auth, "auth")?;
         if let Some(u) = &self.hooks.on_publish {
             names::check_http_url(u).map_err(|m| invalid("hooks.on_publish", m))?;
         }
@@ -462,6 +563,7 @@ impl Config {
             static_rules: rules,
             rule_store,
             admin_token,
+            http_hosts,
             auth,
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),
@@ -582,6 +684,64 @@ scheme = "memory"
     }
 
     #[test]
+    fn http_hosts_are_parsed_and_checked() {
+        let ok = Config::parse(
+            "[server]\nhttp_hosts = [\"Snap.Internal\", \"proxy.example:8443\", \"[::1]:9000\", \"10.0.0.5\"]",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let hosts: Vec<(&str, Option<u16>)> = ok
+            .http_hosts
+            .iter()
+            .map(|h| (h.host.as_str(), h.port))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("snap.internal", None),
+                ("proxy.example", Some(8443)),
+                ("[::1]", Some(9000)),
+                ("10.0.0.5", None)
+            ]
+        );
+        for bad in [
+            "\"\"",
+            "\"http://x\"",
+            "\"x/y\"",
+            "\"x:0\"",
+            "\"x:99999\"",
+            "\"x:\"",
+            "\"*\"",
+            "\"[zz]\"",
+            "\"a..b\"",
+        ] {
+            let e = err_of(&format!("[server]\nhttp_hosts = [\"ok\", {bad}]"));
+            assert!(e.starts_with("server.http_hosts[1]: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn auth_entries_are_checked() {
+        assert!(
+            err_of("[[auth]]\ndomain = \"a.example\"\nallow_unsigned = true")
+                .starts_with("auth[0].allow_unsigned")
+        );
+        assert!(err_of(
+            "[[auth]]\ndomain = \"*\"\nallow_unsigned = true\nprimary_key = \"12345678\""
+        )
+        .starts_with("auth[0].primary_key"));
+        let s = Config::parse(
+            "[[auth]]\ndomain = \"a.example\"\nprimary_key = \"12345678\"\n[[auth]]\ndomain = \"*\"\nallow_unsigned = true",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(s.auth.allow_unsigned);
+        assert_eq!(s.auth.entries.len(), 1);
+    }
+
+    #[test]
     fn other_keys_are_checked() {
         assert!(err_of("[server]\nrtmp_listen = \"nope\"").starts_with("server.rtmp_listen"));
         assert!(err_of("[snapshot]\nquality = 0").starts_with("snapshot.quality"));
@@ -596,5 +756,32 @@ scheme = "memory"
         assert!(err_of("[storage.x]\nscheme = \"ftp\"").starts_with("storage.x.scheme"));
         assert!(err_of("[storage.x]\nscheme = \"fs\"").starts_with("storage.x.root"));
         assert!(err_of("[storage.x]\nscheme = \"s3\"").starts_with("storage.x.bucket"));
+    }
+
+    #[test]
+    fn partial_message_budgets_are_checked() {
+        let s = Config::embedded_default().validate().unwrap();
+        assert_eq!(s.limits.max_partial_bytes_per_connection, 8 << 20);
+        assert_eq!(s.limits.max_partial_bytes, 512 << 20);
+        // Below one whole message: a legal message could never arrive.
+        assert_eq!(
+            err_of("[limits]\nmax_partial_bytes_per_connection = 4194303"),
+            "limits.max_partial_bytes_per_connection: must be at least limits.max_message_bytes \
+             and limits.max_command_bytes (4194304), got 4194303"
+        );
+        assert!(err_of("[limits]\nmax_message_bytes = 16777216")
+            .starts_with("limits.max_partial_bytes_per_connection"));
+        assert_eq!(
+            err_of("[limits]\nmax_partial_bytes = 8388607"),
+            "limits.max_partial_bytes: must be at least \
+             limits.max_partial_bytes_per_connection (8388608), got 8388607"
+        );
+        let ok =
+            "[limits]\nmax_partial_bytes_per_connection = 4194304\nmax_partial_bytes = 4194304";
+        let l = Config::parse(ok).unwrap().validate().unwrap().limits;
+        assert_eq!(
+            (l.max_partial_bytes_per_connection, l.max_partial_bytes),
+            (4 << 20, 4 << 20)
+        );
     }
 }

@@ -71,12 +71,19 @@ fn load(cli: &Cli) -> Result<(Config, Settings), ConfigError> {
     Ok((config, settings))
 }
 
+/// Logs to stderr; text logs are coloured only when stderr is a terminal (a file, a
+/// pipe or journald gets plain text) and NO_COLOR is not set.
 fn init_logging(settings: &Settings) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_writer(std::io::stderr);
     if settings.log.format == "json" {
         builder.json().init();

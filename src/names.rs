@@ -154,6 +154,72 @@ pub fn escape(raw: &str) -> String {
     out
 }
 
+/// Query parameters whose values are secrets: the publish signature (`auth_key`),
+/// and what encoders and hook/callback URLs commonly carry credentials in.
+pub const SECRET_PARAMS: &[&str] = &[
+    "auth_key",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "sign",
+    "signature",
+    "password",
+    "passwd",
+    "pwd",
+    "txsecret",
+];
+
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "***";
+
+/// A URL, `name?query` or bare query with the values of [`SECRET_PARAMS`] (any case)
+/// and a URL's password (`user:pass@`) replaced by `***`, for logs and messages. Call
+/// it before [`escape`], which may cut a value in half.
+pub fn redact(s: &str) -> std::borrow::Cow<'_, str> {
+    let is_url = s.contains("://");
+    let (head, query) = match s.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None if is_url => (s, None),
+        None => ("", Some(s)),
+    };
+    let secret = |kv: &str| {
+        kv.split_once('=')
+            .is_some_and(|(k, _)| SECRET_PARAMS.iter().any(|p| k.eq_ignore_ascii_case(p)))
+    };
+    let password = is_url
+        .then(|| {
+            let rest = &head[head.find("://")? + 3..];
+            let authority = rest.split(['/', '#']).next()?;
+            let (userinfo, _) = authority.rsplit_once('@')?;
+            userinfo.split_once(':').map(|(user, _)| (user, userinfo))
+        })
+        .flatten();
+    if password.is_none() && !query.is_some_and(|q| q.split('&').any(secret)) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = match password {
+        Some((user, userinfo)) => head.replacen(userinfo, &format!("{user}:{REDACTED}"), 1),
+        None => head.to_string(),
+    };
+    if let Some(q) = query {
+        if s.contains('?') {
+            out.push('?');
+        }
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if secret(kv) => format!("{k}={REDACTED}"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push_str(&parts.join("&"));
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The host of an RTMP URL (`rtmp://Host:1935/app/...` → `host`), if it has one.
 pub fn url_host(url: &str) -> Option<&str> {
     let rest = url.split_once("://").map(|(_, r)| r)?;
@@ -338,6 +404,37 @@ mod tests {
         assert_eq!(query_param("a=1", "vhost"), None);
         assert_eq!(split_query("cam1?auth_key=1-2"), ("cam1", "auth_key=1-2"));
         assert_eq!(split_query("cam1"), ("cam1", ""));
+    }
+
+    #[test]
+    fn redaction() {
+        let tc = "rtmp://h:1935/live?auth_key=1700000000-0-0-0123456789abcdef0123456789abcdef";
+        assert_eq!(redact(tc), "rtmp://h:1935/live?auth_key=***");
+        assert_eq!(
+            redact("cam1?vhost=a.com&AUTH_KEY=1-0-0-ff&x=1"),
+            "cam1?vhost=a.com&AUTH_KEY=***&x=1"
+        );
+        assert_eq!(redact("auth_key=1-0-0-ff&x"), "auth_key=***&x");
+        assert_eq!(
+            redact("https://u:p4ss@hooks.example/cb?token=t0k&id=3"),
+            "https://u:***@hooks.example/cb?token=***&id=3"
+        );
+        assert_eq!(
+            redact("http://hooks.example/cb?sign=s&keyframe=1"),
+            "http://hooks.example/cb?sign=***&keyframe=1"
+        );
+        // Nothing secret: borrowed, unchanged.
+        for plain in [
+            "rtmp://h/live",
+            "cam1?vhost=a.com",
+            "live",
+            "",
+            "http://u@h/x?key",
+        ] {
+            assert!(matches!(redact(plain), std::borrow::Cow::Borrowed(p) if p == plain));
+        }
+        // Redacted before escaping, so the cap of `escape` never shows a prefix.
+        assert!(!escape(&redact(tc)).contains("1700000000"));
     }
 
     #[test]

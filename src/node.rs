@@ -54,8 +54,9 @@ impl Node {
             metrics.clone(),
         );
         let notify = Notifier::new(&settings.notify, metrics.clone(), clock.clone());
+        // Delivery outlives the shutdown token: the server drains it at shutdown.
+        notify.start();
         let shutdown = CancellationToken::new();
-        notify.start(shutdown.clone());
         let rules = Arc::new(RuleBook::new(settings.rules.clone()));
         let shared_rules = settings.rule_store.as_ref().and_then(|cfg| {
             Some(SharedRules::new(SharedRulesParts {

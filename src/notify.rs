@@ -7,15 +7,24 @@
 //! timeout and up to 5 retries 1 s apart; a 4xx answer other than 429 is final. With
 //! `callback_auth_key`, each request carries `ALI-LIVE-TIMESTAMP` and
 //! `ALI-LIVE-SIGNATURE` = md5 hex of `"{callback_host}|{timestamp}|{key}"`.
+//!
+//! Shutdown: the delivery tasks do not stop with the node's shutdown token, because the
+//! shutdown itself produces events (each closed publish's `unpublish`, the `snapshot` of
+//! each write in flight). The server calls [`Notifier::drain`] once its connection and
+//! writer tasks have ended: the tasks deliver what is queued and exit; whatever is still
+//! queued or in flight at the grace deadline is abandoned and counted as dropped.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use md5::{Digest, Md5};
 use serde::Deserialize;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::events::Event;
@@ -64,6 +73,14 @@ pub struct Notifier {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     clock: SharedClock,
+    /// The delivery tasks.
+    workers: TaskTracker,
+    /// Cancelled by [`Notifier::drain`]: the tasks exit once the queue is empty.
+    closing: CancellationToken,
+    /// Cancelled when the grace deadline passes: deliveries in flight are abandoned.
+    abandon: CancellationToken,
+    /// Deliveries being attempted right now.
+    in_flight: AtomicUsize,
 }
 
 /// The signature header value for a callback URL at `timestamp`.
@@ -91,27 +108,70 @@ impl Notifier {
                 .unwrap_or_default(),
             metrics,
             clock,
+            workers: TaskTracker::new(),
+            closing: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            in_flight: AtomicUsize::new(0),
         })
     }
 
-    /// Starts the delivery tasks; they stop at `shutdown`.
-    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+    /// Starts the delivery tasks; they run until [`Notifier::drain`].
+    pub fn start(self: &Arc<Self>) {
         for _ in 0..WORKERS {
             let me = self.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
+            self.workers.spawn(async move {
                 loop {
-                    let next = me.lock().pop_front();
+                    let next = {
+                        let mut q = me.lock();
+                        let d = q.pop_front();
+                        if d.is_some() {
+                            me.in_flight.fetch_add(1, Ordering::SeqCst);
+                        }
+                        d
+                    };
                     match next {
-                        Some(d) => me.deliver(d).await,
+                        Some(d) => {
+                            tokio::select! {
+                                _ = me.deliver(d) => {}
+                                _ = me.abandon.cancelled() => break,
+                            }
+                            me.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        None if me.closing.is_cancelled() => break,
                         None => tokio::select! {
                             _ = me.wake.notified() => {}
-                            _ = shutdown.cancelled() => break,
+                            _ = me.closing.cancelled() => {}
                         },
                     }
                 }
             });
         }
+    }
+
+    /// Shutdown: delivers what is queued (events enqueued meanwhile included) until
+    /// `deadline`, then abandons the rest, counted in `callbacks_dropped`. Returns whether
+    /// everything was delivered (or given up on by its retries) in time.
+    pub async fn drain(&self, deadline: Instant) -> bool {
+        self.closing.cancel();
+        self.workers.close();
+        let queued = self.queued();
+        if queued > 0 {
+            tracing::info!(queued, "delivering queued callbacks before exiting");
+        }
+        if tokio::time::timeout_at(deadline, self.workers.wait())
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        self.abandon.cancel();
+        let left = self.queued() + self.in_flight.load(Ordering::SeqCst);
+        self.metrics.callbacks_dropped.inc_by(left as u64);
+        tracing::warn!(
+            undelivered = left,
+            "shutdown grace period over: callbacks not delivered"
+        );
+        false
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Delivery>> {
@@ -176,17 +236,19 @@ impl Notifier {
                     return;
                 }
                 Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                    tracing::warn!(url = %d.url, status = r.status().as_u16(), "callback refused; not retried");
+                    tracing::warn!(url = %crate::names::redact(&d.url), status = r.status().as_u16(), "callback refused; not retried");
                     break;
                 }
                 Ok(r) => {
-                    tracing::debug!(url = %d.url, status = r.status().as_u16(), attempt, "callback failed");
+                    tracing::debug!(url = %crate::names::redact(&d.url), status = r.status().as_u16(), attempt, "callback failed");
                 }
-                Err(e) => tracing::debug!(url = %d.url, error = %e, attempt, "callback failed"),
+                Err(e) => {
+                    tracing::debug!(url = %crate::names::redact(&d.url), error = %e.without_url(), attempt, "callback failed")
+                }
             }
         }
         self.metrics.callbacks_failed.inc();
-        tracing::warn!(url = %d.url, "callback not delivered");
+        tracing::warn!(url = %crate::names::redact(&d.url), "callback not delivered");
     }
 }
 

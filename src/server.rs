@@ -36,15 +36,19 @@ pub struct Running {
 
 impl Running {
     /// First stage: stop accepting, end connections (their streams unpublish), let
-    /// snapshots in flight be stored within the grace period. Returns whether every
-    /// task finished in time.
+    /// snapshots in flight be stored, then deliver the events all this produced
+    /// (`unpublish`, `snapshot`), everything within one grace period. Returns whether
+    /// every task and every queued callback finished in time.
     pub async fn shutdown(self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.node.settings.shutdown_grace;
         self.node.shutdown.cancel();
         self.node.tasks.close();
-        let grace = self.node.settings.shutdown_grace;
-        tokio::time::timeout(grace, self.node.tasks.wait())
+        let tasks_done = tokio::time::timeout_at(deadline, self.node.tasks.wait())
             .await
-            .is_ok()
+            .is_ok();
+        // Only now: the tasks above are what enqueue the shutdown's events.
+        let delivered = self.node.notify.drain(deadline).await;
+        tasks_done && delivered
     }
 }
 

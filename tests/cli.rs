@@ -252,12 +252,18 @@ impl Serving {
 /// Starts `livesnap --config ...` on free loopback ports (retrying if a port was taken
 /// meanwhile) and waits until `/healthz` answers.
 async fn serve(dir: &Path, root: &Path, grace_secs: u64) -> Serving {
+    serve_with(dir, root, grace_secs, "").await
+}
+
+/// [`serve`] with `extra` appended to the config. Debug logs go to a file, as when
+/// stderr is redirected (NO_COLOR is not set: colour must depend on the terminal).
+async fn serve_with(dir: &Path, root: &Path, grace_secs: u64, extra: &str) -> Serving {
     let mut failures = Vec::new();
     for attempt in 0..3 {
         let (rtmp, http) = (free_addr(), free_addr());
         let config = format!(
             "[server]\nrtmp_listen = \"{rtmp}\"\nhttp_listen = \"{http}\"\n\
-             shutdown_grace_secs = {grace_secs}\n{}",
+             shutdown_grace_secs = {grace_secs}\n{}\n{extra}",
             fs_config(root)
         );
         let config = write_config(dir, &config);
@@ -267,7 +273,7 @@ async fn serve(dir: &Path, root: &Path, grace_secs: u64) -> Serving {
             .arg(&config)
             .current_dir(dir)
             .env("RUST_LOG", "livesnap=debug")
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -492,4 +498,89 @@ async fn kill_9_and_restart_loses_and_replaces_nothing() {
         assert_eq!((w, h), (640, 360));
     }
     drop(second);
+}
+
+/// The debug log of `serve` written to a file: no `auth_key` value (the tcUrl and
+/// the stream key carry one) and no ANSI colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_carry_no_secret_and_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let auth = "[[auth]]\ndomain = \"*\"\nprimary_key = \"primary-secret\"\n";
+    let serving = serve_with(dir.path(), &root, 5, auth).await;
+    let now = livesnap::clock::unix_now();
+    let sign = |stream: &str, key: &str| {
+        let url = livesnap::auth::sign_url(&format!("rtmp://h/live/{stream}"), key, now).unwrap();
+        url.split_once('?').unwrap().1.to_string()
+    };
+    let plain_tc = format!("rtmp://{}/live", serving.rtmp);
+    let mut secrets = Vec::new();
+    // The signature in the tcUrl (logged with `connect`), in the stream key, and a
+    // wrong one (refused).
+    for (tc, key, accepted) in [
+        (
+            format!("{plain_tc}?{}", sign("cam1", "primary-secret")),
+            "cam1".to_string(),
+            true,
+        ),
+        (
+            plain_tc.clone(),
+            format!("cam2?{}", sign("cam2", "primary-secret")),
+            true,
+        ),
+        (
+            format!("{plain_tc}?{}", sign("cam3", "wrong-secret")),
+            "cam3".to_string(),
+            false,
+        ),
+    ] {
+        let query = tc.split_once('?').or(key.split_once('?')).unwrap().1;
+        let value = query.strip_prefix("auth_key=").unwrap().to_string();
+        secrets.push(value);
+        let (mut p, out) = Publisher::connect(serving.rtmp, &tc, "live", &key).await;
+        assert_eq!(
+            out == PublishOutcome::Accepted,
+            accepted,
+            "{tc} {key}: {out:?}"
+        );
+        if accepted {
+            send_range(&mut p, "baseline_640x360_gop1s.flv", 0, 1000).await;
+            p.finish().await;
+        }
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || list_files(&root).len() >= 4).await,
+        "{:?}",
+        list_files(&root)
+    );
+    // Let the connections' last lines be written.
+    let log_has = |s: &str| serving.log_text().contains(s);
+    assert!(
+        wait_for(Duration::from_secs(5), || serving
+            .log_text()
+            .matches("publish ended")
+            .count()
+            >= 2)
+        .await,
+        "{}",
+        serving.log_text()
+    );
+    let log = serving.log_text();
+    assert!(log_has("connect"), "{log}");
+    assert!(
+        log.contains("auth_key=***"),
+        "the tcUrl was not logged: {log}"
+    );
+    for value in &secrets {
+        let (ts, hash) = value.split_once("-0-0-").unwrap();
+        assert!(
+            !log.contains(&hash[..8]),
+            "auth_key {value} in the log:\n{log}"
+        );
+        assert!(!log.contains(&format!("auth_key={ts}")), "{log}");
+    }
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escape codes in a log file:\n{log:?}"
+    );
 }

@@ -232,6 +232,73 @@ async fn signed_urls_are_required() {
     server.stop().await;
 }
 
+/// The domain is the client's choice (tcUrl host or `vhost=`): once `[[auth]]` lists
+/// a domain, naming another one must not skip the signature check, since with the
+/// default templates it writes the same keys as the protected domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_domain_is_refused_once_auth_lists_domains() {
+    let listed = "\n[[auth]]\ndomain = \"a.example\"\nprimary_key = \"primary-secret\"\n";
+    let mut server = start_server(&format!("{DEFAULT_RULES}{listed}")).await;
+    let now = livesnap::clock::unix_now();
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    // Unsigned, and signed with a.example's own key: neither may publish elsewhere.
+    let signed = livesnap::auth::sign_url("rtmp://h/live/cam", "primary-secret", now).unwrap();
+    let signed_query = signed.split_once('?').unwrap().1.to_string();
+    for stream_key in [
+        "cam?vhost=unlisted.example".to_string(),
+        format!("cam?vhost=unlisted.example&{signed_query}"),
+    ] {
+        let (p, out) = Publisher::connect(server.rtmp, &tc, "live", &stream_key).await;
+        let s = status_of(&out);
+        assert!(
+            s.contains("NetStream.Publish.Unauthorized") && s.contains("unlisted.example"),
+            "{stream_key}: {s}"
+        );
+        drop(p);
+    }
+    // The tcUrl host names a domain too (here the node's address, "127.0.0.1").
+    let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "cam").await;
+    assert!(status_of(&out).contains("NetStream.Publish.Unauthorized"));
+    assert_eq!(
+        metric(
+            &metrics(&server).await,
+            "livesnap_connections_rejected_total{reason=\"unlisted_domain\"}"
+        ),
+        3.0
+    );
+    assert!(server.node().registry.list().is_empty());
+    assert!(list_files(&server.root()).is_empty());
+    // The listed domain, signed, still publishes and stores.
+    let (mut p, out) = Publisher::connect(
+        server.rtmp,
+        &tc,
+        "live",
+        &format!("cam?vhost=a.example&{signed_query}"),
+    )
+    .await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    send_range(&mut p, "baseline_640x360_gop1s.flv", 0, 1000).await;
+    p.finish().await;
+    assert!(
+        wait_for(Duration::from_secs(10), || !list_files(&server.root())
+            .is_empty())
+        .await
+    );
+    server.stop().await;
+
+    // A "*" entry with allow_unsigned = true lets unlisted domains publish unsigned;
+    // the listed one still needs its signature.
+    let open = "\n[[auth]]\ndomain = \"*\"\nallow_unsigned = true\n";
+    let mut server = start_server(&format!("{DEFAULT_RULES}{listed}{open}")).await;
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    let (p, out) = Publisher::connect(server.rtmp, &tc, "live", "cam?vhost=unlisted.example").await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    p.finish().await;
+    let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "cam?vhost=a.example").await;
+    assert!(status_of(&out).contains("NetStream.Publish.Unauthorized"));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_publish_hook_allows_and_denies() {
     let addr = listener(Recorder::default()).await;

@@ -3,8 +3,9 @@
 //! Also what a storage outage does to a publisher: nothing (snapshots are dropped
 //! and counted, the replay keeps its pace).
 //!
-//! `moto_server` must be on the PATH (`pip install "moto[server]==5.2.5"`, as
-//! `.ci/run` does); without it these tests fail, they never skip.
+//! `moto_server` must be on the PATH (`.ci/setup` installs `moto[server]==5.2.5` into
+//! `target/ci-venv`, and `.ci/test` puts it on the PATH); without it these tests fail,
+//! they never skip.
 
 mod common;
 

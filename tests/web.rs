@@ -2,7 +2,7 @@
 //! from a node with a live stream; the page must show a tile for the stream whose
 //! image (the stream's latest.jpg) has loaded.
 //!
-//! Needs `/usr/bin/chromium` (`apt-get install chromium`, as `.ci/run` does); without
+//! Needs `/usr/bin/chromium` (`apt-get install chromium`, as `.ci/setup` does); without
 //! it the test fails, it never skips.
 
 mod common;

@@ -2,10 +2,14 @@
 //! under `/api/v1` (bearer-token auth when a token is configured) and the dashboard
 //! page at `/`. Routes are documented in `docs/api.md`.
 //!
+//! The admin API and the dashboard sit behind `guard` (JSON bodies only; without a
+//! token, only the node's own Host and Origin); health and metrics do not.
+//!
 //! The API reads the node's state and the shared storage; it never blocks the ingest
 //! path (rule changes reach a stream only at its next publish).
 
 pub mod error;
+pub mod guard;
 pub mod params;
 pub mod rules;
 pub mod snapshots;
@@ -40,8 +44,17 @@ pub struct ApiState {
     pub render_permits: Arc<Semaphore>,
 }
 
-/// The router, separate from serving so that tests can call it directly.
-pub fn router(node: Arc<Node>) -> Router {
+/// The router, separate from serving so that tests can call it directly. `http_port`
+/// is the port the listener is bound to (the loopback names are allowed on it).
+pub fn router(node: Arc<Node>, http_port: u16) -> Router {
+    let guard = guard::Guard {
+        hosts: node.settings.admin_token.is_none().then(|| {
+            Arc::new(guard::HostPolicy::new(
+                http_port,
+                node.settings.http_hosts.clone(),
+            ))
+        }),
+    };
     let state = ApiState {
         node,
         render_permits: Arc::new(Semaphore::new(ON_DEMAND_RENDERS)),
@@ -64,9 +77,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(&format!("{stream}/latest.jpg"), get(streams::latest))
         .route(&format!("{stream}/snapshot"), post(streams::snapshot))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
+    let admin = Router::new()
         .merge(api)
         .route("/", get(web::index))
+        .route_layer(middleware::from_fn_with_state(guard, guard::guard));
+    Router::new()
+        .merge(admin)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -166,7 +182,14 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
 /// Serves until the node shuts down.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let shutdown = node.shutdown.clone();
-    let app = router(node);
+    let port = match listener.local_addr() {
+        Ok(a) => a.port(),
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP listener has no local address");
+            return;
+        }
+    };
+    let app = router(node, port);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -208,6 +208,19 @@ pub fn scan_access_unit(body: &[u8], length_size: u8) -> Result<AccessUnitInfo, 
     Ok(info)
 }
 
+/// Every in-band SPS NAL unit of an AVCC access unit, in order (zero-copy slices of `body`). The
+/// scan keeps only the first; this is for checks that must see each one a decoder would.
+pub fn in_band_sps(body: &[u8], length_size: u8) -> Result<Vec<&[u8]>, MediaError> {
+    let mut sps = Vec::new();
+    for nal in nal_units(body, length_size)? {
+        let nal = nal?;
+        if nal[0] & 0x1f == nal_type::SPS {
+            sps.push(nal);
+        }
+    }
+    Ok(sps)
+}
+
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 /// Writes the access unit as Annex B (`00 00 00 01` before each NAL unit) into `out`, which is cleared

@@ -17,7 +17,7 @@ use crate::admission::{self, Refusal, Refused};
 use crate::ingest::{self, Ingest};
 use crate::names;
 use crate::node::Node;
-use crate::rtmp::framing::FramingLimits;
+use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
 use crate::rtmp::session::{Event, Session, SessionError, SessionLimits};
 
@@ -68,6 +68,12 @@ impl ConnError {
             ConnError::HandshakeTimeout(_) => "handshake_timeout",
             ConnError::HandshakeEvicted => "handshake_limit",
             ConnError::Idle(_) | ConnError::NoPublish(_) => "idle_timeout",
+            ConnError::Session(SessionError::Framing(FramingError::PartialBudget { .. })) => {
+                "partial_budget"
+            }
+            ConnError::Session(SessionError::Framing(FramingError::NodePartialBudget {
+                ..
+            })) => "node_partial_budget",
             ConnError::Session(SessionError::Framing(_)) => "framing",
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
             ConnError::Session(_) => "protocol",
@@ -191,6 +197,7 @@ async fn serve(
     };
     drop(ticket);
     let mut buf = vec![0u8; READ_BUF];
+    let partial_budget = limits.partial_budget();
     let limits = SessionLimits {
         framing: FramingLimits {
             max_message_len: s.limits.max_message_bytes,
@@ -205,6 +212,7 @@ async fn serve(
         peer,
         stream: None,
     };
+    conn.session.set_partial_budget(partial_budget);
     let mut events = Vec::new();
     conn.session.handle(&remaining, &mut events)?;
     conn.act(&mut events).await?;
@@ -351,7 +359,7 @@ impl Conn {
                     }
                 }
                 Event::Connected { app, tc_url } => {
-                    tracing::debug!(app = %names::escape(&app), tc_url = ?tc_url.as_deref().map(names::escape), "connect");
+                    tracing::debug!(app = %names::escape(&names::redact(&app)), tc_url = ?tc_url.as_deref().map(|u| names::escape(&names::redact(u))), "connect");
                 }
                 Event::PublishRequested { app, stream_key } => {
                     self.on_publish(&app, &stream_key).await?

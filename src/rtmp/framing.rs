@@ -11,7 +11,12 @@
 //! its payload is buffered; assembly buffers grow only with bytes received (capacity at
 //! most twice what arrived, never the declared length up front); at most
 //! `max_chunk_streams` chunk stream ids ever opened; unparsed input held between pushes is
-//! at most one incomplete chunk header (≤ 18 bytes). Payload bytes are copied from the
+//! at most one incomplete chunk header (≤ 18 bytes). Partial messages are also charged to
+//! a [`PartialBudget`] by their *declared* length when their first chunk header arrives
+//! (so a peer cannot declare many large messages and trickle their bytes): per connection,
+//! and optionally against a node-wide [`PartialPool`] shared by every connection. The charge
+//! is released when the message completes, when its chunk stream is aborted, when the
+//! reader fails, and when the reader is dropped (also on a panic's unwind). Payload bytes are copied from the
 //! pushed slice straight into the message's buffer (multi-chunk messages add amortised
 //! regrowth), which is handed out as `Bytes` without another copy.
 //!
@@ -24,6 +29,9 @@
 //! way (a fmt-3 chunk repeats the previous field). Known ambiguity: an omitting encoder
 //! whose payload chunk starts with exactly those 4 bytes loses them; and a final chunk
 //! shorter than 4 bytes is delivered only once the next bytes arrive.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -123,8 +131,144 @@ pub enum FramingError {
         len: usize,
         needed: usize,
     },
+    #[error(
+        "message of {declared} bytes on chunk stream {csid} would make partial messages \
+         hold {would_hold} bytes, over limits.max_partial_bytes_per_connection = {cap}"
+    )]
+    PartialBudget {
+        csid: u32,
+        declared: u32,
+        would_hold: usize,
+        cap: usize,
+    },
+    #[error(
+        "message of {declared} bytes on chunk stream {csid} refused: the node's partial \
+         messages already hold {held} of limits.max_partial_bytes = {cap}"
+    )]
+    NodePartialBudget {
+        csid: u32,
+        declared: u32,
+        held: usize,
+        cap: usize,
+    },
     #[error("chunk reader used after an earlier error")]
     Poisoned,
+}
+
+/// The node-wide count of bytes declared by partial messages, shared by every connection's
+/// [`PartialBudget`] (an atomic counter: no lock on the read path).
+#[derive(Debug)]
+pub struct PartialPool {
+    max: usize,
+    held: AtomicUsize,
+}
+
+impl PartialPool {
+    pub fn new(max: usize) -> PartialPool {
+        PartialPool {
+            max,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes declared by the partial messages of every connection right now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The node-wide cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Takes `n` bytes if they fit under the cap; `Err(held)` when they do not.
+    fn try_take(&self, n: usize) -> Result<(), usize> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|&total| total <= self.max)
+            })
+            .map(|_| ())
+    }
+
+    fn release(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// What one connection's partial messages may hold: a per-connection cap and, optionally,
+/// a share of a node-wide [`PartialPool`]. Whatever it holds goes back to the pool when it
+/// is dropped.
+#[derive(Debug)]
+pub struct PartialBudget {
+    per_connection: usize,
+    pool: Option<Arc<PartialPool>>,
+    held: usize,
+}
+
+impl PartialBudget {
+    pub fn new(per_connection: usize, pool: Option<Arc<PartialPool>>) -> PartialBudget {
+        PartialBudget {
+            per_connection,
+            pool,
+            held: 0,
+        }
+    }
+
+    /// No budget beyond the per-message caps of [`FramingLimits`] (what
+    /// [`ChunkReader::new`] uses).
+    pub fn unlimited() -> PartialBudget {
+        PartialBudget::new(usize::MAX, None)
+    }
+
+    /// Bytes declared by this connection's partial messages right now.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    fn take(&mut self, csid: u32, declared: u32) -> Result<(), FramingError> {
+        let n = declared as usize;
+        let would_hold = self.held.saturating_add(n);
+        if would_hold > self.per_connection {
+            return Err(FramingError::PartialBudget {
+                csid,
+                declared,
+                would_hold,
+                cap: self.per_connection,
+            });
+        }
+        if let Some(pool) = &self.pool {
+            pool.try_take(n)
+                .map_err(|held| FramingError::NodePartialBudget {
+                    csid,
+                    declared,
+                    held,
+                    cap: pool.max,
+                })?;
+        }
+        self.held = would_hold;
+        Ok(())
+    }
+
+    fn release(&mut self, declared: u32) {
+        let n = (declared as usize).min(self.held);
+        self.held -= n;
+        if let Some(pool) = &self.pool {
+            pool.release(n);
+        }
+    }
+
+    fn release_all(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.release(self.held);
+        }
+        self.held = 0;
+    }
+}
+
+impl Drop for PartialBudget {
+    fn drop(&mut self) {
+        self.release_all();
+    }
 }
 
 /// State kept per chunk stream id.
@@ -185,10 +329,18 @@ pub struct ChunkReader {
     pending: [u8; MAX_HEADER_LEN],
     pending_len: usize,
     poisoned: bool,
+    /// Charged with the declared length of every partial message.
+    budget: PartialBudget,
 }
 
 impl ChunkReader {
+    /// A reader with no partial-message budget beyond `limits` (clients, tools, tests).
     pub fn new(limits: FramingLimits) -> Self {
+        ChunkReader::with_budget(limits, PartialBudget::unlimited())
+    }
+
+    /// A reader whose partial messages are charged to `budget` (the server's connections).
+    pub fn with_budget(limits: FramingLimits, budget: PartialBudget) -> Self {
         ChunkReader {
             limits,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -197,7 +349,20 @@ impl ChunkReader {
             pending: [0; MAX_HEADER_LEN],
             pending_len: 0,
             poisoned: false,
+            budget,
         }
+    }
+
+    /// Replaces the partial-message budget; what the old one held is released. Only
+    /// before the first push: a reader mid-message keeps its budget.
+    pub fn set_budget(&mut self, budget: PartialBudget) {
+        debug_assert!(self.streams.iter().all(|s| !s.partial));
+        self.budget = budget;
+    }
+
+    /// Bytes declared by the partial messages held right now (what the budget is charged).
+    pub fn partial_declared(&self) -> usize {
+        self.budget.held()
     }
 
     /// Chunk size in force for the next chunk.
@@ -228,6 +393,7 @@ impl ChunkReader {
             self.poisoned = true;
             self.streams = Vec::new();
             self.pending_len = 0;
+            self.budget.release_all();
         }
         result
     }
@@ -451,6 +617,8 @@ impl ChunkReader {
             if stream.len == 0 {
                 return self.complete(index, out);
             }
+            // Charged by the declared length, before any payload is buffered.
+            self.budget.take(h.csid, stream.len)?;
             stream.partial = true;
         }
         let left = stream.len as usize - stream.payload.len();
@@ -464,7 +632,9 @@ impl ChunkReader {
     /// Hands out the finished message of `streams[index]`, applying control messages.
     fn complete(&mut self, index: usize, out: &mut Vec<Message>) -> Result<(), FramingError> {
         let stream = &mut self.streams[index];
-        stream.partial = false;
+        if std::mem::take(&mut stream.partial) {
+            self.budget.release(stream.len);
+        }
         let message = Message {
             csid: stream.csid,
             timestamp: stream.timestamp,
@@ -483,7 +653,9 @@ impl ChunkReader {
             TYPE_ABORT => {
                 let csid = control_u32(&message)?;
                 if let Some(aborted) = self.streams.iter_mut().find(|s| s.csid == csid) {
-                    aborted.partial = false;
+                    if std::mem::take(&mut aborted.partial) {
+                        self.budget.release(aborted.len);
+                    }
                     aborted.payload = Vec::new();
                 }
             }
@@ -1108,6 +1280,131 @@ mod tests {
             parse_with(&w.0, limits),
             Err(FramingError::TooManyChunkStreams { cap: 4 })
         );
+    }
+
+    fn budget_reader(per_connection: usize, pool: Option<&Arc<PartialPool>>) -> ChunkReader {
+        let budget = PartialBudget::new(per_connection, pool.cloned());
+        ChunkReader::with_budget(FramingLimits::default(), budget)
+    }
+
+    #[test]
+    fn many_large_partial_messages_hit_the_budget_not_before() {
+        // 8 MiB per connection; each chunk stream declares a 1 MiB video message and
+        // sends a few bytes of it: eight fit exactly, the ninth is refused at its header.
+        let mut reader = budget_reader(8 << 20, None);
+        let mut out = Vec::new();
+        for csid in 4..12 {
+            let mut w = W::default();
+            // One whole first chunk (128 bytes), so the next header is read as one.
+            w.h0(csid, 0, 1 << 20, TYPE_VIDEO, 1).data(&[0x17; 128]);
+            reader.push(&w.0, &mut out).unwrap();
+        }
+        assert_eq!(reader.partial_declared(), 8 << 20);
+        assert!(reader.buffered_bytes() <= 8 * 128);
+        let mut w = W::default();
+        w.h0(12, 0, 1 << 20, TYPE_VIDEO, 1);
+        assert_eq!(
+            reader.push(&w.0, &mut out),
+            Err(FramingError::PartialBudget {
+                csid: 12,
+                declared: 1 << 20,
+                would_hold: 9 << 20,
+                cap: 8 << 20
+            })
+        );
+        assert_eq!(
+            reader.partial_declared(),
+            0,
+            "a failed reader holds nothing"
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn completed_and_aborted_messages_release_the_budget() {
+        let mut reader = budget_reader(1000, None);
+        let mut out = Vec::new();
+        let (a, b) = (pat(400, 30), pat(400, 31));
+        let mut w = W::default();
+        w.h0(4, 0, 400, TYPE_VIDEO, 1).data(&a[..128]);
+        w.h0(5, 0, 400, TYPE_AUDIO, 1).data(&b[..128]);
+        reader.push(&w.0, &mut out).unwrap();
+        assert_eq!(reader.partial_declared(), 800);
+        // Completing csid 4 gives its 400 back: another 400 fits again.
+        let mut w = W::default();
+        w.h3(4, None).body(4, &a[128..], 128, None);
+        reader.push(&w.0, &mut out).unwrap();
+        assert_eq!(out, [msg(4, 0, TYPE_VIDEO, 1, &a)]);
+        assert_eq!(reader.partial_declared(), 400);
+        let mut w = W::default();
+        w.h0(6, 0, 400, TYPE_VIDEO, 1).data(&a[..128]);
+        reader.push(&w.0, &mut out).unwrap();
+        assert_eq!(reader.partial_declared(), 800);
+        // An Abort of csid 5 gives its 400 back too; empty messages cost nothing.
+        let mut w = W::default();
+        w.h0(2, 0, 4, TYPE_ABORT, 0).data(&5u32.to_be_bytes());
+        w.h0(7, 0, 0, TYPE_AMF0_DATA, 1);
+        reader.push(&w.0, &mut out).unwrap();
+        assert_eq!(reader.partial_declared(), 400);
+        // A message of exactly what is left fits; one byte more would not.
+        let mut w = W::default();
+        w.h0(8, 0, 600, TYPE_VIDEO, 1).data(&[1; 128]);
+        reader.push(&w.0, &mut out).unwrap();
+        assert_eq!(reader.partial_declared(), 1000);
+        let mut w = W::default();
+        w.h0(9, 0, 1, TYPE_VIDEO, 1);
+        assert!(matches!(
+            reader.push(&w.0, &mut out),
+            Err(FramingError::PartialBudget {
+                csid: 9,
+                would_hold: 1001,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_node_wide_budget_is_shared_by_readers() {
+        let pool = Arc::new(PartialPool::new(1000));
+        let mut first = budget_reader(1000, Some(&pool));
+        let mut second = budget_reader(1000, Some(&pool));
+        let mut out = Vec::new();
+        let p = pat(600, 32);
+        let mut w = W::default();
+        w.h0(4, 0, 600, TYPE_VIDEO, 1).data(&p[..128]);
+        first.push(&w.0, &mut out).unwrap();
+        assert_eq!(pool.held(), 600);
+        // The second reader is within its own budget but not within the node's.
+        let mut w = W::default();
+        w.h0(4, 0, 500, TYPE_VIDEO, 1).data(&[1; 10]);
+        assert_eq!(
+            second.push(&w.0, &mut out),
+            Err(FramingError::NodePartialBudget {
+                csid: 4,
+                declared: 500,
+                held: 600,
+                cap: 1000
+            })
+        );
+        assert_eq!(pool.held(), 600, "the refused message took nothing");
+        // The first one carries on and completes its message.
+        let mut w = W::default();
+        w.h3(4, None).body(4, &p[128..], 128, None);
+        first.push(&w.0, &mut out).unwrap();
+        assert_eq!(out, [msg(4, 0, TYPE_VIDEO, 1, &p)]);
+        assert_eq!(pool.held(), 0);
+        // A reader dropped mid-message (a closed connection, a panic) gives its share back.
+        let mut third = budget_reader(1000, Some(&pool));
+        let mut w = W::default();
+        w.h0(4, 0, 900, TYPE_VIDEO, 1).data(&[1; 10]);
+        third.push(&w.0, &mut out).unwrap();
+        assert_eq!(pool.held(), 900);
+        drop(third);
+        assert_eq!(pool.held(), 0);
+        let mut w = W::default();
+        w.h0(4, 0, 1000, TYPE_VIDEO, 1).data(&[1; 10]);
+        first.push(&w.0, &mut out).unwrap();
+        assert_eq!(pool.held(), 1000);
     }
 
     #[test]

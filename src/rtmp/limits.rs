@@ -1,6 +1,7 @@
 //! Connection limits of the RTMP listener: a global cap and a per-address cap on open
 //! connections, the table of handshakes in progress (a full table evicts its oldest),
-//! and the budget for the warnings that peers can cause at will.
+//! the node-wide budget for partial messages, and the budget for the warnings that peers
+//! can cause at will.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LimitsConfig;
+use crate::rtmp::framing::{PartialBudget, PartialPool};
 
 /// Connection caps: global and per source address.
 #[derive(Debug)]
@@ -21,6 +23,10 @@ pub struct ConnLimits {
     pub max_per_ip: usize,
     /// Budget for the warnings peers cause (refusals, closed connections).
     pub warnings: WarnBudget,
+    /// Bytes declared by the partial messages of every connection (`limits.max_partial_bytes`).
+    pub partial: Arc<PartialPool>,
+    /// `limits.max_partial_bytes_per_connection`.
+    pub max_partial_per_connection: usize,
 }
 
 /// Held for the life of a connection; releases its counts when dropped.
@@ -51,7 +57,14 @@ impl ConnLimits {
             per_ip: Default::default(),
             max_per_ip: limits.max_connections_per_ip,
             warnings: WarnBudget::new(CONN_WARNINGS_PER_SEC),
+            partial: Arc::new(PartialPool::new(limits.max_partial_bytes)),
+            max_partial_per_connection: limits.max_partial_bytes_per_connection,
         }
+    }
+
+    /// A connection's partial-message budget: its own cap and a share of the node's.
+    pub fn partial_budget(&self) -> PartialBudget {
+        PartialBudget::new(self.max_partial_per_connection, Some(self.partial.clone()))
     }
 
     /// Waits for room under the global cap.

@@ -16,7 +16,9 @@ use rml_rtmp::sessions::{
 };
 
 use crate::rtmp::amf::{self, AmfError};
-use crate::rtmp::framing::{self, ChunkReader, FramingError, FramingLimits, Message};
+use crate::rtmp::framing::{
+    self, ChunkReader, FramingError, FramingLimits, Message, PartialBudget,
+};
 
 /// Chunk size of the canonical stream we feed rml_rtmp: every message fits one chunk.
 const FEED_CHUNK_SIZE: u32 = 16 << 20;
@@ -137,6 +139,12 @@ impl Session {
         let mut events = Vec::new();
         s.apply(results, &mut events)?;
         Ok(s)
+    }
+
+    /// Charges this session's partial messages to `budget` (per connection and node-wide);
+    /// call before the first [`Session::handle`].
+    pub fn set_partial_budget(&mut self, budget: PartialBudget) {
+        self.reader.set_budget(budget);
     }
 
     /// Bytes queued for the peer; the caller writes and clears them.

@@ -91,12 +91,12 @@ impl Renderer {
             .or(cfg.pps.first())
             .ok_or(RenderError::NoPps)?;
         let info = sps::parse_sps(sps_nal)?;
-        if u64::from(info.width) * u64::from(info.height) > self.max_pixels {
-            return Err(RenderError::TooLarge {
-                width: info.width,
-                height: info.height,
-                max: self.max_pixels,
-            });
+        // The picture-size cap holds for every SPS of the sequence header and of the access
+        // unit, not only the one whose picture we expect: openh264 sizes its buffers from
+        // whichever it is given, so none reaches it unchecked.
+        let in_band = avc::in_band_sps(body, cfg.length_size)?;
+        for nal in cfg.sps.iter().map(|s| &s[..]).chain(in_band) {
+            self.check_size(&sps::parse_sps(nal)?)?;
         }
         self.params_key.clear();
         self.params_key.extend_from_slice(sps_nal);
@@ -115,5 +115,133 @@ impl Renderer {
             decode_time: t1 - t0,
             encode_time: t1.elapsed(),
         })
+    }
+
+    /// `limits.max_picture_pixels` against one SPS's picture.
+    fn check_size(&self, info: &sps::SpsInfo) -> Result<(), RenderError> {
+        if u64::from(info.width) * u64::from(info.height) > self.max_pixels {
+            return Err(RenderError::TooLarge {
+                width: info.width,
+                height: info.height,
+                max: self.max_pixels,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::avc::parse_decoder_config;
+    use crate::media::flv::{fixtures, PacketKind};
+
+    /// The first sequence header and keyframe of a fixture.
+    fn first_keyframe(name: &str) -> (AvcConfig, Bytes) {
+        let mut config = None;
+        for (_, tag) in fixtures::video(name) {
+            match tag.kind {
+                PacketKind::SequenceHeader => {
+                    config = Some(parse_decoder_config(&tag.body).unwrap())
+                }
+                PacketKind::Nalus if tag.keyframe => return (config.unwrap(), tag.body),
+                _ => {}
+            }
+        }
+        panic!("{name}: no keyframe");
+    }
+
+    /// A Baseline SPS (id 0) of `width_mbs` × `height_mbs` macroblocks, no cropping, no VUI.
+    fn baseline_sps(width_mbs: u64, height_mbs: u64) -> Vec<u8> {
+        let mut bits: Vec<bool> = Vec::new();
+        let mut u = |n: u32, v: u64| (0..n).rev().for_each(|i| bits.push((v >> i) & 1 == 1));
+        let ue = |v: u64, u: &mut dyn FnMut(u32, u64)| {
+            let n = 64 - (v + 1).leading_zeros();
+            u(n - 1, 0);
+            u(n, v + 1);
+        };
+        u(8, 66); // profile_idc
+        u(8, 0); // constraint flags
+        u(8, 40); // level_idc
+        ue(0, &mut u); // seq_parameter_set_id
+        ue(0, &mut u); // log2_max_frame_num_minus4
+        ue(2, &mut u); // pic_order_cnt_type
+        ue(1, &mut u); // max_num_ref_frames
+        u(1, 0); // gaps_in_frame_num_value_allowed_flag
+        ue(width_mbs - 1, &mut u);
+        ue(height_mbs - 1, &mut u);
+        u(1, 1); // frame_mbs_only_flag
+        u(1, 1); // direct_8x8_inference_flag
+        u(1, 0); // frame_cropping_flag
+        u(1, 0); // vui_parameters_present_flag
+        u(1, 1); // rbsp stop bit
+        let rbsp: Vec<u8> = bits
+            .chunks(8)
+            .map(|c| (0..8).fold(0u8, |b, i| b << 1 | u8::from(c.get(i) == Some(&true))))
+            .collect();
+        let mut nal = vec![0x67];
+        let mut zeros = 0;
+        for b in rbsp {
+            if zeros >= 2 && b <= 3 {
+                nal.push(3);
+                zeros = 0;
+            }
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            nal.push(b);
+        }
+        nal
+    }
+
+    /// `body` with `nals` put in front of its NAL units, with `length_size`-byte lengths.
+    fn prepend(nals: &[&[u8]], body: &[u8], length_size: u8) -> Bytes {
+        let mut out = Vec::new();
+        for nal in nals {
+            let len = (nal.len() as u32).to_be_bytes();
+            out.extend_from_slice(&len[4 - usize::from(length_size)..]);
+            out.extend_from_slice(nal);
+        }
+        out.extend_from_slice(body);
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn every_sps_is_checked_before_openh264_sees_it() {
+        let (config, body) = first_keyframe("baseline_640x360_gop1s.flv");
+        let huge = baseline_sps(512, 512);
+        let info = sps::parse_sps(&huge).unwrap();
+        assert_eq!((info.width, info.height), (8192, 8192));
+        let fitting = config.sps[0].clone();
+        let max = 4096 * 2304;
+
+        // The second in-band SPS of the keyframe declares 8192x8192: refused, and no
+        // decoder was ever created for it.
+        let mut renderer = Renderer::new(80, max);
+        let au = prepend(&[&fitting, &huge], &body, config.length_size);
+        match renderer.render(&au, &config) {
+            Err(RenderError::TooLarge {
+                width,
+                height,
+                max: m,
+            }) => {
+                assert_eq!((width, height, m), (8192, 8192, max))
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert_eq!(renderer.decoder.decoders_created(), 0);
+
+        // A second SPS in the sequence header is checked too.
+        let mut two = config.clone();
+        two.sps.push(Bytes::from(huge.clone()));
+        assert!(matches!(
+            renderer.render(&body, &two),
+            Err(RenderError::TooLarge { width: 8192, .. })
+        ));
+        assert_eq!(renderer.decoder.decoders_created(), 0);
+
+        // The same keyframe with its own SPS in-band twice still renders: the stream goes on.
+        let au = prepend(&[&fitting, &fitting], &body, config.length_size);
+        let picture = renderer.render(&au, &config).unwrap();
+        assert_eq!((picture.width, picture.height), (640, 360));
+        assert_eq!(renderer.decoder.decoders_created(), 1);
     }
 }

@@ -35,7 +35,7 @@ impl MotoServer {
                 Ok(child) => child,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
                     "moto_server is not on the PATH: the S3 tests need it \
-                     (pip install \"moto[server]==5.2.5\", see .ci/run)"
+                     (.ci/setup installs it into target/ci-venv; .ci/test puts it on the PATH)"
                 ),
                 Err(e) => panic!("cannot run moto_server: {e}"),
             };

@@ -67,8 +67,13 @@ pub struct Harness {
 impl Harness {
     /// Starts a node and the good publisher (the fixture at 4× real time, about 3 s).
     pub async fn start() -> Harness {
+        Harness::start_with("").await
+    }
+
+    /// [`Harness::start`] with `extra` config after the default rules (a `[limits]` table).
+    pub async fn start_with(extra: &str) -> Harness {
         watch_panics();
-        let server = start_server(DEFAULT_RULES).await;
+        let server = start_server(&format!("{DEFAULT_RULES}\n{extra}")).await;
         let good = tokio::spawn(publish_fixture_to(
             server.rtmp,
             "live",

@@ -28,4 +28,5 @@ mod chunks; // the chunk layer
 mod flood; // 10,000 idle connections
 mod handshake; // the handshake, silence and stalls
 mod interleave; // legal interleaving of chunk streams
+mod partial; // memory pinned by partial messages, per connection and node-wide
 mod timestamps; // timestamp edges and aborted messages

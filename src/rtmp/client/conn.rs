@@ -449,7 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         conn.queue_command(phase, 0, &connect).await?;
         conn.flush(phase).await?;
         conn.await_result(phase, tid).await?;
-        tracing::debug!(app = %endpoint.app, "connected");
+        tracing::debug!(app = %crate::names::redact(&endpoint.app), "connected");
         Ok(conn)
     }
 

@@ -162,7 +162,7 @@ impl Endpoint {
     /// of it: pass it to `Publisher::publish` / `Player::play`.
     pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
         let err = |reason| EndpointError {
-            url: url.to_owned(),
+            url: crate::names::redact(url).into_owned(),
             reason,
         };
         let (tls, rest) = if let Some(r) = url.strip_prefix("rtmp://") {
