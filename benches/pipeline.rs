@@ -77,7 +77,7 @@ async fn ingest_once(node: &Arc<Node>, fx: &support::Fixture) -> u64 {
         match tag.tag_type {
             8 => ingest.on_audio(tag.data.len()),
             9 => {
-                ingest.on_video(tag.timestamp_ms, tag.data.clone());
+                ingest.on_video(tag.timestamp_ms, tag.data.clone()).await;
                 while stats.finished.load(Ordering::Relaxed) < stats.due.load(Ordering::Relaxed) {
                     tokio::task::yield_now().await;
                     if stats.finished.load(Ordering::Relaxed) < stats.due.load(Ordering::Relaxed) {

@@ -99,7 +99,7 @@ async fn feed_file(
         if tag.tag_type != 9 {
             continue;
         }
-        ingest.on_video(tag.timestamp_ms, tag.data);
+        ingest.on_video(tag.timestamp_ms, tag.data).await;
         // Offline there is no hurry: let each due snapshot finish before going on.
         while stats.finished.load(Ordering::Relaxed) < stats.due.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(1)).await;

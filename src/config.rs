@@ -15,6 +15,7 @@ use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
+use crate::snapshot::pool::QueueLimits;
 use crate::storage::settings::{self, StorageConfig, StorageSettings};
 use crate::storage::template;
 
@@ -181,6 +182,14 @@ pub struct SnapshotConfig {
     /// Snapshots of one stream waiting to be stored at most; more are dropped and
     /// counted (a storage outage never grows memory without bound). Default 4.
     pub store_queue: usize,
+    /// Due keyframes one stream may have waiting for a worker, 1..=1024. Default 8.
+    pub queue_keyframes: usize,
+    /// Bytes of due keyframes one stream may have waiting (a single larger keyframe is
+    /// still taken when the queue is empty), 65536..=1073741824. Default 16777216 (16 MiB).
+    pub queue_bytes: u64,
+    /// Bytes of due keyframes waiting in all streams' queues together, at least
+    /// `queue_bytes`, at most 68719476736. Default 268435456 (256 MiB).
+    pub max_queued_bytes: u64,
 }
 
 impl Default for SnapshotConfig {
@@ -189,6 +198,9 @@ impl Default for SnapshotConfig {
             quality: 80,
             workers: 0,
             store_queue: 4,
+            queue_keyframes: 8,
+            queue_bytes: 16 << 20,
+            max_queued_bytes: 256 << 20,
         }
     }
 }
@@ -223,6 +235,9 @@ pub struct Settings {
     pub quality: u8,
     pub workers: usize,
     pub store_queue: usize,
+    /// The snapshot pool's queue bounds (`snapshot.queue_keyframes`, `queue_bytes`,
+    /// `max_queued_bytes`).
+    pub queue: QueueLimits,
     pub log: LogConfig,
     pub storage: BTreeMap<String, StorageSettings>,
     pub rules: RuleSet,
@@ -422,6 +437,27 @@ impl Config {
         if !(1..=1024).contains(&sn.store_queue) {
             return Err(invalid("snapshot.store_queue", "must be 1..=1024"));
         }
+        if !(1..=1024).contains(&sn.queue_keyframes) {
+            return Err(invalid(
+                "snapshot.queue_keyframes",
+                format!("must be 1..=1024, got {}", sn.queue_keyframes),
+            ));
+        }
+        if !((64 << 10)..=(1 << 30)).contains(&sn.queue_bytes) {
+            return Err(invalid(
+                "snapshot.queue_bytes",
+                format!("must be 65536..=1073741824, got {}", sn.queue_bytes),
+            ));
+        }
+        if !(sn.queue_bytes..=(64 << 30)).contains(&sn.max_queued_bytes) {
+            return Err(invalid(
+                "snapshot.max_queued_bytes",
+                format!(
+                    "must be at least snapshot.queue_bytes ({}) and at most 68719476736, got {}",
+                    sn.queue_bytes, sn.max_queued_bytes
+                ),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",
@@ -516,6 +552,11 @@ impl Config {
             quality: sn.quality,
             workers,
             store_queue: sn.store_queue,
+            queue: QueueLimits {
+                keyframes: sn.queue_keyframes,
+                bytes: sn.queue_bytes,
+                node_bytes: sn.max_queued_bytes,
+            },
             log: self.log.clone(),
             storage,
             rules: RuleSet::new(rules.clone()),
@@ -704,6 +745,12 @@ scheme = "memory"
     fn other_keys_are_checked() {
         assert!(err_of("[server]\nrtmp_listen = \"nope\"").starts_with("server.rtmp_listen"));
         assert!(err_of("[snapshot]\nquality = 0").starts_with("snapshot.quality"));
+        assert!(err_of("[snapshot]\nqueue_keyframes = 0").starts_with("snapshot.queue_keyframes"));
+        assert!(err_of("[snapshot]\nqueue_bytes = 1000").starts_with("snapshot.queue_bytes"));
+        assert!(
+            err_of("[snapshot]\nqueue_bytes = 1048576\nmax_queued_bytes = 65536")
+                .starts_with("snapshot.max_queued_bytes")
+        );
         assert!(err_of("[log]\nformat = \"xml\"").starts_with("log.format"));
         assert!(err_of("[limits]\nmax_message_bytes = 1").starts_with("limits.max_message_bytes"));
         assert!(err_of("[storage.x]\nscheme = \"ftp\"").starts_with("storage.x.scheme"));

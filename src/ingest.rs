@@ -3,13 +3,22 @@
 //! the scheduler whether a snapshot is due and, if so, hands the keyframe to the pool.
 //! A non-keyframe costs a two-byte look; nothing is copied. Reports the publish and
 //! its end as events.
+//!
+//! It also tells whether the publisher runs ahead of real time ([`Pacing`]): a
+//! recording pushed at full speed waits for room in the snapshot queue (the connection
+//! task awaits [`Ingest::on_video`] and stops reading), a live publisher never waits.
+//! The end of a publish (the `publish ended` line and the `unpublish` event) is
+//! reported once the stream's queued keyframes are rendered and its writer has stored
+//! them (at shutdown, at the latest shortly before the grace period ends), so its
+//! counters are final.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::clock::unix_of;
@@ -21,15 +30,60 @@ use crate::media::sps;
 use crate::names::StreamId;
 use crate::node::Node;
 use crate::rules::Rule;
-use crate::snapshot::pool::{DueKeyframe, StreamQueue};
-use crate::snapshot::scheduler::Scheduler;
+use crate::snapshot::pool::{DueKeyframe, Pacing, StreamQueue};
+use crate::snapshot::scheduler::{Scheduler, MAX_FORWARD_JUMP_MS};
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::{SnapshotWriter, WriterContext};
+
+/// How far the media clock may run ahead of the wall clock before a publisher counts as
+/// faster than real time (start-up bursts, a relay's GOP cache, jitter).
+pub const PACING_SLACK: Duration = Duration::from_secs(2);
+
+/// Media time against wall time since a publish's first video message: which
+/// [`Pacing`] applies to its due keyframes.
+#[derive(Debug, Default, Clone)]
+pub struct PaceClock {
+    start: Option<Instant>,
+    last_ts: u32,
+    media_ms: u64,
+}
+
+impl PaceClock {
+    /// One video message's timestamp, received at `now`. Steps backwards and jumps
+    /// forward by more than an hour (discontinuities) do not move the media clock.
+    pub fn on_timestamp(&mut self, ts: u32, now: Instant) {
+        if self.start.is_none() {
+            self.start = Some(now);
+        } else {
+            let delta = ts.wrapping_sub(self.last_ts);
+            if (delta as i32) >= 0 && delta <= MAX_FORWARD_JUMP_MS {
+                self.media_ms += u64::from(delta);
+            }
+        }
+        self.last_ts = ts;
+    }
+
+    /// Offline when the media received covers more than the wall time since the first
+    /// video message plus [`PACING_SLACK`].
+    pub fn pacing(&self, now: Instant) -> Pacing {
+        let Some(start) = self.start else {
+            return Pacing::Live;
+        };
+        let wall = now.saturating_duration_since(start) + PACING_SLACK;
+        if Duration::from_millis(self.media_ms) > wall {
+            Pacing::Offline
+        } else {
+            Pacing::Live
+        }
+    }
+}
 
 /// The snapshot side of a publish that has a rule.
 struct Snapshotting {
     scheduler: Scheduler,
     queue: Arc<StreamQueue>,
+    /// The writer task: it ends once the pool has handed over the last snapshot.
+    writer: Option<JoinHandle<()>>,
 }
 
 /// The ingest side of one live publish (the connection task owns it).
@@ -44,6 +98,11 @@ pub struct Ingest {
     warned_bad_tag: bool,
     first_video_ts: Option<u32>,
     last_keyframe_ts: Option<u32>,
+    pace: PaceClock,
+    /// Time the connection waited for the snapshot queue so far.
+    paced: Duration,
+    warned_paced: bool,
+    warned_patience: bool,
 }
 
 /// Why a publish could not start.
@@ -93,12 +152,14 @@ impl Ingest {
                             latest,
                         },
                     );
-                    node.tasks
+                    let writer = node
+                        .tasks
                         .spawn(writer.run(rx).instrument(tracing::Span::current()));
                     tracing::info!(interval_secs = rule.interval_secs, rule_domain = %rule.domain(), rule_app = %rule.app(), "publish started; snapshots on");
                     Some(Snapshotting {
                         scheduler: Scheduler::new(rule.interval_secs),
                         queue: StreamQueue::new(tx, stats, tracing::Span::current()),
+                        writer: Some(writer),
                     })
                 }
                 None => {
@@ -132,6 +193,10 @@ impl Ingest {
             warned_bad_tag: false,
             first_video_ts: None,
             last_keyframe_ts: None,
+            pace: PaceClock::default(),
+            paced: Duration::ZERO,
+            warned_paced: false,
+            warned_patience: false,
         })
     }
 
@@ -147,9 +212,15 @@ impl Ingest {
         self.stats().bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 
-    /// One video message (an FLV video tag body).
-    pub fn on_video(&mut self, timestamp: u32, data: Bytes) {
+    /// One video message (an FLV video tag body). Returns at once, except for a due
+    /// keyframe of a publisher ahead of real time whose snapshot queue is full: then it
+    /// waits for room (the caller stops reading, which paces the sender), at most
+    /// `server.idle_timeout_secs`, and not past a shutdown or a kick.
+    pub async fn on_video(&mut self, timestamp: u32, data: Bytes) {
         let first = *self.first_video_ts.get_or_insert(timestamp);
+        if self.snap.is_some() {
+            self.pace.on_timestamp(timestamp, Instant::now());
+        }
         let stats = self.stats();
         stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         stats.video_frames.fetch_add(1, Ordering::Relaxed);
@@ -200,12 +271,12 @@ impl Ingest {
                 }
                 Err(e) => tracing::warn!(error = %e, "bad AVC sequence header ignored"),
             },
-            PacketKind::Nalus if tag.keyframe => self.on_keyframe(timestamp, tag.body),
+            PacketKind::Nalus if tag.keyframe => self.on_keyframe(timestamp, tag.body).await,
             _ => {}
         }
     }
 
-    fn on_keyframe(&mut self, timestamp: u32, body: Bytes) {
+    async fn on_keyframe(&mut self, timestamp: u32, body: Bytes) {
         self.stats().keyframes.fetch_add(1, Ordering::Relaxed);
         self.node.metrics.keyframes.inc();
         {
@@ -232,23 +303,83 @@ impl Ingest {
         let Some(offset_ms) = snap.scheduler.on_keyframe(timestamp) else {
             return;
         };
-        self.guard.stream.stats.due.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.guard.stream.stats;
+        stats.due.fetch_add(1, Ordering::Relaxed);
+        let arrived = Instant::now();
         let job = DueKeyframe {
             body,
             config,
             unix_ts: self.start_unix + offset_ms / 1000,
-            arrived: Instant::now(),
+            arrived,
         };
-        self.node.pool.submit(&snap.queue, job);
+        let pacing = self.pace.pacing(arrived);
+        let node = &self.node;
+        let kick = self.guard.stream.kick.clone();
+        let patience = node.settings.idle_timeout;
+        let give_up = async {
+            tokio::select! {
+                () = node.shutdown.cancelled() => {}
+                () = kick.cancelled() => {}
+                () = tokio::time::sleep(patience) => {}
+            }
+        };
+        let r = node.pool.submit(&snap.queue, job, pacing, give_up).await;
+        if r.waited > Duration::ZERO {
+            self.paced += r.waited;
+            stats
+                .paced_ms
+                .store(self.paced.as_millis() as u64, Ordering::Relaxed);
+            node.metrics
+                .publisher_paced_seconds
+                .inc_by(r.waited.as_secs_f64());
+            if !std::mem::replace(&mut self.warned_paced, true) {
+                tracing::info!(
+                    "publisher runs ahead of real time: reading paced by the snapshot queue"
+                );
+            }
+        }
+        let cancelled = node.shutdown.is_cancelled() || kick.is_cancelled();
+        if r.gave_up && !cancelled && !std::mem::replace(&mut self.warned_patience, true) {
+            tracing::warn!(
+                waited_ms = r.waited.as_millis() as u64,
+                "no room in the snapshot queue within the idle timeout: oldest keyframe dropped (further ones silently)"
+            );
+        }
     }
 }
 
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        self.node.metrics.publishes_active.dec();
-        let live = &self.guard.stream;
+/// What is reported when a publish ends.
+struct EndReport {
+    node: Arc<Node>,
+    stream: Arc<LiveStream>,
+    start_unix: u64,
+}
+
+impl EndReport {
+    /// Waits until `writer` has stored the stream's last snapshot, or until shortly
+    /// before the shutdown grace period ends, then reports.
+    async fn after(self, writer: JoinHandle<()>) {
+        let grace = self.node.settings.shutdown_grace;
+        let shutdown = self.node.shutdown.clone();
+        let deadline = async move {
+            shutdown.cancelled().await;
+            // Leave a tenth of the grace to deliver the report itself.
+            tokio::time::sleep(grace - grace / 10).await;
+        };
+        tokio::select! {
+            _ = writer => {}
+            () = deadline => tracing::warn!(
+                in_flight = self.stream.stats.in_flight(),
+                "shutdown grace ending: publish reported before its last snapshots were stored"
+            ),
+        }
+        self.emit();
+    }
+
+    fn emit(self) {
+        let live = &self.stream;
         let now = self.node.clock.now_unix();
-        let st = self.stats();
+        let st = &live.stats;
         let get = StreamStats::get;
         self.node.notify.send(
             &Event::Unpublish {
@@ -263,6 +394,79 @@ impl Drop for Ingest {
             },
             None,
         );
-        tracing::info!(stats = %self.stats().summary(), "publish ended");
+        tracing::info!(stats = %st.summary(), "publish ended");
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.node.metrics.publishes_active.dec();
+        let report = EndReport {
+            node: self.node.clone(),
+            stream: self.guard.stream.clone(),
+            start_unix: self.start_unix,
+        };
+        // Our handle on the queue goes now; the pool lets go of it (and so of the
+        // writer's input) once its last waiting keyframe is rendered.
+        let writer = self.snap.take().and_then(|s| s.writer);
+        match (writer, tokio::runtime::Handle::try_current()) {
+            (Some(writer), Ok(_)) => {
+                self.node
+                    .tasks
+                    .spawn(report.after(writer).instrument(tracing::Span::current()));
+            }
+            _ => report.emit(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_clock_tells_a_full_speed_push_from_a_live_one() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A live publisher: media and wall time advance together, with jitter.
+        let mut live = PaceClock::default();
+        for i in 0..100u32 {
+            let jitter = if i % 7 == 0 { 900 } else { 0 };
+            live.on_timestamp(i * 100, at(u64::from(i) * 100 + jitter));
+            assert_eq!(live.pacing(at(u64::from(i) * 100)), Pacing::Live, "{i}");
+        }
+        // A burst of up to the slack (a relay's start) is still live.
+        let mut burst = PaceClock::default();
+        for i in 0..=20u32 {
+            burst.on_timestamp(i * 100, at(5));
+        }
+        assert_eq!(burst.pacing(at(5)), Pacing::Live);
+        // A recording pushed at full speed: 10 s of media in 50 ms.
+        let mut file = PaceClock::default();
+        for i in 0..=250u32 {
+            file.on_timestamp(i * 40, at(u64::from(i) / 5));
+        }
+        assert_eq!(file.pacing(at(50)), Pacing::Offline);
+        // Once the wall clock has caught up, it is live again.
+        assert_eq!(file.pacing(at(8_000)), Pacing::Live);
+    }
+
+    #[test]
+    fn pace_clock_ignores_discontinuities() {
+        let t0 = Instant::now();
+        let mut c = PaceClock::default();
+        c.on_timestamp(1_000, t0);
+        // A jump back, then a jump forward by more than an hour: no media time.
+        c.on_timestamp(10, t0);
+        c.on_timestamp(10 + MAX_FORWARD_JUMP_MS + 1, t0);
+        c.on_timestamp(20 + MAX_FORWARD_JUMP_MS + 1, t0);
+        assert_eq!(c.media_ms, 10);
+        assert_eq!(c.pacing(t0), Pacing::Live);
+        // Timestamps wrapping past u32::MAX are a forward step.
+        let mut w = PaceClock::default();
+        w.on_timestamp(u32::MAX - 5, t0);
+        w.on_timestamp(4_000, t0);
+        assert_eq!(w.media_ms, 4_006);
+        assert_eq!(w.pacing(t0), Pacing::Offline);
     }
 }

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// A label set with one `reason` (or `result`) label.
 pub type Reason = Vec<(&'static str, &'static str)>;
@@ -38,6 +39,10 @@ pub struct Metrics {
     pub keys_taken: Family<Reason, Counter>,
     /// Create-only puts whose earlier, timed-out attempt had stored the object.
     pub creates_landed_earlier: Counter,
+    /// Time publishers running ahead of real time waited for the snapshot queue.
+    pub publisher_paced_seconds: Counter<f64, AtomicU64>,
+    /// Bytes of due keyframes waiting in the snapshot pool's queues.
+    pub snapshot_queued_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +76,8 @@ impl Metrics {
             rule_store_reloads: Family::default(),
             keys_taken: Family::default(),
             creates_landed_earlier: Counter::default(),
+            publisher_paced_seconds: Counter::default(),
+            snapshot_queued_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -160,6 +167,16 @@ impl Metrics {
             "creates_landed_earlier",
             "Create-only puts retried after a timeout whose earlier attempt had stored the object",
             m.creates_landed_earlier.clone(),
+        );
+        r.register(
+            "publisher_paced_seconds",
+            "Time publishers ahead of real time were not read, waiting for the snapshot queue",
+            m.publisher_paced_seconds.clone(),
+        );
+        r.register(
+            "snapshot_queued_bytes",
+            "Bytes of due keyframes waiting in the snapshot queues",
+            m.snapshot_queued_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

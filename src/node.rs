@@ -50,6 +50,7 @@ impl Node {
             settings.workers,
             settings.quality,
             settings.limits.max_picture_pixels,
+            settings.queue,
             metrics.clone(),
         );
         let notify = Notifier::new(&settings.notify, metrics.clone(), clock.clone());

@@ -262,6 +262,9 @@ async fn serve(
         if publishing != was_publishing {
             set_rcvlowat(&socket, if publishing { PUBLISH_RCVLOWAT } else { 1 });
         }
+        // `act` may have waited for the snapshot queue (a publisher ahead of real time
+        // is paced by not being read); that wait is ours, not the peer's idleness, and
+        // it was for a media message, so the idle deadline starts again from here.
         if conn.session.media_messages() > media_seen || publishing != was_publishing {
             media_seen = conn.session.media_messages();
             was_publishing = publishing;
@@ -347,7 +350,7 @@ impl Conn {
             match ev {
                 Event::Video { timestamp, data } => {
                     if let Some(st) = self.stream.as_mut() {
-                        st.on_video(timestamp, data);
+                        st.on_video(timestamp, data).await;
                     }
                 }
                 Event::Audio { len, .. } => {

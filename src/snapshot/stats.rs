@@ -1,7 +1,10 @@
 //! Per-stream counters, shared between the connection task, the pool and the store
-//! task; read by logs and (later) the admin API and metrics.
+//! task; read by logs, the admin API and metrics. [`StreamStats::finish`] also wakes a
+//! publisher that waits for its snapshots to catch up (pacing, see `snapshot::pool`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub struct StreamStats {
@@ -17,7 +20,8 @@ pub struct StreamStats {
     pub due: AtomicU64,
     /// Snapshots stored (at least one object written).
     pub stored: AtomicU64,
-    /// Due keyframes replaced by a newer one before a worker took them.
+    /// Due keyframes dropped from a full queue (the oldest waiting one goes) while the
+    /// publisher ran at or behind real time.
     pub dropped_busy: AtomicU64,
     /// JPEGs dropped because the stream's store queue was full (storage slow or down).
     pub dropped_backlog: AtomicU64,
@@ -32,6 +36,11 @@ pub struct StreamStats {
     pub finished: AtomicU64,
     /// Unix time of the last stored snapshot (0 = none).
     pub last_snapshot_unix: AtomicU64,
+    /// Milliseconds the connection stopped reading to wait for the snapshot queue (a
+    /// publisher running ahead of real time, paced by TCP backpressure).
+    pub paced_ms: AtomicU64,
+    /// Woken each time `finished` moves on.
+    progress: Notify,
 }
 
 impl StreamStats {
@@ -39,10 +48,27 @@ impl StreamStats {
         c.load(Ordering::Relaxed)
     }
 
+    /// Counts one due keyframe as finished (stored, dropped or failed) and wakes a
+    /// publisher waiting for its snapshots to catch up.
+    pub fn finish(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        self.progress.notify_waiters();
+    }
+
+    /// Due keyframes not finished yet (queued, rendering, or on their way to storage).
+    pub fn in_flight(&self) -> u64 {
+        Self::get(&self.due).saturating_sub(Self::get(&self.finished))
+    }
+
+    /// Resolves at the next [`StreamStats::finish`] after it is enabled or first polled.
+    pub fn progressed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.progress.notified()
+    }
+
     /// A one-line summary for the unpublish log.
     pub fn summary(&self) -> String {
         format!(
-            "bytes={} keyframes={} due={} stored={} dropped_busy={} dropped_backlog={} failed_decode={} failed_store={} skipped_existing={}",
+            "bytes={} keyframes={} due={} stored={} dropped_busy={} dropped_backlog={} failed_decode={} failed_store={} skipped_existing={} paced_ms={}",
             Self::get(&self.bytes),
             Self::get(&self.keyframes),
             Self::get(&self.due),
@@ -52,6 +78,7 @@ impl StreamStats {
             Self::get(&self.failed_decode),
             Self::get(&self.failed_store),
             Self::get(&self.skipped_existing),
+            Self::get(&self.paced_ms),
         )
     }
 }

@@ -155,7 +155,7 @@ impl SnapshotWriter {
                 .store(snap.unix_ts, Ordering::Relaxed);
             *cx.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
         }
-        cx.stats.finished.fetch_add(1, Ordering::Relaxed);
+        cx.stats.finish();
         wrote.then_some(stored)
     }
 
