@@ -9,6 +9,7 @@
 pub mod catalog;
 mod dir_cache;
 pub mod image_header;
+pub mod key_language;
 pub mod settings;
 pub mod template;
 
