@@ -20,13 +20,17 @@ pub enum Refusal {
     BadName,
     Unauthorized,
     Duplicate,
+    /// Another domain's live publish of the same app and stream would share its keys.
+    DuplicateKeys,
 }
 
 impl Refusal {
     /// The `onStatus` code the client receives.
     pub fn status_code(self) -> &'static str {
         match self {
-            Refusal::BadName | Refusal::Duplicate => "NetStream.Publish.BadName",
+            Refusal::BadName | Refusal::Duplicate | Refusal::DuplicateKeys => {
+                "NetStream.Publish.BadName"
+            }
             Refusal::Unauthorized => "NetStream.Publish.Unauthorized",
         }
     }
@@ -37,6 +41,7 @@ impl Refusal {
             Refusal::BadName => "bad_name",
             Refusal::Unauthorized => "unauthorized",
             Refusal::Duplicate => "duplicate",
+            Refusal::DuplicateKeys => "duplicate_keys",
         }
     }
 }

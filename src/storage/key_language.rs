@@ -334,12 +334,8 @@ impl Language {
                 tags
             },
             |tags| {
-                (0..3).any(|r| {
-                    matches!(
-                        plans[r].finish(tags[r]),
-                        Cmp::Diff | Cmp::Before | Cmp::In
-                    )
-                })
+                (0..3)
+                    .any(|r| matches!(plans[r].finish(tags[r]), Cmp::Diff | Cmp::Before | Cmp::In))
             },
         )
     }
@@ -531,12 +527,12 @@ mod tests {
             assert!(l.contains(key), "{key}");
         }
         for key in [
-            "live/cam1/01.jpg",  // leading zero is never rendered
-            "live/cam1/.jpg",    // empty number
-            "live/.cam/1.jpg",   // a name starts with a letter or digit
-            "live/ca..m/1.jpg",  // no ".." in a name
+            "live/cam1/01.jpg",    // leading zero is never rendered
+            "live/cam1/.jpg",      // empty number
+            "live/.cam/1.jpg",     // a name starts with a letter or digit
+            "live/ca..m/1.jpg",    // no ".." in a name
             "live/sub/cam1/1.jpg", // '/' of an app renders as '~'
-            "live~/cam1/1.jpg",  // empty app segment
+            "live~/cam1/1.jpg",    // empty app segment
             "live/cam 1/1.jpg",
             "live/cam1/1.png",
         ] {
@@ -592,7 +588,9 @@ mod tests {
             assert!(lang(t).contains(&key), "{t}: {key}");
         }
         assert_eq!(
-            lang("{StreamName}{Sequence}.jpg").ambiguous_key().as_deref(),
+            lang("{StreamName}{Sequence}.jpg")
+                .ambiguous_key()
+                .as_deref(),
             Some("a10.jpg")
         );
         // A rule for one app fixes {AppName}: then there is one way to cut.
@@ -662,7 +660,10 @@ mod tests {
     #[test]
     fn reserved_prefixes_are_reachable_only_by_spelling_them() {
         let reserved = Language::prefix("_livesnap/");
-        assert_eq!(lang("{AppName}/{StreamName}.jpg").common_key(&reserved), None);
+        assert_eq!(
+            lang("{AppName}/{StreamName}.jpg").common_key(&reserved),
+            None
+        );
         // Names never start with '_', but a literal '_' in front of one does.
         assert_eq!(
             lang("_{StreamName}/{Sequence}.jpg")
@@ -673,7 +674,10 @@ mod tests {
         assert!(lang("_livesnap/{StreamName}.jpg")
             .common_key(&reserved)
             .is_some());
-        assert_eq!(lang("_livesnap{StreamName}/x.jpg").common_key(&reserved), None);
+        assert_eq!(
+            lang("_livesnap{StreamName}/x.jpg").common_key(&reserved),
+            None
+        );
     }
 
     #[test]
@@ -688,7 +692,10 @@ mod tests {
         let b = Language::of(&t, scope("b.example"));
         assert_eq!(a.common_key(&b).as_deref(), Some("live~sub/cam1/0.jpg"));
         let t = Template::parse("{Domain}/{AppName}/{StreamName}/{Sequence}.jpg").unwrap();
-        let (a, b) = (Language::of(&t, scope("a.example")), Language::of(&t, scope("b.example")));
+        let (a, b) = (
+            Language::of(&t, scope("a.example")),
+            Language::of(&t, scope("b.example")),
+        );
         assert_eq!(a.common_key(&b), None);
     }
 }

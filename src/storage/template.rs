@@ -12,6 +12,10 @@ use std::fmt;
 /// Longest template and longest rendered key, in bytes (exclusive).
 pub const MAX_KEY_LEN: usize = 256;
 
+/// Top-level folders that belong to livesnap itself (the rule document and storage
+/// probes under `_livesnap/`, the fs temp folder): no template may render a key in them.
+pub const RESERVED_FOLDERS: [&str; 2] = ["_livesnap", super::FS_TMP_DIR];
+
 /// What `{AppName}` renders in place of each `/` of an app name. No app, stream or
 /// domain name may contain it (see `crate::names`), so the rendering is reversible and
 /// a rendered variable never adds a folder level.
@@ -410,10 +414,18 @@ mod tests {
         // Not "live/cam1/1700000000.jpg", a key of app "live", stream "cam1".
         assert_eq!(t.render(&v).unwrap(), "live~cam1/1700000000.jpg");
         let t = Template::parse("{AppName}/{StreamName}/{Sequence}.jpg").unwrap();
-        let key = t.render(&Vars { app: "a/b/c", ..vars(0, 9) }).unwrap();
+        let key = t
+            .render(&Vars {
+                app: "a/b/c",
+                ..vars(0, 9)
+            })
+            .unwrap();
         assert_eq!(key, "a~b~c/cam1/9.jpg");
         assert_eq!(t.list_prefix("d", "a/b/c", "cam1"), "a~b~c/cam1/");
-        assert_eq!(t.match_key(&key, "d", "a/b/c", "cam1"), Some((None, Some(9))));
+        assert_eq!(
+            t.match_key(&key, "d", "a/b/c", "cam1"),
+            Some((None, Some(9)))
+        );
         assert_eq!(t.match_key("a/b/c/cam1/9.jpg", "d", "a/b/c", "cam1"), None);
         assert_eq!(render_app("live"), "live");
     }
