@@ -76,13 +76,18 @@ struct Inner {
 pub enum Taken {
     #[error("stream {0} is already being published")]
     Live(StreamId),
-    #[error("stream {id} would write the key {key:?} of live stream {live} (its rule's templates leave out {{Domain}}, so the two are one stream)")]
-    SameKeys {
-        id: StreamId,
-        live: StreamId,
-        /// An example key both would render.
-        key: String,
-    },
+    #[error("{0}")]
+    SameKeys(Box<SharedKeys>),
+}
+
+/// A publish whose rule would render a key of a live stream of another domain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream {id} would write the key {key:?} of live stream {live} (its rule's templates leave out {{Domain}}, so the two are one stream)")]
+pub struct SharedKeys {
+    pub id: StreamId,
+    pub live: StreamId,
+    /// An example key both would render.
+    pub key: String,
 }
 
 /// Removes its stream from the registry when dropped (also on a panic's unwind).
@@ -155,11 +160,11 @@ impl Registry {
         if let Some(others) = inner.by_name.get(&name) {
             for other in others {
                 if let Some(key) = shared_key(&stream, other) {
-                    return Err(Taken::SameKeys {
+                    return Err(Taken::SameKeys(Box::new(SharedKeys {
                         id: stream.id.clone(),
                         live: other.id.clone(),
                         key,
-                    });
+                    })));
                 }
             }
         }
@@ -262,11 +267,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             refused,
-            Taken::SameKeys {
+            Taken::SameKeys(Box::new(SharedKeys {
                 id: StreamId::new("b.example", "live", "cam1"),
                 live: StreamId::new("a.example", "live", "cam1"),
                 key: "live/cam1.jpg".into(),
-            }
+            }))
         );
         // Another stream name, no rule, or another storage: no shared key.
         let b = reg
@@ -322,7 +327,7 @@ mod tests {
         );
         assert!(matches!(
             reg.claim(live_in("x.example", "cam1", Some(spelled))),
-            Err(Taken::SameKeys { .. })
+            Err(Taken::SameKeys(_))
         ));
     }
 }

@@ -107,7 +107,7 @@ pub struct KeyClash {
 /// overwrite key of one can be a sequence key of the other (it would be replaced), and
 /// no key can be rendered for two different streams (see `storage::key_language` for
 /// what makes two streams one). The error names both templates and an example key.
-pub fn keys_apart(a: &Rule, b: &Rule) -> Result<(), KeyClash> {
+pub fn keys_apart(a: &Rule, b: &Rule) -> Result<(), Box<KeyClash>> {
     for (fa, la) in a.languages() {
         for (fb, lb) in b.languages() {
             let clash = if fa == fb {
@@ -118,7 +118,7 @@ pub fn keys_apart(a: &Rule, b: &Rule) -> Result<(), KeyClash> {
                     .map(|k| (k, "as an overwrite object and a sequence object"))
             };
             if let Some((key, how)) = clash {
-                return Err(KeyClash {
+                return Err(Box::new(KeyClash {
                     field: fa,
                     rule: a.describe(),
                     other_field: fb,
@@ -126,7 +126,7 @@ pub fn keys_apart(a: &Rule, b: &Rule) -> Result<(), KeyClash> {
                     storage: a.storage().to_string(),
                     key,
                     how,
-                });
+                }));
             }
         }
     }
@@ -139,7 +139,7 @@ pub fn keys_apart_from_all<'a>(
     rule: &Rule,
     others: impl IntoIterator<Item = &'a Rule>,
     same_place: impl Fn(&str, &str) -> bool,
-) -> Result<(), KeyClash> {
+) -> Result<(), Box<KeyClash>> {
     others
         .into_iter()
         .filter(|o| (o.domain(), o.app()) != (rule.domain(), rule.app()))

@@ -487,8 +487,8 @@ fn search<T: Copy + Eq + Hash>(
                         bx,
                     );
                     let node = (x1, y1, tag1);
-                    if !seen.contains_key(&node) {
-                        seen.insert(node, nodes.len());
+                    if let std::collections::hash_map::Entry::Vacant(e) = seen.entry(node) {
+                        e.insert(nodes.len());
                         nodes.push((node, at, bx));
                     }
                 }
