@@ -143,3 +143,43 @@ sequence_object = "{Domain}/{AppName}/{StreamName}/{Sequence}.jpg"
     }
     assert_eq!(metrics.rejected_count("duplicate_keys"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_rule_whose_keys_meet_another_is_not_applied() {
+    // Written by an older node, or by hand: two apps that both leave the app out.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("snapshots/_livesnap");
+    std::fs::create_dir_all(&store).unwrap();
+    let rule = |app: &str| {
+        format!(
+            r#"{{"domain": "*", "app": "{app}", "interval_secs": 5, "storage": "default",
+                "overwrite_object": "snaps/{{StreamName}}/latest.jpg", "sequence_object": null,
+                "callback": null, "create_time": 1700000000, "update_time": 1700000000}}"#
+        )
+    };
+    let doc = format!(
+        r#"{{"format": 1, "version": 1, "updated_time": 1700000000, "rules": [{}, {}], "history": []}}"#,
+        rule("cam"),
+        rule("door")
+    );
+    std::fs::write(store.join("rules.json"), doc).unwrap();
+    let mut server = start_server_in(dir, DEFAULT_RULES).await;
+    let node = server.node().clone();
+    let shared = node.shared_rules.clone().expect("a rule store");
+    assert!(
+        wait_for(Duration::from_secs(5), || shared.doc().rules.len() == 2).await,
+        "the document was read"
+    );
+    let rules = node.rules();
+    assert_eq!(rules.lookup("d", "cam").unwrap().app(), "cam");
+    // "door" falls back to the config rule for every app.
+    assert_eq!(rules.lookup("d", "door").unwrap().app(), "*");
+    let skipped = shared.health().skipped;
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.contains("app \"door\"") && s.contains("\"snaps/a/latest.jpg\"")),
+        "{skipped:?}"
+    );
+    server.stop().await;
+}
