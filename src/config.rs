@@ -628,7 +628,10 @@ scheme = "memory"
         let e = one("*", "_livesnap/{AppName}/{StreamName}.jpg", "");
         assert!(e.starts_with("rules[0].overwrite_object"), "{e}");
         let e = one("*", ".livesnap-tmp/{AppName}/{StreamName}.jpg", "");
-        assert!(e.contains(".livesnap-tmp"), "{e}");
+        assert!(
+            e.contains("in livesnap's own folder \".livesnap-tmp\"/"),
+            "{e}"
+        );
     }
 
     #[test]

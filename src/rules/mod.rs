@@ -262,6 +262,51 @@ mod tests {
         assert!(r.uses_sequence());
     }
 
+    fn rule_with(app: &str, storage: &str, ow: &str) -> Result<Rule, crate::error::Invalid> {
+        RuleSpec {
+            domain: "*".into(),
+            app: app.into(),
+            interval_secs: 5,
+            storage: storage.into(),
+            overwrite_object: Some(ow.into()),
+            sequence_object: None,
+            callback: None,
+        }
+        .validate("rule", |_| true)
+    }
+
+    #[test]
+    fn a_rule_for_one_app_may_spell_or_leave_out_its_app() {
+        for ow in [
+            "{StreamName}.jpg",
+            "{AppName}{StreamName}.jpg",
+            "x/{StreamName}.jpg",
+        ] {
+            assert!(rule_with("live", "s", ow).is_ok(), "{ow}");
+        }
+        let e = rule_with("*", "s", "{AppName}{StreamName}.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.overwrite_object");
+        assert!(e.message.contains("\"aaa.jpg\""), "{}", e.message);
+    }
+
+    #[test]
+    fn keys_apart_names_both_rules_and_a_key() {
+        let every = rule_with("*", "s", "{AppName}/{StreamName}.jpg").unwrap();
+        let live = rule_with("live", "s", "{AppName}/{StreamName}.jpg").unwrap();
+        assert_eq!(keys_apart(&every, &live), Ok(()));
+        let spelled = rule_with("vod", "s", "live/{StreamName}.jpg").unwrap();
+        let clash = keys_apart(&spelled, &every).unwrap_err();
+        assert_eq!(
+            clash.to_string(),
+            "overwrite_object of the rule for domain \"*\", app \"vod\" and overwrite_object of the rule for domain \"*\", app \"*\" (storage \"s\") can both render the key \"live/a.jpg\" for two different streams"
+        );
+        assert_eq!(clash.field, "overwrite_object");
+        let elsewhere = rule_with("vod", "t", "live/{StreamName}.jpg").unwrap();
+        assert!(keys_apart_from_all(&elsewhere, [&every, &live], |a, b| a == b).is_ok());
+        assert!(keys_apart_from_all(&spelled, [&every, &live], |a, b| a == b).is_err());
+        assert!(keys_apart_from_all(&spelled, [&spelled], |a, b| a == b).is_ok());
+    }
+
     #[test]
     fn the_book_swaps_whole_sets() {
         let book = RuleBook::new(RuleSet::new([rule("*", "*", 5)]));
