@@ -23,13 +23,17 @@ pub enum Refusal {
     /// publishes are not allowed.
     UnlistedDomain,
     Duplicate,
+    /// Another domain's live publish of the same app and stream would share its keys.
+    DuplicateKeys,
 }
 
 impl Refusal {
     /// The `onStatus` code the client receives.
     pub fn status_code(self) -> &'static str {
         match self {
-            Refusal::BadName | Refusal::Duplicate => "NetStream.Publish.BadName",
+            Refusal::BadName | Refusal::Duplicate | Refusal::DuplicateKeys => {
+                "NetStream.Publish.BadName"
+            }
             Refusal::Unauthorized | Refusal::UnlistedDomain => "NetStream.Publish.Unauthorized",
         }
     }
@@ -41,6 +45,7 @@ impl Refusal {
             Refusal::Unauthorized => "unauthorized",
             Refusal::UnlistedDomain => "unlisted_domain",
             Refusal::Duplicate => "duplicate",
+            Refusal::DuplicateKeys => "duplicate_keys",
         }
     }
 }

@@ -472,7 +472,7 @@ impl Config {
             storage.insert(name.clone(), settings::validate(name, st)?);
         }
 
-        let mut rules = Vec::new();
+        let mut rules: Vec<Rule> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let rule = r.validate(&format!("rules[{i}]"), |s| storage.contains_key(s))?;
@@ -485,6 +485,17 @@ impl Config {
                         rule.app()
                     ),
                 ));
+            }
+            // Rules writing to one place keep their keys apart (`rules::keys_apart`).
+            for (j, other) in rules.iter().enumerate() {
+                if same_place(&storage, rule.storage(), other.storage()) {
+                    crate::rules::keys_apart(&rule, other).map_err(|c| {
+                        invalid(
+                            format!("rules[{i}].{}", c.field),
+                            format!("{c} (rules[{j}])"),
+                        )
+                    })?;
+                }
             }
             rules.push(rule);
         }
@@ -508,6 +519,19 @@ impl Config {
                 .contains_key("default")
                 .then(RuleStoreConfig::default),
         };
+        if let Some(rs) = &rule_store {
+            for (i, r) in rules.iter().enumerate() {
+                if same_place(&storage, r.storage(), &rs.storage) && r.renders(&rs.key) {
+                    return Err(invalid(
+                        format!("rules[{i}]"),
+                        format!(
+                            "a template can render the rule document's key {:?} (rule_store.key)",
+                            rs.key
+                        ),
+                    ));
+                }
+            }
+        }
         let admin_token = s
             .admin_token
             .clone()
@@ -569,6 +593,16 @@ impl Config {
             notify: self.notify.clone(),
         })
     }
+}
+
+/// Whether two storage targets are one place: the same name, or the same scheme and
+/// options (two names for one folder or bucket).
+pub fn same_place(storage: &BTreeMap<String, StorageSettings>, a: &str, b: &str) -> bool {
+    a == b
+        || match (storage.get(a), storage.get(b)) {
+            (Some(x), Some(y)) => x.scheme == y.scheme && x.options == y.options,
+            _ => false,
+        }
 }
 
 #[cfg(test)]
@@ -644,43 +678,141 @@ scheme = "memory"
             ))
         };
         assert_eq!(
-            err_of(&r("interval_secs = 4\noverwrite_object=\"a.jpg\"")),
+            err_of(&r(
+                "interval_secs = 4\noverwrite_object=\"{AppName}/{StreamName}.jpg\""
+            )),
             "rules[0].interval_secs: must be 5..=3600, got 4"
         );
-        assert!(
-            err_of(&r("interval_secs = 3601\noverwrite_object=\"a.jpg\""))
-                .starts_with("rules[0].interval_secs")
-        );
-        assert!(err_of(&r("interval_secs = -5\noverwrite_object=\"a.jpg\""))
-            .starts_with("rules[0].interval_secs"));
+        assert!(err_of(&r(
+            "interval_secs = 3601\noverwrite_object=\"{AppName}/{StreamName}.jpg\""
+        ))
+        .starts_with("rules[0].interval_secs"));
+        assert!(err_of(&r(
+            "interval_secs = -5\noverwrite_object=\"{AppName}/{StreamName}.jpg\""
+        ))
+        .starts_with("rules[0].interval_secs"));
         assert!(err_of(&r("interval_secs = 5")).contains("needs overwrite_object"));
         assert!(
             err_of(&r("interval_secs = 5\noverwrite_object=\"{Foo}.jpg\""))
                 .starts_with("rules[0].overwrite_object")
         );
-        assert!(
-            err_of(&r("interval_secs = 5\nsequence_object=\"{AppName}.jpg\""))
-                .starts_with("rules[0].sequence_object")
-        );
+        assert!(err_of(&r(
+            "interval_secs = 5\nsequence_object=\"{AppName}/{StreamName}.jpg\""
+        ))
+        .starts_with("rules[0].sequence_object"));
         assert!(
             err_of(&r("interval_secs = 5\noverwrite_object=\"../a.jpg\""))
                 .starts_with("rules[0].overwrite_object")
         );
         let bad_storage = with_rule(
-            "domain=\"*\"\napp=\"*\"\nstorage=\"nope\"\ninterval_secs=5\noverwrite_object=\"a.jpg\"",
+            "domain=\"*\"\napp=\"*\"\nstorage=\"nope\"\ninterval_secs=5\noverwrite_object=\"{AppName}/{StreamName}.jpg\"",
         );
         assert!(err_of(&bad_storage).starts_with("rules[0].storage"));
         let bad_domain = with_rule(
-            "domain=\"Ex.com\"\napp=\"*\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"a.jpg\"",
+            "domain=\"Ex.com\"\napp=\"*\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"{AppName}/{StreamName}.jpg\"",
         );
         assert!(err_of(&bad_domain).starts_with("rules[0].domain"));
         let bad_app = with_rule(
-            "domain=\"*\"\napp=\"../x\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"a.jpg\"",
+            "domain=\"*\"\napp=\"../x\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"{AppName}/{StreamName}.jpg\"",
         );
         assert!(err_of(&bad_app).starts_with("rules[0].app"));
-        let rule = "domain=\"*\"\napp=\"live\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"a.jpg\"";
+        let rule = "domain=\"*\"\napp=\"live\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"{AppName}/{StreamName}.jpg\"";
         let dup = format!("{BASE}\n[[rules]]\n{rule}\n[[rules]]\n{rule}\n");
         assert!(err_of(&dup).starts_with("rules[1]:"));
+    }
+
+    fn rules(rules: &[(&str, &str, &str, &str)]) -> String {
+        let mut text = format!("{BASE}\n[storage.other]\nscheme = \"memory\"\nroot = \"/other\"\n");
+        for (app, storage, ow, seq) in rules {
+            text += &format!(
+                "[[rules]]\ndomain = \"*\"\napp = \"{app}\"\ninterval_secs = 5\nstorage = \"{storage}\"\n"
+            );
+            if !ow.is_empty() {
+                text += &format!("overwrite_object = \"{ow}\"\n");
+            }
+            if !seq.is_empty() {
+                text += &format!("sequence_object = \"{seq}\"\n");
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn templates_tell_their_stream() {
+        let one = |app, ow, seq| err_of(&rules(&[(app, "default", ow, seq)]));
+        let e = one("*", "{AppName}.jpg", "");
+        assert!(e.starts_with("rules[0].overwrite_object"), "{e}");
+        assert!(e.contains("must contain {StreamName}"), "{e}");
+        let e = one("*", "{StreamName}.jpg", "");
+        assert!(e.contains("must contain {AppName}"), "{e}");
+        // A rule for one app may leave its name out.
+        Config::parse(&rules(&[("live", "default", "{StreamName}.jpg", "")]))
+            .unwrap()
+            .validate()
+            .unwrap();
+        let e = one("*", "", "{AppName}/{StreamName}{Sequence}.jpg");
+        assert!(e.starts_with("rules[0].sequence_object"), "{e}");
+        assert!(
+            e.contains("\"a/a10.jpg\" from two different sets of values"),
+            "{e}"
+        );
+        let e = one(
+            "*",
+            "{AppName}/{StreamName}.jpg",
+            "{AppName}/{StreamName}.{Sequence}.jpg",
+        );
+        assert!(e.starts_with("rules[0].sequence_object"), "{e}");
+        assert!(e.contains("can both render the key \"a/a.0.jpg\""), "{e}");
+        let e = one("*", "_{AppName}/{StreamName}.jpg", "");
+        assert!(
+            e.contains("\"_livesnap/a.jpg\", in livesnap's own folder \"_livesnap\"/"),
+            "{e}"
+        );
+        let e = one("*", "_livesnap/{AppName}/{StreamName}.jpg", "");
+        assert!(e.starts_with("rules[0].overwrite_object"), "{e}");
+        let e = one("*", ".livesnap-tmp/{AppName}/{StreamName}.jpg", "");
+        assert!(
+            e.contains("in livesnap's own folder \".livesnap-tmp\"/"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rules_on_one_storage_keep_their_keys_apart() {
+        const OW: &str = "{AppName}/{StreamName}.jpg";
+        const SEQ: &str = "{AppName}/{StreamName}/{Sequence}.jpg";
+        // The default layout for every app and for "live": one stream, one key.
+        let ok = rules(&[("*", "default", OW, SEQ), ("live", "default", OW, SEQ)]);
+        Config::parse(&ok).unwrap().validate().unwrap();
+        // "live" writing its overwrite key where the others keep sequence objects.
+        let e = err_of(&rules(&[
+            ("*", "default", OW, SEQ),
+            ("live", "default", "{AppName}/{StreamName}/1.jpg", ""),
+        ]));
+        assert!(e.starts_with("rules[1].overwrite_object: overwrite_object of the rule for domain \"*\", app \"live\" and sequence_object of the rule for domain \"*\", app \"*\""), "{e}");
+        assert!(e.contains("\"live/a/1.jpg\""), "{e}");
+        // Two apps whose rules leave the app out write each other's keys.
+        let e = err_of(&rules(&[
+            ("live", "default", "snap/{StreamName}.jpg", ""),
+            ("vod", "default", "snap/{StreamName}.jpg", ""),
+        ]));
+        assert!(
+            e.contains("\"snap/a.jpg\" for two different streams"),
+            "{e}"
+        );
+        // ...unless they write to different places.
+        let apart = rules(&[
+            ("live", "default", "snap/{StreamName}.jpg", ""),
+            ("vod", "other", "snap/{StreamName}.jpg", ""),
+        ]);
+        Config::parse(&apart).unwrap().validate().unwrap();
+        // Two names for one place are one place.
+        let same = apart.replace("root = \"/other\"", "");
+        let e = err_of(&same);
+        assert!(
+            e.contains("(storage \"other\") can both render the key \"snap/a.jpg\""),
+            "{e}"
+        );
     }
 
     #[test]

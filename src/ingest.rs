@@ -110,6 +110,10 @@ pub struct Ingest {
 pub enum StartError {
     #[error("stream {0} is already being published")]
     Duplicate(StreamId),
+    /// Another domain's publish of the same app and stream is live and its keys would
+    /// be shared (`live::Taken::SameKeys`).
+    #[error("{0}")]
+    SameKeys(crate::live::Taken),
 }
 
 impl Ingest {
@@ -133,10 +137,10 @@ impl Ingest {
         };
         let start_unix = unix_of(live.started);
         let latest = live.latest.clone();
-        let guard = node
-            .registry
-            .claim(live)
-            .ok_or_else(|| StartError::Duplicate(id.clone()))?;
+        let guard = node.registry.claim(live).map_err(|t| match t {
+            crate::live::Taken::Live(id) => StartError::Duplicate(id),
+            t => StartError::SameKeys(t),
+        })?;
         let snap = match rule {
             Some(rule) => match node.targets.get(rule.storage()) {
                 Some(target) => {

@@ -2,6 +2,12 @@
 //! (the admin API, the dashboard) can see of a publish while it lasts. A name is held
 //! from an accepted publish until its connection ends or unpublishes; a second
 //! publisher on a held name is refused.
+//!
+//! A name also holds its keys: templates that leave out `{Domain}` (the default) render
+//! the same keys for one app and stream under every domain, so such publishes are one
+//! stream here: a second one whose rule would render a key of a live one on the same
+//! storage is refused ([`Taken::SameKeys`]). Keys are compared as languages
+//! (`storage::key_language`), against the live streams of the same app and stream only.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +23,7 @@ use crate::names::StreamId;
 use crate::rules::Rule;
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::Latest;
+use crate::storage::key_language::{Language, Scope};
 
 /// What the node shows of one live publish.
 #[derive(Debug)]
@@ -54,7 +61,33 @@ impl LiveStream {
 
 #[derive(Debug, Default)]
 pub struct Registry {
-    live: Mutex<HashMap<StreamId, Arc<LiveStream>>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    live: HashMap<StreamId, Arc<LiveStream>>,
+    /// The same streams by (app, stream): where a key of another domain can clash.
+    by_name: HashMap<(String, String), Vec<Arc<LiveStream>>>,
+}
+
+/// Why a publish could not claim its name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Taken {
+    #[error("stream {0} is already being published")]
+    Live(StreamId),
+    #[error("{0}")]
+    SameKeys(Box<SharedKeys>),
+}
+
+/// A publish whose rule would render a key of a live stream of another domain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream {id} would write the key {key:?} of live stream {live} (its rule's templates leave out {{Domain}}, so the two are one stream)")]
+pub struct SharedKeys {
+    pub id: StreamId,
+    pub live: StreamId,
+    /// An example key both would render.
+    pub key: String,
 }
 
 /// Removes its stream from the registry when dropped (also on a panic's unwind).
@@ -66,65 +99,119 @@ pub struct PublishGuard {
 
 impl Drop for PublishGuard {
     fn drop(&mut self) {
-        let mut live = self.registry.lock();
-        if live
-            .get(&self.stream.id)
+        let mut inner = self.registry.lock();
+        let id = &self.stream.id;
+        if inner
+            .live
+            .get(id)
             .is_some_and(|s| Arc::ptr_eq(s, &self.stream))
         {
-            live.remove(&self.stream.id);
+            inner.live.remove(id);
+        }
+        let name = (id.app.clone(), id.stream.clone());
+        if let Some(v) = inner.by_name.get_mut(&name) {
+            v.retain(|s| !Arc::ptr_eq(s, &self.stream));
+            if v.is_empty() {
+                inner.by_name.remove(&name);
+            }
         }
     }
 }
 
+/// A key both streams' rules would render on one storage target, if any.
+fn shared_key(a: &LiveStream, b: &LiveStream) -> Option<String> {
+    let (Some(ra), Some(rb)) = (&a.rule, &b.rule) else {
+        return None;
+    };
+    if ra.storage() != rb.storage() {
+        return None;
+    }
+    let langs = |r: &Rule, id: &StreamId| -> Vec<Language> {
+        let scope = Scope {
+            domain: Some(&id.domain),
+            app: Some(&id.app),
+            stream: Some(&id.stream),
+        };
+        [&r.overwrite_object, &r.sequence_object]
+            .into_iter()
+            .flatten()
+            .map(|t| Language::of(t, scope))
+            .collect()
+    };
+    let (la, lb) = (langs(ra, &a.id), langs(rb, &b.id));
+    la.iter()
+        .flat_map(|x| lb.iter().map(move |y| (x, y)))
+        .find_map(|(x, y)| x.common_key(y))
+}
+
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<LiveStream>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims the stream's name; `None` when it is already live.
-    pub fn claim(self: &Arc<Self>, stream: LiveStream) -> Option<PublishGuard> {
-        let mut live = self.lock();
-        if live.contains_key(&stream.id) {
-            return None;
+    /// Claims the stream's name, and its keys: refused when the name is live, or when
+    /// a live stream of the same app and stream (another domain) would share a key.
+    pub fn claim(self: &Arc<Self>, stream: LiveStream) -> Result<PublishGuard, Taken> {
+        let mut inner = self.lock();
+        if inner.live.contains_key(&stream.id) {
+            return Err(Taken::Live(stream.id.clone()));
+        }
+        let name = (stream.id.app.clone(), stream.id.stream.clone());
+        if let Some(others) = inner.by_name.get(&name) {
+            for other in others {
+                if let Some(key) = shared_key(&stream, other) {
+                    return Err(Taken::SameKeys(Box::new(SharedKeys {
+                        id: stream.id.clone(),
+                        live: other.id.clone(),
+                        key,
+                    })));
+                }
+            }
         }
         let stream = Arc::new(stream);
-        live.insert(stream.id.clone(), stream.clone());
-        Some(PublishGuard {
+        inner.live.insert(stream.id.clone(), stream.clone());
+        inner.by_name.entry(name).or_default().push(stream.clone());
+        Ok(PublishGuard {
             registry: self.clone(),
             stream,
         })
     }
 
     pub fn get(&self, id: &StreamId) -> Option<Arc<LiveStream>> {
-        self.lock().get(id).cloned()
+        self.lock().live.get(id).cloned()
     }
 
     /// Every live stream, sorted by id.
     pub fn list(&self) -> Vec<Arc<LiveStream>> {
-        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        let mut v: Vec<_> = self.lock().live.values().cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().live.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().live.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleSpec;
 
     fn live(stream: &str) -> LiveStream {
+        live_in("d", stream, None)
+    }
+
+    fn live_in(domain: &str, stream: &str, rule: Option<Arc<Rule>>) -> LiveStream {
         LiveStream {
-            id: StreamId::new("d", "live", stream),
+            id: StreamId::new(domain, "live", stream),
             peer: "127.0.0.1:1".parse().unwrap(),
             started: SystemTime::now(),
-            rule: None,
+            rule,
             stats: Default::default(),
             latest: Default::default(),
             kick: CancellationToken::new(),
@@ -132,11 +219,27 @@ mod tests {
         }
     }
 
+    fn rule(overwrite: &str, sequence: &str, storage: &str) -> Arc<Rule> {
+        let spec = RuleSpec {
+            domain: "*".into(),
+            app: "*".into(),
+            interval_secs: 5,
+            storage: storage.into(),
+            overwrite_object: Some(overwrite.into()),
+            sequence_object: Some(sequence.into()),
+            callback: None,
+        };
+        Arc::new(spec.validate("rule", |_| true).unwrap())
+    }
+
     #[test]
     fn second_claim_is_refused_until_the_first_ends() {
         let reg = Arc::new(Registry::default());
         let g = reg.claim(live("a")).unwrap();
-        assert!(reg.claim(live("a")).is_none());
+        assert_eq!(
+            reg.claim(live("a")).unwrap_err(),
+            Taken::Live(StreamId::new("d", "live", "a"))
+        );
         let other = reg.claim(live("b")).unwrap();
         assert_eq!(reg.len(), 2);
         drop(g);
@@ -145,5 +248,86 @@ mod tests {
         assert_eq!(reg.list().len(), 2);
         drop((g2, other));
         assert!(reg.is_empty());
+        assert!(reg.lock().by_name.is_empty());
+    }
+
+    #[test]
+    fn domainless_keys_make_two_domains_one_stream() {
+        let reg = Arc::new(Registry::default());
+        let plain = rule(
+            "{AppName}/{StreamName}.jpg",
+            "{AppName}/{StreamName}/{Sequence}.jpg",
+            "default",
+        );
+        let a = reg
+            .claim(live_in("a.example", "cam1", Some(plain.clone())))
+            .unwrap();
+        let refused = reg
+            .claim(live_in("b.example", "cam1", Some(plain.clone())))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            Taken::SameKeys(Box::new(SharedKeys {
+                id: StreamId::new("b.example", "live", "cam1"),
+                live: StreamId::new("a.example", "live", "cam1"),
+                key: "live/cam1.jpg".into(),
+            }))
+        );
+        // Another stream name, no rule, or another storage: no shared key.
+        let b = reg
+            .claim(live_in("b.example", "cam2", Some(plain.clone())))
+            .unwrap();
+        let c = reg.claim(live_in("c.example", "cam1", None)).unwrap();
+        let other_storage = rule(
+            "{AppName}/{StreamName}.jpg",
+            "{AppName}/{StreamName}/{Sequence}.jpg",
+            "other",
+        );
+        let d = reg
+            .claim(live_in("d.example", "cam1", Some(other_storage)))
+            .unwrap();
+        // Once the first ends, the second domain may publish.
+        drop(a);
+        let e = reg
+            .claim(live_in("b.example", "cam1", Some(plain)))
+            .unwrap();
+        drop((b, c, d, e));
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn templates_with_the_domain_keep_domains_apart() {
+        let reg = Arc::new(Registry::default());
+        let with_domain = rule(
+            "{Domain}/{AppName}/{StreamName}.jpg",
+            "{Domain}/{AppName}/{StreamName}/{Sequence}.jpg",
+            "default",
+        );
+        let _a = reg
+            .claim(live_in("a.example", "cam1", Some(with_domain.clone())))
+            .unwrap();
+        let _b = reg
+            .claim(live_in("b.example", "cam1", Some(with_domain)))
+            .unwrap();
+        // A domainless rule taken by a later publish still meets neither: its keys
+        // have one folder less.
+        let plain = rule(
+            "{AppName}/{StreamName}.jpg",
+            "{AppName}/{StreamName}/{Sequence}.jpg",
+            "default",
+        );
+        let _c = reg
+            .claim(live_in("c.example", "cam1", Some(plain)))
+            .unwrap();
+        // ...but a rule whose text spells a live stream's domain does.
+        let spelled = rule(
+            "a.example/{AppName}/{StreamName}.jpg",
+            "a.example/{AppName}/{StreamName}/{Sequence}.jpg",
+            "default",
+        );
+        assert!(matches!(
+            reg.claim(live_in("x.example", "cam1", Some(spelled))),
+            Err(Taken::SameKeys(_))
+        ));
     }
 }

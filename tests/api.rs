@@ -96,6 +96,60 @@ fn rule_body(domain: &str, app: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_whose_keys_meet_another_rules_is_refused() {
+    let server = start_server(DEFAULT_RULES).await;
+    let api = Api::new(&server);
+    let base = "/api/v1/snapshot-configs";
+    // "live" overwriting "live/cam1/1.jpg" would replace sequence object 1 of live/cam1
+    // under the config rule.
+    let mut body = rule_body("*", "live");
+    body["overwrite_object"] = json!("{AppName}/{StreamName}/1.jpg");
+    let refused = api.call("POST", base, Some(body)).await;
+    assert_invalid(&refused, "overwrite_object");
+    let message = refused.1["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"live/a/1.jpg\"") && message.contains("app \"*\""),
+        "{message}"
+    );
+    // Two stored rules for two apps that leave the app out meet each other.
+    let mut cam = rule_body("*", "cam");
+    cam["overwrite_object"] = json!("snaps/{StreamName}/latest.jpg");
+    let (status, created) = api.call("POST", base, Some(cam.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    let mut other = cam.clone();
+    other["app"] = json!("door");
+    let refused = api.call("POST", base, Some(other)).await;
+    assert_invalid(&refused, "overwrite_object");
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"snaps/a/latest.jpg\" for two different streams"),
+        "{}",
+        refused.1
+    );
+    // A PATCH that would make a stored rule meet the config rule is refused too, and the
+    // stored rule is unchanged.
+    let path = format!("{base}/*/cam");
+    let refused = api
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"overwrite_object": "{StreamName}/{StreamName}/1.jpg"})),
+        )
+        .await;
+    assert_invalid(&refused, "overwrite_object");
+    assert_eq!(
+        api.get(&path).await.1["overwrite_object"],
+        "snaps/{StreamName}/latest.jpg"
+    );
+    // A rule of its own layout is fine.
+    let mut door = rule_body("*", "door");
+    door["overwrite_object"] = json!("door/{StreamName}.jpg");
+    assert_eq!(api.call("POST", base, Some(door)).await.0, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_config_crud_validation_paging_and_order() {
     let config_rule = r#"
 [[rules]]

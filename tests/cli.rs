@@ -92,7 +92,7 @@ fn check_config_accepts_the_example_and_names_bad_keys() {
     let rule = |interval: i64| {
         format!(
             "[storage.default]\nscheme = \"memory\"\n[[rules]]\ndomain = \"*\"\napp = \"*\"\n\
-             interval_secs = {interval}\nstorage = \"default\"\noverwrite_object = \"a.jpg\"\n"
+             interval_secs = {interval}\nstorage = \"default\"\noverwrite_object = \"{{AppName}}/{{StreamName}}.jpg\"\n"
         )
     };
     let (ok, _, _) = check_config(&rule(5));
@@ -114,6 +114,86 @@ fn check_config_accepts_the_example_and_names_bad_keys() {
         assert!(
             stderr.contains(named),
             "stderr does not name {named}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_refuses_rules_whose_keys_meet() {
+    let config = |live_overwrite: &str| {
+        format!(
+            r#"
+[storage.default]
+scheme = "memory"
+
+[[rules]]
+domain = "*"
+app = "*"
+interval_secs = 5
+storage = "default"
+overwrite_object = "{{AppName}}/{{StreamName}}.jpg"
+sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
+
+[[rules]]
+domain = "*"
+app = "live"
+interval_secs = 10
+storage = "default"
+overwrite_object = "{live_overwrite}"
+"#
+        )
+    };
+    // The same layout for "live": its keys are those of the same streams.
+    let (ok, stdout, stderr) = check_config(&config("{AppName}/{StreamName}.jpg"));
+    assert!(ok, "{stdout}{stderr}");
+    // "live" overwriting where the first rule keeps its sequence objects.
+    let (ok, _, stderr) = check_config(&config("live/{StreamName}/1.jpg"));
+    assert!(!ok, "a colliding rule was accepted");
+    assert!(
+        stderr.contains("rules[1].overwrite_object")
+            && stderr.contains("\"live/a/1.jpg\"")
+            && stderr.contains("as an overwrite object and a sequence object"),
+        "{stderr}"
+    );
+    // One rule whose two templates meet, or that can write into livesnap's folder.
+    let one = |ow: &str, seq: &str| {
+        format!(
+            "[storage.default]\nscheme = \"memory\"\n[[rules]]\ndomain = \"*\"\napp = \"*\"\n\
+             interval_secs = 5\nstorage = \"default\"\noverwrite_object = \"{ow}\"\n\
+             sequence_object = \"{seq}\"\n"
+        )
+    };
+    for (config, field, key) in [
+        (
+            one(
+                "{AppName}/{StreamName}/1.jpg",
+                "{AppName}/{StreamName}/{Sequence}.jpg",
+            ),
+            "rules[0].sequence_object",
+            "\"a/a/1.jpg\"",
+        ),
+        (
+            one(
+                "{AppName}/{StreamName}.jpg",
+                "_{AppName}/{StreamName}/{Sequence}.jpg",
+            ),
+            "rules[0].sequence_object",
+            "\"_livesnap/a/0.jpg\"",
+        ),
+        (
+            one(
+                "{AppName}{StreamName}.jpg",
+                "{AppName}/{StreamName}/{Sequence}.jpg",
+            ),
+            "rules[0].overwrite_object",
+            "\"aaa.jpg\"",
+        ),
+    ] {
+        let (ok, _, stderr) = check_config(&config);
+        assert!(!ok, "accepted:\n{config}");
+        assert!(
+            stderr.contains(field) && stderr.contains(key),
+            "{field} {key}: {stderr}"
         );
     }
 }

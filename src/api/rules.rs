@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::params::{Field, JsonObject, Order, Params};
 use super::ApiState;
 use crate::clock::rfc3339;
-use crate::rules::shared::{SharedRules, StoredRule, UpdateError};
+use crate::rules::shared::{RulesDoc, SharedRules, StoredRule, UpdateError};
 use crate::rules::{Rule, RuleSpec};
 
 /// What a rule looks like on the wire: the rule as written, where it comes from,
@@ -192,6 +192,23 @@ fn validate(state: &ApiState, spec: &RuleSpec) -> ApiResult<Rule> {
         .map_err(ApiError::from_rule_error)
 }
 
+/// Refuses a rule whose keys could meet those of a config rule or of another stored
+/// rule (`rules::keys_apart`): 400 naming the field and an example key.
+fn check_keys_apart(state: &ApiState, rule: &Rule, doc: &RulesDoc) -> ApiResult<()> {
+    let storage = &state.node.settings.storage;
+    let stored: Vec<Rule> = doc
+        .rules
+        .iter()
+        .filter_map(|s| validate(state, &s.spec).ok())
+        .collect();
+    crate::rules::keys_apart_from_all(
+        rule,
+        state.node.settings.static_rules.iter().chain(&stored),
+        |a, b| crate::config::same_place(storage, a, b),
+    )
+    .map_err(|c| ApiError::invalid(c.field, c.to_string()))
+}
+
 /// `POST /api/v1/snapshot-configs`
 pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResult<Response> {
     body.only(CREATE_FIELDS)?;
@@ -216,7 +233,7 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         sequence_object: opt_string(&body, "sequence_object")?,
         callback: opt_string(&body, "callback")?,
     };
-    validate(&state, &cfg)?;
+    let rule = validate(&state, &cfg)?;
     if static_rule(&state, &cfg.domain, &cfg.app).is_some() {
         return Err(ApiError::already_exists(format!(
             "the config file has a rule for domain {:?}, app {:?}",
@@ -232,6 +249,7 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
                     cfg.domain, cfg.app
                 )));
             }
+            check_keys_apart(&state, &rule, doc)?;
             let s = StoredRule {
                 spec: cfg.clone(),
                 create_time: now,
@@ -319,7 +337,8 @@ pub async fn update(
             set(&mut spec.overwrite_object, &overwrite);
             set(&mut spec.sequence_object, &sequence);
             set(&mut spec.callback, &callback);
-            validate(&state, spec)?;
+            let rule = validate(&state, spec)?;
+            check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;
             doc.retire(&old, Some(&new), now);
             doc.rules[i] = new.clone();

@@ -402,6 +402,9 @@ impl Conn {
             Err(e @ ingest::StartError::Duplicate(_)) => {
                 self.reject(Refused::new(Refusal::Duplicate, e.to_string()))
             }
+            Err(e @ ingest::StartError::SameKeys(_)) => {
+                self.reject(Refused::new(Refusal::DuplicateKeys, e.to_string()))
+            }
         }
     }
 }

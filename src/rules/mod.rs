@@ -6,6 +6,12 @@
 //! A rule is keyed by (domain, app), each a name or `*`; the most specific match wins:
 //! (domain, app) → (domain, *) → (*, app) → (*, *). A publish takes its rule once, at
 //! its start; this module never touches live streams.
+//!
+//! Keys: a rule alone is checked by `spec` (each template tells its stream, is
+//! unambiguous, stays out of livesnap's folders, and its overwrite and sequence
+//! templates never meet); [`keys_apart`] checks two rules that write to one storage
+//! target: an overwrite key of one is never a sequence key of the other, and no key is
+//! rendered for two different streams.
 
 pub mod shared;
 pub mod spec;
@@ -13,6 +19,7 @@ pub mod spec;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::storage::key_language::Language;
 use crate::storage::template::{Template, Var};
 pub use spec::RuleSpec;
 
@@ -54,6 +61,90 @@ impl Rule {
             .as_ref()
             .is_some_and(|t| t.has_var(Var::Sequence))
     }
+}
+
+impl Rule {
+    /// The rule's templates with their field names, each as the language of the keys it
+    /// renders under this rule.
+    fn languages(&self) -> Vec<(&'static str, Language)> {
+        let scope = self.spec.scope();
+        [
+            ("overwrite_object", &self.overwrite_object),
+            ("sequence_object", &self.sequence_object),
+        ]
+        .into_iter()
+        .filter_map(|(f, t)| Some((f, Language::of(t.as_ref()?, scope))))
+        .collect()
+    }
+
+    /// Whether one of the rule's templates can render `key`.
+    pub fn renders(&self, key: &str) -> bool {
+        self.languages().iter().any(|(_, l)| l.contains(key))
+    }
+
+    /// `domain "a.com", app "*"`, for messages.
+    pub fn describe(&self) -> String {
+        format!("domain {:?}, app {:?}", self.domain(), self.app())
+    }
+}
+
+/// Two rules whose templates can render one key (see [`keys_apart`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} of the rule for {rule} and {other_field} of the rule for {other} (storage {storage:?}) can both render the key {key:?} {how}")]
+pub struct KeyClash {
+    /// The template field of the rule checked (`overwrite_object`, `sequence_object`).
+    pub field: &'static str,
+    pub rule: String,
+    pub other_field: &'static str,
+    pub other: String,
+    pub storage: String,
+    /// An example key both render.
+    pub key: String,
+    how: &'static str,
+}
+
+/// Whether two rules that write to the same storage keep their keys apart: no
+/// overwrite key of one can be a sequence key of the other (it would be replaced), and
+/// no key can be rendered for two different streams (see `storage::key_language` for
+/// what makes two streams one). The error names both templates and an example key.
+pub fn keys_apart(a: &Rule, b: &Rule) -> Result<(), Box<KeyClash>> {
+    for (fa, la) in a.languages() {
+        for (fb, lb) in b.languages() {
+            let clash = if fa == fb {
+                la.key_of_two_streams(&lb)
+                    .map(|k| (k, "for two different streams"))
+            } else {
+                la.common_key(&lb)
+                    .map(|k| (k, "as an overwrite object and a sequence object"))
+            };
+            if let Some((key, how)) = clash {
+                return Err(Box::new(KeyClash {
+                    field: fa,
+                    rule: a.describe(),
+                    other_field: fb,
+                    other: b.describe(),
+                    storage: a.storage().to_string(),
+                    key,
+                    how,
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`keys_apart`] against each of `others` that writes to the same place as `rule`
+/// (`same_place` compares storage target names) and is not for the same (domain, app).
+pub fn keys_apart_from_all<'a>(
+    rule: &Rule,
+    others: impl IntoIterator<Item = &'a Rule>,
+    same_place: impl Fn(&str, &str) -> bool,
+) -> Result<(), Box<KeyClash>> {
+    others
+        .into_iter()
+        .filter(|o| (o.domain(), o.app()) != (rule.domain(), rule.app()))
+        .filter(|o| same_place(rule.storage(), o.storage()))
+        .try_for_each(|o| keys_apart(rule, o))
 }
 
 /// A set of rules with O(1) lookup.
@@ -169,6 +260,51 @@ mod tests {
         assert!(!r.uses_sequence());
         r.sequence_object = Some(Template::parse("{StreamName}/{Sequence}.jpg").unwrap());
         assert!(r.uses_sequence());
+    }
+
+    fn rule_with(app: &str, storage: &str, ow: &str) -> Result<Rule, crate::error::Invalid> {
+        RuleSpec {
+            domain: "*".into(),
+            app: app.into(),
+            interval_secs: 5,
+            storage: storage.into(),
+            overwrite_object: Some(ow.into()),
+            sequence_object: None,
+            callback: None,
+        }
+        .validate("rule", |_| true)
+    }
+
+    #[test]
+    fn a_rule_for_one_app_may_spell_or_leave_out_its_app() {
+        for ow in [
+            "{StreamName}.jpg",
+            "{AppName}{StreamName}.jpg",
+            "x/{StreamName}.jpg",
+        ] {
+            assert!(rule_with("live", "s", ow).is_ok(), "{ow}");
+        }
+        let e = rule_with("*", "s", "{AppName}{StreamName}.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.overwrite_object");
+        assert!(e.message.contains("\"aaa.jpg\""), "{}", e.message);
+    }
+
+    #[test]
+    fn keys_apart_names_both_rules_and_a_key() {
+        let every = rule_with("*", "s", "{AppName}/{StreamName}.jpg").unwrap();
+        let live = rule_with("live", "s", "{AppName}/{StreamName}.jpg").unwrap();
+        assert_eq!(keys_apart(&every, &live), Ok(()));
+        let spelled = rule_with("vod", "s", "live/{StreamName}.jpg").unwrap();
+        let clash = keys_apart(&spelled, &every).unwrap_err();
+        assert_eq!(
+            clash.to_string(),
+            "overwrite_object of the rule for domain \"*\", app \"vod\" and overwrite_object of the rule for domain \"*\", app \"*\" (storage \"s\") can both render the key \"live/a.jpg\" for two different streams"
+        );
+        assert_eq!(clash.field, "overwrite_object");
+        let elsewhere = rule_with("vod", "t", "live/{StreamName}.jpg").unwrap();
+        assert!(keys_apart_from_all(&elsewhere, [&every, &live], |a, b| a == b).is_ok());
+        assert!(keys_apart_from_all(&spelled, [&every, &live], |a, b| a == b).is_err());
+        assert!(keys_apart_from_all(&spelled, [&spelled], |a, b| a == b).is_ok());
     }
 
     #[test]

@@ -353,7 +353,15 @@ impl SharedRules {
                 ));
                 continue;
             }
-            match r.validate(&format!("rules[{i}]"), |s| self.storage_names.contains(s)) {
+            let valid = r
+                .validate(&format!("rules[{i}]"), |s| self.storage_names.contains(s))
+                .map_err(|e| e.to_string())
+                .and_then(|rule| {
+                    super::keys_apart_from_all(&rule, &rules, |a, b| a == b)
+                        .map_err(|c| c.to_string())
+                        .map(|()| rule)
+                });
+            match valid {
                 Ok(rule) => rules.push(rule),
                 Err(e) => skipped.push(format!("domain {:?} app {:?}: {e}", r.domain, r.app)),
             }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::{Rule, ANY};
 use crate::error::{invalid, Invalid};
 use crate::names;
-use crate::storage::template::Template;
+use crate::storage::key_language::{Language, Scope};
+use crate::storage::template::{Template, Var, RESERVED_FOLDERS};
 
 /// Seconds between snapshots a rule may ask for.
 pub const INTERVAL_SECS: std::ops::RangeInclusive<i64> = 5..=3600;
@@ -98,11 +99,84 @@ impl RuleSpec {
                 "needs overwrite_object, sequence_object or both",
             ));
         }
+        self.check_keys(at, overwrite_object.as_ref(), sequence_object.as_ref())?;
         Ok(Rule {
             spec: self.clone(),
             interval_secs: self.interval_secs as u32,
             overwrite_object,
             sequence_object,
         })
+    }
+
+    /// The scope the rule's templates render in: its domain and app when it names them.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope {
+            domain: (self.domain != ANY).then_some(self.domain.as_str()),
+            app: (self.app != ANY).then_some(self.app.as_str()),
+            stream: None,
+        }
+    }
+
+    /// The key checks of one rule: each template tells the stream it was rendered for
+    /// (it renders `{StreamName}`, and `{AppName}` when the rule is for every app) and
+    /// is unambiguous; the overwrite and sequence templates never render the same key;
+    /// no key falls in livesnap's own folders. Errors name an example key.
+    fn check_keys(
+        &self,
+        at: &str,
+        overwrite: Option<&Template>,
+        sequence: Option<&Template>,
+    ) -> Result<(), Invalid> {
+        let scope = self.scope();
+        let mut langs = Vec::new();
+        for (field, t) in [
+            ("overwrite_object", overwrite),
+            ("sequence_object", sequence),
+        ] {
+            let Some(t) = t else { continue };
+            let key = format!("{at}.{field}");
+            let src = t.as_str();
+            if !t.has_var(Var::StreamName) {
+                return Err(invalid(
+                    key,
+                    format!("{src:?} must contain {{StreamName}}, or streams of one app write the same keys"),
+                ));
+            }
+            if self.app == ANY && !t.has_var(Var::AppName) {
+                return Err(invalid(
+                    key,
+                    format!("{src:?} must contain {{AppName}} in a rule for every app (\"*\"), or streams of different apps write the same keys"),
+                ));
+            }
+            let lang = Language::of(t, scope);
+            if let Some(k) = lang.ambiguous_key() {
+                return Err(invalid(
+                    key,
+                    format!("{src:?} can render the key {k:?} from two different sets of values (two streams, or two snapshots of one): separate the variables with '/' or with text their values cannot contain"),
+                ));
+            }
+            for folder in RESERVED_FOLDERS {
+                if let Some(k) = lang.common_key(&Language::prefix(&format!("{folder}/"))) {
+                    return Err(invalid(
+                        key,
+                        format!("{src:?} can render the key {k:?}, in livesnap's own folder {folder:?}/"),
+                    ));
+                }
+            }
+            langs.push(lang);
+        }
+        if let [ow, seq] = &langs[..] {
+            if let Some(k) = ow.common_key(seq) {
+                return Err(invalid(
+                    format!("{at}.sequence_object"),
+                    format!(
+                        "{:?} and overwrite_object {:?} can both render the key {k:?}: an overwrite would replace a sequence object",
+                        sequence.map(Template::as_str).unwrap_or_default(),
+                        overwrite.map(Template::as_str).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ pub mod catalog;
 mod dir_cache;
 pub mod fs;
 pub mod image_header;
+pub mod key_language;
 pub mod probe;
 pub mod settings;
 pub mod template;

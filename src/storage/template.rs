@@ -1,11 +1,34 @@
 //! Object-key templates: parsing and validation at config time, rendering per
 //! snapshot, and matching stored keys back (to continue `{Sequence}` after a restart
 //! and to find a stream's snapshots).
+//!
+//! A rendered variable never contains `/`: `{AppName}` renders each `/` of an app name
+//! as [`APP_SEPARATOR`] (`~`, a character no name may contain), so app `live/cam1`
+//! renders `live~cam1` and the key's folders are the template's own. Whether two
+//! templates can render one key is decided in `key_language`.
 
 use std::fmt;
 
 /// Longest template and longest rendered key, in bytes (exclusive).
 pub const MAX_KEY_LEN: usize = 256;
+
+/// Top-level folders that belong to livesnap itself (the rule document and storage
+/// probes under `_livesnap/`, the fs temp folder): no template may render a key in them.
+pub const RESERVED_FOLDERS: [&str; 2] = ["_livesnap", super::FS_TMP_DIR];
+
+/// What `{AppName}` renders in place of each `/` of an app name. No app, stream or
+/// domain name may contain it (see `crate::names`), so the rendering is reversible and
+/// a rendered variable never adds a folder level.
+pub const APP_SEPARATOR: char = '~';
+
+/// The app name as `{AppName}` renders it: `/` replaced by [`APP_SEPARATOR`].
+pub fn render_app(app: &str) -> std::borrow::Cow<'_, str> {
+    if app.contains('/') {
+        std::borrow::Cow::Owned(app.replace('/', "~"))
+    } else {
+        std::borrow::Cow::Borrowed(app)
+    }
+}
 
 /// A template variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +52,26 @@ impl Var {
         })
     }
 
+    /// The variable's name as written in a template, without braces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Var::Domain => "Domain",
+            Var::AppName => "AppName",
+            Var::StreamName => "StreamName",
+            Var::UnixTimestamp => "UnixTimestamp",
+            Var::Sequence => "Sequence",
+        }
+    }
+
     /// Variables whose value changes from one snapshot to the next.
-    fn is_numeric(self) -> bool {
+    pub fn is_numeric(self) -> bool {
         matches!(self, Var::UnixTimestamp | Var::Sequence)
     }
 }
 
+/// One part of a parsed template: literal text or a variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+pub enum Part {
     Lit(String),
     Var(Var),
 }
@@ -54,8 +89,8 @@ pub enum TemplateError {
     Unbalanced,
     #[error("must not start with '/'")]
     LeadingSlash,
-    #[error("has a '.' or '..' path segment or an empty segment")]
-    BadSegment,
+    #[error("has the path segment {0:?}: '.', '..' and empty segments are not allowed")]
+    BadSegment(String),
     #[error("has a control character or a backslash")]
     BadChar,
     #[error("must contain {{UnixTimestamp}} or {{Sequence}} so that each snapshot gets a new key")]
@@ -139,11 +174,11 @@ impl Template {
                 Part::Var(_) => "v",
             })
             .collect();
-        if skeleton
+        if let Some(seg) = skeleton
             .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+            .find(|seg| seg.is_empty() || *seg == "." || *seg == "..")
         {
-            return Err(TemplateError::BadSegment);
+            return Err(TemplateError::BadSegment(seg.to_string()));
         }
         Ok(Template {
             source: source.to_string(),
@@ -168,6 +203,11 @@ impl Template {
         self.parts.contains(&Part::Var(v))
     }
 
+    /// The parsed parts, in order (for `key_language`).
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
     /// Renders the key. Names in `vars` must already be validated (see `crate::names`);
     /// the result is checked once more so that it can never leave the storage root.
     pub fn render(&self, vars: &Vars<'_>) -> Result<String, UnsafeKey> {
@@ -186,7 +226,7 @@ impl Template {
         use std::fmt::Write;
         match v {
             Var::Domain => out.push_str(vars.domain),
-            Var::AppName => out.push_str(vars.app),
+            Var::AppName => out.push_str(&render_app(vars.app)),
             Var::StreamName => out.push_str(vars.stream),
             Var::UnixTimestamp => {
                 let _ = write!(out, "{}", vars.unix_timestamp);
@@ -241,7 +281,8 @@ impl Template {
     ) -> Option<(Option<u64>, Option<u64>)> {
         let mut ts = None;
         let mut seq = None;
-        if self.match_from(key.as_bytes(), 0, [domain, app, stream], &mut ts, &mut seq) {
+        let app = render_app(app);
+        if self.match_from(key.as_bytes(), 0, [domain, &app, stream], &mut ts, &mut seq) {
             Some((ts, seq))
         } else {
             None
@@ -363,6 +404,33 @@ mod tests {
     }
 
     #[test]
+    fn app_folders_render_as_one_segment() {
+        let t = Template::parse("{AppName}/{StreamName}.jpg").unwrap();
+        let v = Vars {
+            app: "live/cam1",
+            stream: "1700000000",
+            ..vars(0, 0)
+        };
+        // Not "live/cam1/1700000000.jpg", a key of app "live", stream "cam1".
+        assert_eq!(t.render(&v).unwrap(), "live~cam1/1700000000.jpg");
+        let t = Template::parse("{AppName}/{StreamName}/{Sequence}.jpg").unwrap();
+        let key = t
+            .render(&Vars {
+                app: "a/b/c",
+                ..vars(0, 9)
+            })
+            .unwrap();
+        assert_eq!(key, "a~b~c/cam1/9.jpg");
+        assert_eq!(t.list_prefix("d", "a/b/c", "cam1"), "a~b~c/cam1/");
+        assert_eq!(
+            t.match_key(&key, "d", "a/b/c", "cam1"),
+            Some((None, Some(9)))
+        );
+        assert_eq!(t.match_key("a/b/c/cam1/9.jpg", "d", "a/b/c", "cam1"), None);
+        assert_eq!(render_app("live"), "live");
+    }
+
+    #[test]
     fn rejects_bad_templates() {
         use TemplateError::*;
         let cases = [
@@ -372,9 +440,9 @@ mod tests {
             ("x}.jpg", Unbalanced),
             ("{{AppName}}.jpg", Unbalanced),
             ("/abs/{StreamName}.jpg", LeadingSlash),
-            ("../{StreamName}.jpg", BadSegment),
-            ("a/./{StreamName}.jpg", BadSegment),
-            ("a//{StreamName}.jpg", BadSegment),
+            ("../{StreamName}.jpg", BadSegment("..".into())),
+            ("a/./{StreamName}.jpg", BadSegment(".".into())),
+            ("a//{StreamName}.jpg", BadSegment("".into())),
             ("a/\n{StreamName}.jpg", BadChar),
             ("a\\{StreamName}.jpg", BadChar),
         ];
