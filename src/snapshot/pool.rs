@@ -316,7 +316,9 @@ impl Pool {
         match pacing {
             Pacing::Offline => {
                 // Also wait for storage: no more in flight than the store queue holds.
-                let in_flight_ok = queue.stats.in_flight() <= queue.sink.max_capacity() as u64;
+                // Wait for storage only while it works: an outage paces nobody.
+                let in_flight_ok = queue.stats.in_flight() <= queue.sink.max_capacity() as u64
+                    || queue.stats.store_failing.load(Ordering::Relaxed);
                 if !in_flight_ok || !fits(&st) || !shared.reserve(len) {
                     return Err(job);
                 }
@@ -669,6 +671,10 @@ mod tests {
         // The writer stores one: room for one more.
         s.queue.stats.finish();
         offer(&pool, &s, job(&config, &kfs[0], 3), Pacing::Offline).unwrap();
+        assert!(offer(&pool, &s, job(&config, &kfs[0], 4), Pacing::Offline).is_err());
+        // Storage fails: the publisher no longer waits for it (only for the pool).
+        s.queue.stats.store_failing.store(true, Ordering::Relaxed);
+        offer(&pool, &s, job(&config, &kfs[0], 4), Pacing::Offline).unwrap();
     }
 
     #[tokio::test]

@@ -39,6 +39,10 @@ pub struct StreamStats {
     /// Milliseconds the connection stopped reading to wait for the snapshot queue (a
     /// publisher running ahead of real time, paced by TCP backpressure).
     pub paced_ms: AtomicU64,
+    /// The stream's last object write failed (storage down or failing): a publisher
+    /// ahead of real time then stops waiting for its snapshots to be stored, so a
+    /// storage outage paces nobody (it still waits for the pool).
+    pub store_failing: std::sync::atomic::AtomicBool,
     /// Woken each time `finished` moves on.
     progress: Notify,
 }

@@ -150,6 +150,7 @@ impl SnapshotWriter {
                 .observe(snap.arrived.elapsed().as_secs_f64());
             cx.metrics.snapshots_taken.inc();
             cx.stats.stored.fetch_add(1, Ordering::Relaxed);
+            cx.stats.store_failing.store(false, Ordering::Relaxed);
             cx.stats
                 .last_snapshot_unix
                 .store(snap.unix_ts, Ordering::Relaxed);
@@ -161,6 +162,7 @@ impl SnapshotWriter {
 
     fn failed(&self, e: &dyn std::fmt::Display) {
         self.cx.stats.failed_store.fetch_add(1, Ordering::Relaxed);
+        self.cx.stats.store_failing.store(true, Ordering::Relaxed);
         self.cx.metrics.failed("storage_error");
         tracing::warn!(error = %e, "snapshot not stored");
     }
