@@ -22,6 +22,7 @@ pub mod rules;
 pub mod storage;
 
 pub mod config;
+pub mod hub;
 pub mod live;
 pub mod snapshot;
 
