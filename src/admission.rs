@@ -100,6 +100,24 @@ pub async fn check(
     Ok(())
 }
 
+/// Checks a play's signature, when `[[auth]]` covers its domain: a player signs its URL
+/// like a publisher (same key and validity). The `on_publish` hook is not asked.
+pub fn check_play(node: &Node, req: &PublishRequest, tc_url: Option<&str>) -> Result<(), Refused> {
+    let id = &req.id;
+    if let Some(entry) = auth::entry_for(&node.settings.auth, &id.domain) {
+        auth::check(
+            entry,
+            &id.app,
+            &id.stream,
+            &req.query,
+            tc_url,
+            node.clock.now_unix(),
+        )
+        .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Asks the `on_publish` hook: 2xx allows; anything else, or no answer in time, denies.
 async fn ask_hook(url: &str, req: &PublishRequest, peer: SocketAddr) -> Result<(), String> {
     let body = HookRequest {

@@ -40,8 +40,39 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A video message (FLV video tag body) as it arrived; keyframes and sequence
+    /// headers are read off its first bytes (legacy and enhanced RTMP headers).
+    pub fn video(timestamp: u32, data: Bytes) -> Frame {
+        let first = data.first().copied().unwrap_or(0);
+        let frame_type = (first >> 4) & 0x07;
+        let header = if first & 0x80 != 0 {
+            first & 0x0f == 0 // enhanced: PacketTypeSequenceStart
+        } else {
+            matches!(first & 0x0f, 7 | 12) && data.get(1) == Some(&0)
+        };
+        Frame {
+            kind: FrameKind::Video {
+                keyframe: frame_type == 1,
+                header,
+            },
+            timestamp,
+            data,
+        }
+    }
+
+    /// An audio message (FLV audio tag body) as it arrived; AAC's sequence header is
+    /// recognised.
+    pub fn audio(timestamp: u32, data: Bytes) -> Frame {
+        let header = data.first().is_some_and(|b| b >> 4 == 10) && data.get(1) == Some(&0);
+        Frame {
+            kind: FrameKind::Audio { header },
+            timestamp,
+            data,
+        }
+    }
+
     /// Metadata or a sequence header: what a consumer needs before any picture.
-    fn is_header(&self) -> bool {
+    pub fn is_header(&self) -> bool {
         matches!(
             self.kind,
             FrameKind::Metadata
@@ -50,7 +81,8 @@ impl Frame {
         )
     }
 
-    fn is_keyframe(&self) -> bool {
+    /// A picture a decoder can start at (not a sequence header).
+    pub fn is_keyframe(&self) -> bool {
         matches!(
             self.kind,
             FrameKind::Video {
@@ -143,6 +175,18 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.state();
+        f.debug_struct("Hub")
+            .field("frames", &st.frames.len())
+            .field("bytes", &st.bytes)
+            .field("subscribers", &st.subscribers)
+            .field("closed", &st.closed)
+            .finish()
+    }
+}
+
 struct Inner {
     state: Mutex<State>,
     notify: Notify,
@@ -194,6 +238,13 @@ impl Hub {
             _ => {}
         }
         if frame.is_keyframe() {
+            if st.subscribers == 0 {
+                // Nobody reads: keep only the picture a new consumer starts with.
+                let dropped = st.frames.len() as u64;
+                st.frames.clear();
+                st.first += dropped;
+                st.bytes = 0;
+            }
             st.last_keyframe = Some(st.next_index());
         } else if st.last_keyframe.is_none() && st.subscribers == 0 {
             // Nothing can start before a keyframe and nobody is waiting: keep nothing.
@@ -425,6 +476,35 @@ mod tests {
         assert_eq!(hub.state().bytes, 0);
         hub.push(video(40, true, 10));
         assert_eq!(hub.state().bytes, 10);
+    }
+
+    #[test]
+    fn kinds_are_read_off_the_tag_header() {
+        let v = |b: &'static [u8]| Frame::video(0, Bytes::from_static(b)).kind;
+        let key = |keyframe, header| FrameKind::Video { keyframe, header };
+        assert_eq!(v(&[0x17, 0, 0, 0, 0]), key(true, true));
+        assert_eq!(v(&[0x17, 1, 0, 0, 0]), key(true, false));
+        assert_eq!(v(&[0x27, 1, 0, 0, 0]), key(false, false));
+        // Enhanced RTMP: frame type in bits 4..6, packet type 0 = sequence start.
+        assert_eq!(v(&[0x90, b'h', b'v', b'c', b'1']), key(true, true));
+        assert_eq!(v(&[0x91, b'h', b'v', b'c', b'1']), key(true, false));
+        assert_eq!(v(&[]), key(false, false));
+        let a = |b: &'static [u8]| Frame::audio(0, Bytes::from_static(b)).kind;
+        assert_eq!(a(&[0xaf, 0, 0x12]), FrameKind::Audio { header: true });
+        assert_eq!(a(&[0xaf, 1, 0x21]), FrameKind::Audio { header: false });
+        assert_eq!(a(&[0x2f, 0]), FrameKind::Audio { header: false });
+    }
+
+    #[test]
+    fn without_consumers_only_the_newest_gop_is_kept() {
+        let hub = Hub::new(HubLimits::default());
+        for i in 0..30u32 {
+            hub.push(video(i * 40, i % 10 == 0, 10));
+        }
+        // Frames 20..29: the newest keyframe and what followed it.
+        assert_eq!(hub.state().bytes, 100);
+        let mut sub = hub.subscribe();
+        assert_eq!(timestamps(&frames(&mut sub))[0], 800);
     }
 
     #[tokio::test]

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub callbacks_failed: Counter,
     pub callbacks_dropped: Counter,
     pub rule_store_reloads: Family<Reason, Counter>,
+    pub players_active: Gauge,
+    pub bytes_played: Counter,
+    pub player_skipped_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +68,9 @@ impl Metrics {
             callbacks_failed: Counter::default(),
             callbacks_dropped: Counter::default(),
             rule_store_reloads: Family::default(),
+            players_active: Gauge::default(),
+            bytes_played: Counter::default(),
+            player_skipped_bytes: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -87,6 +93,21 @@ impl Metrics {
             "received_bytes",
             "Bytes read from RTMP connections",
             m.bytes_received.clone(),
+        );
+        r.register(
+            "players_active",
+            "RTMP players being served",
+            m.players_active.clone(),
+        );
+        r.register(
+            "played_bytes",
+            "Media payload bytes sent to RTMP players",
+            m.bytes_played.clone(),
+        );
+        r.register(
+            "player_skipped_bytes",
+            "Media bytes players missed because they fell a whole window behind",
+            m.player_skipped_bytes.clone(),
         );
         r.register("keyframes", "Video keyframes received", m.keyframes.clone());
         r.register(

@@ -14,12 +14,13 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tracing::Instrument;
 
 use crate::admission::{self, Refusal, Refused};
+use crate::hub::{FrameKind, Item, Subscription};
 use crate::ingest::{self, Ingest};
 use crate::names;
 use crate::node::Node;
 use crate::rtmp::framing::FramingLimits;
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
-use crate::rtmp::session::{Event, Session, SessionError, SessionLimits};
+use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
 
 const READ_BUF: usize = 16 * 1024;
 
@@ -50,6 +51,8 @@ pub enum ConnError {
     Session(#[from] SessionError),
     #[error("publish rejected: {0}")]
     Rejected(Refused),
+    #[error("play refused: {0}")]
+    PlayRefused(String),
     #[error("disconnected by the node")]
     Kicked,
     #[error(
@@ -72,6 +75,7 @@ impl ConnError {
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
             ConnError::Session(_) => "protocol",
             ConnError::Rejected(r) => r.refusal.metric_reason(),
+            ConnError::PlayRefused(_) => "play_refused",
             ConnError::Io(_) | ConnError::Kicked => return None,
         })
     }
@@ -204,6 +208,7 @@ async fn serve(
         session: Session::new(limits)?,
         peer,
         stream: None,
+        player: None,
     };
     let mut events = Vec::new();
     conn.session.handle(&remaining, &mut events)?;
@@ -239,6 +244,15 @@ async fn serve(
             _ = &mut shutdown => return Ok(()),
             _ = async { match &kick { Some(k) => k.cancelled().await, None => std::future::pending().await } } => {
                 return Err(ConnError::Kicked);
+            }
+            item = async { match conn.player.as_mut() { Some(p) => p.sub.next().await, None => std::future::pending().await } } => {
+                let ended = conn.send_to_player(item)?;
+                conn.flush(&mut socket).await?;
+                if ended {
+                    return Ok(());
+                }
+                progress_at = Instant::now();
+                continue;
             }
         };
         if n == 0 {
@@ -319,9 +333,72 @@ struct Conn {
     session: Session,
     peer: SocketAddr,
     stream: Option<Ingest>,
+    /// The live stream this connection plays, if it is a player.
+    player: Option<Playing>,
 }
 
+/// A player's place in its stream; counted in `livesnap_players_active` while it lasts.
+struct Playing {
+    sub: Subscription,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Playing {
+    fn new(sub: Subscription, gauge: prometheus_client::metrics::gauge::Gauge) -> Playing {
+        gauge.inc();
+        Playing { sub, gauge }
+    }
+}
+
+impl Drop for Playing {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Most media messages queued for a player before they are written out.
+const PLAYER_BATCH: usize = 64;
+
 impl Conn {
+    /// Queues `item` and whatever else is ready for the player; true when the stream
+    /// ended (the player was told, the connection closes).
+    fn send_to_player(&mut self, item: Option<Item>) -> Result<bool, ConnError> {
+        let mut next = Some(item);
+        let mut sent = 0;
+        while let Some(item) = next.take() {
+            match item {
+                Some(Item::Frame(f)) => {
+                    let kind = match f.kind {
+                        FrameKind::Metadata => MediaKind::Data,
+                        FrameKind::Audio { .. } => MediaKind::Audio,
+                        FrameKind::Video { .. } => MediaKind::Video,
+                    };
+                    self.session.send_media(kind, f.timestamp, &f.data)?;
+                    self.node.metrics.bytes_played.inc_by(f.data.len() as u64);
+                }
+                Some(Item::Resync { frames, bytes }) => {
+                    self.node.metrics.player_skipped_bytes.inc_by(bytes);
+                    tracing::info!(
+                        frames,
+                        bytes,
+                        "player fell behind: skipped to the newest keyframe"
+                    );
+                }
+                None => {
+                    self.session.finish_play()?;
+                    self.player = None;
+                    tracing::info!("played stream ended");
+                    return Ok(true);
+                }
+            }
+            sent += 1;
+            if sent < PLAYER_BATCH {
+                next = self.player.as_mut().and_then(|p| p.sub.poll_now());
+            }
+        }
+        Ok(false)
+    }
+
     async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), ConnError> {
         let out = self.session.output();
         if !out.is_empty() {
@@ -342,9 +419,9 @@ impl Conn {
                         st.on_video(timestamp, data);
                     }
                 }
-                Event::Audio { len, .. } => {
+                Event::Audio { timestamp, data } => {
                     if let Some(st) = self.stream.as_ref() {
-                        st.on_audio(len);
+                        st.on_audio(timestamp, data);
                     }
                 }
                 Event::Connected { app, tc_url } => {
@@ -353,9 +430,17 @@ impl Conn {
                 Event::PublishRequested { app, stream_key } => {
                     self.on_publish(&app, &stream_key).await?
                 }
-                Event::Metadata => {}
+                Event::Metadata { timestamp, data } => {
+                    if let Some(st) = self.stream.as_ref() {
+                        st.on_metadata(timestamp, data);
+                    }
+                }
                 Event::Unpublished => {
                     self.stream = None;
+                }
+                Event::PlayRequested { app, stream_key } => self.on_play(&app, &stream_key)?,
+                Event::PlayStopped => {
+                    self.player = None;
                 }
             }
         }
@@ -366,6 +451,55 @@ impl Conn {
         self.session
             .reject_publish(refused.refusal.status_code(), &refused.message)?;
         Err(ConnError::Rejected(refused))
+    }
+
+    fn refuse_play(&mut self, code: &str, message: String) -> Result<(), ConnError> {
+        self.session.reject_play(code, &message)?;
+        Err(ConnError::PlayRefused(message))
+    }
+
+    fn on_play(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
+        const FAILED: &str = "NetStream.Play.Failed";
+        if !self.node.settings.play.enabled {
+            return self.refuse_play(
+                FAILED,
+                "play is disabled on this node ([play] enabled = false)".into(),
+            );
+        }
+        let req = match names::publish_request(app, stream_key, self.session.tc_url()) {
+            Ok(r) => r,
+            Err(e) => return self.refuse_play(FAILED, e.to_string()),
+        };
+        let span = tracing::Span::current();
+        span.record("domain", req.id.domain.as_str());
+        span.record("app", req.id.app.as_str());
+        span.record("stream", req.id.stream.as_str());
+        if let Err(refused) = admission::check_play(&self.node, &req, self.session.tc_url()) {
+            return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
+        }
+        let Some(live) = self.node.registry.get(&req.id) else {
+            return self.refuse_play(
+                "NetStream.Play.StreamNotFound",
+                format!("stream {} is not live on this node", req.id),
+            );
+        };
+        let max = self.node.settings.play.max_players_per_stream;
+        if live.hub.subscribers() >= max {
+            return self.refuse_play(
+                FAILED,
+                format!(
+                    "stream {} has {max} players (play.max_players_per_stream)",
+                    req.id
+                ),
+            );
+        }
+        self.player = Some(Playing::new(
+            live.hub.subscribe(),
+            self.node.metrics.players_active.clone(),
+        ));
+        self.session.accept_play()?;
+        tracing::info!("play started");
+        Ok(())
     }
 
     async fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
