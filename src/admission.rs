@@ -100,9 +100,13 @@ pub async fn check(
     Ok(())
 }
 
-/// Checks a play's signature, when `[[auth]]` covers its domain: a player signs its URL
-/// like a publisher (same key and validity). The `on_publish` hook is not asked.
+/// Checks a play's signature, when `[[auth]]` covers its domain and `[play] public` is
+/// off: a player signs its URL like a publisher (same key and validity). The
+/// `on_publish` hook is not asked.
 pub fn check_play(node: &Node, req: &PublishRequest, tc_url: Option<&str>) -> Result<(), Refused> {
+    if node.settings.play.public {
+        return Ok(());
+    }
     let id = &req.id;
     if let Some(entry) = auth::entry_for(&node.settings.auth, &id.domain) {
         auth::check(

@@ -247,3 +247,62 @@ async fn ffmpeg_plays_a_live_stream() {
     let frames: u32 = fields[3].parse().unwrap();
     assert!(frames >= 30, "2 s of video decoded, got {frames} frames");
 }
+
+#[tokio::test]
+async fn a_player_that_reads_nothing_is_closed_and_the_publisher_is_unaffected() {
+    let server = start_server(&format!(
+        "{DEFAULT_RULES}\n[play]\nplayer_queue_bytes = 65536\nlag_close_secs = 1\n"
+    ))
+    .await;
+    let mut publisher = start_publish(server.rtmp, "live", "stuck").await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    // A player with a tiny receive buffer that never reads after the play started.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let io = socket.connect(server.rtmp).await.unwrap();
+    let endpoint = Endpoint::parse(&format!("rtmp://{}/live", server.rtmp)).unwrap();
+    let stuck = Player::play(io, &endpoint, "stuck", opts()).await.unwrap();
+    // A healthy player alongside it, reading in its own task.
+    let mut healthy = play(&server, "live", "stuck").await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut pictures = 0usize;
+        while let Ok(Some(m)) = healthy.recv().await {
+            pictures += usize::from(m.kind == MediaKind::Video);
+        }
+        pictures
+    });
+    // 8 s of media at real-time pace.
+    let started = Instant::now();
+    for tag in fixture_tags(FIXTURE) {
+        if !(600..8600).contains(&tag.timestamp_ms) {
+            continue;
+        }
+        let due = Duration::from_millis(u64::from(tag.timestamp_ms - 600));
+        tokio::time::sleep_until((started + due).into()).await;
+        match tag.tag_type {
+            9 => publisher.video(tag.timestamp_ms, tag.data).await.unwrap(),
+            8 => publisher.audio(tag.timestamp_ms, tag.data).await.unwrap(),
+            _ => {}
+        }
+    }
+    let took = started.elapsed();
+    let lagging = server
+        .node()
+        .metrics
+        .connections_rejected
+        .get_or_create(&vec![("reason", "player_lagging")])
+        .get();
+    assert_eq!(lagging, 1, "the stuck player, and only it, was closed");
+    assert!(
+        took < Duration::from_millis(8500),
+        "the publisher was held up: 8 s of media took {took:?}"
+    );
+    publisher.finish().await;
+    let pictures = reader.await.unwrap();
+    // 30 fps for 8 s, after the group of pictures it started with.
+    assert!(
+        pictures >= 240,
+        "the healthy player got {pictures} pictures"
+    );
+    drop(stuck);
+}

@@ -53,6 +53,8 @@ pub enum ConnError {
     Rejected(Refused),
     #[error("play refused: {0}")]
     PlayRefused(String),
+    #[error("player stayed behind for {0:?} (play.lag_close_secs)")]
+    PlayerLagging(std::time::Duration),
     #[error("disconnected by the node")]
     Kicked,
     #[error(
@@ -76,6 +78,7 @@ impl ConnError {
             ConnError::Session(_) => "protocol",
             ConnError::Rejected(r) => r.refusal.metric_reason(),
             ConnError::PlayRefused(_) => "play_refused",
+            ConnError::PlayerLagging(_) => "player_lagging",
             ConnError::Io(_) | ConnError::Kicked => return None,
         })
     }
@@ -221,6 +224,7 @@ async fn serve(
     let mut progress_at = Instant::now();
     let mut media_seen = 0;
     let mut was_publishing = false;
+    let mut sndbuf_set = false;
     let mut drain = tokio::time::interval(DRAIN_TICK);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = node.shutdown.cancelled();
@@ -268,6 +272,10 @@ async fn serve(
         if publishing != was_publishing {
             set_rcvlowat(&socket, if publishing { PUBLISH_RCVLOWAT } else { 1 });
         }
+        if conn.player.is_some() && !sndbuf_set {
+            set_sndbuf(&socket, PLAYER_SNDBUF);
+            sndbuf_set = true;
+        }
         if conn.session.media_messages() > media_seen || publishing != was_publishing {
             media_seen = conn.session.media_messages();
             was_publishing = publishing;
@@ -299,6 +307,36 @@ fn set_rcvlowat(socket: &TcpStream, bytes: usize) {
         tracing::debug!(error = %std::io::Error::last_os_error(), "SO_RCVLOWAT not set");
     }
 }
+
+/// Caps the kernel's send buffer of a player's socket: what the kernel holds counts as
+/// sent, so a small buffer lets a stalled player show as behind quickly, and keeps the
+/// memory a player costs small (best effort).
+#[cfg(target_os = "linux")]
+fn set_sndbuf(socket: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid, open socket descriptor owned by `socket`, and a c_int option value
+    // whose size is passed alongside it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "SO_SNDBUF not set");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_sndbuf(_socket: &TcpStream, _bytes: usize) {}
+
+/// The send buffer a player's socket gets (the kernel doubles it for its bookkeeping):
+/// about 0.5 s of a 4 Mbit/s stream, above the bandwidth-delay product of most links.
+const PLAYER_SNDBUF: usize = 128 << 10;
 
 /// Reads what is queued without waiting. Not `TcpStream::try_read`: tokio answers that from
 /// its readiness cache, which stays "not ready" while fewer bytes than the mark are queued.
@@ -341,12 +379,18 @@ struct Conn {
 struct Playing {
     sub: Subscription,
     gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Since when the player has been behind (it skipped and has not caught up since).
+    behind_since: Option<Instant>,
 }
 
 impl Playing {
     fn new(sub: Subscription, gauge: prometheus_client::metrics::gauge::Gauge) -> Playing {
         gauge.inc();
-        Playing { sub, gauge }
+        Playing {
+            sub,
+            gauge,
+            behind_since: None,
+        }
     }
 }
 
@@ -356,13 +400,15 @@ impl Drop for Playing {
     }
 }
 
-/// Most media messages queued for a player before they are written out.
+/// Most media messages, and bytes, queued for a player before they are written out.
 const PLAYER_BATCH: usize = 64;
+const PLAYER_BATCH_BYTES: usize = 64 << 10;
 
 impl Conn {
     /// Queues `item` and whatever else is ready for the player; true when the stream
     /// ended (the player was told, the connection closes).
     fn send_to_player(&mut self, item: Option<Item>) -> Result<bool, ConnError> {
+        let play = &self.node.settings.play;
         let mut next = Some(item);
         let mut sent = 0;
         while let Some(item) = next.take() {
@@ -383,6 +429,12 @@ impl Conn {
                         bytes,
                         "player fell behind: skipped to the newest keyframe"
                     );
+                    if let Some(p) = self.player.as_mut() {
+                        let since = *p.behind_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= play.lag_close() {
+                            return Err(ConnError::PlayerLagging(play.lag_close()));
+                        }
+                    }
                 }
                 None => {
                     self.session.finish_play()?;
@@ -392,21 +444,43 @@ impl Conn {
                 }
             }
             sent += 1;
-            if sent < PLAYER_BATCH {
-                next = self.player.as_mut().and_then(|p| p.sub.poll_now());
+            if let Some(p) = self.player.as_mut() {
+                // Caught up (less than a quarter of the queue unread): no longer behind.
+                if p.behind_since.is_some()
+                    && p.sub.lag_bytes() < (play.player_queue_bytes / 4) as u64
+                {
+                    p.behind_since = None;
+                }
+                if sent < PLAYER_BATCH && self.session.output().len() < PLAYER_BATCH_BYTES {
+                    next = p.sub.poll_now();
+                }
             }
         }
         Ok(false)
     }
 
     async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), ConnError> {
+        // A player that takes nothing is closed after lag_close_secs, anyone else after
+        // the idle timeout.
+        let playing = self.player.is_some();
+        let (limit, stalled): (_, fn(_) -> _) = if playing {
+            (
+                self.node.settings.play.lag_close(),
+                ConnError::PlayerLagging,
+            )
+        } else {
+            (self.node.settings.idle_timeout, ConnError::Idle)
+        };
         let out = self.session.output();
         if !out.is_empty() {
-            let limit = self.node.settings.idle_timeout;
             timeout(limit, socket.write_all(out))
                 .await
-                .map_err(|_| ConnError::Idle(limit))??;
+                .map_err(|_| stalled(limit))??;
             out.clear();
+            if playing && out.capacity() > 4 * PLAYER_BATCH_BYTES {
+                // A big keyframe grew the buffer: give the memory back.
+                out.shrink_to(PLAYER_BATCH_BYTES);
+            }
         }
         Ok(())
     }
@@ -483,6 +557,13 @@ impl Conn {
                 format!("stream {} is not live on this node", req.id),
             );
         };
+        let max_node = self.node.settings.play.max_players;
+        if self.node.metrics.players_active.get() >= max_node as i64 {
+            return self.refuse_play(
+                FAILED,
+                format!("this node serves {max_node} players (play.max_players)"),
+            );
+        }
         let max = self.node.settings.play.max_players_per_stream;
         if live.hub.subscribers() >= max {
             return self.refuse_play(
