@@ -75,7 +75,7 @@ async fn ingest_once(node: &Arc<Node>, fx: &support::Fixture) -> u64 {
     let stats = ingest.live().stats.clone();
     for tag in &fx.tags {
         match tag.tag_type {
-            8 => ingest.on_audio(tag.data.len()),
+            8 => ingest.on_audio(tag.timestamp_ms, tag.data.clone()),
             9 => {
                 ingest.on_video(tag.timestamp_ms, tag.data.clone()).await;
                 while stats.finished.load(Ordering::Relaxed) < stats.due.load(Ordering::Relaxed) {

@@ -120,6 +120,36 @@ pub async fn check(
     Ok(())
 }
 
+/// Whether a play may start: once `[[auth]]` exists, a player signs its URL like a
+/// publisher (with the entry's `play_key`, else its publish keys) and a domain without
+/// an entry is refused, unless `[play] public = true`. The `on_publish` hook is not
+/// asked.
+pub fn check_play(node: &Node, req: &PublishRequest, tc_url: Option<&str>) -> Result<(), Refused> {
+    if node.settings.play.public {
+        return Ok(());
+    }
+    let id = &req.id;
+    match node.settings.auth.play_requirement(&id.domain) {
+        Requirement::None => Ok(()),
+        Requirement::Signature(entry) => auth::check(
+            entry,
+            &id.app,
+            &id.stream,
+            &req.query,
+            tc_url,
+            node.clock.now_unix(),
+        )
+        .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}"))),
+        Requirement::Refused => Err(Refused::new(
+            Refusal::UnlistedDomain,
+            format!(
+                "unauthorized: domain {:?} has no [[auth]] entry and [play] public is off",
+                id.domain
+            ),
+        )),
+    }
+}
+
 /// Asks the `on_publish` hook: 2xx allows; anything else, or no answer in time, denies.
 async fn ask_hook(url: &str, req: &PublishRequest, peer: SocketAddr) -> Result<(), String> {
     let body = HookRequest {

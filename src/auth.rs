@@ -33,6 +33,12 @@ pub struct AuthConfig {
     /// its own entry need no signature. Default false (such publishes are refused).
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// The key players of this domain sign with (or its environment variable); without
+    /// one, players sign with the publish keys. Not on an `allow_unsigned` entry.
+    #[serde(default)]
+    pub play_key: Option<String>,
+    #[serde(default)]
+    pub play_key_env: Option<String>,
 }
 
 fn default_validity_secs() -> u64 {
@@ -55,6 +61,8 @@ pub struct AuthPolicy {
     pub entries: Vec<AuthSettings>,
     /// The `*` entry says `allow_unsigned = true`.
     pub allow_unsigned: bool,
+    /// Entries whose players sign with their own `play_key` (that key as the primary).
+    pub play_entries: Vec<AuthSettings>,
 }
 
 /// What a publish to a domain must show.
@@ -79,6 +87,20 @@ impl AuthPolicy {
             None => Requirement::Refused,
         }
     }
+
+    /// What a player of `domain` must show: as a publisher, but signed with the
+    /// entry's `play_key` when it has one.
+    pub fn play_requirement(&self, domain: &str) -> Requirement<'_> {
+        match self.requirement(domain) {
+            Requirement::Signature(entry) => Requirement::Signature(
+                self.play_entries
+                    .iter()
+                    .find(|p| p.domain == entry.domain)
+                    .unwrap_or(entry),
+            ),
+            other => other,
+        }
+    }
 }
 
 /// Checks every `[[auth]]` entry (`at` is the key of the list, `auth`): one entry per
@@ -95,11 +117,45 @@ pub fn validate_all(all: &[AuthConfig], at: &str) -> Result<AuthPolicy, Invalid>
             ));
         }
         match validate(a, &at)? {
-            Some(entry) => policy.entries.push(entry),
+            Some(entry) => {
+                if let Some(play) = play_key(a, &at)? {
+                    policy.play_entries.push(AuthSettings {
+                        primary_key: play,
+                        secondary_key: None,
+                        ..entry.clone()
+                    });
+                }
+                policy.entries.push(entry);
+            }
             None => policy.allow_unsigned = true,
         }
     }
     Ok(policy)
+}
+
+/// An entry's `play_key` (direct or from its environment variable), checked.
+fn play_key(a: &AuthConfig, at: &str) -> Result<Option<String>, Invalid> {
+    let key = |k: &str| format!("{at}.{k}");
+    let k = match (&a.play_key, &a.play_key_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("play_key"),
+                "set play_key or play_key_env, not both",
+            ))
+        }
+        (Some(k), None) => k.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            invalid(
+                key("play_key_env"),
+                format!("environment variable {var:?} is not set"),
+            )
+        })?,
+        (None, None) => return Ok(None),
+    };
+    if k.len() < 8 {
+        return Err(invalid(key("play_key"), "must be at least 8 characters"));
+    }
+    Ok(Some(k))
 }
 
 /// Checks one `[[auth]]` entry (`at` prefixes error keys) and resolves its keys; None
@@ -128,6 +184,8 @@ pub fn validate(a: &AuthConfig, at: &str) -> Result<Option<AuthSettings>, Invali
             ("primary_key_env", &a.primary_key_env),
             ("secondary_key", &a.secondary_key),
             ("secondary_key_env", &a.secondary_key_env),
+            ("play_key", &a.play_key),
+            ("play_key_env", &a.play_key_env),
         ] {
             if v.is_some() {
                 return Err(invalid(
@@ -425,7 +483,35 @@ mod tests {
             secondary_key_env: None,
             validity_secs: 60,
             allow_unsigned: false,
+            play_key: None,
+            play_key_env: None,
         }
+    }
+
+    #[test]
+    fn players_sign_with_the_play_key_else_the_publish_keys() {
+        let with_play = AuthConfig {
+            play_key: Some("play-key-of-a".into()),
+            ..config("a.example")
+        };
+        let p = validate_all(&[with_play, config(ANY)], "auth").unwrap();
+        let key = |r: Requirement<'_>| match r {
+            Requirement::Signature(e) => e.primary_key.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(key(p.play_requirement("a.example")), "play-key-of-a");
+        assert_eq!(key(p.requirement("a.example")), "key-of-a.example");
+        assert_eq!(key(p.play_requirement("b.example")), "key-of-*");
+        let short = AuthConfig {
+            play_key: Some("short".into()),
+            ..config("a.example")
+        };
+        assert_eq!(
+            validate_all(&[short], "auth").unwrap_err().key,
+            "auth[0].play_key"
+        );
+        let p = validate_all(&[config("a.example")], "auth").unwrap();
+        assert_eq!(p.play_requirement("other.example"), Requirement::Refused);
     }
 
     fn unsigned_any() -> AuthConfig {

@@ -13,6 +13,7 @@ pub use crate::auth::{AuthConfig, AuthPolicy, AuthSettings};
 use crate::error::Invalid;
 use crate::names;
 pub use crate::notify::NotifyConfig;
+pub use crate::play::PlayConfig;
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
 use crate::snapshot::pool::QueueLimits;
@@ -79,6 +80,9 @@ pub struct Config {
     /// Node-wide event callbacks.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// Serving live streams to RTMP players.
+    #[serde(default)]
+    pub play: PlayConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -251,6 +255,7 @@ pub struct Settings {
     pub auth: AuthPolicy,
     pub on_publish: Option<String>,
     pub notify: NotifyConfig,
+    pub play: PlayConfig,
 }
 
 /// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
@@ -566,6 +571,7 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        self.play.validate()?;
         Ok(Settings {
             rtmp_listen,
             http_listen,
@@ -591,6 +597,7 @@ impl Config {
             auth,
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),
+            play: self.play.clone(),
         })
     }
 }

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::clock::unix_of;
 use crate::events::{At, Event};
+use crate::hub::{Frame, FrameKind, Hub};
 use crate::live::{LiveStream, PublishGuard};
 use crate::media::avc::{self, AvcConfig};
 use crate::media::flv::{self, PacketKind, VideoCodec};
@@ -134,6 +135,7 @@ impl Ingest {
             latest: Default::default(),
             kick: tokio_util::sync::CancellationToken::new(),
             info: Default::default(),
+            hub: Hub::new(node.settings.play.hub_limits()),
         };
         let start_unix = unix_of(live.started);
         let latest = live.latest.clone();
@@ -212,8 +214,21 @@ impl Ingest {
         &self.guard.stream.stats
     }
 
-    pub fn on_audio(&self, len: usize) {
-        self.stats().bytes.fetch_add(len as u64, Ordering::Relaxed);
+    /// One audio message (an FLV audio tag body).
+    pub fn on_audio(&self, timestamp: u32, data: Bytes) {
+        self.stats()
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.live().hub.push(Frame::audio(timestamp, data));
+    }
+
+    /// The stream's `onMetaData` (as a player receives it).
+    pub fn on_metadata(&self, timestamp: u32, data: Bytes) {
+        self.live().hub.push(Frame {
+            kind: FrameKind::Metadata,
+            timestamp,
+            data,
+        });
     }
 
     /// One video message (an FLV video tag body). Returns at once, except for a due
@@ -221,6 +236,7 @@ impl Ingest {
     /// waits for room (the caller stops reading, which paces the sender), at most
     /// `server.idle_timeout_secs`, and not past a shutdown or a kick.
     pub async fn on_video(&mut self, timestamp: u32, data: Bytes) {
+        self.live().hub.push(Frame::video(timestamp, data.clone()));
         let first = *self.first_video_ts.get_or_insert(timestamp);
         if self.snap.is_some() {
             self.pace.on_timestamp(timestamp, Instant::now());
@@ -404,6 +420,7 @@ impl EndReport {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
+        self.live().hub.close();
         self.node.metrics.publishes_active.dec();
         let report = EndReport {
             node: self.node.clone(),

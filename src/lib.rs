@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod hub;
 pub mod media;
 pub mod metrics;
 pub mod names;
@@ -18,6 +19,7 @@ pub mod util;
 
 pub mod auth;
 pub mod notify;
+pub mod play;
 pub mod rules;
 pub mod storage;
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 
+use crate::hub::Hub;
 use crate::media::avc::AvcConfig;
 use crate::names::StreamId;
 use crate::rules::Rule;
@@ -38,6 +39,8 @@ pub struct LiveStream {
     pub kick: CancellationToken,
     /// What is known of the video, updated on sequence headers and keyframes.
     pub info: Mutex<StreamInfo>,
+    /// The publish's media for players (and relays), as it arrives.
+    pub hub: Hub,
 }
 
 /// Video facts of a live stream (updated per sequence header and keyframe only).
@@ -216,6 +219,7 @@ mod tests {
             latest: Default::default(),
             kick: CancellationToken::new(),
             info: Default::default(),
+            hub: Hub::new(Default::default()),
         }
     }
 

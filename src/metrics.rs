@@ -43,6 +43,9 @@ pub struct Metrics {
     pub publisher_paced_seconds: Counter<f64, AtomicU64>,
     /// Bytes of due keyframes waiting in the snapshot pool's queues.
     pub snapshot_queued_bytes: Gauge,
+    pub players_active: Gauge,
+    pub bytes_played: Counter,
+    pub player_skipped_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -78,6 +81,9 @@ impl Metrics {
             creates_landed_earlier: Counter::default(),
             publisher_paced_seconds: Counter::default(),
             snapshot_queued_bytes: Gauge::default(),
+            players_active: Gauge::default(),
+            bytes_played: Counter::default(),
+            player_skipped_bytes: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -100,6 +106,21 @@ impl Metrics {
             "received_bytes",
             "Bytes read from RTMP connections",
             m.bytes_received.clone(),
+        );
+        r.register(
+            "players_active",
+            "RTMP players being served",
+            m.players_active.clone(),
+        );
+        r.register(
+            "played_bytes",
+            "Media payload bytes sent to RTMP players",
+            m.bytes_played.clone(),
+        );
+        r.register(
+            "player_skipped_bytes",
+            "Media bytes players missed because they fell a whole window behind",
+            m.player_skipped_bytes.clone(),
         );
         r.register("keyframes", "Video keyframes received", m.keyframes.clone());
         r.register(

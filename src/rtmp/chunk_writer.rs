@@ -74,6 +74,13 @@ impl ChunkWriter {
         }
     }
 
+    /// A writer that follows a chunk size already announced to the peer by someone
+    /// else on the same connection (our rml_rtmp session announces its own at the start).
+    pub fn with_chunk_size(size: u32) -> Self {
+        debug_assert!((MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size));
+        ChunkWriter { chunk_size: size }
+    }
+
     /// Chunk size used for the next message.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size

@@ -14,12 +14,13 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tracing::Instrument;
 
 use crate::admission::{self, Refusal, Refused};
+use crate::hub::{FrameKind, Item, Subscription};
 use crate::ingest::{self, Ingest};
 use crate::names;
 use crate::node::Node;
 use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
-use crate::rtmp::session::{Event, Session, SessionError, SessionLimits};
+use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
 
 const READ_BUF: usize = 16 * 1024;
 
@@ -50,6 +51,10 @@ pub enum ConnError {
     Session(#[from] SessionError),
     #[error("publish rejected: {0}")]
     Rejected(Refused),
+    #[error("play refused: {0}")]
+    PlayRefused(String),
+    #[error("player stayed behind for {0:?} (play.lag_close_secs)")]
+    PlayerLagging(std::time::Duration),
     #[error("disconnected by the node")]
     Kicked,
     #[error(
@@ -78,6 +83,8 @@ impl ConnError {
             ConnError::Session(SessionError::Amf { .. } | SessionError::Amf3(_)) => "amf",
             ConnError::Session(_) => "protocol",
             ConnError::Rejected(r) => r.refusal.metric_reason(),
+            ConnError::PlayRefused(_) => "play_refused",
+            ConnError::PlayerLagging(_) => "player_lagging",
             ConnError::Io(_) | ConnError::Kicked => return None,
         })
     }
@@ -211,6 +218,7 @@ async fn serve(
         session: Session::new(limits)?,
         peer,
         stream: None,
+        player: None,
     };
     conn.session.set_partial_budget(partial_budget);
     let mut events = Vec::new();
@@ -224,6 +232,7 @@ async fn serve(
     let mut progress_at = Instant::now();
     let mut media_seen = 0;
     let mut was_publishing = false;
+    let mut sndbuf_set = false;
     let mut drain = tokio::time::interval(DRAIN_TICK);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = node.shutdown.cancelled();
@@ -248,6 +257,15 @@ async fn serve(
             _ = async { match &kick { Some(k) => k.cancelled().await, None => std::future::pending().await } } => {
                 return Err(ConnError::Kicked);
             }
+            item = async { match conn.player.as_mut() { Some(p) => p.sub.next().await, None => std::future::pending().await } } => {
+                let ended = conn.send_to_player(item)?;
+                conn.flush(&mut socket).await?;
+                if ended {
+                    return Ok(());
+                }
+                progress_at = Instant::now();
+                continue;
+            }
         };
         if n == 0 {
             return Ok(());
@@ -261,6 +279,10 @@ async fn serve(
         let publishing = conn.stream.is_some();
         if publishing != was_publishing {
             set_rcvlowat(&socket, if publishing { PUBLISH_RCVLOWAT } else { 1 });
+        }
+        if conn.player.is_some() && !sndbuf_set {
+            set_sndbuf(&socket, PLAYER_SNDBUF);
+            sndbuf_set = true;
         }
         // `act` may have waited for the snapshot queue (a publisher ahead of real time
         // is paced by not being read); that wait is ours, not the peer's idleness, and
@@ -297,6 +319,36 @@ fn set_rcvlowat(socket: &TcpStream, bytes: usize) {
     }
 }
 
+/// Caps the kernel's send buffer of a player's socket: what the kernel holds counts as
+/// sent, so a small buffer lets a stalled player show as behind quickly, and keeps the
+/// memory a player costs small (best effort).
+#[cfg(target_os = "linux")]
+fn set_sndbuf(socket: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid, open socket descriptor owned by `socket`, and a c_int option value
+    // whose size is passed alongside it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "SO_SNDBUF not set");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_sndbuf(_socket: &TcpStream, _bytes: usize) {}
+
+/// The send buffer a player's socket gets (the kernel doubles it for its bookkeeping):
+/// about 0.5 s of a 4 Mbit/s stream, above the bandwidth-delay product of most links.
+const PLAYER_SNDBUF: usize = 128 << 10;
+
 /// Reads what is queued without waiting. Not `TcpStream::try_read`: tokio answers that from
 /// its readiness cache, which stays "not ready" while fewer bytes than the mark are queued.
 #[cfg(target_os = "linux")]
@@ -330,17 +382,116 @@ struct Conn {
     session: Session,
     peer: SocketAddr,
     stream: Option<Ingest>,
+    /// The live stream this connection plays, if it is a player.
+    player: Option<Playing>,
 }
 
+/// A player's place in its stream; counted in `livesnap_players_active` while it lasts.
+struct Playing {
+    sub: Subscription,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Since when the player has been behind (it skipped and has not caught up since).
+    behind_since: Option<Instant>,
+}
+
+impl Playing {
+    fn new(sub: Subscription, gauge: prometheus_client::metrics::gauge::Gauge) -> Playing {
+        gauge.inc();
+        Playing {
+            sub,
+            gauge,
+            behind_since: None,
+        }
+    }
+}
+
+impl Drop for Playing {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Most media messages, and bytes, queued for a player before they are written out.
+const PLAYER_BATCH: usize = 64;
+const PLAYER_BATCH_BYTES: usize = 64 << 10;
+
 impl Conn {
+    /// Queues `item` and whatever else is ready for the player; true when the stream
+    /// ended (the player was told, the connection closes).
+    fn send_to_player(&mut self, item: Option<Item>) -> Result<bool, ConnError> {
+        let play = &self.node.settings.play;
+        let mut next = Some(item);
+        let mut sent = 0;
+        while let Some(item) = next.take() {
+            match item {
+                Some(Item::Frame(f)) => {
+                    let kind = match f.kind {
+                        FrameKind::Metadata => MediaKind::Data,
+                        FrameKind::Audio { .. } => MediaKind::Audio,
+                        FrameKind::Video { .. } => MediaKind::Video,
+                    };
+                    self.session.send_media(kind, f.timestamp, &f.data)?;
+                    self.node.metrics.bytes_played.inc_by(f.data.len() as u64);
+                }
+                Some(Item::Resync { frames, bytes }) => {
+                    self.node.metrics.player_skipped_bytes.inc_by(bytes);
+                    tracing::info!(
+                        frames,
+                        bytes,
+                        "player fell behind: skipped to the newest keyframe"
+                    );
+                    if let Some(p) = self.player.as_mut() {
+                        let since = *p.behind_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= play.lag_close() {
+                            return Err(ConnError::PlayerLagging(play.lag_close()));
+                        }
+                    }
+                }
+                None => {
+                    self.session.finish_play()?;
+                    self.player = None;
+                    tracing::info!("played stream ended");
+                    return Ok(true);
+                }
+            }
+            sent += 1;
+            if let Some(p) = self.player.as_mut() {
+                // Caught up (less than a quarter of the queue unread): no longer behind.
+                if p.behind_since.is_some()
+                    && p.sub.lag_bytes() < (play.player_queue_bytes / 4) as u64
+                {
+                    p.behind_since = None;
+                }
+                if sent < PLAYER_BATCH && self.session.output().len() < PLAYER_BATCH_BYTES {
+                    next = p.sub.poll_now();
+                }
+            }
+        }
+        Ok(false)
+    }
+
     async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), ConnError> {
+        // A player that takes nothing is closed after lag_close_secs, anyone else after
+        // the idle timeout.
+        let playing = self.player.is_some();
+        let (limit, stalled): (_, fn(_) -> _) = if playing {
+            (
+                self.node.settings.play.lag_close(),
+                ConnError::PlayerLagging,
+            )
+        } else {
+            (self.node.settings.idle_timeout, ConnError::Idle)
+        };
         let out = self.session.output();
         if !out.is_empty() {
-            let limit = self.node.settings.idle_timeout;
             timeout(limit, socket.write_all(out))
                 .await
-                .map_err(|_| ConnError::Idle(limit))??;
+                .map_err(|_| stalled(limit))??;
             out.clear();
+            if playing && out.capacity() > 4 * PLAYER_BATCH_BYTES {
+                // A big keyframe grew the buffer: give the memory back.
+                out.shrink_to(PLAYER_BATCH_BYTES);
+            }
         }
         Ok(())
     }
@@ -353,9 +504,9 @@ impl Conn {
                         st.on_video(timestamp, data).await;
                     }
                 }
-                Event::Audio { len, .. } => {
+                Event::Audio { timestamp, data } => {
                     if let Some(st) = self.stream.as_ref() {
-                        st.on_audio(len);
+                        st.on_audio(timestamp, data);
                     }
                 }
                 Event::Connected { app, tc_url } => {
@@ -364,9 +515,17 @@ impl Conn {
                 Event::PublishRequested { app, stream_key } => {
                     self.on_publish(&app, &stream_key).await?
                 }
-                Event::Metadata => {}
+                Event::Metadata { timestamp, data } => {
+                    if let Some(st) = self.stream.as_ref() {
+                        st.on_metadata(timestamp, data);
+                    }
+                }
                 Event::Unpublished => {
                     self.stream = None;
+                }
+                Event::PlayRequested { app, stream_key } => self.on_play(&app, &stream_key)?,
+                Event::PlayStopped => {
+                    self.player = None;
                 }
             }
         }
@@ -377,6 +536,62 @@ impl Conn {
         self.session
             .reject_publish(refused.refusal.status_code(), &refused.message)?;
         Err(ConnError::Rejected(refused))
+    }
+
+    fn refuse_play(&mut self, code: &str, message: String) -> Result<(), ConnError> {
+        self.session.reject_play(code, &message)?;
+        Err(ConnError::PlayRefused(message))
+    }
+
+    fn on_play(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
+        const FAILED: &str = "NetStream.Play.Failed";
+        if !self.node.settings.play.enabled {
+            return self.refuse_play(
+                FAILED,
+                "play is disabled on this node ([play] enabled = false)".into(),
+            );
+        }
+        let req = match names::publish_request(app, stream_key, self.session.tc_url()) {
+            Ok(r) => r,
+            Err(e) => return self.refuse_play(FAILED, e.to_string()),
+        };
+        let span = tracing::Span::current();
+        span.record("domain", req.id.domain.as_str());
+        span.record("app", req.id.app.as_str());
+        span.record("stream", req.id.stream.as_str());
+        if let Err(refused) = admission::check_play(&self.node, &req, self.session.tc_url()) {
+            return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
+        }
+        let Some(live) = self.node.registry.get(&req.id) else {
+            return self.refuse_play(
+                "NetStream.Play.StreamNotFound",
+                format!("stream {} is not live on this node", req.id),
+            );
+        };
+        let max_node = self.node.settings.play.max_players;
+        if self.node.metrics.players_active.get() >= max_node as i64 {
+            return self.refuse_play(
+                FAILED,
+                format!("this node serves {max_node} players (play.max_players)"),
+            );
+        }
+        let max = self.node.settings.play.max_players_per_stream;
+        if live.hub.subscribers() >= max {
+            return self.refuse_play(
+                FAILED,
+                format!(
+                    "stream {} has {max} players (play.max_players_per_stream)",
+                    req.id
+                ),
+            );
+        }
+        self.player = Some(Playing::new(
+            live.hub.subscribe(),
+            self.node.metrics.players_active.clone(),
+        ));
+        self.session.accept_play()?;
+        tracing::info!("play started");
+        Ok(())
     }
 
     async fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {

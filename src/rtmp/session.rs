@@ -16,6 +16,7 @@ use rml_rtmp::sessions::{
 };
 
 use crate::rtmp::amf::{self, AmfError};
+pub use crate::rtmp::client::MediaKind;
 use crate::rtmp::framing::{
     self, ChunkReader, FramingError, FramingLimits, Message, PartialBudget,
 };
@@ -75,15 +76,29 @@ pub enum Event {
     /// `publish`: the connection task decides, then calls `accept_publish` or
     /// `reject_publish`. `stream_key` still carries its `?query`.
     PublishRequested { app: String, stream_key: String },
-    /// `@setDataFrame onMetaData` arrived (properties are not used yet).
-    Metadata,
+    /// `@setDataFrame onMetaData` (or a bare `onMetaData`) of the accepted publish: `data`
+    /// is the `onMetaData` message as a player receives it (the name and its values,
+    /// bytes as sent, without `@setDataFrame`).
+    Metadata { timestamp: u32, data: Bytes },
     /// A video message (FLV video tag body) of the accepted publish.
     Video { timestamp: u32, data: Bytes },
-    /// An audio message of the accepted publish.
-    Audio { timestamp: u32, len: usize },
+    /// An audio message (FLV audio tag body) of the accepted publish.
+    Audio { timestamp: u32, data: Bytes },
     /// The client ended its publish (FCUnpublish/deleteStream/closeStream).
     Unpublished,
+    /// `play`: the connection task decides, then calls `accept_play` or `reject_play`.
+    /// `stream_key` still carries its `?query`.
+    PlayRequested { app: String, stream_key: String },
+    /// The client ended its play (closeStream/deleteStream).
+    PlayStopped,
 }
+
+/// Chunk streams of the media we send to a player (rml_rtmp's own serializer uses 2..=6).
+const CSID_PLAY_DATA: u32 = 20;
+const CSID_PLAY_AUDIO: u32 = 21;
+const CSID_PLAY_VIDEO: u32 = 22;
+/// The chunk size our rml_rtmp session announces to the peer at the start.
+const OUT_CHUNK_SIZE: u32 = 4096;
 
 pub struct Session {
     reader: ChunkReader,
@@ -95,6 +110,12 @@ pub struct Session {
     tc_url: Option<String>,
     pending_publish: Option<u32>,
     publishing: bool,
+    /// A `play` waiting for the connection task's answer: (request id, message stream).
+    pending_play: Option<(u32, u32)>,
+    /// The message stream a player is being sent media on.
+    playing: Option<u32>,
+    /// Writes the media sent to a player (rml_rtmp's serializer copies every payload).
+    media_writer: crate::rtmp::chunk_writer::ChunkWriter,
     published_once: bool,
     create_streams: u32,
     window_ack: Option<u32>,
@@ -109,7 +130,7 @@ impl Session {
     /// in the output.
     pub fn new(limits: SessionLimits) -> Result<Session, SessionError> {
         let mut config = ServerSessionConfig::new();
-        config.chunk_size = 4096;
+        config.chunk_size = OUT_CHUNK_SIZE;
         let (mut rml, results) = ServerSession::new(config)?;
         let mut s = Session {
             reader: ChunkReader::new(limits.framing),
@@ -128,6 +149,9 @@ impl Session {
             tc_url: None,
             pending_publish: None,
             publishing: false,
+            pending_play: None,
+            playing: None,
+            media_writer: crate::rtmp::chunk_writer::ChunkWriter::with_chunk_size(OUT_CHUNK_SIZE),
             published_once: false,
             create_streams: 0,
             window_ack: None,
@@ -206,7 +230,7 @@ impl Session {
                 self.media_messages += 1;
                 events.push(Event::Audio {
                     timestamp: m.timestamp,
-                    len: m.payload.len(),
+                    data: m.payload,
                 })
             }
             framing::TYPE_AUDIO | framing::TYPE_VIDEO => {
@@ -249,16 +273,10 @@ impl Session {
                             return Err(SessionError::TooManyStreams(self.limits.max_streams));
                         }
                     }
-                    // One publish per connection; a second one while the first is still
-                    // pending would be answered for the wrong name.
-                    "publish" if self.published_once || self.pending_publish.is_some() => {
+                    // One publish or one play per connection; a second one while the
+                    // first is still pending would be answered for the wrong name.
+                    "publish" | "play" if self.is_busy() => {
                         return Err(SessionError::SecondPublish)
-                    }
-                    "play" => {
-                        // livesnap is ingest-only; rml_rtmp would raise a play request
-                        // we never accept. Drop it and let the client time out.
-                        tracing::debug!("play request ignored: ingest only");
-                        return Ok(());
                     }
                     _ => {}
                 }
@@ -279,6 +297,20 @@ impl Session {
                 if name.as_deref() == Some("@setDataFrame") && count < 3 {
                     tracing::debug!(count, "short @setDataFrame ignored");
                     return Ok(());
+                }
+                if self.publishing {
+                    // What a player receives: `onMetaData` and its values, as sent.
+                    let data = match name.as_deref() {
+                        Some("@setDataFrame") => Some(m.payload.slice(3 + "@setDataFrame".len()..)),
+                        Some("onMetaData") => Some(m.payload.clone()),
+                        _ => None,
+                    };
+                    if let Some(data) = data {
+                        events.push(Event::Metadata {
+                            timestamp: m.timestamp,
+                            data,
+                        });
+                    }
                 }
                 if name.as_deref() == Some("@setDataFrame") {
                     self.feed_rml(&m, events)?;
@@ -349,7 +381,23 @@ impl Session {
                 self.publishing = false;
                 events.push(Event::Unpublished);
             }
-            ServerSessionEvent::StreamMetadataChanged { .. } => events.push(Event::Metadata),
+            ServerSessionEvent::PlayStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                stream_id,
+                ..
+            } => {
+                self.pending_play = Some((request_id, stream_id));
+                events.push(Event::PlayRequested {
+                    app: app_name,
+                    stream_key,
+                });
+            }
+            ServerSessionEvent::PlayStreamFinished { .. } if self.playing.is_some() => {
+                self.playing = None;
+                events.push(Event::PlayStopped);
+            }
             // releaseStream, FCPublish, FCUnpublish, _checkbw and the like need no answer.
             _ => {}
         }
@@ -367,6 +415,83 @@ impl Session {
         self.apply(results, &mut events)?;
         self.publishing = true;
         self.published_once = true;
+        Ok(())
+    }
+
+    /// Whether a publish or a play was asked for on this connection.
+    fn is_busy(&self) -> bool {
+        self.published_once
+            || self.pending_publish.is_some()
+            || self.pending_play.is_some()
+            || self.playing.is_some()
+    }
+
+    /// Whether a play has been accepted and not ended.
+    pub fn is_playing(&self) -> bool {
+        self.playing.is_some()
+    }
+
+    /// Accepts the pending play (answers `NetStream.Play.Start`); media follows through
+    /// [`Session::send_media`].
+    pub fn accept_play(&mut self) -> Result<(), SessionError> {
+        let (id, stream_id) = self
+            .pending_play
+            .take()
+            .ok_or_else(|| SessionError::Rml("no play to accept".into()))?;
+        let results = self.rml.accept_request(id)?;
+        let mut events = Vec::new();
+        self.apply(results, &mut events)?;
+        self.playing = Some(stream_id);
+        Ok(())
+    }
+
+    /// Rejects the pending play with a status code such as
+    /// `NetStream.Play.StreamNotFound`; the caller then closes the connection.
+    pub fn reject_play(&mut self, code: &str, description: &str) -> Result<(), SessionError> {
+        let (id, _) = self
+            .pending_play
+            .take()
+            .ok_or_else(|| SessionError::Rml("no play to reject".into()))?;
+        let results = self.rml.reject_request(id, code, description)?;
+        let mut events = Vec::new();
+        self.apply(results, &mut events)
+    }
+
+    /// Queues one media message for the player, its payload as given.
+    pub fn send_media(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u32,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
+        let Some(stream_id) = self.playing else {
+            return Ok(());
+        };
+        let csid = match kind {
+            MediaKind::Data => CSID_PLAY_DATA,
+            MediaKind::Audio => CSID_PLAY_AUDIO,
+            MediaKind::Video => CSID_PLAY_VIDEO,
+        };
+        let header = crate::rtmp::chunk_writer::MessageHeader {
+            csid,
+            timestamp,
+            type_id: kind.type_id(),
+            stream_id,
+        };
+        self.out
+            .reserve(self.media_writer.encoded_len(&header, data.len()));
+        self.media_writer
+            .write(&header, data, &mut self.out)
+            .map_err(|e| SessionError::Rml(format!("chunking media for a player: {e}")))
+    }
+
+    /// Ends the play: the player is told the stream ended (`NetStream.Play.Complete`
+    /// and stream EOF).
+    pub fn finish_play(&mut self) -> Result<(), SessionError> {
+        if let Some(stream_id) = self.playing.take() {
+            let packet = self.rml.finish_playing(stream_id)?;
+            self.out.extend_from_slice(&packet.bytes);
+        }
         Ok(())
     }
 

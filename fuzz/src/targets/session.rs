@@ -49,10 +49,27 @@ pub fn run(data: &[u8]) {
                     assert!(publishing, "video outside a publish");
                     assert!(data.len() <= limits.framing.max_message_len as usize);
                 }
-                Event::Audio { len, .. } => {
+                Event::Audio { data, .. } => {
                     assert!(publishing, "audio outside a publish");
-                    assert!(len <= limits.framing.max_message_len as usize);
+                    assert!(data.len() <= limits.framing.max_message_len as usize);
                 }
+                Event::Metadata { data, .. } => {
+                    assert!(publishing, "metadata outside a publish");
+                    assert!(data.len() <= limits.framing.max_command_len as usize);
+                }
+                Event::PlayRequested { .. } => {
+                    // One publish or play request per connection, answered like a publish.
+                    requested += 1;
+                    assert!(requested <= 1, "a second publish or play request raised");
+                    if reject {
+                        let r = session.reject_play("NetStream.Play.StreamNotFound", "fuzz");
+                        assert!(r.is_ok(), "{r:?}");
+                        closed = true;
+                    } else if session.accept_play().is_err() {
+                        closed = true;
+                    }
+                }
+                Event::PlayStopped => assert!(!session.is_playing()),
                 Event::Unpublished => {
                     assert!(publishing, "unpublish without a publish");
                     publishing = false;
@@ -77,7 +94,7 @@ pub fn run(data: &[u8]) {
                         }
                     }
                 }
-                Event::Connected { .. } | Event::Metadata => {}
+                Event::Connected { .. } => {}
             }
             if closed {
                 break;

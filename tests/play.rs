@@ -1,0 +1,368 @@
+//! RTMP players of live streams: the library's `Player` and the `ffmpeg` CLI play what a
+//! publisher sends, through the node's fan-out (`hub`), from a keyframe on, byte for
+//! byte.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use livesnap::rtmp::client::{ClientError, ClientOptions, Endpoint, MediaKind, Player};
+use livesnap::testing::replay::{Recording, Tag};
+use tokio::net::TcpStream;
+
+const FIXTURE: &str = "high_1280x720_bframes_aac.flv";
+
+fn opts() -> ClientOptions {
+    ClientOptions {
+        handshake_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+async fn play(
+    server: &TestServer,
+    app: &str,
+    stream: &str,
+) -> Result<Player<TcpStream>, ClientError> {
+    let io = TcpStream::connect(server.rtmp).await.unwrap();
+    let endpoint = Endpoint::parse(&format!("rtmp://{}/{app}", server.rtmp)).unwrap();
+    Player::play(io, &endpoint, stream, opts()).await
+}
+
+fn recording() -> Recording {
+    Recording::load(fixture(FIXTURE)).unwrap()
+}
+
+/// Waits until `app/stream` is live on the node.
+async fn wait_live(server: &TestServer, stream: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .node()
+        .registry
+        .list()
+        .iter()
+        .any(|s| s.id.stream == stream)
+    {
+        assert!(Instant::now() < deadline, "{stream} never went live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_player_joining_mid_stream_gets_headers_then_every_message_from_a_keyframe() {
+    let server = start_server(DEFAULT_RULES).await;
+    let publisher = tokio::spawn(publish_fixture_to(server.rtmp, "live", "cam", FIXTURE, 1.0));
+    wait_live(&server, "cam").await;
+    // Join between two keyframes (every 2 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut player = play(&server, "live", "cam").await.unwrap();
+    let mut got = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let m = player
+            .recv()
+            .await
+            .unwrap()
+            .expect("the publish is still on");
+        got.push(m);
+    }
+    player.close().await.unwrap();
+    publisher.abort();
+
+    let tags: Vec<Tag> = recording().tags().to_vec();
+    let is_header = |kind: MediaKind, p: &[u8]| match kind {
+        MediaKind::Video => p.len() > 1 && p[0] == 0x17 && p[1] == 0,
+        MediaKind::Audio => p.len() > 1 && p[0] >> 4 == 10 && p[1] == 0,
+        MediaKind::Data => true,
+    };
+    // Sequence headers first, as the publisher sent them (the file's first tags).
+    let headers: Vec<_> = got
+        .iter()
+        .take_while(|m| is_header(m.kind, &m.payload))
+        .collect();
+    let video_header = tags.iter().find(|t| t.kind == MediaKind::Video).unwrap();
+    let audio_header = tags.iter().find(|t| t.kind == MediaKind::Audio).unwrap();
+    assert!(
+        headers.iter().any(|m| m.payload == video_header.payload),
+        "the AVC sequence header comes before any picture"
+    );
+    assert!(
+        headers.iter().any(|m| m.payload == audio_header.payload),
+        "the AAC sequence header comes before any sound"
+    );
+    // Then a keyframe, and from there every message of the file in order, unchanged.
+    let media = &got[headers.len()..];
+    let first = &media[0];
+    assert_eq!(first.kind, MediaKind::Video);
+    assert_eq!(first.payload[0], 0x17, "the first picture is a keyframe");
+    assert!(first.timestamp > 0, "joined mid-stream, not at the start");
+    let start = tags
+        .iter()
+        .position(|t| {
+            t.kind == MediaKind::Video
+                && t.timestamp == first.timestamp
+                && t.payload == first.payload
+        })
+        .expect("the first picture is one of the file's keyframes");
+    assert!(tags[start].keyframe);
+    assert!(media.len() > 50, "3 s of media played, got {}", media.len());
+    for (i, (m, t)) in media.iter().zip(&tags[start..]).enumerate() {
+        assert_eq!(
+            (m.kind, m.timestamp, &m.payload),
+            (t.kind, t.timestamp, &t.payload),
+            "message {i} after the keyframe"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_player_is_told_when_the_publish_ends() {
+    let server = start_server(DEFAULT_RULES).await;
+    let mut publisher = start_publish(server.rtmp, "live", "short").await;
+    send_range(&mut publisher, FIXTURE, 0, 1000).await;
+    let mut player = play(&server, "live", "short").await.unwrap();
+    let mut pictures = 0;
+    // What was live when it joined: headers and the first keyframe's group.
+    let first = loop {
+        let m = player.recv().await.unwrap().expect("media");
+        // The node's own data messages (|RtmpSampleAccess, NetStream.Data.Start) first.
+        if m.kind != MediaKind::Data {
+            break m;
+        }
+    };
+    assert_eq!(first.kind, MediaKind::Video);
+    publisher.finish().await;
+    while let Some(m) = player.recv().await.unwrap() {
+        pictures += usize::from(m.kind == MediaKind::Video);
+    }
+    assert!(
+        pictures > 5,
+        "the group of pictures so far was played: {pictures}"
+    );
+    // The connection is closed after the end was announced.
+    assert!(player.recv().await.is_err());
+}
+
+#[tokio::test]
+async fn a_play_of_a_stream_that_is_not_live_is_refused() {
+    let server = start_server(DEFAULT_RULES).await;
+    let err = play(&server, "live", "nobody")
+        .await
+        .err()
+        .expect("refused");
+    let status = err.status().expect("a status, not a dropped connection");
+    assert_eq!(status.code, "NetStream.Play.StreamNotFound");
+    assert!(status.description.contains("nobody"), "{status}");
+}
+
+#[tokio::test]
+async fn play_can_be_disabled_and_players_per_stream_are_capped() {
+    let server = start_server(&format!(
+        "{DEFAULT_RULES}\n[play]\nmax_players_per_stream = 1\n"
+    ))
+    .await;
+    let mut publisher = start_publish(server.rtmp, "live", "capped").await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    let first = play(&server, "live", "capped").await.unwrap();
+    let err = play(&server, "live", "capped")
+        .await
+        .err()
+        .expect("refused");
+    let status = err.status().expect("a status");
+    assert_eq!(status.code, "NetStream.Play.Failed");
+    assert!(
+        status.description.contains("max_players_per_stream"),
+        "{status}"
+    );
+    drop(first);
+    // The slot is free again once the first player is gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match play(&server, "live", "capped").await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "slot never freed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publisher.finish().await;
+
+    let server = start_server(&format!("{DEFAULT_RULES}\n[play]\nenabled = false\n")).await;
+    let mut publisher = start_publish(server.rtmp, "live", "off").await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    let err = play(&server, "live", "off").await.err().expect("refused");
+    assert!(err
+        .status()
+        .unwrap()
+        .description
+        .contains("play is disabled"));
+    publisher.finish().await;
+}
+
+#[tokio::test]
+async fn ffmpeg_plays_a_live_stream() {
+    let server = start_server(DEFAULT_RULES).await;
+    let publisher = tokio::spawn(publish_fixture_to(server.rtmp, "live", "ff", FIXTURE, 1.0));
+    wait_live(&server, "ff").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("played.flv");
+    let status = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-i",
+        ])
+        .arg(server.url("live", "ff"))
+        .args(["-t", "2", "-c", "copy", "-f", "flv", "-y"])
+        .arg(&out)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .expect("ffmpeg runs");
+    publisher.abort();
+    assert!(status.success(), "ffmpeg failed to play: {status}");
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    let fields: Vec<&str> = text.trim().split(',').collect();
+    assert_eq!(&fields[..3], ["h264", "1280", "720"], "ffprobe: {text}");
+    let frames: u32 = fields[3].parse().unwrap();
+    assert!(frames >= 30, "2 s of video decoded, got {frames} frames");
+}
+
+#[tokio::test]
+async fn a_player_that_reads_nothing_is_closed_and_the_publisher_is_unaffected() {
+    let server = start_server(&format!(
+        "{DEFAULT_RULES}\n[play]\nplayer_queue_bytes = 65536\nlag_close_secs = 1\n"
+    ))
+    .await;
+    let mut publisher = start_publish(server.rtmp, "live", "stuck").await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    // A player with a tiny receive buffer that never reads after the play started.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let io = socket.connect(server.rtmp).await.unwrap();
+    let endpoint = Endpoint::parse(&format!("rtmp://{}/live", server.rtmp)).unwrap();
+    let stuck = Player::play(io, &endpoint, "stuck", opts()).await.unwrap();
+    // A healthy player alongside it, reading in its own task.
+    let mut healthy = play(&server, "live", "stuck").await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut pictures = 0usize;
+        while let Ok(Some(m)) = healthy.recv().await {
+            pictures += usize::from(m.kind == MediaKind::Video);
+        }
+        pictures
+    });
+    // 8 s of media at real-time pace.
+    let started = Instant::now();
+    for tag in fixture_tags(FIXTURE) {
+        if !(600..8600).contains(&tag.timestamp_ms) {
+            continue;
+        }
+        let due = Duration::from_millis(u64::from(tag.timestamp_ms - 600));
+        tokio::time::sleep_until((started + due).into()).await;
+        match tag.tag_type {
+            9 => publisher.video(tag.timestamp_ms, tag.data).await.unwrap(),
+            8 => publisher.audio(tag.timestamp_ms, tag.data).await.unwrap(),
+            _ => {}
+        }
+    }
+    let took = started.elapsed();
+    let lagging = server
+        .node()
+        .metrics
+        .connections_rejected
+        .get_or_create(&vec![("reason", "player_lagging")])
+        .get();
+    assert_eq!(lagging, 1, "the stuck player, and only it, was closed");
+    assert!(
+        took < Duration::from_millis(8500),
+        "the publisher was held up: 8 s of media took {took:?}"
+    );
+    publisher.finish().await;
+    let pictures = reader.await.unwrap();
+    // 30 fps for 8 s, after the group of pictures it started with.
+    assert!(
+        pictures >= 240,
+        "the healthy player got {pictures} pictures"
+    );
+    drop(stuck);
+}
+
+/// `stream?auth_key=…` signed with `key` now.
+fn signed(stream: &str, key: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let url = livesnap::auth::sign_url(&format!("rtmp://h/live/{stream}"), key, now).unwrap();
+    url.rsplit('/').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn with_auth_players_sign_with_the_play_key_unless_play_is_public() {
+    let auth =
+        "[[auth]]\ndomain = \"*\"\nprimary_key = \"publish-key-1\"\nplay_key = \"play-key-123\"\n";
+    let server = start_server(&format!("{DEFAULT_RULES}\n{auth}")).await;
+    let mut publisher =
+        start_publish(server.rtmp, "live", &signed("guarded", "publish-key-1")).await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    for (stream, why) in [
+        ("guarded".to_string(), "unsigned"),
+        (
+            signed("guarded", "publish-key-1"),
+            "signed with the publish key",
+        ),
+        (
+            signed("guarded", "wrong-key-000"),
+            "signed with a wrong key",
+        ),
+    ] {
+        let err = play(&server, "live", &stream)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{why}: accepted"));
+        assert_eq!(
+            err.status().expect(why).code,
+            "NetStream.Play.Unauthorized",
+            "{why}"
+        );
+    }
+    let mut player = play(&server, "live", &signed("guarded", "play-key-123"))
+        .await
+        .unwrap();
+    let first = loop {
+        let m = player.recv().await.unwrap().expect("media");
+        if m.kind != MediaKind::Data {
+            break m;
+        }
+    };
+    assert_eq!(first.kind, MediaKind::Video);
+    publisher.finish().await;
+
+    let server = start_server(&format!("{DEFAULT_RULES}\n{auth}\n[play]\npublic = true\n")).await;
+    let mut publisher = start_publish(server.rtmp, "live", &signed("open", "publish-key-1")).await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    play(&server, "live", "open")
+        .await
+        .expect("public play needs no signature");
+    publisher.finish().await;
+}
