@@ -15,6 +15,7 @@ use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
 pub use crate::rules::shared::RuleStoreConfig;
+use crate::rtmp::tls::{TlsFile, TlsServer};
 use crate::rules::{Rule, RuleSet, RuleSpec};
 use crate::storage::settings::{self, StorageConfig, StorageSettings};
 use crate::storage::template;
@@ -108,6 +109,13 @@ pub struct ServerConfig {
     /// Bearer token of the admin API (or LIVESNAP_ADMIN_TOKEN). Default: none, which
     /// is allowed only while http_listen is a loopback address.
     pub admin_token: Option<String>,
+    /// RTMPS (RTMP over TLS) listen address, e.g. "0.0.0.0:1936". Default: none (off).
+    /// Needs `tls_cert_file` and `tls_key_file`; same limits as the RTMP listener.
+    pub rtmps_listen: Option<String>,
+    /// PEM certificate chain of the RTMPS listener, end-entity first. Default: none.
+    pub tls_cert_file: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`. Default: none.
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +127,9 @@ impl Default for ServerConfig {
             idle_timeout_secs: 30,
             shutdown_grace_secs: 10,
             admin_token: None,
+            rtmps_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -200,10 +211,20 @@ impl Default for LogConfig {
     }
 }
 
+/// The RTMPS listener: its address and the certificate and key it serves (loaded and
+/// checked once, at validation; replacing the files needs a restart).
+#[derive(Debug, Clone)]
+pub struct RtmpsSettings {
+    pub listen: SocketAddr,
+    pub tls: TlsServer,
+}
+
 /// The validated, immutable runtime view of a `Config`.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub rtmp_listen: SocketAddr,
+    /// The RTMPS listener, when `server.rtmps_listen` is set.
+    pub rtmps: Option<RtmpsSettings>,
     pub http_listen: SocketAddr,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
@@ -262,6 +283,27 @@ impl Config {
         };
         let rtmp_listen = addr("server.rtmp_listen", &s.rtmp_listen)?;
         let http_listen = addr("server.http_listen", &s.http_listen)?;
+        let rtmps = match &s.rtmps_listen {
+            Some(a) => {
+                let listen = addr("server.rtmps_listen", a)?;
+                if listen == rtmp_listen && listen.port() != 0 {
+                    return Err(invalid(
+                        "server.rtmps_listen",
+                        format!("{listen} is also server.rtmp_listen"),
+                    ));
+                }
+                Some(validate_rtmps(s, listen)?)
+            }
+            None => {
+                if s.tls_cert_file.is_some() || s.tls_key_file.is_some() {
+                    return Err(invalid(
+                        "server.rtmps_listen",
+                        "is required when server.tls_cert_file or server.tls_key_file is set",
+                    ));
+                }
+                None
+            }
+        };
         for (key, v, range) in [
             (
                 "server.handshake_timeout_secs",
@@ -413,6 +455,7 @@ impl Config {
         self.play.validate()?;
         Ok(Settings {
             rtmp_listen,
+            rtmps,
             http_listen,
             handshake_timeout: Duration::from_secs(s.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
@@ -433,6 +476,27 @@ impl Config {
             play: self.play.clone(),
         })
     }
+}
+
+/// The RTMPS listener's certificate and key: both required, readable, parsed and a pair.
+fn validate_rtmps(s: &ServerConfig, listen: SocketAddr) -> Result<RtmpsSettings, ConfigError> {
+    let file = |key: &str, v: &Option<String>| match v.as_deref() {
+        Some(p) if !p.is_empty() => Ok(p.to_owned()),
+        _ => Err(invalid(
+            key,
+            "is required when server.rtmps_listen is set (a PEM file)",
+        )),
+    };
+    let cert = file("server.tls_cert_file", &s.tls_cert_file)?;
+    let key = file("server.tls_key_file", &s.tls_key_file)?;
+    let tls = TlsServer::load(Path::new(&cert), Path::new(&key)).map_err(|e| {
+        let key = match e.file {
+            TlsFile::Cert => "server.tls_cert_file",
+            TlsFile::Key => "server.tls_key_file",
+        };
+        invalid(key, e.to_string())
+    })?;
+    Ok(RtmpsSettings { listen, tls })
 }
 
 #[cfg(test)]
