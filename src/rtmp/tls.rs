@@ -60,7 +60,13 @@ impl TlsServer {
             .map_err(|e| fail(TlsFile::Key, key_file, format!("cannot read: {e}")))?;
         let certs = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(TlsFile::Cert, cert_file, format!("not a PEM certificate: {e}")))?;
+            .map_err(|e| {
+                fail(
+                    TlsFile::Cert,
+                    cert_file,
+                    format!("not a PEM certificate: {e}"),
+                )
+            })?;
         if certs.is_empty() {
             return Err(fail(
                 TlsFile::Cert,
