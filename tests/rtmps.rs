@@ -107,7 +107,7 @@ async fn publish_over_tls(addr: SocketAddr, cert: &Cert, stream: &str) {
     let mut p = client::Publisher::publish(io, &endpoint, stream, ClientOptions::default())
         .await
         .expect("publish accepted over TLS");
-    let rec = Recording::load(&fixture(FIXTURE)).unwrap();
+    let rec = Recording::load(fixture(FIXTURE)).unwrap();
     let opts = ReplayOptions {
         speed: 4.0,
         ts_offset: 0,
