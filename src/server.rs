@@ -28,7 +28,7 @@ pub enum StartError {
 /// A started node.
 pub struct Running {
     pub node: Arc<Node>,
-    /// The RTMP listener's connection limits (what they hold is visible to tests).
+    /// The connection limits both RTMP listeners share (what they hold is visible to tests).
     pub conn_limits: Arc<ConnLimits>,
     pub rtmp_addr: SocketAddr,
     /// The RTMPS listener's address, when `server.rtmps_listen` is set.

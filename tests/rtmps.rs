@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use livesnap::config::Config;
-use livesnap::rtmp::client::{self, ClientOptions, Endpoint};
+use livesnap::rtmp::client::{self, ClientOptions, Endpoint, MediaKind};
 use livesnap::testing::replay::{replay, Recording, ReplayOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -154,6 +154,55 @@ async fn tls_publish_stores_the_same_snapshots_as_plain_rtmp_alongside() {
     }
     assert_eq!(metrics.rejected_count("tls"), 0);
     assert_eq!(metrics.connections_accepted.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_over_tls_gets_every_message_of_a_plain_publish() {
+    let (mut server, tls, cert) = start_tls_node(3, "").await;
+    let publisher = tokio::spawn(publish_fixture_to(server.rtmp, "live", "cam", FIXTURE, 2.0));
+    let node = server.node().clone();
+    assert!(wait_for(Duration::from_secs(10), || node.registry.len() == 1).await);
+    let io = tls_connect(tls, &cert).await.expect("TLS handshake");
+    let endpoint = Endpoint {
+        tls: true,
+        host: "localhost".into(),
+        port: tls.port(),
+        app: "live".into(),
+        // The publisher's domain (its tcUrl names 127.0.0.1), not the TLS name.
+        tc_url: format!("rtmps://{tls}/live"),
+    };
+    let mut player = client::Player::play(io, &endpoint, "cam", ClientOptions::default())
+        .await
+        .expect("play accepted over TLS");
+    let mut got = Vec::new();
+    while let Some(m) = player.recv().await.expect("media until the publish ends") {
+        got.push(m);
+    }
+    publisher.await.unwrap();
+    // From the first picture (a keyframe) on: every message of the file, unchanged.
+    let tags = Recording::load(fixture(FIXTURE)).unwrap().tags().to_vec();
+    let first = got
+        .iter()
+        .position(|m| m.kind == MediaKind::Video && m.payload[0] == 0x17 && m.payload[1] == 1)
+        .expect("a keyframe was played");
+    let start = tags
+        .iter()
+        .position(|t| t.keyframe && t.timestamp == got[first].timestamp)
+        .expect("the first picture is one of the file's keyframes");
+    let played: Vec<_> = got[first..]
+        .iter()
+        .map(|m| (m.kind, m.timestamp, m.payload.clone()))
+        .collect();
+    let sent: Vec<_> = tags[start..]
+        .iter()
+        .map(|t| (t.kind, t.timestamp, t.payload.clone()))
+        .collect();
+    assert!(played.len() > 100, "played {} messages", played.len());
+    assert!(
+        played == sent,
+        "the played messages differ from the published ones"
+    );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
