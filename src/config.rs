@@ -14,6 +14,7 @@ use crate::error::Invalid;
 use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
+use crate::rtmp::tls::{TlsFile, TlsServer};
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
 use crate::snapshot::pool::QueueLimits;
@@ -113,6 +114,13 @@ pub struct ServerConfig {
     /// besides 127.0.0.1, localhost and [::1] on the listener's port, when no admin
     /// token is set. Default: none.
     pub http_hosts: Vec<String>,
+    /// RTMPS (RTMP over TLS) listen address, e.g. "0.0.0.0:1936". Default: none (off).
+    /// Needs `tls_cert_file` and `tls_key_file`; same limits as the RTMP listener.
+    pub rtmps_listen: Option<String>,
+    /// PEM certificate chain of the RTMPS listener, end-entity first. Default: none.
+    pub tls_cert_file: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`. Default: none.
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +133,9 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             admin_token: None,
             http_hosts: Vec::new(),
+            rtmps_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -227,10 +238,20 @@ impl Default for LogConfig {
     }
 }
 
+/// The RTMPS listener: its address and the certificate and key it serves (loaded and
+/// checked once, at validation; replacing the files needs a restart).
+#[derive(Debug, Clone)]
+pub struct RtmpsSettings {
+    pub listen: SocketAddr,
+    pub tls: TlsServer,
+}
+
 /// The validated, immutable runtime view of a `Config`.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub rtmp_listen: SocketAddr,
+    /// The RTMPS listener, when `server.rtmps_listen` is set.
+    pub rtmps: Option<RtmpsSettings>,
     pub http_listen: SocketAddr,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
@@ -362,6 +383,27 @@ impl Config {
         };
         let rtmp_listen = addr("server.rtmp_listen", &s.rtmp_listen)?;
         let http_listen = addr("server.http_listen", &s.http_listen)?;
+        let rtmps = match &s.rtmps_listen {
+            Some(a) => {
+                let listen = addr("server.rtmps_listen", a)?;
+                if listen == rtmp_listen && listen.port() != 0 {
+                    return Err(invalid(
+                        "server.rtmps_listen",
+                        format!("{listen} is also server.rtmp_listen"),
+                    ));
+                }
+                Some(validate_rtmps(s, listen)?)
+            }
+            None => {
+                if s.tls_cert_file.is_some() || s.tls_key_file.is_some() {
+                    return Err(invalid(
+                        "server.rtmps_listen",
+                        "is required when server.tls_cert_file or server.tls_key_file is set",
+                    ));
+                }
+                None
+            }
+        };
         for (key, v, range) in [
             (
                 "server.handshake_timeout_secs",
@@ -574,6 +616,7 @@ impl Config {
         self.play.validate()?;
         Ok(Settings {
             rtmp_listen,
+            rtmps,
             http_listen,
             handshake_timeout: Duration::from_secs(s.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
@@ -610,6 +653,27 @@ pub fn same_place(storage: &BTreeMap<String, StorageSettings>, a: &str, b: &str)
             (Some(x), Some(y)) => x.scheme == y.scheme && x.options == y.options,
             _ => false,
         }
+}
+
+/// The RTMPS listener's certificate and key: both required, readable, parsed and a pair.
+fn validate_rtmps(s: &ServerConfig, listen: SocketAddr) -> Result<RtmpsSettings, ConfigError> {
+    let file = |key: &str, v: &Option<String>| match v.as_deref() {
+        Some(p) if !p.is_empty() => Ok(p.to_owned()),
+        _ => Err(invalid(
+            key,
+            "is required when server.rtmps_listen is set (a PEM file)",
+        )),
+    };
+    let cert = file("server.tls_cert_file", &s.tls_cert_file)?;
+    let key = file("server.tls_key_file", &s.tls_key_file)?;
+    let tls = TlsServer::load(Path::new(&cert), Path::new(&key)).map_err(|e| {
+        let key = match e.file {
+            TlsFile::Cert => "server.tls_cert_file",
+            TlsFile::Key => "server.tls_key_file",
+        };
+        invalid(key, e.to_string())
+    })?;
+    Ok(RtmpsSettings { listen, tls })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Wiring: builds the node's state, reads the shared rules, starts the RTMP and HTTP
-//! listeners, and runs the first stage of the two-stage shutdown.
+//! Wiring: builds the node's state, reads the shared rules, starts the RTMP (and RTMPS)
+//! and HTTP listeners, and runs the first stage of the two-stage shutdown.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,9 +32,11 @@ pub enum StartError {
 /// A started node.
 pub struct Running {
     pub node: Arc<Node>,
-    /// The RTMP listener's connection limits (what they hold is visible to tests).
+    /// The connection limits both RTMP listeners share (what they hold is visible to tests).
     pub conn_limits: Arc<ConnLimits>,
     pub rtmp_addr: SocketAddr,
+    /// The RTMPS listener's address, when `server.rtmps_listen` is set.
+    pub rtmps_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
 }
 
@@ -143,6 +145,15 @@ pub async fn start_with_clock(
             .map_err(|source| StartError::Bind { what, addr, source })
     };
     let rtmp_addr = local(&rtmp, "RTMP", settings.rtmp_listen)?;
+    let rtmps = match &settings.rtmps {
+        Some(r) => {
+            let l = listen("RTMPS", r.listen)?;
+            let addr = local(&l, "RTMPS", r.listen)?;
+            Some((l, addr, r.tls.acceptor()))
+        }
+        None => None,
+    };
+    let rtmps_addr = rtmps.as_ref().map(|(_, a, _)| *a);
     let http_addr = local(&http, "HTTP", settings.http_listen)?;
     let node = Node::build(settings, clock)?;
     if let Some(shared) = &node.shared_rules {
@@ -157,13 +168,23 @@ pub async fn start_with_clock(
         node.clone(),
         limits.clone(),
         rtmp,
+        None,
     ));
+    if let Some((listener, _, acceptor)) = rtmps {
+        tokio::spawn(crate::rtmp::listener::accept_loop(
+            node.clone(),
+            limits.clone(),
+            listener,
+            Some(acceptor),
+        ));
+    }
     tokio::spawn(crate::api::serve(node.clone(), http));
-    tracing::info!(%rtmp_addr, %http_addr, rules = node.rules().len(), "livesnap listening");
+    tracing::info!(%rtmp_addr, rtmps_addr = ?rtmps_addr, %http_addr, rules = node.rules().len(), "livesnap listening");
     Ok(Running {
         node,
         conn_limits: limits,
         rtmp_addr,
+        rtmps_addr,
         http_addr,
     })
 }

@@ -1,6 +1,7 @@
 //! One RTMP connection: moves bytes between the socket and the session, with a
 //! deadline on every read, and acts on session events (publish decisions, media).
 //! A panic here ends this connection only; it is logged with the peer and stream.
+//! The task is generic over its [`Transport`]: plain TCP (RTMP) or TLS over TCP (RTMPS).
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::Instrument;
@@ -90,11 +91,48 @@ impl ConnError {
     }
 }
 
+/// What a connection runs over. Plain TCP uses the receive low-water mark while a
+/// connection publishes ([`PUBLISH_RCVLOWAT`], read below the mark by the [`DRAIN_TICK`]);
+/// other transports (TLS, whose records only a read can decrypt) read normally, and the
+/// defaults here make the mark and the tick no-ops for them.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether publishing connections use the low-water mark (and so the drain tick).
+    const LOWAT: bool = false;
+    /// Sets the receive low-water mark (best effort: a failure only costs CPU).
+    fn set_rcvlowat(&self, _bytes: usize) {}
+    /// Reads what is queued below the mark without waiting (`WouldBlock` when nothing).
+    fn read_below_mark(&self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+    /// Caps the kernel's send buffer (for players; best effort).
+    fn set_sndbuf(&self, bytes: usize);
+}
+
+impl Transport for TcpStream {
+    const LOWAT: bool = LOWAT;
+    fn set_rcvlowat(&self, bytes: usize) {
+        set_rcvlowat(self, bytes)
+    }
+    fn read_below_mark(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        read_below_mark(self, buf)
+    }
+    fn set_sndbuf(&self, bytes: usize) {
+        set_sndbuf(self, bytes)
+    }
+}
+
+/// RTMPS: reads go through rustls, so no low-water mark.
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn set_sndbuf(&self, bytes: usize) {
+        set_sndbuf(self.get_ref().0, bytes)
+    }
+}
+
 /// Runs a connection to its end and logs how it ended.
-pub async fn run(
+pub async fn run<T: Transport>(
     node: Arc<Node>,
     limits: Arc<ConnLimits>,
-    socket: TcpStream,
+    socket: T,
     peer: SocketAddr,
     permit: ConnPermit,
 ) {
@@ -139,8 +177,8 @@ fn is_reset(e: &std::io::Error) -> bool {
     )
 }
 
-async fn handshake(
-    socket: &mut TcpStream,
+async fn handshake<T: Transport>(
+    socket: &mut T,
     buf: &mut [u8],
     limit: std::time::Duration,
 ) -> Result<Vec<u8>, ConnError> {
@@ -167,7 +205,7 @@ async fn handshake(
             .map_err(|e| ConnError::Handshake(format!("{e:?}")))?
         {
             HandshakeProcessResult::InProgress { response_bytes } => {
-                timeout_at(deadline, socket.write_all(&response_bytes))
+                timeout_at(deadline, write_out(socket, &response_bytes))
                     .await
                     .map_err(|_| ConnError::HandshakeTimeout(limit))??;
             }
@@ -175,7 +213,7 @@ async fn handshake(
                 response_bytes,
                 remaining_bytes,
             } => {
-                timeout_at(deadline, socket.write_all(&response_bytes))
+                timeout_at(deadline, write_out(socket, &response_bytes))
                     .await
                     .map_err(|_| ConnError::HandshakeTimeout(limit))??;
                 return Ok(remaining_bytes);
@@ -184,10 +222,17 @@ async fn handshake(
     }
 }
 
-async fn serve(
+/// Writes all of `bytes` and flushes: a no-op for TCP, but TLS may hold the last record
+/// in its buffer until flushed.
+async fn write_out<T: Transport>(socket: &mut T, bytes: &[u8]) -> std::io::Result<()> {
+    socket.write_all(bytes).await?;
+    socket.flush().await
+}
+
+async fn serve<T: Transport>(
     node: Arc<Node>,
     limits: &ConnLimits,
-    mut socket: TcpStream,
+    mut socket: T,
     peer: SocketAddr,
 ) -> Result<(), ConnError> {
     let s = &node.settings;
@@ -243,7 +288,7 @@ async fn serve(
             r = timeout_at(progress_at + idle, socket.read(&mut buf)) => r.map_err(|_| {
                 if conn.stream.is_some() { ConnError::Idle(idle) } else { ConnError::NoPublish(idle) }
             })??,
-            _ = drain.tick(), if was_publishing && LOWAT => match read_below_mark(&socket, &mut buf) {
+            _ = drain.tick(), if was_publishing && T::LOWAT => match socket.read_below_mark(&mut buf) {
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
                     if Instant::now() >= progress_at + idle {
@@ -278,10 +323,10 @@ async fn serve(
         let flushed = conn.flush(&mut socket).await;
         let publishing = conn.stream.is_some();
         if publishing != was_publishing {
-            set_rcvlowat(&socket, if publishing { PUBLISH_RCVLOWAT } else { 1 });
+            socket.set_rcvlowat(if publishing { PUBLISH_RCVLOWAT } else { 1 });
         }
         if conn.player.is_some() && !sndbuf_set {
-            set_sndbuf(&socket, PLAYER_SNDBUF);
+            socket.set_sndbuf(PLAYER_SNDBUF);
             sndbuf_set = true;
         }
         // `act` may have waited for the snapshot queue (a publisher ahead of real time
@@ -470,7 +515,7 @@ impl Conn {
         Ok(false)
     }
 
-    async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), ConnError> {
+    async fn flush<T: Transport>(&mut self, socket: &mut T) -> Result<(), ConnError> {
         // A player that takes nothing is closed after lag_close_secs, anyone else after
         // the idle timeout.
         let playing = self.player.is_some();
@@ -484,7 +529,7 @@ impl Conn {
         };
         let out = self.session.output();
         if !out.is_empty() {
-            timeout(limit, socket.write_all(out))
+            timeout(limit, write_out(socket, out))
                 .await
                 .map_err(|_| stalled(limit))??;
             out.clear();

@@ -1,17 +1,28 @@
-//! The RTMP accept loop: a connection permit before each accept (global cap), the
-//! per-address cap after it, back-off on accept errors, one task per connection.
+//! The RTMP and RTMPS accept loops: a connection permit before each accept (global cap),
+//! the per-address cap after it, back-off on accept errors, one task per connection.
+//! Both listeners share one [`ConnLimits`] (caps, handshake table, warning budget); an
+//! RTMPS connection first finishes its TLS handshake, within the handshake deadline and
+//! holding a place in the handshake table, then runs the same connection task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::node::Node;
-use crate::rtmp::limits::ConnLimits;
+use crate::rtmp::limits::{ConnLimits, ConnPermit};
+use crate::rtmp::tls::{self, TlsAcceptError};
 
-/// Accepts until the node shuts down.
-pub async fn accept_loop(node: Arc<Node>, limits: Arc<ConnLimits>, listener: TcpListener) {
+/// Accepts until the node shuts down; with `tls`, every connection is RTMPS.
+pub async fn accept_loop(
+    node: Arc<Node>,
+    limits: Arc<ConnLimits>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+) {
+    let what = if tls.is_some() { "RTMPS" } else { "RTMP" };
     let mut backoff = Duration::from_millis(10);
     loop {
         let permit = tokio::select! {
@@ -32,7 +43,7 @@ pub async fn accept_loop(node: Arc<Node>, limits: Arc<ConnLimits>, listener: Tcp
             }
             Err(e) => {
                 // Usually EMFILE/ENFILE: wait rather than spin.
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, listener = what, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -41,20 +52,80 @@ pub async fn accept_loop(node: Arc<Node>, limits: Arc<ConnLimits>, listener: Tcp
         let Some(permit) = limits.admit(permit, peer.ip()) else {
             node.metrics.rejected("per_ip_limit");
             if let Some(suppressed) = limits.warnings.take() {
-                tracing::warn!(%peer, max = limits.max_per_ip, suppressed, "connection refused: per-IP limit");
+                tracing::warn!(%peer, max = limits.max_per_ip, suppressed, listener = what, "connection refused: per-IP limit");
             }
             drop(socket);
             continue;
         };
         node.metrics.connections_accepted.inc();
         let _ = socket.set_nodelay(true);
-        node.tasks.spawn(crate::rtmp::conn::run(
-            node.clone(),
-            limits.clone(),
-            socket,
-            peer,
-            permit,
-        ));
+        match &tls {
+            None => node.tasks.spawn(crate::rtmp::conn::run(
+                node.clone(),
+                limits.clone(),
+                socket,
+                peer,
+                permit,
+            )),
+            Some(acceptor) => node.tasks.spawn(run_tls(
+                node.clone(),
+                limits.clone(),
+                acceptor.clone(),
+                socket,
+                peer,
+                permit,
+            )),
+        };
     }
-    tracing::info!("RTMP listener stopped");
+    tracing::info!(listener = what, "listener stopped");
+}
+
+/// An RTMPS connection: the TLS handshake (deadline, handshake table, counted failures),
+/// then the connection task on the TLS stream.
+async fn run_tls(
+    node: Arc<Node>,
+    limits: Arc<ConnLimits>,
+    acceptor: TlsAcceptor,
+    socket: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+) {
+    let (ticket, evicted) = limits.handshakes.enter();
+    if evicted {
+        tracing::debug!(%peer, "handshake table full: evicted the oldest handshake in progress");
+    }
+    let limit = node.settings.handshake_timeout;
+    let accepted = tokio::select! {
+        r = tls::accept(&acceptor, socket, limit) => r,
+        _ = ticket.evicted.cancelled() => {
+            refused(&node, &limits, peer, "handshake_limit", &"TLS handshake evicted: limits.max_handshakes reached and this was the oldest in progress");
+            return;
+        }
+        _ = node.shutdown.cancelled() => return,
+    };
+    drop(ticket);
+    match accepted {
+        Ok(stream) => crate::rtmp::conn::run(node, limits, stream, peer, permit).await,
+        Err(e) => {
+            let reason = match e {
+                TlsAcceptError::Timeout(_) => "handshake_timeout",
+                TlsAcceptError::Failed(_) => "tls",
+            };
+            refused(&node, &limits, peer, reason, &e);
+        }
+    }
+}
+
+/// Counts a connection closed before its RTMP session and warns within the budget.
+fn refused(
+    node: &Node,
+    limits: &ConnLimits,
+    peer: SocketAddr,
+    reason: &'static str,
+    why: &dyn std::fmt::Display,
+) {
+    node.metrics.rejected(reason);
+    if let Some(suppressed) = limits.warnings.take() {
+        tracing::warn!(%peer, reason = %why, suppressed, listener = "RTMPS", "connection closed");
+    }
 }

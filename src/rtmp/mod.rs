@@ -13,3 +13,4 @@ pub mod framing;
 pub mod limits;
 pub mod listener;
 pub mod session;
+pub mod tls;

@@ -1,0 +1,427 @@
+//! RTMPS (`server.rtmps_listen`): real TLS over loopback with a self-signed certificate
+//! made by the test, publishes by the library's client and by ffmpeg, peers that do not
+//! speak TLS or never finish, the limits both listeners share, and the config checks.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use livesnap::config::Config;
+use livesnap::rtmp::client::{self, ClientOptions, Endpoint, MediaKind};
+use livesnap::testing::replay::{replay, Recording, ReplayOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
+
+const FIXTURE: &str = "baseline_640x360_gop1s.flv";
+
+/// A self-signed certificate for "localhost" and its key, as PEM files in `dir`.
+struct Cert {
+    der: rustls::pki_types::CertificateDer<'static>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+fn make_cert(dir: &Path, name: &str) -> Cert {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_file = dir.join(format!("{name}.crt"));
+    let key_file = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_file, ck.cert.pem()).unwrap();
+    std::fs::write(&key_file, ck.signing_key.serialize_pem()).unwrap();
+    Cert {
+        der: ck.cert.der().clone(),
+        cert_file,
+        key_file,
+    }
+}
+
+/// A node with an RTMP and an RTMPS listener; returns it, its RTMPS address and the
+/// certificate it serves.
+async fn start_tls_node(handshake_secs: u64, extra: &str) -> (TestServer, SocketAddr, Cert) {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert(dir.path(), "node");
+    let text = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+rtmps_listen = "127.0.0.1:0"
+tls_cert_file = "{}"
+tls_key_file = "{}"
+http_listen = "127.0.0.1:0"
+handshake_timeout_secs = {handshake_secs}
+idle_timeout_secs = 5
+[snapshot]
+workers = 2
+[storage.default]
+scheme = "fs"
+root = "{}"
+{DEFAULT_RULES}
+{extra}
+"#,
+        cert.cert_file.display(),
+        cert.key_file.display(),
+        dir.path().join("snapshots").display(),
+    );
+    let server = TestServer::start(dir, &text).await;
+    let tls = server
+        .running
+        .as_ref()
+        .unwrap()
+        .rtmps_addr
+        .expect("RTMPS on");
+    (server, tls, cert)
+}
+
+/// A TLS connection to `addr` that trusts only `cert` (and checks the name "localhost").
+async fn tls_connect(addr: SocketAddr, cert: &Cert) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// Publishes the fixture as live/`stream` over RTMPS with the library's client.
+async fn publish_over_tls(addr: SocketAddr, cert: &Cert, stream: &str) {
+    let io = tls_connect(addr, cert).await.expect("TLS handshake");
+    let endpoint = Endpoint {
+        tls: true,
+        host: "localhost".into(),
+        port: addr.port(),
+        app: "live".into(),
+        tc_url: format!("rtmps://localhost:{}/live", addr.port()),
+    };
+    let mut p = client::Publisher::publish(io, &endpoint, stream, ClientOptions::default())
+        .await
+        .expect("publish accepted over TLS");
+    let rec = Recording::load(fixture(FIXTURE)).unwrap();
+    let opts = ReplayOptions {
+        speed: 4.0,
+        ts_offset: 0,
+        loops: 1,
+    };
+    let sent = replay(&mut p, &rec, opts).await.unwrap();
+    assert!(sent.keyframes > 0);
+    p.finish().await.unwrap();
+}
+
+/// Waits up to `limit` for the peer to close; returns what it sent meanwhile, or None
+/// if it was still open at the end.
+async fn closed_within(sock: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    match tokio::time::timeout(limit, sock.read_to_end(&mut got)).await {
+        Ok(_) => Some(got),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_publish_stores_the_same_snapshots_as_plain_rtmp_alongside() {
+    let (mut server, tls, cert) = start_tls_node(3, "").await;
+    // Both listeners at once: one publish over TLS, one over plain RTMP.
+    let plain = server.rtmp;
+    let plain_pub = tokio::spawn(publish_fixture_to(plain, "live", "plain", FIXTURE, 4.0));
+    publish_over_tls(tls, &cert, "tls").await;
+    plain_pub.await.unwrap();
+    let metrics = server.node().metrics.clone();
+    assert!(server.stop().await, "shutdown finished in time");
+    let files = list_files(&server.root());
+    let mut want = snapshot_keys("plain", 3);
+    want.extend(snapshot_keys("tls", 3));
+    want.sort();
+    assert_eq!(files, want);
+    // The same keyframes, decoded and encoded the same way: the same bytes.
+    for key in ["1", "2", "3"] {
+        let read = |s: &str| std::fs::read(server.root().join(format!("live/{s}/{key}.jpg")));
+        assert_eq!(
+            read("tls").unwrap(),
+            read("plain").unwrap(),
+            "snapshot {key}"
+        );
+    }
+    assert_eq!(metrics.rejected_count("tls"), 0);
+    assert_eq!(metrics.connections_accepted.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_over_tls_gets_every_message_of_a_plain_publish() {
+    let (mut server, tls, cert) = start_tls_node(3, "").await;
+    let publisher = tokio::spawn(publish_fixture_to(server.rtmp, "live", "cam", FIXTURE, 2.0));
+    let node = server.node().clone();
+    assert!(wait_for(Duration::from_secs(10), || node.registry.len() == 1).await);
+    let io = tls_connect(tls, &cert).await.expect("TLS handshake");
+    let endpoint = Endpoint {
+        tls: true,
+        host: "localhost".into(),
+        port: tls.port(),
+        app: "live".into(),
+        // The publisher's domain (its tcUrl names 127.0.0.1), not the TLS name.
+        tc_url: format!("rtmps://{tls}/live"),
+    };
+    let mut player = client::Player::play(io, &endpoint, "cam", ClientOptions::default())
+        .await
+        .expect("play accepted over TLS");
+    let mut got = Vec::new();
+    while let Some(m) = player.recv().await.expect("media until the publish ends") {
+        got.push(m);
+    }
+    publisher.await.unwrap();
+    // From the first picture (a keyframe) on: every message of the file, unchanged.
+    let tags = Recording::load(fixture(FIXTURE)).unwrap().tags().to_vec();
+    let first = got
+        .iter()
+        .position(|m| m.kind == MediaKind::Video && m.payload[0] == 0x17 && m.payload[1] == 1)
+        .expect("a keyframe was played");
+    let start = tags
+        .iter()
+        .position(|t| t.keyframe && t.timestamp == got[first].timestamp)
+        .expect("the first picture is one of the file's keyframes");
+    let played: Vec<_> = got[first..]
+        .iter()
+        .map(|m| (m.kind, m.timestamp, m.payload.clone()))
+        .collect();
+    let sent: Vec<_> = tags[start..]
+        .iter()
+        .map(|t| (t.kind, t.timestamp, t.payload.clone()))
+        .collect();
+    assert!(played.len() > 100, "played {} messages", played.len());
+    assert!(
+        played == sent,
+        "the played messages differ from the published ones"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_publishes_over_rtmps() {
+    let (mut server, tls, _cert) = start_tls_node(3, "").await;
+    // ffmpeg verifies no certificate unless asked (-tls_verify 1), as OBS with a
+    // self-signed node would need.
+    let url = format!("rtmps://127.0.0.1:{}/live/ffcam", tls.port());
+    let out = ffmpeg_publish(FIXTURE, &url)
+        .output()
+        .await
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+    assert_eq!(list_files(&server.root()), snapshot_keys("ffcam", 3));
+    let (w, h, _) = decode_jpeg(&std::fs::read(server.root().join("live/ffcam.jpg")).unwrap());
+    assert_eq!((w, h), (640, 360));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_rtmp_on_the_tls_port_is_closed_and_counted() {
+    let (mut server, tls, _cert) = start_tls_node(5, "").await;
+    let mut sock = TcpStream::connect(tls).await.unwrap();
+    // C0 + C1 of a plain RTMP handshake.
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(0x5a, 1536));
+    sock.write_all(&c0c1).await.unwrap();
+    let got = closed_within(&mut sock, Duration::from_secs(2))
+        .await
+        .expect("closed at once, not at the handshake deadline");
+    // At most a TLS alert (content type 21), never an RTMP S0.
+    assert!(got.is_empty() || got[0] == 21, "{got:?}");
+    let m = server.node().metrics.clone();
+    assert!(wait_for(Duration::from_secs(2), || m.rejected_count("tls") == 1).await);
+    assert_eq!(m.rejected_count("handshake_timeout"), 0);
+    // The plain listener is unaffected.
+    publish_fixture(&server, "live", "after", FIXTURE, 8.0).await;
+    server.stop().await;
+    assert_eq!(list_files(&server.root()), snapshot_keys("after", 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshake_is_closed_at_the_deadline() {
+    let (mut server, tls, _cert) = start_tls_node(1, "").await;
+    let started = Instant::now();
+    let mut sock = TcpStream::connect(tls).await.unwrap();
+    // The start of a TLS record (a handshake, 512 bytes announced) and then nothing.
+    sock.write_all(&[22, 3, 1, 2, 0, 1]).await.unwrap();
+    let node = server.node().clone();
+    let limits = server.running.as_ref().unwrap().conn_limits.clone();
+    assert!(
+        wait_for(Duration::from_secs(1), || limits.handshakes.in_progress()
+            == 1)
+        .await
+    );
+    let got = closed_within(&mut sock, Duration::from_secs(4))
+        .await
+        .expect("closed at the handshake deadline");
+    let took = started.elapsed();
+    assert!(got.is_empty() || got[0] == 21, "{got:?}");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    let m = node.metrics.clone();
+    assert!(
+        wait_for(Duration::from_secs(1), || m
+            .rejected_count("handshake_timeout")
+            == 1)
+        .await
+    );
+    assert_eq!(
+        limits.handshakes.in_progress(),
+        0,
+        "the handshake slot was freed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_listeners_share_the_per_ip_cap_and_the_handshake_table() {
+    let limits = "[limits]\nmax_connections_per_ip = 2\nmax_handshakes = 2\n";
+    let (mut server, tls, _cert) = start_tls_node(5, limits).await;
+    let m = server.node().metrics.clone();
+    let limits = server.running.as_ref().unwrap().conn_limits.clone();
+    let in_handshake = |n| {
+        let limits = limits.clone();
+        move || limits.handshakes.in_progress() == n
+    };
+    // Two TLS connections that never start their TLS handshake fill the table, one
+    // after the other (the first is the oldest).
+    let mut a = TcpStream::connect(tls).await.unwrap();
+    assert!(wait_for(Duration::from_secs(1), in_handshake(1)).await);
+    let mut b = TcpStream::connect(tls).await.unwrap();
+    assert!(wait_for(Duration::from_secs(1), in_handshake(2)).await);
+    // A plain RTMP connection from the same address is over the per-IP cap they share.
+    let mut c = TcpStream::connect(server.rtmp).await.unwrap();
+    assert!(closed_within(&mut c, Duration::from_secs(2))
+        .await
+        .is_some());
+    assert_eq!(m.rejected_count("per_ip_limit"), 1);
+    // From another loopback address it is admitted, and its RTMP handshake evicts the
+    // oldest TLS handshake in progress.
+    let _d = connect_from("127.0.0.2".parse().unwrap(), server.rtmp)
+        .await
+        .unwrap();
+    assert!(closed_within(&mut a, Duration::from_secs(2))
+        .await
+        .is_some());
+    assert!(
+        wait_for(Duration::from_secs(1), || m
+            .rejected_count("handshake_limit")
+            == 1)
+        .await
+    );
+    assert!(
+        closed_within(&mut b, Duration::from_millis(200))
+            .await
+            .is_none(),
+        "b stays"
+    );
+    assert_eq!(limits.handshakes.in_progress(), 2);
+    server.stop().await;
+}
+
+/// The config error for `server` keys (TOML lines), or panics if accepted.
+fn config_error(server: &str) -> String {
+    let text = format!(
+        "[server]\nrtmp_listen = \"127.0.0.1:1935\"\n{server}\n[storage.default]\nscheme = \"memory\"\n"
+    );
+    match Config::parse(&text).and_then(|c| c.validate().map(|_| ())) {
+        Ok(()) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = make_cert(dir.path(), "good");
+    let other = make_cert(dir.path(), "other");
+    let (crt, key) = (good.cert_file.display(), good.key_file.display());
+    let listen = "rtmps_listen = \"127.0.0.1:1936\"";
+
+    let e = config_error(listen);
+    assert!(e.starts_with("server.tls_cert_file: is required"), "{e}");
+    let e = config_error(&format!("{listen}\ntls_cert_file = \"{crt}\""));
+    assert!(e.starts_with("server.tls_key_file: is required"), "{e}");
+
+    let missing = dir.path().join("missing.pem");
+    let m = missing.display();
+    let e = config_error(&format!(
+        "{listen}\ntls_cert_file = \"{m}\"\ntls_key_file = \"{key}\""
+    ));
+    assert!(
+        e.starts_with(&format!("server.tls_cert_file: {m}: cannot read")),
+        "{e}"
+    );
+    let e = config_error(&format!(
+        "{listen}\ntls_cert_file = \"{crt}\"\ntls_key_file = \"{m}\""
+    ));
+    assert!(
+        e.starts_with(&format!("server.tls_key_file: {m}: cannot read")),
+        "{e}"
+    );
+
+    // The other certificate's key does not belong to this certificate.
+    let wrong = other.key_file.display();
+    let e = config_error(&format!(
+        "{listen}\ntls_cert_file = \"{crt}\"\ntls_key_file = \"{wrong}\""
+    ));
+    assert_eq!(
+        e,
+        format!(
+            "server.tls_key_file: {wrong}: the private key does not match the certificate in {crt}"
+        )
+    );
+    // Files swapped: no certificate in the key file, no key in the certificate.
+    let e = config_error(&format!(
+        "{listen}\ntls_cert_file = \"{key}\"\ntls_key_file = \"{key}\""
+    ));
+    assert!(
+        e.starts_with(&format!("server.tls_cert_file: {key}: no CERTIFICATE")),
+        "{e}"
+    );
+    let e = config_error(&format!(
+        "{listen}\ntls_cert_file = \"{crt}\"\ntls_key_file = \"{crt}\""
+    ));
+    assert!(
+        e.starts_with(&format!(
+            "server.tls_key_file: {crt}: no usable PEM private key"
+        )),
+        "{e}"
+    );
+
+    // Keys that only make sense together.
+    let e = config_error(&format!(
+        "tls_cert_file = \"{crt}\"\ntls_key_file = \"{key}\""
+    ));
+    assert!(e.starts_with("server.rtmps_listen: is required"), "{e}");
+    let e = config_error(&format!(
+        "rtmps_listen = \"nope\"\ntls_cert_file = \"{crt}\"\ntls_key_file = \"{key}\""
+    ));
+    assert!(e.starts_with("server.rtmps_listen"), "{e}");
+    let e = config_error(&format!(
+        "rtmps_listen = \"127.0.0.1:1935\"\ntls_cert_file = \"{crt}\"\ntls_key_file = \"{key}\""
+    ));
+    assert!(
+        e.starts_with("server.rtmps_listen: 127.0.0.1:1935 is also server.rtmp_listen"),
+        "{e}"
+    );
+
+    // And a good pair is accepted.
+    let text = format!(
+        "[server]\n{listen}\ntls_cert_file = \"{crt}\"\ntls_key_file = \"{key}\"\n[storage.default]\nscheme = \"memory\"\n"
+    );
+    let s = Config::parse(&text).unwrap().validate().unwrap();
+    assert_eq!(s.rtmps.unwrap().listen.to_string(), "127.0.0.1:1936");
+    let s = Config::embedded_default().validate().unwrap();
+    assert!(s.rtmps.is_none(), "RTMPS is off by default");
+}
