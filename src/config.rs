@@ -14,6 +14,7 @@ use crate::error::Invalid;
 use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
+pub use crate::relay::config::{Relay, RelaySpec};
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
 use crate::storage::settings::{self, StorageConfig, StorageSettings};
@@ -82,6 +83,9 @@ pub struct Config {
     /// Serving live streams to RTMP players.
     #[serde(default)]
     pub play: PlayConfig,
+    /// Relays of every publish to upstream origins, per (domain, app). Default: none.
+    #[serde(default)]
+    pub relays: Vec<RelaySpec>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -224,6 +228,8 @@ pub struct Settings {
     pub on_publish: Option<String>,
     pub notify: NotifyConfig,
     pub play: PlayConfig,
+    /// The config file's relays, in order.
+    pub relays: Vec<Relay>,
 }
 
 impl Config {
@@ -411,6 +417,7 @@ impl Config {
             n => n,
         };
         self.play.validate()?;
+        let relays = crate::relay::config::validate_all(&self.relays)?;
         Ok(Settings {
             rtmp_listen,
             http_listen,
@@ -431,6 +438,7 @@ impl Config {
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),
             play: self.play.clone(),
+            relays,
         })
     }
 }

@@ -21,11 +21,13 @@ use crate::media::flv::{self, PacketKind, VideoCodec};
 use crate::media::sps;
 use crate::names::StreamId;
 use crate::node::Node;
+use crate::relay;
 use crate::rules::Rule;
 use crate::snapshot::pool::{DueKeyframe, StreamQueue};
 use crate::snapshot::scheduler::Scheduler;
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::{SnapshotWriter, WriterContext};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The snapshot side of a publish that has a rule.
 struct Snapshotting {
@@ -45,6 +47,20 @@ pub struct Ingest {
     warned_bad_tag: bool,
     first_video_ts: Option<u32>,
     last_keyframe_ts: Option<u32>,
+    /// Stops the relay tasks' retries when the publish ends (dropped after the hub is
+    /// closed, so connected relays first send what is left).
+    _relay_stop: DropGuard,
+}
+
+/// Starts the relay targets of the publish (the relay config in force now).
+fn start_relays(node: &Arc<Node>, live: &LiveStream, query: &str) -> DropGuard {
+    let stop = CancellationToken::new();
+    if let Some(relay) = node.relays.lookup(&live.id.domain, &live.id.app) {
+        let states = relay::task::spawn_all(node, &live.id, query, &live.hub, &relay, &stop);
+        tracing::info!(targets = states.len(), relay_domain = %relay.spec.domain, relay_app = %relay.spec.app, "relaying to upstream targets");
+        let _ = live.relays.set(states);
+    }
+    stop.drop_guard()
 }
 
 /// Why a publish could not start.
@@ -55,10 +71,22 @@ pub enum StartError {
 }
 
 impl Ingest {
-    /// Claims the name and, when a rule applies, starts the stream's snapshot writer.
+    /// Claims the name and, when a rule applies, starts the stream's snapshot writer;
+    /// relays start without the publish's query (see [`Ingest::start_with_query`]).
     pub fn start(
         node: &Arc<Node>,
         id: StreamId,
+        peer: std::net::SocketAddr,
+    ) -> Result<Ingest, StartError> {
+        Ingest::start_with_query(node, id, "", peer)
+    }
+
+    /// [`Ingest::start`], with the publish's query (without `?`) for relay targets that
+    /// pass it on.
+    pub fn start_with_query(
+        node: &Arc<Node>,
+        id: StreamId,
+        query: &str,
         peer: std::net::SocketAddr,
     ) -> Result<Ingest, StartError> {
         let rule: Option<Arc<Rule>> = node.rules().lookup(&id.domain, &id.app);
@@ -73,6 +101,7 @@ impl Ingest {
             kick: tokio_util::sync::CancellationToken::new(),
             info: Default::default(),
             hub: Hub::new(node.settings.play.hub_limits()),
+            relays: Default::default(),
         };
         let start_unix = unix_of(live.started);
         let latest = live.latest.clone();
@@ -80,6 +109,7 @@ impl Ingest {
             .registry
             .claim(live)
             .ok_or_else(|| StartError::Duplicate(id.clone()))?;
+        let relay_stop = start_relays(node, &guard.stream, query);
         let snap = match rule {
             Some(rule) => match node.targets.get(rule.storage()) {
                 Some(target) => {
@@ -134,6 +164,7 @@ impl Ingest {
             warned_bad_tag: false,
             first_video_ts: None,
             last_keyframe_ts: None,
+            _relay_stop: relay_stop,
         })
     }
 

@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::live::Registry;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::relay::config::RelayBook;
 use crate::rules::shared::{SharedRules, SharedRulesParts};
 use crate::rules::{RuleBook, RuleSet};
 use crate::snapshot::pool::Pool;
@@ -28,6 +29,8 @@ pub struct Node {
     pub rules: Arc<RuleBook>,
     /// The rule document shared with other nodes (None when none is configured).
     pub shared_rules: Option<Arc<SharedRules>>,
+    /// Where publishes are relayed: the config file's `[[relays]]` and the API's.
+    pub relays: RelayBook,
     pub targets: Targets,
     pub pool: Pool,
     pub registry: Arc<Registry>,
@@ -68,10 +71,12 @@ impl Node {
                 clock: clock.clone(),
             }))
         });
+        let relays = RelayBook::new(settings.relays.clone());
         Ok(Arc::new(Node {
             settings,
             rules,
             shared_rules,
+            relays,
             targets,
             pool,
             registry: Arc::new(Registry::default()),

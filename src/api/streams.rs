@@ -72,6 +72,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "last_snapshot_time": (last > 0).then(|| rfc3339(last)),
         "keyframes": g(&st.keyframes),
         "bytes": g(&st.bytes),
+        "relays": s.relays().iter().map(|r| r.view()).collect::<Vec<_>>(),
     })
 }
 
