@@ -3,7 +3,8 @@
 //! - `publisher`: a real RTMP publisher (the library's client) that replays FLV
 //!   fixtures;
 //! - `raw`: a raw RTMP peer that sends what no real client would (hostile tests);
-//! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server.
+//! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server;
+//! - `nginx`: a real nginx-rtmp origin per test, and framemd5 comparison of recordings.
 //!
 //! `server` and `publisher` are re-exported, so `use common::*;` brings them in; `raw`,
 //! `logs` and `moto` are named where they are used. The small helpers below (fixtures,
@@ -12,6 +13,7 @@
 
 pub mod logs;
 pub mod moto;
+pub mod nginx;
 pub mod publisher;
 pub mod raw;
 pub mod server;
