@@ -23,9 +23,7 @@ use bytes::Bytes;
 use common::nginx::{video_framemd5, Nginx};
 use livesnap::media::flv::FlvReader;
 use livesnap::rtmp::chunk_writer::PreChunked;
-use livesnap::rtmp::client::{
-    ClientError, ClientOptions, Endpoint, MediaKind, Phase, Player, Publisher,
-};
+use livesnap::rtmp::client::{ClientError, ClientOptions, MediaKind, Phase, Player, Publisher};
 use tokio::net::TcpStream;
 
 /// Counts heap allocations per thread, to check that sends do not allocate per frame.

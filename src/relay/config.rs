@@ -428,6 +428,26 @@ targets = [
     }
 
     #[test]
+    fn the_commented_example_in_config_example_toml_is_valid() {
+        #[derive(Deserialize)]
+        struct F {
+            relays: Vec<RelaySpec>,
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("# [[relays]]").expect("a [[relays]] example");
+        let block: Vec<&str> = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim_start())
+            .collect();
+        let f: F = toml::from_str(&block.join("\n")).unwrap();
+        let relays = validate_all(&f.relays).unwrap();
+        assert_eq!(relays[0].targets.len(), 3);
+        assert!(relays[0].targets[1].sign.is_some());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let mut s = spec("*", "*", "rtmp://o/live/{StreamName}");
         s.targets.push(TargetSpec::Url("rtmp://o/{Stream}".into()));

@@ -204,7 +204,7 @@ impl RelayTask {
                     let p = Publisher::publish(tcp, &r.endpoint, &r.stream_key, client_options())
                         .await
                         .map_err(|e| e.to_string())?;
-                    Ok(Upstream::Tcp(p))
+                    Ok(Upstream::Tcp(Box::new(p)))
                 }
             }
         };
@@ -213,7 +213,7 @@ impl RelayTask {
             _ = self.node.shutdown.cancelled() => Err("the node is shutting down".to_owned()),
         };
         match up {
-            Ok(Upstream::Tcp(p)) => self.forward(p, sub).await,
+            Ok(Upstream::Tcp(p)) => self.forward(*p, sub).await,
             Ok(Upstream::Tls(p)) => self.forward(*p, sub).await,
             Err(e) => Ended::Failed(e),
         }
@@ -330,7 +330,7 @@ impl RelayTask {
 
 /// A connected upstream publish, plain or over TLS.
 enum Upstream {
-    Tcp(Publisher<TcpStream>),
+    Tcp(Box<Publisher<TcpStream>>),
     Tls(Box<Publisher<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
 
