@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::nginx::{framemd5, video_framemd5, Nginx};
 use common::*;
@@ -617,4 +617,128 @@ async fn no_relay_without_a_matching_config() {
     p.finish().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!nginx.recorded("plain").exists());
+}
+
+/// A TCP proxy in front of `backend` that stops reading from its client for `pause`
+/// once it has forwarded `forward_first` bytes (its receive buffer kept small, so the
+/// client's writes stall at once).
+async fn stalling_proxy(backend: u16, forward_first: usize, pause: Duration) -> SocketAddr {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(8192).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = sock.listen(16).unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let up = TcpStream::connect(("127.0.0.1", backend)).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = up.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 4096];
+                let mut forwarded = 0;
+                let mut paused = false;
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if uw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    forwarded += n;
+                    if !paused && forwarded >= forward_first {
+                        paused = true;
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                let _ = uw.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_target_that_stops_reading_skips_to_a_keyframe_counted_and_never_slows_the_publish() {
+    let nginx = Nginx::start("");
+    // The target stops reading for 4 s about 0.5 s into the stream, while the publisher
+    // goes on at 6× real time: 2 MB arrive meanwhile, more than the 1 MiB window and the
+    // relay's socket buffer.
+    let proxy = stalling_proxy(nginx.port, 250_000, Duration::from_secs(4)).await;
+    let target = format!("\"rtmp://{proxy}/live/{{StreamName}}\"");
+    let config = format!(
+        "{}\n[play]\nwindow_bytes = 1048576\n",
+        relay_config("live", &[target])
+    );
+    let server = start_server(&config).await;
+    let mut p = start_publish(server.rtmp, "live", "stall").await;
+    let started = Instant::now();
+    for run in 0..2 {
+        p.replay(&fixture(FIXTURE), 6.0, run * 20_100)
+            .await
+            .unwrap();
+    }
+    let took = started.elapsed();
+    p.finish().await;
+    assert!(
+        took < Duration::from_millis(6_700 + 1000),
+        "the publisher was held by the stalled target: {took:?}"
+    );
+
+    // The relay ends once the stalled target has taken what was left.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&metrics(&server).await, "livesnap_relay_connected") > 0 {
+        assert!(Instant::now() < deadline, "the relay did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without side data: the re-sent sequence header shows as new extradata on the
+    // keyframe after the skip.
+    let got = frames_only(video_framemd5(&nginx.wait_recorded("stall").await));
+    let m = metrics(&server).await;
+    let skipped = metric(&m, "livesnap_relay_skipped_bytes_total");
+    assert!(skipped > 1_000_000, "skipped {skipped} bytes\n{m}");
+    let source = frames_only(video_framemd5(&fixture(FIXTURE)));
+    assert!(
+        got.len() < 2 * source.len() - 50,
+        "{} frames recorded: nothing skipped?",
+        got.len()
+    );
+    // What was recorded after the skip is whole frames of the source, from a keyframe
+    // on, up to the very end of the publish.
+    let md5 = |l: &String| l.rsplit(',').next().unwrap().trim().to_owned();
+    assert_eq!(
+        md5(got.last().unwrap()),
+        md5(source.last().unwrap()),
+        "the end arrived"
+    );
+    let keyframes: Vec<String> = fixture_tags(FIXTURE)
+        .iter()
+        .filter(|t| t.tag_type == 9 && t.data.get(1) == Some(&1))
+        .zip(&source)
+        .filter(|(t, _)| t.data[0] >> 4 == 1)
+        .map(|(_, l)| md5(l))
+        .collect();
+    let pos: Vec<Option<usize>> = got
+        .iter()
+        .map(|x| source.iter().position(|s| md5(s) == md5(x)))
+        .collect();
+    let gap = (1..pos.len())
+        .find(|&i| match (pos[i - 1], pos[i]) {
+            (Some(a), Some(b)) => b != (a + 1) % source.len(),
+            _ => true,
+        })
+        .unwrap_or_else(|| panic!("no skip in the recording: {pos:?}"));
+    let resumed = gap;
+    assert!(
+        keyframes.contains(&md5(&got[resumed])),
+        "resumed at a keyframe: {:?}, keyframes at {:?}",
+        &pos[gap.saturating_sub(3)..(gap + 5).min(pos.len())],
+        keyframes
+            .iter()
+            .map(|k| source.iter().position(|s| &md5(s) == k))
+            .collect::<Vec<_>>()
+    );
 }
