@@ -6,14 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::nginx::{framemd5, video_framemd5, Nginx};
+use common::nginx::{framemd5, frames_only, rebased, video_framemd5, Nginx};
+use common::upstream::{black_hole, http_json, stalling_proxy, tls_terminator, EventSink};
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const FIXTURE: &str = "high_1280x720_bframes_aac.flv";
 
@@ -82,38 +80,6 @@ fn metric(text: &str, name: &str) -> u64 {
                 .and_then(|v| v.trim().parse::<f64>().ok())
         })
         .unwrap_or_else(|| panic!("{name} not in\n{text}")) as u64
-}
-
-/// framemd5 lines without side data (nginx's recording announces the AAC config as
-/// side data on its first packet): stream, dts, pts, duration, size, md5.
-fn frames_only(lines: Vec<String>) -> Vec<String> {
-    lines
-        .into_iter()
-        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
-        .collect()
-}
-
-/// framemd5 lines with dts and pts made relative to the first frame's dts (nginx starts
-/// a recording at 0 wherever it joined the stream).
-fn rebased(lines: &[String]) -> Vec<String> {
-    let fields = |l: &String| {
-        l.split(',')
-            .map(|f| f.trim().to_owned())
-            .collect::<Vec<_>>()
-    };
-    let Some(first) = lines.first() else {
-        return Vec::new();
-    };
-    let dts0: i64 = fields(first)[1].parse().unwrap();
-    lines
-        .iter()
-        .map(|l| {
-            let f = fields(l);
-            let dts: i64 = f[1].parse().unwrap();
-            let pts: i64 = f[2].parse().unwrap();
-            format!("{},{},{},{},{}", dts - dts0, pts - dts0, f[3], f[4], f[5])
-        })
-        .collect()
 }
 
 /// The video frames of the source, as the recording of a relay that started at some
@@ -265,19 +231,6 @@ async fn a_target_down_at_publish_start_is_reached_after_backoff_from_a_keyframe
     assert!(metric(&m, "livesnap_relay_reconnects_total") >= 1, "{m}");
 }
 
-/// Accepts TCP connections and never reads from them.
-async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
-    (addr, task)
-}
-
 #[tokio::test]
 async fn refusing_and_black_hole_targets_slow_neither_the_publish_nor_the_other_target() {
     let nginx = Nginx::start("");
@@ -387,46 +340,6 @@ async fn a_signed_target_is_accepted_by_an_origin_that_checks_auth_key() {
     );
 }
 
-/// A TLS terminator in front of `backend` with a certificate for `localhost` issued by
-/// a fresh test CA; returns its address and the CA's PEM.
-async fn tls_terminator(backend: u16) -> (SocketAddr, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(leaf.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                let mut up = TcpStream::connect(("127.0.0.1", backend)).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-            });
-        }
-    });
-    (addr, ca_cert.pem())
-}
-
 #[tokio::test]
 async fn an_rtmps_target_is_relayed_over_tls_trusting_its_ca_file_only() {
     let nginx = Nginx::start("");
@@ -475,24 +388,6 @@ async fn an_rtmps_target_is_relayed_over_tls_trusting_its_ca_file_only() {
     );
 }
 
-/// A minimal HTTP request with a JSON body; returns the status and body.
-async fn http_json(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (
-        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-        body.to_owned(),
-    )
-}
-
 #[tokio::test]
 async fn relay_configs_added_through_the_api_apply_from_the_next_publish() {
     let nginx = Nginx::start("");
@@ -534,71 +429,6 @@ async fn relay_configs_added_through_the_api_apply_from_the_next_publish() {
     assert_eq!(status, 404);
 }
 
-/// Collects the JSON bodies POSTed to it (the node's notify URL).
-struct EventSink {
-    addr: SocketAddr,
-    bodies: Arc<std::sync::Mutex<Vec<Value>>>,
-}
-
-impl EventSink {
-    async fn start() -> EventSink {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let b = bodies.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let b = b.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let n = match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buf).into_owned();
-                        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                            continue;
-                        };
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse().ok())?
-                            })
-                            .unwrap_or(0);
-                        if body.len() < len {
-                            continue;
-                        }
-                        if let Ok(v) = serde_json::from_str::<Value>(&body[..len]) {
-                            b.lock().unwrap().push(v);
-                        }
-                        buf = body.as_bytes()[len..].to_vec();
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                            .await;
-                    }
-                });
-            }
-        });
-        EventSink { addr, bodies }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.bodies()
-            .iter()
-            .filter_map(|v| v["event"].as_str().map(str::to_owned))
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn no_relay_without_a_matching_config() {
     let nginx = Nginx::start("");
@@ -617,48 +447,6 @@ async fn no_relay_without_a_matching_config() {
     p.finish().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!nginx.recorded("plain").exists());
-}
-
-/// A TCP proxy in front of `backend` that stops reading from its client for `pause`
-/// once it has forwarded `forward_first` bytes (its receive buffer kept small, so the
-/// client's writes stall at once).
-async fn stalling_proxy(backend: u16, forward_first: usize, pause: Duration) -> SocketAddr {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(8192).unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let l = sock.listen(16).unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let up = TcpStream::connect(("127.0.0.1", backend)).await.unwrap();
-                let (mut cr, mut cw) = client.into_split();
-                let (mut ur, mut uw) = up.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut ur, &mut cw).await;
-                });
-                let mut buf = vec![0u8; 4096];
-                let mut forwarded = 0;
-                let mut paused = false;
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if uw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    forwarded += n;
-                    if !paused && forwarded >= forward_first {
-                        paused = true;
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                let _ = uw.shutdown().await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test]

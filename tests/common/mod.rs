@@ -4,7 +4,8 @@
 //!   fixtures;
 //! - `raw`: a raw RTMP peer that sends what no real client would (hostile tests);
 //! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server;
-//! - `nginx`: a real nginx-rtmp origin per test, and framemd5 comparison of recordings.
+//! - `nginx`: a real nginx-rtmp origin per test, and framemd5 comparison of recordings;
+//! - `upstream`: stand-ins for failing upstream origins (black hole, stalling proxy, TLS).
 //!
 //! `server` and `publisher` are re-exported, so `use common::*;` brings them in; `raw`,
 //! `logs` and `moto` are named where they are used. The small helpers below (fixtures,
@@ -17,6 +18,7 @@ pub mod nginx;
 pub mod publisher;
 pub mod raw;
 pub mod server;
+pub mod upstream;
 
 // A test binary that uses none of a module's items would warn of an unused import.
 #[allow(unused_imports)]

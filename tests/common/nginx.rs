@@ -200,3 +200,35 @@ pub fn framemd5(file: &Path, kind: &str) -> Vec<String> {
 pub fn video_framemd5(file: &Path) -> Vec<String> {
     framemd5(file, "v")
 }
+
+/// framemd5 lines without side data (nginx's recording announces the AAC config as
+/// side data on its first packet): stream, dts, pts, duration, size, md5.
+pub fn frames_only(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// framemd5 lines with dts and pts made relative to the first frame's dts (nginx starts
+/// a recording at 0 wherever it joined the stream).
+pub fn rebased(lines: &[String]) -> Vec<String> {
+    let fields = |l: &String| {
+        l.split(',')
+            .map(|f| f.trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let Some(first) = lines.first() else {
+        return Vec::new();
+    };
+    let dts0: i64 = fields(first)[1].parse().unwrap();
+    lines
+        .iter()
+        .map(|l| {
+            let f = fields(l);
+            let dts: i64 = f[1].parse().unwrap();
+            let pts: i64 = f[2].parse().unwrap();
+            format!("{},{},{},{},{}", dts - dts0, pts - dts0, f[3], f[4], f[5])
+        })
+        .collect()
+}
