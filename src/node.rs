@@ -30,7 +30,7 @@ pub struct Node {
     /// The rule document shared with other nodes (None when none is configured).
     pub shared_rules: Option<Arc<SharedRules>>,
     /// Where publishes are relayed: the config file's `[[relays]]` and the API's.
-    pub relays: RelayBook,
+    pub relays: Arc<RelayBook>,
     pub targets: Targets,
     pub pool: Pool,
     pub registry: Arc<Registry>,
@@ -59,6 +59,7 @@ impl Node {
         let shutdown = CancellationToken::new();
         notify.start(shutdown.clone());
         let rules = Arc::new(RuleBook::new(settings.rules.clone()));
+        let relays = Arc::new(RelayBook::new(settings.relays.clone()));
         let shared_rules = settings.rule_store.as_ref().and_then(|cfg| {
             Some(SharedRules::new(SharedRulesParts {
                 config: cfg.clone(),
@@ -67,11 +68,11 @@ impl Node {
                 static_rules: settings.static_rules.clone(),
                 storage_names: settings.storage.keys().cloned().collect::<BTreeSet<_>>(),
                 book: rules.clone(),
+                relays: relays.clone(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
             }))
         });
-        let relays = RelayBook::new(settings.relays.clone());
         Ok(Arc::new(Node {
             settings,
             rules,

@@ -389,18 +389,43 @@ async fn an_rtmps_target_is_relayed_over_tls_trusting_its_ca_file_only() {
 }
 
 #[tokio::test]
-async fn relay_configs_added_through_the_api_apply_from_the_next_publish() {
+async fn relay_configs_added_through_the_api_are_shared_by_nodes_and_apply_from_the_next_publish() {
     let nginx = Nginx::start("");
     let config_target = format!("\"{}/{{StreamName}}\"", nginx.url("closed"));
-    let server = start_server(&relay_config("cfg", &[config_target])).await;
+    let server = start_server(&format!(
+        "{}\n[rule_store]\nreload_secs = 1\n",
+        relay_config("cfg", &[config_target])
+    ))
+    .await;
+    // A second node on the same rule store (the first node's storage folder).
+    let other = TestServer::start(
+        tempfile::tempdir().unwrap(),
+        &format!(
+            r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+[storage.default]
+scheme = "fs"
+root = "{}"
+[rule_store]
+reload_secs = 1
+"#,
+            server.root().display()
+        ),
+    )
+    .await;
     let body = format!(
-        r#"{{"app": "api", "targets": ["{}/{{StreamName}}"]}}"#,
+        r#"{{"app": "api", "targets": ["{}/{{StreamName}}", {{"url": "{}/{{StreamName}}x", "sign_key": "secret-k"}}]}}"#,
+        nginx.url("live"),
         nginx.url("live")
     );
     let (status, created) = http_json(server.http, "POST", "/api/v1/relay-configs", &body).await;
     assert_eq!(status, 201, "{created}");
+    assert!(!created.contains("secret-k"), "{created}");
     let created: Value = serde_json::from_str(&created).unwrap();
     assert_eq!(created["source"], "api");
+    assert_eq!(created["targets"][1]["signed"], true, "{created}");
     let (status, e) = http_json(server.http, "POST", "/api/v1/relay-configs", &body).await;
     assert_eq!(status, 409, "{e}");
     let (status, e) = http_json(
@@ -417,8 +442,19 @@ async fn relay_configs_added_through_the_api_apply_from_the_next_publish() {
     let (_, list) = http_json(server.http, "GET", "/api/v1/relay-configs", "").await;
     let list: Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list["total"], 2, "{list}");
+    assert!(!list.to_string().contains("secret-k"), "{list}");
 
-    publish_paced(server.rtmp, "api", "viaapi", 3000, 0.0).await;
+    // The other node picks it up from the shared document and relays its publish.
+    assert!(
+        wait_for(Duration::from_secs(5), || other
+            .node()
+            .relays
+            .lookup("127.0.0.1", "api")
+            .is_some())
+        .await,
+        "the second node applies the stored relay config"
+    );
+    publish_paced(other.rtmp, "api", "viaapi", 3000, 0.0).await;
     let got = video_framemd5(&nginx.wait_recorded("viaapi").await);
     assert!(got.len() > 50, "{} frames", got.len());
 
@@ -427,6 +463,16 @@ async fn relay_configs_added_through_the_api_apply_from_the_next_publish() {
     assert_eq!(status, 204);
     let (status, _) = http_json(server.http, "DELETE", &path, "").await;
     assert_eq!(status, 404);
+    assert!(server.node().relays.lookup("127.0.0.1", "api").is_none());
+    assert!(
+        wait_for(Duration::from_secs(5), || other
+            .node()
+            .relays
+            .lookup("127.0.0.1", "api")
+            .is_none())
+        .await,
+        "the delete reaches the second node"
+    );
 }
 
 #[tokio::test]

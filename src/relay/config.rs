@@ -3,10 +3,11 @@
 //! The shape as written ([`RelaySpec`], shared by the config file and the API's JSON),
 //! its validation into a [`Relay`] (errors name the key, `relays[1].targets[0].url`),
 //! the lookup ([`RelaySet`]) and the relays in force on this node ([`RelayBook`]: the
-//! config file's plus those added through the API, kept in this node's memory). A
-//! publish takes its relay once, at its start.
+//! config file's plus those added through the API, which live in the shared rule
+//! document beside the snapshot rules: [`StoredRelay`]). A publish takes its relay
+//! once, at its start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -58,17 +59,18 @@ pub struct TargetTable {
     /// `{AppName}`, `{StreamName}`.
     pub url: String,
     /// Overrides the entry's `pass_query` for this target.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_query: Option<bool>,
     /// Sign the URL with this key (Alibaba type A `auth_key`), per connection attempt.
-    #[serde(default, skip_serializing)]
+    /// Kept in the shared rule document; never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_key: Option<String>,
     /// Seconds a signature is valid (its timestamp is now + this). Default 1800.
     #[serde(default = "default_validity")]
     pub sign_validity_secs: u64,
     /// PEM file of the CA certificates to trust for this `rtmps://` target instead of
     /// the system's trust store (a private origin's CA).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<String>,
 }
 
@@ -242,7 +244,17 @@ impl RelaySet {
     }
 }
 
-/// A relay added through the API (kept in this node's memory only).
+/// A relay config added through the API, as the shared rule document keeps it: the
+/// config as written, plus its id and creation time (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRelay {
+    pub id: u64,
+    pub create_time: u64,
+    #[serde(flatten)]
+    pub spec: RelaySpec,
+}
+
+/// A stored relay config in force on this node.
 #[derive(Debug, Clone)]
 pub struct ApiRelay {
     pub id: u64,
@@ -250,23 +262,14 @@ pub struct ApiRelay {
     pub create_time: u64,
 }
 
-/// Why the API could not add or remove a relay.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BookError {
-    #[error("({0:?}, {1:?}) is set in the config file, which the API cannot change")]
-    ReadOnly(String, String),
-    #[error("({0:?}, {1:?}) already has a relay config")]
-    Exists(String, String),
-}
-
 #[derive(Debug, Default)]
 struct BookState {
-    api: BTreeMap<u64, ApiRelay>,
-    next_id: u64,
+    api: Vec<ApiRelay>,
     current: Arc<RelaySet>,
 }
 
-/// The relays in force on this node: the config file's (read-only) and the API's.
+/// The relays in force on this node: the config file's (read-only, the static base)
+/// and those of the shared rule document (added through the API).
 #[derive(Debug, Default)]
 pub struct RelayBook {
     config: Vec<Arc<Relay>>,
@@ -280,8 +283,7 @@ impl RelayBook {
         RelayBook {
             config,
             state: RwLock::new(BookState {
-                api: BTreeMap::new(),
-                next_id: 1,
+                api: Vec::new(),
                 current,
             }),
         }
@@ -289,10 +291,6 @@ impl RelayBook {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BookState> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BookState> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The relay for a publish starting now.
@@ -305,76 +303,52 @@ impl RelayBook {
         &self.config
     }
 
-    /// The API's relays, by id.
-    pub fn api(&self) -> Vec<ApiRelay> {
-        self.read().api.values().cloned().collect()
+    /// Whether the config file has a relay for exactly (domain, app).
+    pub fn config_has(&self, domain: &str, app: &str) -> bool {
+        self.config
+            .iter()
+            .any(|r| r.spec.domain == domain && r.spec.app == app)
     }
 
-    fn rebuild(&self, st: &mut BookState) {
-        st.current = Arc::new(RelaySet::new(
+    /// The stored relays in force, in document order.
+    pub fn api(&self) -> Vec<ApiRelay> {
+        self.read().api.clone()
+    }
+
+    /// Puts the shared document's relays in force (beside the config file's); returns
+    /// why any was left out (invalid here, or shadowing a config relay or an earlier one).
+    pub fn set_stored(&self, stored: &[StoredRelay]) -> Vec<String> {
+        let mut skipped = Vec::new();
+        let mut api: Vec<ApiRelay> = Vec::new();
+        for (i, s) in stored.iter().enumerate() {
+            let (d, a) = (&s.spec.domain, &s.spec.app);
+            if self.config_has(d, a)
+                || api
+                    .iter()
+                    .any(|r| &r.relay.spec.domain == d && &r.relay.spec.app == a)
+            {
+                skipped.push(format!(
+                    "relay config domain {d:?} app {a:?}: the config file or an earlier stored relay config has the same domain and app"
+                ));
+                continue;
+            }
+            match s.spec.validate(&format!("relays[{i}]")) {
+                Ok(r) => api.push(ApiRelay {
+                    id: s.id,
+                    relay: Arc::new(r),
+                    create_time: s.create_time,
+                }),
+                Err(e) => skipped.push(format!("relay config domain {d:?} app {a:?}: {e}")),
+            }
+        }
+        let current = Arc::new(RelaySet::new(
             self.config
                 .iter()
                 .cloned()
-                .chain(st.api.values().map(|a| a.relay.clone())),
+                .chain(api.iter().map(|a| a.relay.clone())),
         ));
-    }
-
-    /// Adds a relay (validated by the caller); its (domain, app) must be new.
-    pub fn add(&self, relay: Relay, now: u64) -> Result<ApiRelay, BookError> {
-        let (d, a) = (relay.spec.domain.clone(), relay.spec.app.clone());
-        if self
-            .config
-            .iter()
-            .any(|r| r.spec.domain == d && r.spec.app == a)
-        {
-            return Err(BookError::ReadOnly(d, a));
-        }
-        let mut st = self.write();
-        if st
-            .api
-            .values()
-            .any(|r| r.relay.spec.domain == d && r.relay.spec.app == a)
-        {
-            return Err(BookError::Exists(d, a));
-        }
-        let id = st.next_id;
-        st.next_id += 1;
-        let added = ApiRelay {
-            id,
-            relay: Arc::new(relay),
-            create_time: now,
-        };
-        st.api.insert(id, added.clone());
-        self.rebuild(&mut st);
-        Ok(added)
-    }
-
-    /// Removes the API relay `id`; false when there is none.
-    pub fn remove_id(&self, id: u64) -> bool {
-        let mut st = self.write();
-        let found = st.api.remove(&id).is_some();
-        self.rebuild(&mut st);
-        found
-    }
-
-    /// Removes the API relay of (domain, app); a config relay is read-only.
-    pub fn remove_key(&self, domain: &str, app: &str) -> Result<bool, BookError> {
-        if self
-            .config
-            .iter()
-            .any(|r| r.spec.domain == domain && r.spec.app == app)
-        {
-            return Err(BookError::ReadOnly(domain.into(), app.into()));
-        }
-        let mut st = self.write();
-        let id = st
-            .api
-            .values()
-            .find(|r| r.relay.spec.domain == domain && r.relay.spec.app == app)
-            .map(|r| r.id);
-        let found = id.is_some_and(|id| st.api.remove(&id).is_some());
-        self.rebuild(&mut st);
-        Ok(found)
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = BookState { api, current };
+        skipped
     }
 }
 
@@ -422,9 +396,6 @@ targets = [
                 validity_secs: 600
             })
         );
-        // The signing key never goes out with the spec.
-        let json = serde_json::to_string(&r.spec).unwrap();
-        assert!(!json.contains("sign_key"), "{json}");
     }
 
     #[test]
@@ -481,7 +452,7 @@ targets = [
     }
 
     #[test]
-    fn most_specific_wins_and_api_relays_join_until_removed() {
+    fn most_specific_wins_and_stored_relays_join_without_shadowing_the_config() {
         let v = |s: RelaySpec| s.validate("r").unwrap();
         let book = RelayBook::new(vec![
             v(spec("*", "*", "rtmp://any/a/{StreamName}")),
@@ -496,9 +467,22 @@ targets = [
             url("a.com", "live").as_deref(),
             Some("rtmp://dom/a/{StreamName}")
         );
-        let added = book
-            .add(v(spec("*", "live", "rtmp://app/a/{StreamName}")), 1)
-            .unwrap();
+        let stored = |id, s: RelaySpec| StoredRelay {
+            id,
+            create_time: 1,
+            spec: s,
+        };
+        let skipped = book.set_stored(&[
+            stored(1, spec("*", "live", "rtmp://app/a/{StreamName}")),
+            stored(2, spec("*", "live", "rtmp://dup/a/{StreamName}")),
+            stored(3, spec("*", "*", "rtmp://shadow/a/{StreamName}")),
+            stored(4, spec("*", "bad", "ftp://x/a/b")),
+        ]);
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(
+            skipped[2].contains("relays[3].targets[0].url"),
+            "{skipped:?}"
+        );
         assert_eq!(
             url("b.com", "live").as_deref(),
             Some("rtmp://app/a/{StreamName}")
@@ -507,27 +491,22 @@ targets = [
             url("a.com", "live").as_deref(),
             Some("rtmp://dom/a/{StreamName}")
         );
-        assert!(matches!(
-            book.add(v(spec("*", "live", "rtmp://x/a/b")), 2),
-            Err(BookError::Exists(..))
-        ));
-        assert!(matches!(
-            book.add(v(spec("*", "*", "rtmp://x/a/b")), 2),
-            Err(BookError::ReadOnly(..))
-        ));
-        assert!(matches!(
-            book.remove_key("*", "*"),
-            Err(BookError::ReadOnly(..))
-        ));
-        assert!(book.remove_id(added.id));
-        assert!(!book.remove_id(added.id));
+        assert_eq!(book.api().iter().map(|a| a.id).collect::<Vec<_>>(), [1]);
+        book.set_stored(&[]);
         assert_eq!(
             url("b.com", "live").as_deref(),
             Some("rtmp://any/a/{StreamName}")
         );
-        book.add(v(spec("*", "live", "rtmp://app/a/{StreamName}")), 3)
-            .unwrap();
-        assert_eq!(book.remove_key("*", "live"), Ok(true));
-        assert_eq!(book.remove_key("*", "live"), Ok(false));
+    }
+
+    #[test]
+    fn stored_relays_keep_their_signing_key_in_the_document() {
+        let json = r#"{"id": 3, "create_time": 5, "app": "live",
+            "targets": [{"url": "rtmp://o/a/{StreamName}", "sign_key": "k"}]}"#;
+        let s: StoredRelay = serde_json::from_str(json).unwrap();
+        assert_eq!((s.id, s.spec.domain.as_str()), (3, "*"));
+        let back = serde_json::to_string(&s).unwrap();
+        assert!(back.contains("\"sign_key\":\"k\""), "{back}");
+        assert_eq!(serde_json::from_str::<StoredRelay>(&back).unwrap(), s);
     }
 }

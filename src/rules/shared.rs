@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use crate::relay::config::{RelayBook, StoredRelay};
 use crate::rules::{Rule, RuleBook, RuleSet, RuleSpec, ANY};
 use crate::storage::settings::StorageSettings;
 use crate::storage::template::Template;
@@ -87,6 +88,16 @@ pub struct RulesDoc {
     /// snapshot query still finds what was stored under them.
     #[serde(default)]
     pub history: Vec<RetiredTemplate>,
+    /// Relay configs added through the API (`relay::config`), beside the rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<StoredRelay>,
+    /// The id the next relay config gets (ids are never reused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_relay_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn format_v1() -> u32 {
@@ -234,6 +245,7 @@ pub struct SharedRules {
     /// Storage targets configured on this node (a stored rule naming another is skipped).
     storage_names: BTreeSet<String>,
     book: Arc<RuleBook>,
+    relays: Arc<RelayBook>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
     state: Mutex<State>,
@@ -249,6 +261,8 @@ pub struct SharedRulesParts {
     pub static_rules: Vec<Rule>,
     pub storage_names: BTreeSet<String>,
     pub book: Arc<RuleBook>,
+    /// Where the document's relay configs are put in force.
+    pub relays: Arc<RelayBook>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
@@ -276,6 +290,7 @@ impl SharedRules {
             static_rules: p.static_rules,
             storage_names: p.storage_names,
             book: p.book,
+            relays: p.relays,
             metrics: p.metrics,
             clock: p.clock,
             state: Mutex::new(State {
@@ -368,7 +383,8 @@ impl SharedRules {
         if !take || *doc == *st.doc {
             return;
         }
-        let (set, skipped) = self.rules_in_force(&doc);
+        let (set, mut skipped) = self.rules_in_force(&doc);
+        skipped.extend(self.relays.set_stored(&doc.relays));
         for s in skipped.iter().filter(|s| !st.skipped.contains(s)) {
             tracing::warn!(rule = %s, "stored rule not applied");
         }
@@ -378,6 +394,10 @@ impl SharedRules {
             "rules in force updated from the rule store"
         );
         self.book.set(set);
+        tracing::info!(
+            relays = doc.relays.len(),
+            "relay configs in force updated from the rule store"
+        );
         st.doc = doc;
         st.skipped = skipped;
         st.generation += 1;
@@ -701,6 +721,7 @@ mod tests {
             static_rules: Vec::new(),
             storage_names: ["default".to_string()].into(),
             book: book.clone(),
+            relays: Default::default(),
             metrics: Arc::new(Metrics::new()),
             clock: crate::clock::system(),
         });
