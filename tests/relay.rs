@@ -123,6 +123,7 @@ async fn nginx_records_the_relayed_stream_frame_for_frame_and_snapshots_are_stil
     publish_fixture(&server, "live", "cam", FIXTURE, 0.0).await;
 
     let recorded = nginx.wait_recorded("cam").await;
+    assert!(nginx.unpublished_cleanly("cam"), "{}", nginx.log());
     let source = video_framemd5(&fixture(FIXTURE));
     let got = video_framemd5(&recorded);
     assert_eq!(got.len(), source.len(), "video frames recorded by nginx");
@@ -575,4 +576,44 @@ async fn a_target_that_stops_reading_skips_to_a_keyframe_counted_and_never_slows
             .map(|k| source.iter().position(|s| &md5(s) == k))
             .collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn shutdown_ends_relays_cleanly_within_the_grace_period() {
+    let nginx = Nginx::start("");
+    let (hole, hole_task) = black_hole().await;
+    let down = free_addr();
+    let targets = [
+        format!("\"{}/{{StreamName}}\"", nginx.url("live")),
+        format!("\"rtmp://{hole}/live/{{StreamName}}\""),
+        format!("\"rtmp://{down}/live/{{StreamName}}\""),
+    ];
+    let mut server = start_server(&relay_config("live", &targets)).await;
+    let mut p = start_publish(server.rtmp, "live", "bye").await;
+    send_range(&mut p, FIXTURE, 0, 3000).await;
+    assert!(
+        wait_for(Duration::from_secs(5), || server
+            .node()
+            .registry
+            .list()
+            .first()
+            .is_some_and(|s| s.relays()[0].view().connected))
+        .await
+    );
+    let started = Instant::now();
+    // The publisher is still connected, one target is connecting, one backing off.
+    assert!(
+        server.stop().await,
+        "every task ended within the grace period"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // The connected target got an orderly end of its publish.
+    nginx.wait_recorded("bye").await;
+    assert!(nginx.unpublished_cleanly("bye"), "{}", nginx.log());
+    drop(p);
+    hole_task.abort();
 }

@@ -135,15 +135,51 @@ rtmp {{
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 
-    /// Waits until nginx has closed the recording of `stream` (its size stops changing
-    /// and a publish is logged as done).
+    /// The log lines of the connection that published `stream` (nginx numbers its
+    /// connections `*N`), once there is one.
+    fn publisher_lines(&self, stream: &str) -> Option<Vec<String>> {
+        let log = self.log();
+        let conn = log.lines().find_map(|l| {
+            l.contains(&format!("publish: name='{stream}'"))
+                .then(|| {
+                    l.split_whitespace()
+                        .find(|w| w.starts_with('*'))
+                        .map(str::to_owned)
+                })
+                .flatten()
+        })?;
+        let tag = format!(" {conn} ");
+        Some(
+            log.lines()
+                .filter(|l| l.contains(&tag))
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// Whether the publisher of `stream` ended its publish with `deleteStream` before
+    /// it disconnected (an orderly unpublish rather than a dropped connection).
+    pub fn unpublished_cleanly(&self, stream: &str) -> bool {
+        let Some(lines) = self.publisher_lines(stream) else {
+            return false;
+        };
+        let delete = lines.iter().position(|l| l.contains("deleteStream"));
+        let gone = lines.iter().position(|l| l.contains(" disconnect,"));
+        matches!((delete, gone), (Some(d), Some(g)) if d < g)
+    }
+
+    /// Waits until the publisher of `stream` has disconnected from nginx and the
+    /// recording's size has stopped changing.
     pub async fn wait_recorded(&self, stream: &str) -> PathBuf {
         let path = self.recorded(stream);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         let mut last = None;
         loop {
             let size = std::fs::metadata(&path).map(|m| m.len()).ok();
-            if size.is_some() && size == last && self.log().contains("deleteStream") {
+            let gone = self
+                .publisher_lines(stream)
+                .is_some_and(|l| l.iter().any(|l| l.contains(" disconnect,")));
+            if size.is_some() && size == last && gone {
                 return path;
             }
             assert!(
