@@ -14,6 +14,7 @@ use crate::error::Invalid;
 use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
+pub use crate::relay::config::{Relay, RelaySpec};
 use crate::rtmp::tls::{TlsFile, TlsServer};
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
@@ -84,6 +85,9 @@ pub struct Config {
     /// Serving live streams to RTMP players.
     #[serde(default)]
     pub play: PlayConfig,
+    /// Relays of every publish to upstream origins, per (domain, app). Default: none.
+    #[serde(default)]
+    pub relays: Vec<RelaySpec>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -277,6 +281,8 @@ pub struct Settings {
     pub on_publish: Option<String>,
     pub notify: NotifyConfig,
     pub play: PlayConfig,
+    /// The config file's relays, in order.
+    pub relays: Vec<Relay>,
 }
 
 /// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
@@ -614,6 +620,7 @@ impl Config {
             n => n,
         };
         self.play.validate()?;
+        let relays = crate::relay::config::validate_all(&self.relays)?;
         Ok(Settings {
             rtmp_listen,
             rtmps,
@@ -641,6 +648,7 @@ impl Config {
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),
             play: self.play.clone(),
+            relays,
         })
     }
 }

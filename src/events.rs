@@ -53,6 +53,28 @@ pub enum Event {
     },
     /// A snapshot was stored (at least one of its objects).
     Snapshot(SnapshotEvent),
+    /// A relay target accepted the upstream publish of a live stream.
+    RelayStart {
+        #[serde(flatten)]
+        stream: StreamId,
+        /// The target URL, secrets redacted.
+        target: String,
+        #[serde(flatten)]
+        at: At,
+    },
+    /// An upstream publish that was up ended: `reason` is "unpublished" (the publish
+    /// ended and the upstream publish was finished) or the error that broke it (the relay
+    /// then reconnects with backoff).
+    RelayStop {
+        #[serde(flatten)]
+        stream: StreamId,
+        target: String,
+        #[serde(flatten)]
+        at: At,
+        reason: String,
+        /// Media bytes sent on this connection.
+        sent_bytes: u64,
+    },
 }
 
 /// The fields of a `snapshot` event.
@@ -116,5 +138,18 @@ mod tests {
         assert_eq!(b["stream"], "cam1");
         assert_eq!(b["sequence_object"], Value::Null);
         assert_eq!(b["create_time"], "1970-01-01T00:00:05Z");
+        let e = Event::RelayStop {
+            stream: StreamId::new("d.com", "live", "cam1"),
+            target: "rtmp://o/live/cam1?auth_key=REDACTED".into(),
+            at: At::unix(5),
+            reason: "unpublished".into(),
+            sent_bytes: 7,
+        };
+        let b = body(&e);
+        assert_eq!(b["event"], "relay_stop");
+        assert_eq!(b["stream"], "cam1");
+        assert_eq!(b["target"], "rtmp://o/live/cam1?auth_key=REDACTED");
+        assert_eq!(b["reason"], "unpublished");
+        assert_eq!(b["sent_bytes"], 7);
     }
 }

@@ -45,14 +45,20 @@ impl Frame {
     pub fn video(timestamp: u32, data: Bytes) -> Frame {
         let first = data.first().copied().unwrap_or(0);
         let frame_type = (first >> 4) & 0x07;
-        let header = if first & 0x80 != 0 {
-            first & 0x0f == 0 // enhanced: PacketTypeSequenceStart
+        // Which packet carries coded pictures: AVC/HEVC packet type 1 (0 is the sequence
+        // header, 2 the end of sequence), enhanced RTMP CodedFrames (1) or CodedFramesX
+        // (3); other legacy codecs have no packet type.
+        let (header, coded) = if first & 0x80 != 0 {
+            let packet = first & 0x0f;
+            (packet == 0, matches!(packet, 1 | 3))
+        } else if matches!(first & 0x0f, 7 | 12) {
+            (data.get(1) == Some(&0), data.get(1) == Some(&1))
         } else {
-            matches!(first & 0x0f, 7 | 12) && data.get(1) == Some(&0)
+            (false, true)
         };
         Frame {
             kind: FrameKind::Video {
-                keyframe: frame_type == 1,
+                keyframe: frame_type == 1 && coded,
                 header,
             },
             timestamp,
@@ -482,13 +488,16 @@ mod tests {
     fn kinds_are_read_off_the_tag_header() {
         let v = |b: &'static [u8]| Frame::video(0, Bytes::from_static(b)).kind;
         let key = |keyframe, header| FrameKind::Video { keyframe, header };
-        assert_eq!(v(&[0x17, 0, 0, 0, 0]), key(true, true));
+        assert_eq!(v(&[0x17, 0, 0, 0, 0]), key(false, true));
         assert_eq!(v(&[0x17, 1, 0, 0, 0]), key(true, false));
         assert_eq!(v(&[0x27, 1, 0, 0, 0]), key(false, false));
         // Enhanced RTMP: frame type in bits 4..6, packet type 0 = sequence start.
-        assert_eq!(v(&[0x90, b'h', b'v', b'c', b'1']), key(true, true));
+        assert_eq!(v(&[0x90, b'h', b'v', b'c', b'1']), key(false, true));
         assert_eq!(v(&[0x91, b'h', b'v', b'c', b'1']), key(true, false));
         assert_eq!(v(&[]), key(false, false));
+        // The AVC end of sequence (frame type 1, packet type 2) is no picture.
+        assert_eq!(v(&[0x17, 2, 0, 0, 0]), key(false, false));
+        assert_eq!(v(&[0x93, b'h', b'v', b'c', b'1']), key(true, false));
         let a = |b: &'static [u8]| Frame::audio(0, Bytes::from_static(b)).kind;
         assert_eq!(a(&[0xaf, 0, 0x12]), FrameKind::Audio { header: true });
         assert_eq!(a(&[0xaf, 1, 0x21]), FrameKind::Audio { header: false });

@@ -30,11 +30,13 @@ use crate::media::flv::{self, PacketKind, VideoCodec};
 use crate::media::sps;
 use crate::names::StreamId;
 use crate::node::Node;
+use crate::relay;
 use crate::rules::Rule;
 use crate::snapshot::pool::{DueKeyframe, Pacing, StreamQueue};
 use crate::snapshot::scheduler::{Scheduler, MAX_FORWARD_JUMP_MS};
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::{SnapshotWriter, WriterContext};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How far the media clock may run ahead of the wall clock before a publisher counts as
 /// faster than real time (start-up bursts, a relay's GOP cache, jitter).
@@ -104,6 +106,25 @@ pub struct Ingest {
     paced: Duration,
     warned_paced: bool,
     warned_patience: bool,
+    /// Stops the relay tasks' retries when the publish ends (dropped after the hub is
+    /// closed, so connected relays first send what is left).
+    _relay_stop: DropGuard,
+}
+
+/// Starts the relay targets of the publish (the relay config in force now).
+fn start_relays(node: &Arc<Node>, live: &LiveStream, query: &str) -> DropGuard {
+    let stop = CancellationToken::new();
+    if let Some(relay) = node.relays.lookup(&live.id.domain, &live.id.app) {
+        // A signature livesnap checked is its own; an origin's passes through untouched.
+        let query = match node.settings.auth.requirement(&live.id.domain) {
+            crate::auth::Requirement::Signature(_) => relay::url::without_auth_key(query),
+            _ => query.to_owned(),
+        };
+        let states = relay::task::spawn_all(node, &live.id, &query, &live.hub, &relay, &stop);
+        tracing::info!(targets = states.len(), relay_domain = %relay.spec.domain, relay_app = %relay.spec.app, "relaying to upstream targets");
+        let _ = live.relays.set(states);
+    }
+    stop.drop_guard()
 }
 
 /// Why a publish could not start.
@@ -118,10 +139,22 @@ pub enum StartError {
 }
 
 impl Ingest {
-    /// Claims the name and, when a rule applies, starts the stream's snapshot writer.
+    /// Claims the name and, when a rule applies, starts the stream's snapshot writer;
+    /// relays start without the publish's query (see [`Ingest::start_with_query`]).
     pub fn start(
         node: &Arc<Node>,
         id: StreamId,
+        peer: std::net::SocketAddr,
+    ) -> Result<Ingest, StartError> {
+        Ingest::start_with_query(node, id, "", peer)
+    }
+
+    /// [`Ingest::start`], with the publish's query (without `?`) for relay targets that
+    /// pass it on.
+    pub fn start_with_query(
+        node: &Arc<Node>,
+        id: StreamId,
+        query: &str,
         peer: std::net::SocketAddr,
     ) -> Result<Ingest, StartError> {
         let rule: Option<Arc<Rule>> = node.rules().lookup(&id.domain, &id.app);
@@ -136,6 +169,7 @@ impl Ingest {
             kick: tokio_util::sync::CancellationToken::new(),
             info: Default::default(),
             hub: Hub::new(node.settings.play.hub_limits()),
+            relays: Default::default(),
         };
         let start_unix = unix_of(live.started);
         let latest = live.latest.clone();
@@ -143,6 +177,7 @@ impl Ingest {
             crate::live::Taken::Live(id) => StartError::Duplicate(id),
             t => StartError::SameKeys(t),
         })?;
+        let relay_stop = start_relays(node, &guard.stream, query);
         let snap = match rule {
             Some(rule) => match node.targets.get(rule.storage()) {
                 Some(target) => {
@@ -203,6 +238,7 @@ impl Ingest {
             paced: Duration::ZERO,
             warned_paced: false,
             warned_patience: false,
+            _relay_stop: relay_stop,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod util;
 pub mod auth;
 pub mod notify;
 pub mod play;
+pub mod relay;
 pub mod rules;
 pub mod storage;
 

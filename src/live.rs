@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ use bytes::Bytes;
 use crate::hub::Hub;
 use crate::media::avc::AvcConfig;
 use crate::names::StreamId;
+use crate::relay::state::RelayState;
 use crate::rules::Rule;
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::Latest;
@@ -41,6 +42,8 @@ pub struct LiveStream {
     pub info: Mutex<StreamInfo>,
     /// The publish's media for players (and relays), as it arrives.
     pub hub: Hub,
+    /// The relay targets of this publish (set once, right after the name is claimed).
+    pub relays: OnceLock<Vec<Arc<RelayState>>>,
 }
 
 /// Video facts of a live stream (updated per sequence header and keyframe only).
@@ -57,6 +60,11 @@ pub struct StreamInfo {
 }
 
 impl LiveStream {
+    /// The relay targets' states (none when no relay applies).
+    pub fn relays(&self) -> &[Arc<RelayState>] {
+        self.relays.get().map_or(&[], Vec::as_slice)
+    }
+
     pub fn info(&self) -> std::sync::MutexGuard<'_, StreamInfo> {
         self.info.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -220,6 +228,7 @@ mod tests {
             kick: CancellationToken::new(),
             info: Default::default(),
             hub: Hub::new(Default::default()),
+            relays: OnceLock::new(),
         }
     }
 

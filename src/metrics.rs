@@ -46,6 +46,11 @@ pub struct Metrics {
     pub players_active: Gauge,
     pub bytes_played: Counter,
     pub player_skipped_bytes: Counter,
+    /// Relay targets with an upstream publish up now.
+    pub relay_connected: Gauge,
+    pub relay_sent_bytes: Counter,
+    pub relay_reconnects: Counter,
+    pub relay_skipped_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -84,6 +89,10 @@ impl Metrics {
             players_active: Gauge::default(),
             bytes_played: Counter::default(),
             player_skipped_bytes: Counter::default(),
+            relay_connected: Gauge::default(),
+            relay_sent_bytes: Counter::default(),
+            relay_reconnects: Counter::default(),
+            relay_skipped_bytes: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -121,6 +130,26 @@ impl Metrics {
             "player_skipped_bytes",
             "Media bytes players missed because they fell a whole window behind",
             m.player_skipped_bytes.clone(),
+        );
+        r.register(
+            "relay_connected",
+            "Relay targets with an upstream publish up",
+            m.relay_connected.clone(),
+        );
+        r.register(
+            "relay_sent_bytes",
+            "Media payload bytes relayed to upstream targets",
+            m.relay_sent_bytes.clone(),
+        );
+        r.register(
+            "relay_reconnects",
+            "Relay connection attempts after a target failed",
+            m.relay_reconnects.clone(),
+        );
+        r.register(
+            "relay_skipped_bytes",
+            "Media bytes relay targets missed because they fell a whole window behind",
+            m.relay_skipped_bytes.clone(),
         );
         r.register("keyframes", "Video keyframes received", m.keyframes.clone());
         r.register(
@@ -263,6 +292,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("livesnap_decode_seconds_count 1"), "{text}");
+        m.relay_sent_bytes.inc_by(10);
+        m.relay_connected.inc();
+        let text = m.render();
+        assert!(
+            text.contains("livesnap_relay_sent_bytes_total 10"),
+            "{text}"
+        );
+        assert!(text.contains("livesnap_relay_connected 1"), "{text}");
+        assert!(text.contains("livesnap_relay_reconnects_total 0"), "{text}");
+        assert!(
+            text.contains("livesnap_relay_skipped_bytes_total 0"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

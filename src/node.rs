@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::live::Registry;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::relay::config::RelayBook;
 use crate::rules::shared::{SharedRules, SharedRulesParts};
 use crate::rules::{RuleBook, RuleSet};
 use crate::snapshot::pool::Pool;
@@ -28,6 +29,8 @@ pub struct Node {
     pub rules: Arc<RuleBook>,
     /// The rule document shared with other nodes (None when none is configured).
     pub shared_rules: Option<Arc<SharedRules>>,
+    /// Where publishes are relayed: the config file's `[[relays]]` and the API's.
+    pub relays: Arc<RelayBook>,
     pub targets: Targets,
     pub pool: Pool,
     pub registry: Arc<Registry>,
@@ -58,6 +61,7 @@ impl Node {
         notify.start();
         let shutdown = CancellationToken::new();
         let rules = Arc::new(RuleBook::new(settings.rules.clone()));
+        let relays = Arc::new(RelayBook::new(settings.relays.clone()));
         let shared_rules = settings.rule_store.as_ref().and_then(|cfg| {
             Some(SharedRules::new(SharedRulesParts {
                 config: cfg.clone(),
@@ -66,6 +70,7 @@ impl Node {
                 static_rules: settings.static_rules.clone(),
                 storage_names: settings.storage.keys().cloned().collect::<BTreeSet<_>>(),
                 book: rules.clone(),
+                relays: relays.clone(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
             }))
@@ -74,6 +79,7 @@ impl Node {
             settings,
             rules,
             shared_rules,
+            relays,
             targets,
             pool,
             registry: Arc::new(Registry::default()),

@@ -15,15 +15,15 @@
 //!   takes data (only a stalled socket is dropped). A player receiving media is never pinged.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
+use common::nginx::{video_framemd5, Nginx};
 use livesnap::media::flv::FlvReader;
 use livesnap::rtmp::chunk_writer::PreChunked;
-use livesnap::rtmp::client::{
-    ClientError, ClientOptions, Endpoint, MediaKind, Phase, Player, Publisher,
-};
+use livesnap::rtmp::client::{ClientError, ClientOptions, MediaKind, Phase, Player, Publisher};
 use tokio::net::TcpStream;
 
 /// Counts heap allocations per thread, to check that sends do not allocate per frame.
@@ -60,129 +60,12 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
 
-const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const FIXTURE: &str = "high_1280x720_bframes_aac.flv";
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
-}
-
-/// An nginx process serving RTMP on 127.0.0.1, killed on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx with `live` (recording everything into `rec/`, `wait_key on`) and
-    /// `closed` (publishing denied) applications; `server_extra` goes into the server block.
-    fn start(server_extra: &str) -> Nginx {
-        let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or_else(|| {
-                panic!("nginx is required for these tests: apt-get install nginx libnginx-mod-rtmp")
-            });
-        assert!(
-            Path::new(RTMP_MODULE).exists(),
-            "nginx's RTMP module {RTMP_MODULE} is required: apt-get install libnginx-mod-rtmp"
-        );
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
-            let rec = dir.path().join("rec");
-            std::fs::create_dir(&rec).unwrap();
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let d = dir.path().display();
-            let conf = format!(
-                r#"load_module {RTMP_MODULE};
-daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-rtmp {{
-    server {{
-        listen 127.0.0.1:{port};
-        {server_extra}
-        application live {{
-            live on;
-            wait_key on;
-            record all;
-            record_path {};
-        }}
-        application closed {{
-            live on;
-            allow publish 10.0.0.1;
-            deny publish all;
-        }}
-    }}
-}}
-"#,
-                rec.display()
-            );
-            let conf_path = dir.path().join("nginx.conf");
-            std::fs::write(&conf_path, conf).unwrap();
-            let mut child = Command::new(nginx)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .arg("-c")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {nginx}: {e}"));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Nginx { child, port, dir };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-        }
-        panic!("nginx did not start listening; its error log:\n{last_log}");
-    }
-
-    fn endpoint(&self, app: &str) -> Endpoint {
-        Endpoint::parse(&format!("rtmp://127.0.0.1:{}/{app}", self.port)).unwrap()
-    }
-
-    async fn dial(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
-    fn recorded(&self, stream: &str) -> PathBuf {
-        self.dir.path().join("rec").join(format!("{stream}.flv"))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn opts() -> ClientOptions {
@@ -251,51 +134,6 @@ async fn send_all(
     Ok(())
 }
 
-/// `ffmpeg -f framemd5 -c copy` of the video stream: one line per frame (stream index,
-/// dts, pts, duration, size, md5).
-fn video_framemd5(file: &Path) -> Vec<String> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-map", "0:v", "-c", "copy", "-f", "framemd5", "-"])
-        .output()
-        .expect("ffmpeg is required for these tests: apt-get install ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg framemd5 of {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Waits until nginx has closed the recording (its size stops changing and the publish
-/// is logged as done).
-async fn wait_recorded(nginx: &Nginx, stream: &str) -> PathBuf {
-    let path = nginx.recorded(stream);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    loop {
-        let size = std::fs::metadata(&path).map(|m| m.len()).ok();
-        if size.is_some() && size == last && nginx.log().contains("deleteStream") {
-            return path;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not finish recording {}; log:\n{}",
-            path.display(),
-            nginx.log()
-        );
-        last = size;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn nginx_records_the_same_video_frames_fast_and_at_real_time() {
     let nginx = Nginx::start("");
@@ -331,7 +169,7 @@ async fn nginx_records_the_same_video_frames_fast_and_at_real_time() {
         "paced publish took {took:?}"
     );
 
-    let recorded = video_framemd5(&wait_recorded(&nginx, "fast").await);
+    let recorded = video_framemd5(&nginx.wait_recorded("fast").await);
     assert_eq!(
         recorded.len(),
         source.len(),
@@ -341,7 +179,7 @@ async fn nginx_records_the_same_video_frames_fast_and_at_real_time() {
         assert_eq!(r, s, "fast publish, video frame {i}");
     }
 
-    let recorded = video_framemd5(&wait_recorded(&nginx, "paced").await);
+    let recorded = video_framemd5(&nginx.wait_recorded("paced").await);
     let sent = paced.iter().filter(|t| t.kind == MediaKind::Video).count();
     // ffmpeg reports the AVC sequence header as extradata, not as a frame.
     assert_eq!(
@@ -487,7 +325,7 @@ async fn an_idle_publisher_answers_nginx_pings_with_service() {
     );
     send_all(&mut p, &tail, 0.0).await.unwrap();
     p.finish().await.unwrap();
-    let recorded = video_framemd5(&wait_recorded(&nginx, "idle").await);
+    let recorded = video_framemd5(&nginx.wait_recorded("idle").await);
     assert_eq!(recorded, video_framemd5(&fixture(FIXTURE)));
 
     // Not serviced: the pings wait in the socket until the next send answers them. nginx-rtmp

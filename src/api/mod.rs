@@ -11,6 +11,7 @@
 pub mod error;
 pub mod guard;
 pub mod params;
+pub mod relays;
 pub mod rules;
 pub mod snapshots;
 pub mod streams;
@@ -23,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -70,6 +71,15 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
             get(rules::get_one)
                 .patch(rules::update)
                 .delete(rules::delete),
+        )
+        .route(
+            "/api/v1/relay-configs",
+            get(relays::list).post(relays::create),
+        )
+        .route("/api/v1/relay-configs/{id}", delete(relays::delete_id))
+        .route(
+            "/api/v1/relay-configs/{domain}/{app}",
+            delete(relays::delete_key),
         )
         .route("/api/v1/snapshots", get(snapshots::query))
         .route("/api/v1/streams", get(streams::list))

@@ -73,6 +73,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "keyframes": g(&st.keyframes),
         "bytes": g(&st.bytes),
         "paced_ms": g(&st.paced_ms),
+        "relays": s.relays().iter().map(|r| r.view()).collect::<Vec<_>>(),
     })
 }
 

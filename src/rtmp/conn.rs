@@ -653,7 +653,7 @@ impl Conn {
         {
             return self.reject(refused);
         }
-        match Ingest::start(&self.node, req.id, self.peer) {
+        match Ingest::start_with_query(&self.node, req.id, &req.query, self.peer) {
             Ok(st) => {
                 self.session.accept_publish()?;
                 self.stream = Some(st);

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use crate::relay::config::{RelayBook, StoredRelay};
 use crate::rules::{Rule, RuleBook, RuleSet, RuleSpec, ANY};
 use crate::storage::settings::StorageSettings;
 use crate::storage::template::Template;
@@ -92,6 +93,16 @@ pub struct RulesDoc {
     /// be applied a second time, which would answer "exists" to its own create).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_id: Option<String>,
+    /// Relay configs added through the API (`relay::config`), beside the rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<StoredRelay>,
+    /// The id the next relay config gets (ids are never reused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_relay_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn format_v1() -> u32 {
@@ -239,6 +250,7 @@ pub struct SharedRules {
     /// Storage targets configured on this node (a stored rule naming another is skipped).
     storage_names: BTreeSet<String>,
     book: Arc<RuleBook>,
+    relays: Arc<RelayBook>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
     state: Mutex<State>,
@@ -254,6 +266,8 @@ pub struct SharedRulesParts {
     pub static_rules: Vec<Rule>,
     pub storage_names: BTreeSet<String>,
     pub book: Arc<RuleBook>,
+    /// Where the document's relay configs are put in force.
+    pub relays: Arc<RelayBook>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
@@ -281,6 +295,7 @@ impl SharedRules {
             static_rules: p.static_rules,
             storage_names: p.storage_names,
             book: p.book,
+            relays: p.relays,
             metrics: p.metrics,
             clock: p.clock,
             state: Mutex::new(State {
@@ -386,7 +401,8 @@ impl SharedRules {
         if !take || *doc == *st.doc {
             return;
         }
-        let (set, skipped) = self.rules_in_force(&doc);
+        let (set, mut skipped) = self.rules_in_force(&doc);
+        skipped.extend(self.relays.set_stored(&doc.relays));
         for s in skipped.iter().filter(|s| !st.skipped.contains(s)) {
             tracing::warn!(rule = %s, "stored rule not applied");
         }
@@ -396,6 +412,10 @@ impl SharedRules {
             "rules in force updated from the rule store"
         );
         self.book.set(set);
+        tracing::info!(
+            relays = doc.relays.len(),
+            "relay configs in force updated from the rule store"
+        );
         st.doc = doc;
         st.skipped = skipped;
         st.generation += 1;
@@ -737,6 +757,7 @@ mod tests {
             static_rules: Vec::new(),
             storage_names: ["default".to_string()].into(),
             book: book.clone(),
+            relays: Default::default(),
             metrics: Arc::new(Metrics::new()),
             clock: crate::clock::system(),
         });

@@ -5,6 +5,8 @@
 //! - `raw`: a raw RTMP peer that sends what no real client would (hostile tests);
 //! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server;
 //!   `s3rver`: one that ignores conditional writes; `fault_proxy`: a lost response.
+//! - `nginx`: a real nginx-rtmp origin per test, and framemd5 comparison of recordings;
+//! - `upstream`: stand-ins for failing upstream origins (black hole, stalling proxy, TLS).
 //!
 //! `server` and `publisher` are re-exported, so `use common::*;` brings them in; `raw`,
 //! `logs` and `moto` are named where they are used. The small helpers below (fixtures,
@@ -14,10 +16,12 @@
 pub mod fault_proxy;
 pub mod logs;
 pub mod moto;
+pub mod nginx;
 pub mod publisher;
 pub mod raw;
 pub mod s3rver;
 pub mod server;
+pub mod upstream;
 
 // A test binary that uses none of a module's items would warn of an unused import.
 #[allow(unused_imports)]

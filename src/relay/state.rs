@@ -1,0 +1,69 @@
+//! What the node shows of one relay target of a live publish: counters the relay task
+//! updates and the API (`/api/v1/streams`) reads. Shared by `Arc`; lock-free except the
+//! last error.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// The state of one target of one publish.
+#[derive(Debug, Default)]
+pub struct RelayState {
+    /// The target URL for display: rendered for this publish, secrets redacted.
+    pub target: String,
+    /// An upstream publish is up now.
+    pub connected: AtomicBool,
+    /// Media payload bytes sent upstream, over every connection.
+    pub sent_bytes: AtomicU64,
+    /// Connection attempts after the first one.
+    pub reconnects: AtomicU64,
+    /// Media bytes skipped because the target fell a whole window behind.
+    pub skipped_bytes: AtomicU64,
+    /// Bytes of the publish not yet sent to the target (while connected).
+    pub lag_bytes: AtomicU64,
+    /// Why the last connection failed or ended, if one did.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of a [`RelayState`] as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelayView {
+    pub target: String,
+    pub connected: bool,
+    pub sent_bytes: u64,
+    pub reconnects: u64,
+    pub skipped_bytes: u64,
+    pub lag_bytes: u64,
+    pub last_error: Option<String>,
+}
+
+impl RelayState {
+    pub fn new(target: String) -> RelayState {
+        RelayState {
+            target,
+            ..Default::default()
+        }
+    }
+
+    pub fn view(&self) -> RelayView {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RelayView {
+            target: self.target.clone(),
+            connected: self.connected.load(Ordering::Relaxed),
+            sent_bytes: g(&self.sent_bytes),
+            reconnects: g(&self.reconnects),
+            skipped_bytes: g(&self.skipped_bytes),
+            lag_bytes: g(&self.lag_bytes),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    pub fn set_error(&self, e: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+}
