@@ -505,7 +505,7 @@ async fn a_target_that_stops_reading_skips_to_a_keyframe_counted_and_never_slows
     let proxy = stalling_proxy(nginx.port, 250_000, Duration::from_secs(4)).await;
     let target = format!("\"rtmp://{proxy}/live/{{StreamName}}\"");
     let config = format!(
-        "{}\n[play]\nwindow_bytes = 1048576\n",
+        "{}\n[play]\nplayer_queue_bytes = 1048576\n",
         relay_config("live", &[target])
     );
     let server = start_server(&config).await;
@@ -616,4 +616,47 @@ async fn shutdown_ends_relays_cleanly_within_the_grace_period() {
     assert!(nginx.unpublished_cleanly("bye"), "{}", nginx.log());
     drop(p);
     hole_task.abort();
+}
+
+#[tokio::test]
+async fn a_tap_passes_the_origins_own_signature_through() {
+    // The encoder signs for the origin; the edge has no [[auth]] of its own, so the
+    // publish's query (auth_key included) goes upstream unchanged: only the host changed.
+    let origin = start_server(&format!(
+        "{DEFAULT_RULES}\n[[auth]]\ndomain = \"*\"\nprimary_key = \"origin-key\"\n"
+    ))
+    .await;
+    let targets = [
+        format!("\"rtmp://{}/live/{{StreamName}}\"", origin.rtmp),
+        format!(
+            "{{ url = \"rtmp://{}/other/{{StreamName}}\", pass_query = false }}",
+            origin.rtmp
+        ),
+    ];
+    let edge = start_server(&relay_config("live", &targets)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = livesnap::auth::sign_url("rtmp://h/live/tap", "origin-key", now).unwrap();
+    let key = signed.rsplit('/').next().unwrap().to_string();
+    assert!(key.starts_with("tap?auth_key="), "{key}");
+    let edge_addr = edge.rtmp;
+    let publish =
+        tokio::spawn(async move { publish_paced(edge_addr, "live", &key, 4000, 1.0).await });
+    let id = livesnap::names::StreamId::new("127.0.0.1", "live", "tap");
+    assert!(
+        wait_for(Duration::from_secs(4), || origin
+            .node()
+            .registry
+            .get(&id)
+            .is_some())
+        .await,
+        "the origin accepted the publish signed for it, relayed by the tap"
+    );
+    // The target told not to pass the query reaches the origin unsigned: refused.
+    let other = livesnap::names::StreamId::new("127.0.0.1", "other", "tap");
+    assert!(origin.node().registry.get(&other).is_none());
+    assert!(origin.node().metrics.rejected_count("unauthorized") >= 1);
+    publish.await.unwrap();
 }

@@ -35,9 +35,10 @@ pub struct RelaySpec {
     /// An app name, or "*" for every app. Default "*".
     #[serde(default = "any")]
     pub app: String,
-    /// Append the publish's query (minus `auth_key`) to each target that does not say
-    /// otherwise. Default false.
-    #[serde(default)]
+    /// Append the publish's query to each target that does not say otherwise (minus an
+    /// `auth_key` livesnap checked itself: an origin's own passes through, so a tap in
+    /// front of a signed ingest changes nothing). Default true.
+    #[serde(default = "yes")]
     pub pass_query: bool,
     /// Where to push: URL templates or tables.
     pub targets: Vec<TargetSpec>,
@@ -352,6 +353,10 @@ impl RelayBook {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +391,9 @@ targets = [
         .unwrap();
         let relays = validate_all(&f.relays).unwrap();
         let r = &relays[0];
+        let default: RelaySpec =
+            toml::from_str(r#"targets = ["rtmp://o/{AppName}/{StreamName}"]"#).unwrap();
+        assert!(default.pass_query, "the publish's query passes by default");
         assert_eq!((r.spec.domain.as_str(), r.spec.app.as_str()), ("*", "live"));
         assert!(r.targets[0].pass_query && r.targets[1].pass_query);
         assert!(!r.targets[2].pass_query);
