@@ -660,3 +660,55 @@ async fn a_tap_passes_the_origins_own_signature_through() {
     assert!(origin.node().metrics.rejected_count("unauthorized") >= 1);
     publish.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_origin_killed_mid_stream_and_restarted_gets_the_rest_from_a_keyframe() {
+    let port = free_addr().port();
+    let first = Nginx::start_on(Some(port), "");
+    let target = format!("\"rtmp://127.0.0.1:{port}/live/{{StreamName}}\"");
+    let server = start_server(&relay_config("live", &[target])).await;
+    let publish = tokio::spawn(publish_paced(server.rtmp, "live", "phoenix", 11_000, 1.0));
+    let connected = || {
+        server
+            .node()
+            .registry
+            .list()
+            .first()
+            .is_some_and(|s| s.relays()[0].view().connected)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), connected).await,
+        "first connection"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The origin dies mid-stream and comes back on the same port a second later.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = Nginx::start_on(Some(port), "");
+    assert!(
+        wait_for(Duration::from_secs(8), connected).await,
+        "the relay reconnected to the restarted origin"
+    );
+    let took = publish.await.unwrap();
+    assert!(
+        took < Duration::from_millis(11_000 + 1500),
+        "the publisher was slowed: {took:?}"
+    );
+    let got = video_framemd5(&second.wait_recorded("phoenix").await);
+    let source = video_framemd5(&fixture(FIXTURE));
+    let start = assert_tail_of(&got, &source, "recording after the restart");
+    assert!(start > 0, "the restarted origin cannot have the start");
+    let keyframes: Vec<usize> = fixture_tags(FIXTURE)
+        .iter()
+        .filter(|t| t.tag_type == 9 && t.data.get(1) == Some(&1))
+        .enumerate()
+        .filter(|(_, t)| t.data[0] >> 4 == 1)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        keyframes.contains(&start),
+        "recording starts at source frame {start}, keyframes {keyframes:?}"
+    );
+    let m = metrics(&server).await;
+    assert!(metric(&m, "livesnap_relay_reconnects_total") >= 1, "{m}");
+}
