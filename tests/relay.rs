@@ -712,3 +712,78 @@ async fn an_origin_killed_mid_stream_and_restarted_gets_the_rest_from_a_keyframe
     let m = metrics(&server).await;
     assert!(metric(&m, "livesnap_relay_reconnects_total") >= 1, "{m}");
 }
+
+/// MD5s of the decoded video frames of `file`, in order.
+fn decoded_md5s(file: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", "0:v", "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.rsplit(',').next().unwrap().trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn ffmpeg_and_gstreamer_publishes_reach_the_origin_frame_for_frame() {
+    let nginx = Nginx::start("");
+    let target = format!("\"{}/{{StreamName}}\"", nginx.url("live"));
+    let server = start_server(&relay_config("live", &[target])).await;
+    let source = fixture(FIXTURE);
+    // ffmpeg, streams copied, as fast as it can (paced by the node's snapshot queue).
+    let status = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&source)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(server.url("live", "ff"))
+        .status()
+        .await
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    // GStreamer's rtmp2sink, remuxing the same file.
+    let pipeline = format!(
+        "filesrc location={} ! flvdemux name=d d.video ! queue ! h264parse ! flvmux streamable=true name=m ! rtmp2sink location={} d.audio ! queue ! aacparse ! m.",
+        source.display(),
+        server.url("live", "gst")
+    );
+    let status = tokio::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .status()
+        .await
+        .expect("gst-launch-1.0 runs");
+    assert!(status.success());
+
+    let want = decoded_md5s(&source);
+    for stream in ["ff", "gst"] {
+        let got = decoded_md5s(&nginx.wait_recorded(stream).await);
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{stream}: decoded frames at the origin"
+        );
+        assert!(
+            got == want,
+            "{stream}: the origin's pictures differ from the source's"
+        );
+    }
+    for stream in ["ff", "gst"] {
+        let key = format!("live/{stream}.jpg");
+        assert!(
+            wait_for(Duration::from_secs(10), || list_files(&server.root())
+                .contains(&key))
+            .await,
+            "snapshots of {stream} stored"
+        );
+    }
+}
