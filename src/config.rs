@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 pub use crate::auth::{AuthConfig, AuthPolicy, AuthSettings};
 use crate::error::Invalid;
+pub use crate::health::HealthConfig;
 use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
@@ -84,6 +85,9 @@ pub struct Config {
     /// Serving live streams to RTMP players.
     #[serde(default)]
     pub play: PlayConfig,
+    /// Stream health thresholds (black, frozen, no keyframe, no video, decode failing).
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -277,6 +281,7 @@ pub struct Settings {
     pub on_publish: Option<String>,
     pub notify: NotifyConfig,
     pub play: PlayConfig,
+    pub health: HealthConfig,
 }
 
 /// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
@@ -614,6 +619,7 @@ impl Config {
             n => n,
         };
         self.play.validate()?;
+        self.health.validate()?;
         Ok(Settings {
             rtmp_listen,
             rtmps,
@@ -641,6 +647,7 @@ impl Config {
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),
             play: self.play.clone(),
+            health: self.health.clone(),
         })
     }
 }

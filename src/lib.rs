@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod hub;
 pub mod media;
 pub mod metrics;
