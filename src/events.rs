@@ -53,6 +53,17 @@ pub enum Event {
     },
     /// A snapshot was stored (at least one of its objects).
     Snapshot(SnapshotEvent),
+    /// A health condition started or ended (`crate::health`); `time` is when.
+    Health {
+        #[serde(flatten)]
+        stream: StreamId,
+        /// `black`, `frozen`, `no_keyframe`, `no_video` or `decode_failing`.
+        condition: &'static str,
+        /// `start` or `end`.
+        state: &'static str,
+        #[serde(flatten)]
+        at: At,
+    },
 }
 
 /// The fields of a `snapshot` event.
@@ -116,5 +127,21 @@ mod tests {
         assert_eq!(b["stream"], "cam1");
         assert_eq!(b["sequence_object"], Value::Null);
         assert_eq!(b["create_time"], "1970-01-01T00:00:05Z");
+    }
+
+    #[test]
+    fn health_json() {
+        let e = Event::Health {
+            stream: StreamId::new("d.com", "live", "cam1"),
+            condition: "black",
+            state: "start",
+            at: At::unix(1_700_000_000),
+        };
+        assert_eq!(
+            body(&e),
+            json!({"event": "health", "condition": "black", "state": "start",
+                   "domain": "d.com", "app": "live", "stream": "cam1",
+                   "time": "2023-11-14T22:13:20Z", "timestamp": 1_700_000_000u64})
+        );
     }
 }

@@ -33,6 +33,7 @@ pub mod node;
 // The flow and the edges, each handed the node.
 pub mod admission;
 pub mod api;
+pub mod health_check;
 pub mod ingest;
 pub mod rtmp;
 

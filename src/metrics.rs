@@ -46,6 +46,10 @@ pub struct Metrics {
     pub players_active: Gauge,
     pub bytes_played: Counter,
     pub player_skipped_bytes: Counter,
+    /// Live streams in each health condition (`condition` label).
+    pub health_active: Family<Reason, Gauge>,
+    /// Health transitions, by `condition` and `state` (start, end).
+    pub health_transitions: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +88,8 @@ impl Metrics {
             players_active: Gauge::default(),
             bytes_played: Counter::default(),
             player_skipped_bytes: Counter::default(),
+            health_active: Family::default(),
+            health_transitions: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -199,6 +205,16 @@ impl Metrics {
             "Bytes of due keyframes waiting in the snapshot queues",
             m.snapshot_queued_bytes.clone(),
         );
+        r.register(
+            "health_active",
+            "Live streams currently in a health condition, by condition",
+            m.health_active.clone(),
+        );
+        r.register(
+            "health_transitions",
+            "Health conditions started or ended, by condition and state",
+            m.health_transitions.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -227,6 +243,20 @@ impl Metrics {
         self.rule_store_reloads
             .get_or_create(&vec![("result", if ok { "ok" } else { "error" })])
             .inc();
+    }
+
+    /// One health condition started (`"start"`) or ended (`"end"`).
+    pub fn health_transition(&self, condition: &'static str, state: &'static str) {
+        self.health_transitions
+            .get_or_create(&vec![("condition", condition), ("state", state)])
+            .inc();
+    }
+
+    /// Live streams now in `condition`.
+    pub fn set_health_active(&self, condition: &'static str, streams: i64) {
+        self.health_active
+            .get_or_create(&vec![("condition", condition)])
+            .set(streams);
     }
 
     /// The text exposition.
@@ -264,5 +294,18 @@ mod tests {
         );
         assert!(text.contains("livesnap_decode_seconds_count 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+        m.health_transition("black", "start");
+        m.set_health_active("black", 2);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "livesnap_health_transitions_total{condition=\"black\",state=\"start\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("livesnap_health_active{condition=\"black\"} 2"),
+            "{text}"
+        );
     }
 }

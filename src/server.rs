@@ -179,6 +179,7 @@ pub async fn start_with_clock(
         ));
     }
     tokio::spawn(crate::api::serve(node.clone(), http));
+    node.tasks.spawn(crate::health_check::run(node.clone()));
     tracing::info!(%rtmp_addr, rtmps_addr = ?rtmps_addr, %http_addr, rules = node.rules().len(), "livesnap listening");
     Ok(Running {
         node,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::health::{self, Luma};
 use crate::media::avc::{self, AvcConfig};
 use crate::media::sps;
 use crate::snapshot::color::ColorInfo;
@@ -42,6 +43,8 @@ pub struct Rendered {
     /// Time spent decoding and encoding.
     pub decode_time: Duration,
     pub encode_time: Duration,
+    /// The decoded picture's luma thumbnail and statistics, for the stream's health.
+    pub luma: Option<Luma>,
 }
 
 /// Keyframe → JPEG, with its decoder, encoder and buffers kept for reuse.
@@ -106,9 +109,12 @@ impl Renderer {
         self.decoder
             .decode(&self.annex_b, &self.params_key, &mut self.frame)?;
         let t1 = Instant::now();
+        let f = &self.frame;
+        let luma = health::analyze(&f.y, f.y_stride, f.width, f.height);
         let color = ColorInfo::from(&info);
         let jpeg = self.encoder.encode(&self.frame, color)?;
         Ok(Rendered {
+            luma,
             jpeg: Bytes::from(jpeg),
             width: self.frame.width as u32,
             height: self.frame.height as u32,
@@ -243,5 +249,17 @@ mod tests {
         let picture = renderer.render(&au, &config).unwrap();
         assert_eq!((picture.width, picture.height), (640, 360));
         assert_eq!(renderer.decoder.decoders_created(), 1);
+    }
+
+    #[test]
+    fn a_rendered_picture_carries_its_luma() {
+        // The fixture's moving test pattern: neither black nor flat.
+        let (config, body) = first_keyframe("baseline_640x360_gop1s.flv");
+        let picture = Renderer::new(80, 1 << 24).render(&body, &config).unwrap();
+        let luma = picture
+            .luma
+            .expect("a decoded picture has a luma thumbnail");
+        assert!(luma.spread > 40, "{luma:?}");
+        assert!(luma.mean > 40.0, "{luma:?}");
     }
 }
