@@ -11,7 +11,7 @@
 //!   the [`Transition`]s to report. The admin API reads [`StreamHealth::active`].
 //!
 //! Conditions ([`Condition`]): `black` (mean and spread under thresholds), `frozen`
-//! (the thumbnail unchanged beyond noise for K snapshots in a row), `no_keyframe` and
+//! (the thumbnail unchanged beyond noise for K snapshots in a row, and not black), `no_keyframe` and
 //! `no_video` (nothing of the kind for a configured wall time while the publish lives),
 //! `decode_failing` (renders failing in a row). Each starts and ends once, with the
 //! time it started (`since`).
@@ -309,8 +309,9 @@ impl Health {
                     .as_ref()
                     .is_some_and(|p| p.diff(&luma) <= cfg.frozen_diff_max);
                 self.unchanged = if same { self.unchanged + 1 } else { 0 };
-                // K snapshots in a row the same: K-1 equal pairs.
-                let frozen = self.unchanged + 1 >= cfg.frozen_snapshots;
+                // K snapshots in a row the same: K-1 equal pairs. A black picture is
+                // `black` only: one cause, one condition.
+                let frozen = !black && self.unchanged + 1 >= cfg.frozen_snapshots;
                 self.set(Condition::Frozen, frozen, now, out);
                 self.previous = Some(luma);
             }
@@ -518,6 +519,10 @@ mod tests {
         assert_eq!(h.active(), [(Condition::Black, 10)]);
         // Black again: no new transition.
         assert!(run(&mut h, &cfg, Observation::Picture(luma(|_, _| 20)), 15).is_empty());
+        // Black for K snapshots is still only black (not frozen as well).
+        for now in 16..20 {
+            assert!(run(&mut h, &cfg, Observation::Picture(luma(|_, _| 20)), now).is_empty());
+        }
         let t = run(&mut h, &cfg, Observation::Picture(luma(gradient(0))), 20);
         assert_eq!(starts(&t), [("black", false)]);
         assert_eq!(t[0].at, 20);

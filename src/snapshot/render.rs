@@ -262,4 +262,50 @@ mod tests {
         assert!(luma.spread > 40, "{luma:?}");
         assert!(luma.mean > 40.0, "{luma:?}");
     }
+
+    /// The health transitions of every keyframe of a fixture, rendered in order, with
+    /// the default thresholds.
+    fn health_of(name: &str) -> Vec<(&'static str, bool)> {
+        use crate::health::{Health, HealthConfig, Observation};
+        let cfg = HealthConfig::default();
+        let mut renderer = Renderer::new(80, 1 << 24);
+        let mut health = Health::default();
+        let mut out = Vec::new();
+        let mut config = None;
+        for (i, (_, tag)) in fixtures::video(name).into_iter().enumerate() {
+            match tag.kind {
+                PacketKind::SequenceHeader => {
+                    config = Some(parse_decoder_config(&tag.body).unwrap())
+                }
+                PacketKind::Nalus if tag.keyframe => {
+                    let pic = renderer
+                        .render(&tag.body, config.as_ref().unwrap())
+                        .unwrap();
+                    let obs = Observation::Picture(pic.luma.unwrap());
+                    health.observe(&cfg, obs, i as u64, &mut out);
+                }
+                _ => {}
+            }
+        }
+        out.iter().map(|t| (t.condition.name(), t.start)).collect()
+    }
+
+    #[test]
+    fn default_thresholds_fire_on_the_health_fixtures_only() {
+        // Ordinary moving content, every keyframe compared with the one before (closer
+        // in time than any snapshot interval): nothing. (bt709_bars is a still test
+        // card: frozen by design.)
+        for name in [
+            "baseline_640x360_gop1s.flv",
+            "high_1280x720_bframes_aac.flv",
+            "high_1920x1080_gop2s.flv",
+            "resolution_change.flv",
+            "long_gop_640x360.flv",
+            "keyframes_stop_640x360.flv",
+        ] {
+            assert_eq!(health_of(name), [], "{name}");
+        }
+        assert_eq!(health_of("black_640x360.flv"), [("black", true)]);
+        assert_eq!(health_of("frozen_640x360.flv"), [("frozen", true)]);
+    }
 }
