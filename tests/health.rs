@@ -409,3 +409,72 @@ async fn keyframes_that_fail_to_decode_start_decode_failing() {
         .await
     );
 }
+
+/// Runs Debian's headless Chromium on `url` and returns the DOM after `budget_ms` of
+/// virtual time (as tests/web.rs does; needs `/usr/bin/chromium`, never skipped).
+fn dump_dom(url: &str, budget_ms: u32) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("cannot run /usr/bin/chromium (apt-get install chromium)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_tile_shows_a_health_badge() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long idle timeout: the publisher pauses while the browser runs.
+    let text = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+idle_timeout_secs = 120
+[snapshot]
+workers = 2
+[storage.default]
+scheme = "fs"
+root = "{}"
+{DEFAULT_RULES}
+[health]
+no_video_secs = 300
+no_keyframe_secs = 300
+"#,
+        dir.path().join("snapshots").display()
+    );
+    let mut server = TestServer::start(dir, &text).await;
+    let p = push(&server, "blackcam", "black_640x360.flv").await;
+    assert!(wait_active(&server, "blackcam", &["black"], Duration::from_secs(10)).await);
+    let url = format!("http://{}/", server.http);
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&url, 4000))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("data-health=\"black\""),
+        "the tile does not carry its health:\n{dom}"
+    );
+    assert!(
+        dom.contains("<span class=\"badge\" title=\"black since "),
+        "no badge:\n{dom}"
+    );
+    p.finish().await;
+    assert!(server.stop().await);
+}
