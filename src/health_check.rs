@@ -6,6 +6,9 @@
 //! (unpublished, disconnected, kicked) has its active conditions ended. The gauges
 //! `livesnap_health_active{condition}` are recounted on every pass.
 //!
+//! `server` spawns it outside `node.tasks` (which tell when the publish work is done)
+//! and awaits it at shutdown, before the notifier drains, so the `end` events go out.
+//!
 //! Touches nothing of the media flow: it reads counters and takes each stream's health
 //! lock for a moment.
 
