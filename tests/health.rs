@@ -478,3 +478,51 @@ no_keyframe_secs = 300
     p.finish().await;
     assert!(server.stop().await);
 }
+
+#[test]
+fn health_settings_are_validated_with_the_config() {
+    use livesnap::config::Config;
+    let err = |text: &str| {
+        Config::parse(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err("[health]\nfrozen_snapshots = 2").contains("health.frozen_snapshots"),
+        "{}",
+        err("[health]\nfrozen_snapshots = 2")
+    );
+    assert!(err("[health]\nno_video_secs = 0").contains("health.no_video_secs"));
+    assert!(Config::parse("[health]\nblack_max = 3").is_err());
+    let ok = Config::parse("[health]\nblack_luma_max = 255\nfrozen_snapshots = 5")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(ok.health.black_luma_max, 255);
+    assert_eq!(ok.health.frozen_snapshots, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_disabled_reports_nothing() {
+    let ev = Events::default();
+    let addr = listener(ev.clone()).await;
+    let server = server(addr, "enabled = false\nno_video_secs = 1").await;
+    let p = push(&server, "offcam", "black_640x360.flv").await;
+    let node = server.node().clone();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            node.registry
+                .list()
+                .iter()
+                .all(|s| s.stats.stored.load(std::sync::atomic::Ordering::Relaxed) >= 3)
+        })
+        .await
+    );
+    // Black pictures and no video for more than 1 s: with health off, nothing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(active(&server, "offcam").await, Vec::<String>::new());
+    assert_eq!(ev.health("offcam"), []);
+    p.finish().await;
+}
