@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 pub use crate::auth::{AuthConfig, AuthPolicy, AuthSettings};
 use crate::error::Invalid;
+pub use crate::health::HealthConfig;
 use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
@@ -88,6 +89,9 @@ pub struct Config {
     /// Relays of every publish to upstream origins, per (domain, app). Default: none.
     #[serde(default)]
     pub relays: Vec<RelaySpec>,
+    /// Stream health thresholds (black, frozen, no keyframe, no video, decode failing).
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -283,6 +287,7 @@ pub struct Settings {
     pub play: PlayConfig,
     /// The config file's relays, in order.
     pub relays: Vec<Relay>,
+    pub health: HealthConfig,
 }
 
 /// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
@@ -621,6 +626,7 @@ impl Config {
         };
         self.play.validate()?;
         let relays = crate::relay::config::validate_all(&self.relays)?;
+        self.health.validate()?;
         Ok(Settings {
             rtmp_listen,
             rtmps,
@@ -649,6 +655,7 @@ impl Config {
             notify: self.notify.clone(),
             play: self.play.clone(),
             relays,
+            health: self.health.clone(),
         })
     }
 }

@@ -75,6 +75,17 @@ pub enum Event {
         /// Media bytes sent on this connection.
         sent_bytes: u64,
     },
+    /// A health condition started or ended (`crate::health`); `time` is when.
+    Health {
+        #[serde(flatten)]
+        stream: StreamId,
+        /// `black`, `frozen`, `no_keyframe`, `no_video` or `decode_failing`.
+        condition: &'static str,
+        /// `start` or `end`.
+        state: &'static str,
+        #[serde(flatten)]
+        at: At,
+    },
 }
 
 /// The fields of a `snapshot` event.
@@ -151,5 +162,21 @@ mod tests {
         assert_eq!(b["target"], "rtmp://o/live/cam1?auth_key=REDACTED");
         assert_eq!(b["reason"], "unpublished");
         assert_eq!(b["sent_bytes"], 7);
+    }
+
+    #[test]
+    fn health_json() {
+        let e = Event::Health {
+            stream: StreamId::new("d.com", "live", "cam1"),
+            condition: "black",
+            state: "start",
+            at: At::unix(1_700_000_000),
+        };
+        assert_eq!(
+            body(&e),
+            json!({"event": "health", "condition": "black", "state": "start",
+                   "domain": "d.com", "app": "live", "stream": "cam1",
+                   "time": "2023-11-14T22:13:20Z", "timestamp": 1_700_000_000u64})
+        );
     }
 }

@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod hub;
 pub mod media;
 pub mod metrics;
@@ -33,6 +34,7 @@ pub mod node;
 // The flow and the edges, each handed the node.
 pub mod admission;
 pub mod api;
+pub mod health_check;
 pub mod ingest;
 pub mod rtmp;
 

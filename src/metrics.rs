@@ -51,6 +51,10 @@ pub struct Metrics {
     pub relay_sent_bytes: Counter,
     pub relay_reconnects: Counter,
     pub relay_skipped_bytes: Counter,
+    /// Live streams in each health condition (`condition` label).
+    pub health_active: Family<Reason, Gauge>,
+    /// Health transitions, by `condition` and `state` (start, end).
+    pub health_transitions: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +97,8 @@ impl Metrics {
             relay_sent_bytes: Counter::default(),
             relay_reconnects: Counter::default(),
             relay_skipped_bytes: Counter::default(),
+            health_active: Family::default(),
+            health_transitions: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -228,6 +234,16 @@ impl Metrics {
             "Bytes of due keyframes waiting in the snapshot queues",
             m.snapshot_queued_bytes.clone(),
         );
+        r.register(
+            "health_active",
+            "Live streams currently in a health condition, by condition",
+            m.health_active.clone(),
+        );
+        r.register(
+            "health_transitions",
+            "Health conditions started or ended, by condition and state",
+            m.health_transitions.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -256,6 +272,20 @@ impl Metrics {
         self.rule_store_reloads
             .get_or_create(&vec![("result", if ok { "ok" } else { "error" })])
             .inc();
+    }
+
+    /// One health condition started (`"start"`) or ended (`"end"`).
+    pub fn health_transition(&self, condition: &'static str, state: &'static str) {
+        self.health_transitions
+            .get_or_create(&vec![("condition", condition), ("state", state)])
+            .inc();
+    }
+
+    /// Live streams now in `condition`.
+    pub fn set_health_active(&self, condition: &'static str, streams: i64) {
+        self.health_active
+            .get_or_create(&vec![("condition", condition)])
+            .set(streams);
     }
 
     /// The text exposition.
@@ -306,5 +336,18 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        m.health_transition("black", "start");
+        m.set_health_active("black", 2);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "livesnap_health_transitions_total{condition=\"black\",state=\"start\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("livesnap_health_active{condition=\"black\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -38,13 +38,17 @@ pub struct Running {
     /// The RTMPS listener's address, when `server.rtmps_listen` is set.
     pub rtmps_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
+    /// The health check task (`health_check::run`): not one of `node.tasks`, which
+    /// tell when the publish work is done; awaited at shutdown for its `end` events.
+    health_check: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// First stage: stop accepting, end connections (their streams unpublish), let
     /// snapshots in flight be stored, then deliver the events all this produced
-    /// (`unpublish`, `snapshot`), everything within one grace period. Returns whether
-    /// every task and every queued callback finished in time.
+    /// (`unpublish`, `snapshot`, the `end` of every active health condition), everything
+    /// within one grace period. Returns whether every task and every queued callback
+    /// finished in time.
     pub async fn shutdown(self) -> bool {
         let deadline = tokio::time::Instant::now() + self.node.settings.shutdown_grace;
         self.node.shutdown.cancel();
@@ -52,9 +56,13 @@ impl Running {
         let tasks_done = tokio::time::timeout_at(deadline, self.node.tasks.wait())
             .await
             .is_ok();
+        // It ends every active condition once cancelled (quickly: no I/O of its own).
+        let health_done = tokio::time::timeout_at(deadline, self.health_check)
+            .await
+            .is_ok();
         // Only now: the tasks above are what enqueue the shutdown's events.
         let delivered = self.node.notify.drain(deadline).await;
-        tasks_done && delivered
+        tasks_done && health_done && delivered
     }
 }
 
@@ -179,6 +187,7 @@ pub async fn start_with_clock(
         ));
     }
     tokio::spawn(crate::api::serve(node.clone(), http));
+    let health_check = tokio::spawn(crate::health_check::run(node.clone()));
     tracing::info!(%rtmp_addr, rtmps_addr = ?rtmps_addr, %http_addr, rules = node.rules().len(), "livesnap listening");
     Ok(Running {
         node,
@@ -186,5 +195,6 @@ pub async fn start_with_clock(
         rtmp_addr,
         rtmps_addr,
         http_addr,
+        health_check,
     })
 }

@@ -43,6 +43,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
     let info = s.info().clone();
     let last = g(&st.last_snapshot_unix);
     let started = unix_of(s.started);
+    let health = st.health.active();
     json!({
         "domain": s.id.domain,
         "app": s.id.app,
@@ -74,6 +75,13 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "bytes": g(&st.bytes),
         "paced_ms": g(&st.paced_ms),
         "relays": s.relays().iter().map(|r| r.view()).collect::<Vec<_>>(),
+        "health": {
+            "active": health.iter().map(|(c, _)| c.name()).collect::<Vec<_>>(),
+            "since": health
+                .iter()
+                .map(|(c, t)| (c.name().to_string(), Value::from(rfc3339(*t))))
+                .collect::<serde_json::Map<_, _>>(),
+        },
     })
 }
 

@@ -449,6 +449,10 @@ impl Worker {
         let metrics = &shared.metrics;
         match self.renderer.render(&job.body, &job.config) {
             Ok(pic) => {
+                match pic.luma {
+                    Some(luma) => queue.stats.health.picture(luma),
+                    None => queue.stats.health.decode_failed(),
+                }
                 metrics
                     .decode_seconds
                     .observe(pic.decode_time.as_secs_f64());
@@ -472,6 +476,7 @@ impl Worker {
                 }
             }
             Err(e) => {
+                queue.stats.health.decode_failed();
                 queue.stats.failed_decode.fetch_add(1, Ordering::Relaxed);
                 queue.stats.finish();
                 metrics.failed("decode_error");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::health::{self, Luma};
 use crate::media::avc::{self, AvcConfig};
 use crate::media::sps;
 use crate::snapshot::color::ColorInfo;
@@ -42,6 +43,8 @@ pub struct Rendered {
     /// Time spent decoding and encoding.
     pub decode_time: Duration,
     pub encode_time: Duration,
+    /// The decoded picture's luma thumbnail and statistics, for the stream's health.
+    pub luma: Option<Luma>,
 }
 
 /// Keyframe → JPEG, with its decoder, encoder and buffers kept for reuse.
@@ -106,9 +109,12 @@ impl Renderer {
         self.decoder
             .decode(&self.annex_b, &self.params_key, &mut self.frame)?;
         let t1 = Instant::now();
+        let f = &self.frame;
+        let luma = health::analyze(&f.y, f.y_stride, f.width, f.height);
         let color = ColorInfo::from(&info);
         let jpeg = self.encoder.encode(&self.frame, color)?;
         Ok(Rendered {
+            luma,
             jpeg: Bytes::from(jpeg),
             width: self.frame.width as u32,
             height: self.frame.height as u32,
@@ -243,5 +249,63 @@ mod tests {
         let picture = renderer.render(&au, &config).unwrap();
         assert_eq!((picture.width, picture.height), (640, 360));
         assert_eq!(renderer.decoder.decoders_created(), 1);
+    }
+
+    #[test]
+    fn a_rendered_picture_carries_its_luma() {
+        // The fixture's moving test pattern: neither black nor flat.
+        let (config, body) = first_keyframe("baseline_640x360_gop1s.flv");
+        let picture = Renderer::new(80, 1 << 24).render(&body, &config).unwrap();
+        let luma = picture
+            .luma
+            .expect("a decoded picture has a luma thumbnail");
+        assert!(luma.spread > 40, "{luma:?}");
+        assert!(luma.mean > 40.0, "{luma:?}");
+    }
+
+    /// The health transitions of every keyframe of a fixture, rendered in order, with
+    /// the default thresholds.
+    fn health_of(name: &str) -> Vec<(&'static str, bool)> {
+        use crate::health::{Health, HealthConfig, Observation};
+        let cfg = HealthConfig::default();
+        let mut renderer = Renderer::new(80, 1 << 24);
+        let mut health = Health::default();
+        let mut out = Vec::new();
+        let mut config = None;
+        for (i, (_, tag)) in fixtures::video(name).into_iter().enumerate() {
+            match tag.kind {
+                PacketKind::SequenceHeader => {
+                    config = Some(parse_decoder_config(&tag.body).unwrap())
+                }
+                PacketKind::Nalus if tag.keyframe => {
+                    let pic = renderer
+                        .render(&tag.body, config.as_ref().unwrap())
+                        .unwrap();
+                    let obs = Observation::Picture(pic.luma.unwrap());
+                    health.observe(&cfg, obs, i as u64, &mut out);
+                }
+                _ => {}
+            }
+        }
+        out.iter().map(|t| (t.condition.name(), t.start)).collect()
+    }
+
+    #[test]
+    fn default_thresholds_fire_on_the_health_fixtures_only() {
+        // Ordinary moving content, every keyframe compared with the one before (closer
+        // in time than any snapshot interval): nothing. (bt709_bars is a still test
+        // card: frozen by design.)
+        for name in [
+            "baseline_640x360_gop1s.flv",
+            "high_1280x720_bframes_aac.flv",
+            "high_1920x1080_gop2s.flv",
+            "resolution_change.flv",
+            "long_gop_640x360.flv",
+            "keyframes_stop_640x360.flv",
+        ] {
+            assert_eq!(health_of(name), [], "{name}");
+        }
+        assert_eq!(health_of("black_640x360.flv"), [("black", true)]);
+        assert_eq!(health_of("frozen_640x360.flv"), [("frozen", true)]);
     }
 }

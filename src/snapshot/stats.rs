@@ -43,6 +43,9 @@ pub struct StreamStats {
     /// ahead of real time then stops waiting for its snapshots to be stored, so a
     /// storage outage paces nobody (it still waits for the pool).
     pub store_failing: std::sync::atomic::AtomicBool,
+    /// What the stream's snapshots say of its health (the pool reports pictures and
+    /// failed renders; the node's health check evaluates them).
+    pub health: crate::health::StreamHealth,
     /// Woken each time `finished` moves on.
     progress: Notify,
 }

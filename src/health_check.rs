@@ -1,0 +1,104 @@
+//! The node's health check: once a second, every live stream's health
+//! (`crate::health::StreamHealth`, fed by the snapshot pool) is evaluated with the
+//! `[health]` thresholds and the stream's counters; each transition is logged, counted
+//! (`livesnap_health_transitions_total`) and sent as a signed `health` event to the
+//! stream's rule callback and the node's notify URL. A stream that left the registry
+//! (unpublished, disconnected, kicked) has its active conditions ended. The gauges
+//! `livesnap_health_active{condition}` are recounted on every pass.
+//!
+//! `server` spawns it outside `node.tasks` (which tell when the publish work is done)
+//! and awaits it at shutdown, before the notifier drains, so the `end` events go out.
+//!
+//! Touches nothing of the media flow: it reads counters and takes each stream's health
+//! lock for a moment.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::unix_of;
+use crate::events::{At, Event};
+use crate::health::{Condition, Counters, HealthConfig, Transition};
+use crate::live::LiveStream;
+use crate::names::StreamId;
+use crate::node::Node;
+
+/// How often the check runs.
+pub const PERIOD: Duration = Duration::from_secs(1);
+
+/// Runs the check every [`PERIOD`] until shutdown, then ends every condition still
+/// active (the node's streams are ending). Does nothing when `health.enabled` is false.
+pub async fn run(node: Arc<Node>) {
+    let cfg = node.settings.health.clone();
+    if !cfg.enabled {
+        return;
+    }
+    let mut known = HashMap::new();
+    let mut tick = tokio::time::interval(PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => break,
+            _ = tick.tick() => check(&node, &cfg, &mut known),
+        }
+    }
+    let now = node.clock.now_unix();
+    for (_, s) in known.drain() {
+        report(&node, &s, &s.stats.health.end(now));
+    }
+    for c in Condition::ALL {
+        node.metrics.set_health_active(c.name(), 0);
+    }
+}
+
+/// One pass over the live streams; `known` holds the streams of the previous pass.
+pub fn check(node: &Node, cfg: &HealthConfig, known: &mut HashMap<StreamId, Arc<LiveStream>>) {
+    let now = node.clock.now_unix();
+    let mut seen = HashMap::new();
+    let mut active = [0i64; Condition::ALL.len()];
+    for s in node.registry.list() {
+        let counters = Counters {
+            video_frames: s.stats.video_frames.load(Ordering::Relaxed),
+            keyframes: s.stats.keyframes.load(Ordering::Relaxed),
+        };
+        let t = s.stats.health.check(cfg, counters, unix_of(s.started), now);
+        report(node, &s, &t);
+        for (c, _) in s.stats.health.active() {
+            active[c as usize] += 1;
+        }
+        seen.insert(s.id.clone(), s);
+    }
+    for (id, s) in known.drain() {
+        if !seen.get(&id).is_some_and(|n| Arc::ptr_eq(n, &s)) {
+            report(node, &s, &s.stats.health.end(now));
+        }
+    }
+    *known = seen;
+    for c in Condition::ALL {
+        node.metrics.set_health_active(c.name(), active[c as usize]);
+    }
+}
+
+fn report(node: &Node, s: &LiveStream, transitions: &[Transition]) {
+    for t in transitions {
+        let (condition, state) = (t.condition.name(), t.state());
+        tracing::info!(
+            domain = %s.id.domain,
+            app = %s.id.app,
+            stream = %s.id.stream,
+            condition,
+            state,
+            "stream health"
+        );
+        node.metrics.health_transition(condition, state);
+        let event = Event::Health {
+            stream: s.id.clone(),
+            condition,
+            state,
+            at: At::unix(t.at),
+        };
+        node.notify
+            .send(&event, s.rule.as_deref().and_then(|r| r.callback()));
+    }
+}
