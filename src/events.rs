@@ -86,6 +86,27 @@ pub enum Event {
         #[serde(flatten)]
         at: At,
     },
+    /// A rule's review endpoint judged a stored snapshot (see the `review` module).
+    Review {
+        #[serde(flatten)]
+        stream: StreamId,
+        /// The snapshot object reviewed.
+        object: String,
+        /// Where the verdict is stored (`_livesnap/review/{object}.json`).
+        review_object: String,
+        labels: Vec<ReviewLabel>,
+        /// A label reached the rule's `review_kick` score: the publish was stopped.
+        kicked: bool,
+        #[serde(flatten)]
+        at: At,
+    },
+}
+
+/// One label of a review verdict: a name and a score in 0..=1.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReviewLabel {
+    pub name: String,
+    pub score: f64,
 }
 
 /// The fields of a `snapshot` event.

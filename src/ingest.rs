@@ -173,6 +173,7 @@ impl Ingest {
         };
         let start_unix = unix_of(live.started);
         let latest = live.latest.clone();
+        let kick = live.kick.clone();
         let guard = node.registry.claim(live).map_err(|t| match t {
             crate::live::Taken::Live(id) => StartError::Duplicate(id),
             t => StartError::SameKeys(t),
@@ -191,6 +192,11 @@ impl Ingest {
                             notify: node.notify.clone(),
                             stats: stats.clone(),
                             latest,
+                            review: rule
+                                .spec
+                                .review_url
+                                .is_some()
+                                .then(|| (node.review.clone(), kick.clone())),
                         },
                     );
                     let writer = node

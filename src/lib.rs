@@ -22,6 +22,7 @@ pub mod auth;
 pub mod notify;
 pub mod play;
 pub mod relay;
+pub mod review;
 pub mod rules;
 pub mod storage;
 

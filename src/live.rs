@@ -241,6 +241,9 @@ mod tests {
             overwrite_object: Some(overwrite.into()),
             sequence_object: Some(sequence.into()),
             callback: None,
+            review_url: None,
+            review_every: None,
+            review_kick: None,
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub health_active: Family<Reason, Gauge>,
     /// Health transitions, by `condition` and `state` (start, end).
     pub health_transitions: Family<Reason, Counter>,
+    /// Snapshot reviews by result: done, failed, dropped (queue full).
+    pub reviews: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,7 @@ impl Metrics {
             relay_skipped_bytes: Counter::default(),
             health_active: Family::default(),
             health_transitions: Family::default(),
+            reviews: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -244,6 +247,11 @@ impl Metrics {
             "Health conditions started or ended, by condition and state",
             m.health_transitions.clone(),
         );
+        r.register(
+            "reviews",
+            "Snapshot reviews by result: done, failed, dropped (queue full)",
+            m.reviews.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -258,6 +266,11 @@ impl Metrics {
 
     pub fn dropped(&self, why: &'static str) {
         self.snapshots_dropped.get_or_create(&reason(why)).inc();
+    }
+
+    /// Counts one review by result (`done`, `failed`, `dropped`).
+    pub fn reviewed(&self, result: &'static str) {
+        self.reviews.get_or_create(&vec![("result", result)]).inc();
     }
 
     pub fn failed(&self, why: &'static str) {

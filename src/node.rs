@@ -17,6 +17,7 @@ use crate::live::Registry;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::relay::config::RelayBook;
+use crate::review::Reviewer;
 use crate::rules::shared::{SharedRules, SharedRulesParts};
 use crate::rules::{RuleBook, RuleSet};
 use crate::snapshot::pool::Pool;
@@ -36,6 +37,8 @@ pub struct Node {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub notify: Arc<Notifier>,
+    /// Where stored snapshots of rules with a `review_url` go to be judged.
+    pub review: Reviewer,
     pub clock: SharedClock,
     /// Cancelled when the node stops accepting (first signal).
     pub shutdown: CancellationToken,
@@ -59,6 +62,12 @@ impl Node {
         let notify = Notifier::new(&settings.notify, metrics.clone(), clock.clone());
         // Delivery outlives the shutdown token: the server drains it at shutdown.
         notify.start();
+        let review = Reviewer::start(
+            settings.notify.callback_auth_key.clone(),
+            metrics.clone(),
+            notify.clone(),
+            clock.clone(),
+        );
         let shutdown = CancellationToken::new();
         let rules = Arc::new(RuleBook::new(settings.rules.clone()));
         let relays = Arc::new(RelayBook::new(settings.relays.clone()));
@@ -85,6 +94,7 @@ impl Node {
             registry: Arc::new(Registry::default()),
             metrics,
             notify,
+            review,
             clock,
             shutdown,
             tasks: TaskTracker::new(),

@@ -74,6 +74,9 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         overwrite_object: None,
         sequence_object: Some(template.into()),
         callback: None,
+        review_url: None,
+        review_every: None,
+        review_kick: None,
     }
     .validate("rule", |_| true)
     .unwrap();
@@ -88,6 +91,7 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         ),
         stats: stats.clone(),
         latest: Default::default(),
+        review: None,
     };
     let w = SnapshotWriter::new(
         StreamId::new("d", "live", "cam1"),

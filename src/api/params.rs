@@ -186,6 +186,17 @@ impl JsonObject {
         }
     }
 
+    /// A field of any shape serde reads (`T`), e.g. an object.
+    pub fn value<T: serde::de::DeserializeOwned>(&self, key: &str) -> ApiResult<Field<T>> {
+        match self.0.get(key) {
+            None => Ok(Field::Absent),
+            Some(Value::Null) => Ok(Field::Null),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Field::Value)
+                .map_err(|e| ApiError::invalid(key, e.to_string())),
+        }
+    }
+
     pub fn int(&self, key: &str) -> ApiResult<Field<i64>> {
         match self.0.get(key) {
             None => Ok(Field::Absent),

@@ -171,7 +171,18 @@ const CREATE_FIELDS: &[&str] = &[
     "overwrite_object",
     "sequence_object",
     "callback",
+    "review_url",
+    "review_every",
+    "review_kick",
 ];
+
+/// An optional field of any shape, absent or null as `None`.
+fn opt_value<T: serde::de::DeserializeOwned>(body: &JsonObject, key: &str) -> ApiResult<Option<T>> {
+    Ok(match body.value(key)? {
+        Field::Value(v) => Some(v),
+        Field::Absent | Field::Null => None,
+    })
+}
 
 fn opt_string(body: &JsonObject, key: &str) -> ApiResult<Option<String>> {
     Ok(match body.string(key)? {
@@ -232,6 +243,9 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         overwrite_object: opt_string(&body, "overwrite_object")?,
         sequence_object: opt_string(&body, "sequence_object")?,
         callback: opt_string(&body, "callback")?,
+        review_url: opt_string(&body, "review_url")?,
+        review_every: opt_value(&body, "review_every")?,
+        review_kick: opt_value(&body, "review_kick")?,
     };
     let rule = validate(&state, &cfg)?;
     if static_rule(&state, &cfg.domain, &cfg.app).is_some() {
@@ -280,6 +294,9 @@ const PATCH_FIELDS: &[&str] = &[
     "overwrite_object",
     "sequence_object",
     "callback",
+    "review_url",
+    "review_every",
+    "review_kick",
 ];
 
 /// `PATCH /api/v1/snapshot-configs/{domain}/{app}`: the given fields only; `null`
@@ -309,17 +326,22 @@ pub async fn update(
     let overwrite = body.string("overwrite_object")?;
     let sequence = body.string("sequence_object")?;
     let callback = body.string("callback")?;
+    let review_url = body.string("review_url")?;
+    let review_every = body.value::<u32>("review_every")?;
+    let review_kick = body.value::<crate::rules::spec::ReviewKick>("review_kick")?;
     if static_rule(&state, &domain, &app).is_some() {
         return Err(ApiError::read_only(format!(
             "the rule for domain {domain:?}, app {app:?} comes from the config file and is read-only here"
         )));
     }
     let store = store(&state)?;
-    let set = |slot: &mut Option<String>, f: &Field<String>| match f {
-        Field::Absent => {}
-        Field::Null => *slot = None,
-        Field::Value(v) => *slot = Some(v.clone()),
-    };
+    fn set<T: Clone>(slot: &mut Option<T>, f: &Field<T>) {
+        match f {
+            Field::Absent => {}
+            Field::Null => *slot = None,
+            Field::Value(v) => *slot = Some(v.clone()),
+        }
+    }
     let updated = store
         .update(|doc, now| {
             let i = doc
@@ -337,6 +359,9 @@ pub async fn update(
             set(&mut spec.overwrite_object, &overwrite);
             set(&mut spec.sequence_object, &sequence);
             set(&mut spec.callback, &callback);
+            set(&mut spec.review_url, &review_url);
+            set(&mut spec.review_every, &review_every);
+            set(&mut spec.review_kick, &review_kick);
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;

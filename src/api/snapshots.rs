@@ -132,14 +132,26 @@ pub async fn query(
     found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
 
     let (page, next) = cut_page(found, order, limit);
+    // Verdicts are read only where the stream's rule reviews its snapshots.
+    let reviewed = state
+        .node
+        .rules()
+        .lookup(&id.domain, &id.app)
+        .is_some_and(|r| r.spec.review_url.is_some());
     let jobs: Vec<_> = page
         .iter()
         .map(|f| (state.node.targets.get(&f.storage).cloned(), f.clone()))
         .collect();
     let described: Vec<_> = futures::stream::iter(jobs.into_iter().map(|(target, f)| async move {
         match target {
-            Some(t) => catalog::describe(&t, &f).await,
-            None => (f.size, None),
+            Some(t) => {
+                let verdict = match reviewed {
+                    true => crate::review::stored_verdict(&t, &f.key).await,
+                    false => None,
+                };
+                (catalog::describe(&t, &f).await, verdict)
+            }
+            None => ((f.size, None), None),
         }
     }))
     .buffered(16)
@@ -148,15 +160,19 @@ pub async fn query(
     let items: Vec<Value> = page
         .iter()
         .zip(described)
-        .map(|(f, (size, dims))| {
-            json!({
+        .map(|(f, ((size, dims), review))| {
+            let mut item = json!({
                 "key": f.key,
                 "storage": f.storage,
                 "create_time": rfc3339(f.unix),
                 "width": dims.map(|d| d.0),
                 "height": dims.map(|d| d.1),
                 "size": size,
-            })
+            });
+            if reviewed {
+                item["review"] = review.unwrap_or(Value::Null);
+            }
+            item
         })
         .collect();
     let mut body = json!({

@@ -321,6 +321,8 @@ pub async fn snapshot(
             notify: state.node.notify.clone(),
             stats: Arc::new(StreamStats::default()),
             latest: stream.latest.clone(),
+            // On-demand snapshots are not sent for review.
+            review: None,
         };
         let storage = rule.storage().to_string();
         let mut writer = SnapshotWriter::new(id.clone(), rule, target, cx);

@@ -223,6 +223,9 @@ mod tests {
             overwrite_object: Some("{AppName}/{StreamName}.jpg".into()),
             sequence_object: None,
             callback: None,
+            review_url: None,
+            review_every: None,
+            review_kick: None,
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -271,6 +274,9 @@ mod tests {
             overwrite_object: Some(ow.into()),
             sequence_object: None,
             callback: None,
+            review_url: None,
+            review_every: None,
+            review_kick: None,
         }
         .validate("rule", |_| true)
     }

@@ -34,9 +34,68 @@ pub struct RuleSpec {
     /// URL receiving a POST for each stored snapshot of this rule.
     #[serde(default)]
     pub callback: Option<String>,
+    /// Moderation endpoint: stored snapshots are POSTed to it (the JPEG itself) and its
+    /// verdict stored and sent as a `review` event (see the `review` module).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_url: Option<String>,
+    /// Review every Nth stored snapshot (1..=10000). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_every: Option<u32>,
+    /// Stop the publish when a verdict's label reaches this score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_kick: Option<ReviewKick>,
 }
 
+/// A rule's `review_kick`: stop the publish when `label` scores at least `score`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewKick {
+    pub label: String,
+    pub score: f64,
+}
+
+// Scores are validated finite (0..=1) before a rule exists, so equality is total.
+impl Eq for ReviewKick {}
+
 impl RuleSpec {
+    /// The moderation settings: a valid URL; `review_every` and `review_kick` only with
+    /// one, within their ranges.
+    fn check_review(&self, key: &impl Fn(&str) -> String) -> Result<(), Invalid> {
+        match &self.review_url {
+            Some(u) => names::check_http_url(u).map_err(|m| invalid(key("review_url"), m))?,
+            None => {
+                for (name, set) in [
+                    ("review_every", self.review_every.is_some()),
+                    ("review_kick", self.review_kick.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(key(name), "needs review_url"));
+                    }
+                }
+            }
+        }
+        if let Some(n) = self.review_every {
+            if !(1..=10_000).contains(&n) {
+                return Err(invalid(
+                    key("review_every"),
+                    format!("must be 1..=10000, got {n}"),
+                ));
+            }
+        }
+        if let Some(k) = &self.review_kick {
+            if k.label.is_empty() || k.label.len() > 64 {
+                return Err(invalid(key("review_kick.label"), "must be 1..=64 bytes"));
+            }
+            if !(k.score.is_finite() && (0.0..=1.0).contains(&k.score)) {
+                return Err(invalid(
+                    key("review_kick.score"),
+                    format!("must be within 0..=1, got {}", k.score),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates the rule; `at` prefixes the keys of errors (`rules[2]`, `rule`), and
     /// `storage_exists` tells whether a storage target name is configured.
     pub fn validate(
@@ -93,6 +152,7 @@ impl RuleSpec {
         if let Some(u) = &self.callback {
             names::check_http_url(u).map_err(|m| invalid(key("callback"), m))?;
         }
+        self.check_review(&key)?;
         if overwrite_object.is_none() && sequence_object.is_none() {
             return Err(invalid(
                 at,

@@ -18,12 +18,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::rfc3339;
 use crate::events::{Event, SnapshotEvent};
 use crate::metrics::Metrics;
 use crate::names::StreamId;
 use crate::notify::Notifier;
+use crate::review::{ReviewJob, Reviewer};
 use crate::rules::Rule;
 use crate::snapshot::stats::StreamStats;
 use crate::storage::template::{Template, Vars};
@@ -65,6 +67,9 @@ pub struct WriterContext {
     pub notify: Arc<Notifier>,
     pub stats: Arc<StreamStats>,
     pub latest: Latest,
+    /// Where snapshots go to be reviewed (rules with a `review_url`), and the token
+    /// that stops the publish on a `review_kick` verdict.
+    pub review: Option<(Reviewer, CancellationToken)>,
 }
 
 pub struct SnapshotWriter {
@@ -73,6 +78,8 @@ pub struct SnapshotWriter {
     target: Target,
     cx: WriterContext,
     next_sequence: Option<u64>,
+    /// Snapshots stored so far (for `review_every`).
+    stored_count: u64,
     /// Set when the sequence has reached `u64::MAX`: no further sequence writes.
     exhausted: bool,
 }
@@ -85,6 +92,7 @@ impl SnapshotWriter {
             target,
             cx,
             next_sequence: None,
+            stored_count: 0,
             exhausted: false,
         }
     }
@@ -154,10 +162,43 @@ impl SnapshotWriter {
             cx.stats
                 .last_snapshot_unix
                 .store(snap.unix_ts, Ordering::Relaxed);
+            self.review(&stored, &snap);
+            let cx = &self.cx;
             *cx.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
         }
-        cx.stats.finish();
+        self.cx.stats.finish();
         wrote.then_some(stored)
+    }
+
+    /// Hands every `review_every`th stored snapshot to the reviewer (never waits).
+    fn review(&mut self, stored: &Stored, snap: &Snapshot) {
+        let (Some(url), Some((reviewer, stop))) = (&self.rule.spec.review_url, &self.cx.review)
+        else {
+            return;
+        };
+        self.stored_count += 1;
+        let every = u64::from(self.rule.spec.review_every.unwrap_or(1).max(1));
+        if !(self.stored_count - 1).is_multiple_of(every) {
+            return;
+        }
+        let Some(key) = stored
+            .sequence_key
+            .clone()
+            .or_else(|| stored.overwrite_key.clone())
+        else {
+            return;
+        };
+        reviewer.submit(ReviewJob {
+            stream: self.id.clone(),
+            key,
+            jpeg: snap.jpeg.clone(),
+            unix_ts: snap.unix_ts,
+            url: url.clone(),
+            kick: self.rule.spec.review_kick.clone(),
+            stop: stop.clone(),
+            target: self.target.clone(),
+            callback: self.rule.callback().map(str::to_owned),
+        });
     }
 
     fn failed(&self, e: &dyn std::fmt::Display) {
