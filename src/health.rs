@@ -72,6 +72,61 @@ impl Default for HealthConfig {
     }
 }
 
+/// A rule's `health` table: thresholds that replace the node's `[health]` ones for the
+/// streams of that rule (keys left out keep the node's value).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub black_luma_max: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub black_spread_max: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_snapshots: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_diff_max: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_keyframe_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_video_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_failing_after: Option<u32>,
+}
+
+// frozen_diff_max is validated finite before a rule exists, so equality is total.
+impl Eq for HealthOverride {}
+
+impl HealthOverride {
+    /// The node's thresholds with this rule's replacing them.
+    pub fn apply(&self, node: &HealthConfig) -> HealthConfig {
+        HealthConfig {
+            enabled: self.enabled.unwrap_or(node.enabled),
+            black_luma_max: self.black_luma_max.unwrap_or(node.black_luma_max),
+            black_spread_max: self.black_spread_max.unwrap_or(node.black_spread_max),
+            frozen_snapshots: self.frozen_snapshots.unwrap_or(node.frozen_snapshots),
+            frozen_diff_max: self.frozen_diff_max.unwrap_or(node.frozen_diff_max),
+            no_keyframe_secs: self.no_keyframe_secs.unwrap_or(node.no_keyframe_secs),
+            no_video_secs: self.no_video_secs.unwrap_or(node.no_video_secs),
+            decode_failing_after: self
+                .decode_failing_after
+                .unwrap_or(node.decode_failing_after),
+        }
+    }
+
+    /// Checks the values given, as `[health]` would (errors keyed under `at`, e.g.
+    /// `rules[2].health.frozen_snapshots`).
+    pub fn validate(&self, at: &str) -> Result<(), Invalid> {
+        self.apply(&HealthConfig::default())
+            .validate()
+            .map_err(|e| Invalid {
+                key: format!("{at}.{}", e.key),
+                message: e.message,
+            })
+    }
+}
+
 impl HealthConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         if !(3..=1000).contains(&self.frozen_snapshots) {

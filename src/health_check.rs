@@ -62,6 +62,16 @@ pub fn check(node: &Node, cfg: &HealthConfig, known: &mut HashMap<StreamId, Arc<
             video_frames: s.stats.video_frames.load(Ordering::Relaxed),
             keyframes: s.stats.keyframes.load(Ordering::Relaxed),
         };
+        let own = s
+            .rule
+            .as_ref()
+            .and_then(|r| r.spec.health.as_ref())
+            .map(|o| o.apply(cfg));
+        let cfg = own.as_ref().unwrap_or(cfg);
+        if !cfg.enabled {
+            // This rule turns health off for its streams.
+            continue;
+        }
         let t = s.stats.health.check(cfg, counters, unix_of(s.started), now);
         report(node, &s, &t);
         for (c, _) in s.stats.health.active() {

@@ -244,6 +244,7 @@ mod tests {
             review_url: None,
             review_every: None,
             review_kick: None,
+            health: None,
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

@@ -526,3 +526,57 @@ async fn health_disabled_reports_nothing() {
     assert_eq!(ev.health("offcam"), []);
     p.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_may_replace_the_node_thresholds_for_its_streams() {
+    // App "studio" films a dark set on purpose: its rule's own thresholds never call
+    // its picture black, while the same picture under the node's thresholds is black.
+    let server = start_server(
+        r#"
+[[rules]]
+domain = "*"
+app = "*"
+interval_secs = 5
+storage = "default"
+overwrite_object = "{AppName}/{StreamName}.jpg"
+[[rules]]
+domain = "*"
+app = "studio"
+interval_secs = 5
+storage = "default"
+overwrite_object = "studio/{StreamName}.jpg"
+health = { black_luma_max = 0, black_spread_max = 0, no_video_secs = 60, no_keyframe_secs = 60 }
+[health]
+no_video_secs = 60
+no_keyframe_secs = 60
+"#,
+    )
+    .await;
+    let live = push(&server, "lit", "black_640x360.flv").await;
+    let mut studio = start_publish(server.rtmp, "studio", "dark").await;
+    studio
+        .replay(&fixture("black_640x360.flv"), 0.0, 0)
+        .await
+        .unwrap();
+    assert!(
+        wait_active(&server, "lit", &["black"], Duration::from_secs(10)).await,
+        "{:?}",
+        api_health(&server, "lit").await
+    );
+    // Both have been judged by now (one check a second covers every stream).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Not black under its rule; a picture that never changes is still frozen.
+    assert_eq!(active(&server, "dark").await, ["frozen"]);
+    live.finish().await;
+    studio.finish().await;
+
+    // A rule's thresholds are validated like [health], under the rule's key.
+    let err = livesnap::config::Config::parse(
+        "[[rules]]\ndomain = \"*\"\napp = \"*\"\ninterval_secs = 5\nstorage = \"default\"\noverwrite_object = \"{AppName}/{StreamName}.jpg\"\nhealth = { frozen_snapshots = 2 }\n[storage.default]\nscheme = \"memory\"\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("rules[0].health.frozen_snapshots"), "{err}");
+}

@@ -77,6 +77,7 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         review_url: None,
         review_every: None,
         review_kick: None,
+        health: None,
     }
     .validate("rule", |_| true)
     .unwrap();

@@ -174,6 +174,7 @@ const CREATE_FIELDS: &[&str] = &[
     "review_url",
     "review_every",
     "review_kick",
+    "health",
 ];
 
 /// An optional field of any shape, absent or null as `None`.
@@ -246,6 +247,7 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         review_url: opt_string(&body, "review_url")?,
         review_every: opt_value(&body, "review_every")?,
         review_kick: opt_value(&body, "review_kick")?,
+        health: opt_value(&body, "health")?,
     };
     let rule = validate(&state, &cfg)?;
     if static_rule(&state, &cfg.domain, &cfg.app).is_some() {
@@ -297,6 +299,7 @@ const PATCH_FIELDS: &[&str] = &[
     "review_url",
     "review_every",
     "review_kick",
+    "health",
 ];
 
 /// `PATCH /api/v1/snapshot-configs/{domain}/{app}`: the given fields only; `null`
@@ -329,6 +332,7 @@ pub async fn update(
     let review_url = body.string("review_url")?;
     let review_every = body.value::<u32>("review_every")?;
     let review_kick = body.value::<crate::rules::spec::ReviewKick>("review_kick")?;
+    let health = body.value::<crate::health::HealthOverride>("health")?;
     if static_rule(&state, &domain, &app).is_some() {
         return Err(ApiError::read_only(format!(
             "the rule for domain {domain:?}, app {app:?} comes from the config file and is read-only here"
@@ -362,6 +366,7 @@ pub async fn update(
             set(&mut spec.review_url, &review_url);
             set(&mut spec.review_every, &review_every);
             set(&mut spec.review_kick, &review_kick);
+            set(&mut spec.health, &health);
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;

@@ -226,6 +226,7 @@ mod tests {
             review_url: None,
             review_every: None,
             review_kick: None,
+            health: None,
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -277,6 +278,7 @@ mod tests {
             review_url: None,
             review_every: None,
             review_kick: None,
+            health: None,
         }
         .validate("rule", |_| true)
     }

@@ -739,6 +739,7 @@ mod tests {
                 review_url: None,
                 review_every: None,
                 review_kick: None,
+                health: None,
             },
             create_time: 1,
             update_time: 1,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Rule, ANY};
 use crate::error::{invalid, Invalid};
+use crate::health::HealthOverride;
 use crate::names;
 use crate::storage::key_language::{Language, Scope};
 use crate::storage::template::{Template, Var, RESERVED_FOLDERS};
@@ -44,6 +45,9 @@ pub struct RuleSpec {
     /// Stop the publish when a verdict's label reaches this score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_kick: Option<ReviewKick>,
+    /// Health thresholds for this rule's streams, replacing the node's `[health]` ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthOverride>,
 }
 
 /// A rule's `review_kick`: stop the publish when `label` scores at least `score`.
@@ -153,6 +157,10 @@ impl RuleSpec {
             names::check_http_url(u).map_err(|m| invalid(key("callback"), m))?;
         }
         self.check_review(&key)?;
+        if let Some(h) = &self.health {
+            // `key("health")` gives `{at}.health`; the override adds the field name.
+            h.validate(at)?;
+        }
         if overwrite_object.is_none() && sequence_object.is_none() {
             return Err(invalid(
                 at,
