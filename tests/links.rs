@@ -324,3 +324,33 @@ fn the_links_key_is_validated_with_the_config() {
     assert!(err("key_env = \"LIVESNAP_TEST_UNSET_LINKS_KEY\"").starts_with("links.key_env:"));
     assert!(livesnap::config::Config::parse(&format!("{base}\n[links]\nkee = \"x\"")).is_err());
 }
+
+/// The `[links]` block of config.example.toml, uncommented, is a valid section with
+/// the documented defaults.
+#[test]
+fn the_documented_links_section_validates() {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"))
+            .unwrap();
+    let start = example.find("# [links]\n").expect("a [links] block");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.trim_start_matches("# ");
+            let setting = l.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            });
+            (l == "[links]" || setting).then(|| format!("{l}\n"))
+        })
+        .collect();
+    assert!(block.contains("max_ttl_secs"), "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let settings =
+        livesnap::config::Config::parse(&format!("{}\n{block}", config(dir.path(), false)))
+            .unwrap()
+            .validate()
+            .unwrap();
+    let signer = settings.links.expect("[links] configured");
+    assert_eq!((signer.default_ttl, signer.max_ttl), (3600, 604_800));
+}
