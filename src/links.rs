@@ -167,6 +167,54 @@ pub fn check_path(path: &str) -> Result<(), LinkError> {
     }
 }
 
+/// What a link path names, its segments percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePath {
+    pub domain: String,
+    pub app: String,
+    pub stream: String,
+    /// `None` for `latest.jpg`, else the object key.
+    pub key: Option<String>,
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Checks `path` (as [`check_path`]) and says what it names.
+pub fn parse_path(path: &str) -> Result<ImagePath, LinkError> {
+    check_path(path)?;
+    let bad = || LinkError::BadPath(path.to_string());
+    let rest = &path[PREFIX.len()..];
+    let mut segs = rest.splitn(5, '/');
+    let mut next = || segs.next().and_then(percent_decode).ok_or_else(bad);
+    let (domain, app, stream, last) = (next()?, next()?, next()?, next()?);
+    let key = match last.as_str() {
+        "latest.jpg" => None,
+        _ => Some(next()?),
+    };
+    Ok(ImagePath {
+        domain,
+        app,
+        stream,
+        key,
+    })
+}
+
 impl Signer {
     /// A signer with this key (tests and tools; the node builds it from `[links]`).
     pub fn new(key: &[u8], default_ttl: u64, max_ttl: u64) -> Signer {
@@ -397,6 +445,22 @@ mod tests {
         );
         assert!(s.issue(PATH, Some(604_800), 0).is_ok());
         assert!(s.issue(PATH, Some(604_801), 0).is_err());
+    }
+
+    #[test]
+    fn paths_are_parsed() {
+        assert_eq!(
+            parse_path("/img/d/live%2Fsub/cam/object/live/sub/cam/1.jpg").unwrap(),
+            ImagePath {
+                domain: "d".into(),
+                app: "live/sub".into(),
+                stream: "cam".into(),
+                key: Some("live/sub/cam/1.jpg".into()),
+            }
+        );
+        assert_eq!(parse_path(PATH).unwrap().key, None);
+        assert!(parse_path("/img/d/live%2/cam/latest.jpg").is_err());
+        assert!(parse_path("/img/d/live/cam/nope").is_err());
     }
 
     #[test]

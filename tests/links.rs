@@ -162,6 +162,19 @@ async fn signed_links_serve_pictures_without_the_token_and_nothing_else() {
         "{body}"
     );
 
+    // fs cannot pre-sign storage URLs.
+    let (status, body) = issue(
+        &server,
+        Some(TOKEN),
+        json!({ "path": latest_a, "storage_url": true }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("storage_url")),
+        "{body}"
+    );
+
     // latest.jpg without a token: the stored overwrite object (the stream ended).
     let f = fetch(&server, &url).await;
     assert_eq!(f.status, 200, "{}", String::from_utf8_lossy(&f.body));
@@ -353,4 +366,70 @@ fn the_documented_links_section_validates() {
             .unwrap();
     let signer = settings.links.expect("[links] configured");
     assert_eq!((signer.default_ttl, signer.max_ttl), (3600, 604_800));
+}
+
+/// Reads `key` from `op`, waiting up to 10 s for it to be stored.
+async fn read_when_stored(op: &opendal::Operator, key: &str) -> Vec<u8> {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match op.read(key).await {
+            Ok(b) => return b.to_vec(),
+            Err(e) if std::time::Instant::now() > end => panic!("{key} not stored: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_urls_are_presigned_on_s3() {
+    init_logs();
+    let moto = common::moto::MotoServer::start().await;
+    moto.create_bucket("links").await;
+    let text = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+admin_token = "{TOKEN}"
+[snapshot]
+workers = 2
+{}
+[links]
+key = "{KEY}"
+"#,
+        common::moto::s3_config("links", &moto.endpoint(), 5, 2)
+    );
+    let server = TestServer::start(tempfile::tempdir().unwrap(), &text).await;
+    publish_fixture(&server, "live", "camA", FIXTURE, 4.0).await;
+    let op = server.operator("s3");
+    let object = read_when_stored(&op, "live/camA/1.jpg").await;
+    let latest = read_when_stored(&op, "live/camA.jpg").await;
+
+    for (path, want) in [
+        (img("camA", "object/live/camA/1.jpg"), &object),
+        (img("camA", "latest.jpg"), &latest),
+    ] {
+        let (status, body) = issue(
+            &server,
+            Some(TOKEN),
+            json!({ "path": path, "ttl_secs": 300, "storage_url": true }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let url = body["url"].as_str().unwrap();
+        assert!(url.starts_with(&moto.endpoint()), "{url}");
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+        // Fetched from the storage directly, with no credential but the URL's.
+        let resp = reqwest::get(url).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        assert_eq!(&resp.bytes().await.unwrap().to_vec(), want, "{path}");
+    }
+    // Only the stream's own objects are pre-signed.
+    let (status, body) = issue(
+        &server,
+        Some(TOKEN),
+        json!({ "path": img("camB", "object/live/camA/1.jpg"), "storage_url": true }),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
 }

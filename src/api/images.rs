@@ -32,6 +32,7 @@ use super::streams::{self, stream_id};
 use super::ApiState;
 use crate::clock::rfc3339;
 use crate::links::{self, LinkError, Signer};
+use crate::names::StreamId;
 use crate::storage::template::{self, Vars};
 
 /// The public routes, with the CORS header; empty when no links key is configured.
@@ -94,6 +95,46 @@ pub async fn latest(
     streams::latest(State(state), Path(names), headers).await
 }
 
+/// The storages whose rule templates render `key` for the stream `id` (the snapshot
+/// query's sequence templates, or the overwrite object of the stream's rule); `None`
+/// when the key is not a safe key.
+fn storages_of(state: &ApiState, id: &StreamId, key: &str) -> Option<Vec<String>> {
+    template::check_key(key).ok()?;
+    let mut storages: Vec<String> = candidate_templates(state, &id.domain, &id.app)
+        .into_iter()
+        .filter(|(_, t)| t.match_key(key, &id.domain, &id.app, &id.stream).is_some())
+        .map(|(storage, _)| storage)
+        .collect();
+    if let Some((storage, k)) = overwrite_key(state, id) {
+        if k == key {
+            storages.push(storage);
+        }
+    }
+    storages.dedup();
+    Some(storages)
+}
+
+/// The (storage, key) of the overwrite object of the rule the stream has (live) or
+/// would have (offline).
+fn overwrite_key(state: &ApiState, id: &StreamId) -> Option<(String, String)> {
+    let rule = match state.node.registry.get(id) {
+        Some(l) => l.rule.clone(),
+        None => state.node.rules().lookup(&id.domain, &id.app),
+    }?;
+    let key = rule
+        .overwrite_object
+        .as_ref()?
+        .render(&Vars {
+            domain: &id.domain,
+            app: &id.app,
+            stream: &id.stream,
+            unix_timestamp: 0,
+            sequence: 0,
+        })
+        .ok()?;
+    Some((rule.storage().to_string(), key))
+}
+
 /// `GET /img/{domain}/{app}/{stream}/object/{key…}?exp=&sig=`
 pub async fn object(
     State(state): State<ApiState>,
@@ -103,29 +144,7 @@ pub async fn object(
     verify(&state, &uri)?;
     let id = stream_id(d, a, s)?;
     let not_found = || ApiError::not_found(format!("{key:?} is not a stored snapshot of {id}"));
-    template::check_key(&key).map_err(|_| not_found())?;
-    // The storages whose templates render this key for this stream.
-    let mut storages: Vec<String> = candidate_templates(&state, &id.domain, &id.app)
-        .into_iter()
-        .filter(|(_, t)| t.match_key(&key, &id.domain, &id.app, &id.stream).is_some())
-        .map(|(storage, _)| storage)
-        .collect();
-    if let Some(rule) = state.node.rules().lookup(&id.domain, &id.app) {
-        let overwrite = rule.overwrite_object.as_ref().and_then(|t| {
-            t.render(&Vars {
-                domain: &id.domain,
-                app: &id.app,
-                stream: &id.stream,
-                unix_timestamp: 0,
-                sequence: 0,
-            })
-            .ok()
-        });
-        if overwrite.as_deref() == Some(key.as_str()) {
-            storages.push(rule.storage().to_string());
-        }
-    }
-    storages.dedup();
+    let storages = storages_of(&state, &id, &key).ok_or_else(not_found)?;
     for storage in &storages {
         let Some(target) = state.node.targets.get(storage) else {
             continue;
@@ -148,9 +167,21 @@ pub async fn object(
     Err(not_found())
 }
 
-/// `POST /api/v1/links` (admin): `{"path": "/img/…", "ttl_secs": N}` (ttl optional).
+/// `POST /api/v1/links` (admin): `{"path": "/img/…", "ttl_secs": N, "storage_url":
+/// false}` (ttl and storage_url optional). With `storage_url: true` the answer is a
+/// pre-signed URL of the storage (S3/OSS) for the object the path names instead.
 pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResult<Json<Value>> {
-    body.only(&["path", "ttl_secs"])?;
+    body.only(&["path", "ttl_secs", "storage_url"])?;
+    let storage_url = match body.0.get("storage_url") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "storage_url",
+                format!("must be a boolean, got {other}"),
+            ))
+        }
+    };
     let signer = signer(&state)?;
     let path = match body.string("path")? {
         Field::Value(p) => p,
@@ -167,6 +198,59 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         LinkError::BadTtl { .. } => ApiError::invalid("ttl_secs", e.to_string()),
         other => ApiError::invalid("path", other.to_string()),
     })?;
-    let exp = now.saturating_add(ttl.unwrap_or(signer.default_ttl));
+    let ttl = ttl.unwrap_or(signer.default_ttl);
+    let exp = now.saturating_add(ttl);
+    if storage_url {
+        return presigned(&state, &path, ttl, exp).await;
+    }
     Ok(Json(json!({ "url": url, "expires": rfc3339(exp) })))
+}
+
+/// A pre-signed read URL of the storage for the object `path` names (the stream's
+/// overwrite object for `latest.jpg`), valid `ttl` seconds.
+async fn presigned(state: &ApiState, path: &str, ttl: u64, exp: u64) -> ApiResult<Json<Value>> {
+    let p = links::parse_path(path).map_err(|e| ApiError::invalid("path", e.to_string()))?;
+    let id = stream_id(p.domain, p.app, p.stream)?;
+    let (storages, key) = match p.key {
+        Some(key) => (storages_of(state, &id, &key).unwrap_or_default(), key),
+        None => match overwrite_key(state, &id) {
+            Some((storage, key)) => (vec![storage], key),
+            None => (Vec::new(), String::new()),
+        },
+    };
+    let not_found = || ApiError::not_found(format!("{path:?} names no stored object of {id}"));
+    for storage in storages {
+        let Some(target) = state.node.targets.get(&storage) else {
+            continue;
+        };
+        if !target.op.info().capability().presign_read {
+            return Err(ApiError::invalid(
+                "storage_url",
+                format!("storage {storage:?} cannot pre-sign URLs (S3 and OSS can)"),
+            ));
+        }
+        match target.op.stat(&key).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(ApiError::unavailable(format!(
+                    "storage {storage:?}: stat {key:?}: {e}"
+                )))
+            }
+        }
+        let req = target
+            .op
+            .presign_read(&key, std::time::Duration::from_secs(ttl))
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!("storage {storage:?}: presign {key:?}: {e}"))
+            })?;
+        return Ok(Json(json!({
+            "url": req.uri().to_string(),
+            "storage": storage,
+            "key": key,
+            "expires": rfc3339(exp),
+        })));
+    }
+    Err(not_found())
 }
