@@ -9,7 +9,8 @@
 //!   overwrite object of the stream's rule), so a link never reads another stream's
 //!   object or anything else in the bucket.
 //! - `POST /api/v1/links` (admin): `{"path": "/img/…", "ttl_secs": N}` →
-//!   `{"url": "/img/…?exp=&sig=", "expires": "RFC 3339"}`.
+//!   `{"url": "/img/…?exp=&sig=", "expires": "RFC 3339"}`; with `"storage_url": true`,
+//!   a pre-signed read URL of the storage (S3/OSS, opendal's `presign_read`) instead.
 //!
 //! The public routes exist only when `[links]` is configured (else 404); a missing,
 //! malformed, expired or foreign signature is 403. They answer
