@@ -2,7 +2,7 @@
 //! `livesnap sign-image` (the built binary) fetch a stream's pictures without the
 //! admin token; expired, tampered, foreign-path and missing signatures are refused
 //! with 403; an object of another stream is never served; without `[links]` the
-//! routes do not exist.
+//! routes answer 404.
 
 mod common;
 
@@ -298,7 +298,7 @@ async fn without_a_links_key_the_routes_answer_404() {
             .exists())
         .await
     );
-    // Even a link signed with some key finds no route.
+    // Even a link signed with some key is not served.
     let signer = Signer::new(KEY.as_bytes(), 600, 604_800);
     let now = livesnap::clock::unix_now();
     let f = fetch(
@@ -307,6 +307,12 @@ async fn without_a_links_key_the_routes_answer_404() {
     )
     .await;
     assert_eq!(f.status, 404);
+    assert!(
+        String::from_utf8_lossy(&f.body).contains("no [links] key"),
+        "{}",
+        String::from_utf8_lossy(&f.body)
+    );
+    assert_eq!(f.cors.as_deref(), Some("*"));
     let (status, body) = issue(
         &server,
         Some(TOKEN),

@@ -12,7 +12,7 @@
 //!   `{"url": "/img/…?exp=&sig=", "expires": "RFC 3339"}`; with `"storage_url": true`,
 //!   a pre-signed read URL of the storage (S3/OSS, opendal's `presign_read`) instead.
 //!
-//! The public routes exist only when `[links]` is configured (else 404); a missing,
+//! Without `[links]` in the config the public routes answer 404; a missing,
 //! malformed, expired or foreign signature is 403. They answer
 //! `Access-Control-Allow-Origin: *` so that any page may show the pictures.
 
@@ -36,11 +36,9 @@ use crate::links::{self, LinkError, Signer};
 use crate::names::StreamId;
 use crate::storage::template::{self, Vars};
 
-/// The public routes, with the CORS header; empty when no links key is configured.
-pub fn routes(state: &ApiState) -> Router<ApiState> {
-    if state.node.settings.links.is_none() {
-        return Router::new();
-    }
+/// The public routes, with the CORS header (they answer 404 when no links key is
+/// configured).
+pub fn routes() -> Router<ApiState> {
     let base = "/img/{domain}/{app}/{stream}";
     Router::new()
         .route(&format!("{base}/latest.jpg"), get(latest))

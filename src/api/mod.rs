@@ -97,7 +97,7 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
         .route("/", get(web::index))
         .route_layer(middleware::from_fn_with_state(guard, guard::guard));
     // Signed image links: public (outside the guard and the token), see `images`.
-    let images = images::routes(&state);
+    let images = images::routes();
     Router::new()
         .merge(admin)
         .merge(images)
