@@ -58,6 +58,21 @@ async fn wait_for_signal() {
     }
 }
 
+/// `sign-image`: a signed image link to `path` (`/img/…`) valid for `ttl` seconds
+/// (`[links] default_ttl_secs` when `None`) from `now`.
+pub fn sign_image(
+    settings: &Settings,
+    path: &str,
+    ttl: Option<u64>,
+    now: u64,
+) -> Result<String, String> {
+    let signer = settings
+        .links
+        .as_ref()
+        .ok_or("the configuration has no [links] section with a key")?;
+    signer.issue(path, ttl, now).map_err(|e| e.to_string())
+}
+
 /// Feeds a recorded FLV file through the ingest path as if it were published, waits
 /// for each due snapshot to finish before the next (nothing is dropped for speed),
 /// and stores the JPEGs under the matching rule.

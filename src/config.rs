@@ -12,6 +12,7 @@ use serde::Deserialize;
 pub use crate::auth::{AuthConfig, AuthPolicy, AuthSettings};
 use crate::error::Invalid;
 pub use crate::health::HealthConfig;
+pub use crate::links::{LinksConfig, Signer};
 use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
@@ -92,6 +93,9 @@ pub struct Config {
     /// Stream health thresholds (black, frozen, no keyframe, no video, decode failing).
     #[serde(default)]
     pub health: HealthConfig,
+    /// Signed image links (`/img/…` without the admin token). Default: none (the
+    /// routes answer 404).
+    pub links: Option<LinksConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -288,6 +292,8 @@ pub struct Settings {
     /// The config file's relays, in order.
     pub relays: Vec<Relay>,
     pub health: HealthConfig,
+    /// `[links]`: the image link signer, when a key is configured.
+    pub links: Option<Signer>,
 }
 
 /// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
@@ -627,6 +633,10 @@ impl Config {
         self.play.validate()?;
         let relays = crate::relay::config::validate_all(&self.relays)?;
         self.health.validate()?;
+        let links = match &self.links {
+            Some(l) => Some(l.validate(|v| std::env::var(v).ok().filter(|k| !k.is_empty()))?),
+            None => None,
+        };
         Ok(Settings {
             rtmp_listen,
             rtmps,
@@ -656,6 +666,7 @@ impl Config {
             play: self.play.clone(),
             relays,
             health: self.health.clone(),
+            links,
         })
     }
 }

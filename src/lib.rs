@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod hub;
+pub mod links;
 pub mod media;
 pub mod metrics;
 pub mod names;

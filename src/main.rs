@@ -1,4 +1,5 @@
-//! The `livesnap` command: `serve` (the default), `check-config` and `snapshot`.
+//! The `livesnap` command: `serve` (the default), `check-config`, `sign-url`,
+//! `sign-image` and `snapshot`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,16 @@ enum Command {
         /// Sign at this Unix time instead of now.
         #[arg(long)]
         timestamp: Option<u64>,
+    },
+    /// Print a signed image link (`[links]` key of the config): PATH?exp=..&sig=..
+    SignImage {
+        /// The link path: /img/DOMAIN/APP/STREAM/latest.jpg or
+        /// /img/DOMAIN/APP/STREAM/object/KEY (an app's `/` written %2F).
+        path: String,
+        /// Lifetime in seconds (default: links.default_ttl_secs; at most
+        /// links.max_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
     },
     /// Take snapshots of a recorded FLV file through the same pipeline, offline.
     Snapshot {
@@ -134,6 +145,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::SignUrl { .. }) => unreachable!("handled above"),
+        Some(Command::SignImage { path, ttl }) => {
+            match livesnap::cli::sign_image(&settings, path, *ttl, livesnap::clock::unix_now()) {
+                Ok(link) => {
+                    println!("{link}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("livesnap: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         None | Some(Command::Serve) => {
             init_logging(&settings);
             run_async(livesnap::cli::serve(settings))

@@ -2,6 +2,9 @@
 //! under `/api/v1` (bearer-token auth when a token is configured) and the dashboard
 //! page at `/`. Routes are documented in `docs/api.md`.
 //!
+//! The signed image links under `/img/` (`images`) are public: their signature is
+//! the credential.
+//!
 //! The admin API and the dashboard sit behind `guard` (JSON bodies only; without a
 //! token, only the node's own Host and Origin); health and metrics do not.
 //!
@@ -10,6 +13,7 @@
 
 pub mod error;
 pub mod guard;
+pub mod images;
 pub mod params;
 pub mod relays;
 pub mod rules;
@@ -86,13 +90,17 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
         .route(stream, get(streams::get_one).delete(streams::kick))
         .route(&format!("{stream}/latest.jpg"), get(streams::latest))
         .route(&format!("{stream}/snapshot"), post(streams::snapshot))
+        .route("/api/v1/links", post(images::create))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let admin = Router::new()
         .merge(api)
         .route("/", get(web::index))
         .route_layer(middleware::from_fn_with_state(guard, guard::guard));
+    // Signed image links: public (outside the guard and the token), see `images`.
+    let images = images::routes();
     Router::new()
         .merge(admin)
+        .merge(images)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
