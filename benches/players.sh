@@ -6,11 +6,15 @@
 #
 # For each server and rep:
 #   t = 0                 server up, livesnap-load publishes one stream
-#   t = 3 .. DELAY-1      CPU with the publish alone; RSS at DELAY-1 (0 players)
+#   t = 3 .. 9            CPU with the publish alone; RSS at t = 9 (0 players)
+#   t = 9 .. DELAY-1      one probe player (a second livesnap-load); RSS at DELAY-1: the
+#                         server now keeps its shared window of frames for players
+#                         (livesnap: [play] player_queue_bytes, 4 MiB ≈ 8 s at 4 Mbit/s)
 #   t = DELAY .. +RAMP    N players connect, evenly spread
 #   after WARMUP more     CPU window of WINDOW s (utime+stime of the server's process tree,
 #                         from /proc/PID/stat), RSS at its end (N players)
-# Memory per player = (RSS_N - RSS_0) / N. livesnap-load reports players connected, closed
+# Memory per player = (RSS_N - RSS_0) / N, and beyond the shared window (RSS_N - RSS_1) / (N - 1).
+# livesnap-load reports players connected, closed
 # early, messages per player and the publisher→player lag of each video frame (p50/p99).
 #
 # Usage:
@@ -29,7 +33,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PLAYERS=200
 WINDOW=60
 WARMUP=10
-DELAY=15
+DELAY=22
 RAMP=5
 REPS=1
 SERVERS="livesnap nginx"
@@ -257,11 +261,18 @@ run_one() { # SERVER REP
   STARTED+=("$load_pid")
   # Publish alone.
   sleep_until "$t0" 3
-  local a0 at0 a1 at1 rss0
+  local a0 at0 a1 at1 rss0 rss1
   a0=$(cpu_ticks "$server_pid"); at0=$(date +%s.%N)
-  sleep_until "$t0" $((DELAY - 1))
+  sleep_until "$t0" 9
   a1=$(cpu_ticks "$server_pid"); at1=$(date +%s.%N)
   rss0=$(rss_kb "$server_pid")
+  # One probe player, until the N players are all in.
+  "$LOAD" --url "$url" --streams 0 --fixture "$FIXTURE" --duration $((DELAY + RAMP - 9)) \
+    --metrics "" --players 1 --players-delay 0 --players-ramp 0 --play-url "$url/s0" --quiet \
+    >"$dir/probe.log" 2>&1 &
+  STARTED+=("$!")
+  sleep_until "$t0" $((DELAY - 1))
+  rss1=$(rss_kb "$server_pid")
   # With the players.
   sleep_until "$t0" $((DELAY + RAMP + WARMUP))
   local c0 ct0 c1 ct1 rssn l0 l1
@@ -280,22 +291,22 @@ run_one() { # SERVER REP
   awk -v srv="$srv" -v rep="$rep" -v n="$PLAYERS" -v tck="$TCK" \
       -v a0="$a0" -v a1="$a1" -v at0="$at0" -v at1="$at1" \
       -v c0="$c0" -v c1="$c1" -v ct0="$ct0" -v ct1="$ct1" -v l0="$l0" -v l1="$l1" \
-      -v rss0="$rss0" -v rssn="$rssn" -v p50="${p50:-nan}" -v p99="${p99:-nan}" \
+      -v rss0="$rss0" -v rss1="$rss1" -v rssn="$rssn" -v p50="${p50:-nan}" -v p99="${p99:-nan}" \
       -v connected="${connected:-0}" -v early="${early:-?}" \
       -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
     cpu0 = (a1 - a0) / tck / (at1 - at0); cpun = (c1 - c0) / tck / (ct1 - ct0)
     lcpu = (l1 - l0) / tck / (ct1 - ct0)
-    printf "%s\t%d\t%d\t%d\t%s\t%.3f\t%.3f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%.3f\t%s\n",
-      srv, rep, n, connected, early, cpu0, cpun, rss0 / 1024, rssn / 1024,
-      (rssn - rss0) / n, p50, p99, lcpu, load
+    printf "%s\t%d\t%d\t%d\t%s\t%.3f\t%.3f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%.3f\t%s\n",
+      srv, rep, n, connected, early, cpu0, cpun, rss0 / 1024, rss1 / 1024, rssn / 1024,
+      (rssn - rss0) / n, (rssn - rss1) / (n > 1 ? n - 1 : 1), p50, p99, lcpu, load
   }' >>"$OUT/results.tsv"
-  log "$srv r$rep: $(tail -1 "$OUT/results.tsv" | cut -f4-14)"
+  log "$srv r$rep: $(tail -1 "$OUT/results.tsv" | cut -f4-16)"
 }
 
 {
   echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), livesnap tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
   echo "# fixture $FIXTURE, $PLAYERS players from t=${DELAY}s over ${RAMP}s, window ${WINDOW}s after ${WARMUP}s warm-up"
-  printf 'server\trep\tplayers\tconnected\tfailed+early\tcores_0\tcores_n\trss0_mb\trssn_mb\tkib_per_player\tlag_p50_ms\tlag_p99_ms\tload_gen_cores\tloadavg\n'
+  printf 'server\trep\tplayers\tconnected\tfailed+early\tcores_0\tcores_n\trss0_mb\trss1_mb\trssn_mb\tkib_per_player\tkib_per_player_beyond_window\tlag_p50_ms\tlag_p99_ms\tload_gen_cores\tloadavg\n'
 } >>"$OUT/results.tsv"
 log "results: $OUT/results.tsv"
 for rep in $(seq "$REPS"); do
@@ -308,8 +319,8 @@ echo
 echo "One stream to $PLAYERS players ($(nproc) cores, load now $(cut -d' ' -f1-3 /proc/loadavg)); cores = server CPU seconds per second"
 awk -F'\t' '
   /^#/ || $1 == "server" { next }
-  { printf "%-9s r%-2s players %s/%s lost %-4s | cores: publish only %.3f, with players %.3f | RSS %.1f -> %.1f MB = %.1f KiB/player | lag p50 %s ms p99 %s ms | load gen %.2f cores, loadavg %s\n",
-      $1, $2, $4, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 }' "$OUT/results.tsv" | tail -n $((REPS * $(wc -w <<<"$SERVERS")))
+  { printf "%-9s r%-2s players %s/%s lost %-4s | cores: publish only %.3f, with players %.3f | RSS 0/1/N players %.1f/%.1f/%.1f MB: %.1f KiB/player, %.1f beyond the shared window | lag p50 %s ms p99 %s ms | load gen %.2f cores, loadavg %s\n",
+      $1, $2, $4, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 }' "$OUT/results.tsv" | tail -n $((REPS * $(wc -w <<<"$SERVERS")))
 }
 
 main "$@"

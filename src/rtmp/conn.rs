@@ -328,6 +328,8 @@ async fn serve<T: Transport>(
         if conn.player.is_some() && !sndbuf_set {
             socket.set_sndbuf(PLAYER_SNDBUF);
             sndbuf_set = true;
+            // A player sends only commands and acknowledgements: a small read buffer.
+            buf = vec![0u8; PLAYER_READ_BUF];
         }
         // `act` may have waited for the snapshot queue (a publisher ahead of real time
         // is paced by not being read); that wait is ours, not the peer's idleness, and
@@ -394,6 +396,14 @@ fn set_sndbuf(_socket: &TcpStream, _bytes: usize) {}
 /// about 0.5 s of a 4 Mbit/s stream, above the bandwidth-delay product of most links.
 const PLAYER_SNDBUF: usize = 128 << 10;
 
+/// A player's read buffer (it sends commands and acknowledgements only).
+const PLAYER_READ_BUF: usize = 2048;
+
+/// What a player's output buffer keeps between batches; beyond this it is freed after
+/// each write, so an idle player holds no copy of a frame (the frames themselves are the
+/// hub's, shared by every player).
+const PLAYER_OUT_KEEP: usize = 4096;
+
 /// Reads what is queued without waiting. Not `TcpStream::try_read`: tokio answers that from
 /// its readiness cache, which stays "not ready" while fewer bytes than the mark are queued.
 #[cfg(target_os = "linux")]
@@ -459,6 +469,17 @@ impl Drop for Playing {
 /// Most media messages, and bytes, queued for a player before they are written out.
 const PLAYER_BATCH: usize = 64;
 const PLAYER_BATCH_BYTES: usize = 64 << 10;
+
+/// Empties the output buffer once it is written. A player's gives its memory back beyond
+/// `PLAYER_OUT_KEEP`: hundreds of players each keeping the capacity of their largest batch
+/// (a keyframe) was most of their memory (`benches/players.sh`); the frames themselves
+/// are the hub's, shared by every player.
+fn written(out: &mut Vec<u8>, playing: bool) {
+    out.clear();
+    if playing && out.capacity() > PLAYER_OUT_KEEP {
+        out.shrink_to(PLAYER_OUT_KEEP);
+    }
+}
 
 impl Conn {
     /// Queues `item` and whatever else is ready for the player; true when the stream
@@ -532,11 +553,7 @@ impl Conn {
             timeout(limit, write_out(socket, out))
                 .await
                 .map_err(|_| stalled(limit))??;
-            out.clear();
-            if playing && out.capacity() > 4 * PLAYER_BATCH_BYTES {
-                // A big keyframe grew the buffer: give the memory back.
-                out.shrink_to(PLAYER_BATCH_BYTES);
-            }
+            written(out, playing);
         }
         Ok(())
     }
@@ -666,5 +683,36 @@ impl Conn {
                 self.reject(Refused::new(Refusal::DuplicateKeys, e.to_string()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_player_keeps_no_batch_sized_output_buffer_between_writes() {
+        // A 1080p keyframe batch: 150 KiB.
+        let mut out = Vec::with_capacity(150 << 10);
+        out.extend_from_slice(&[7u8; 150 << 10]);
+        written(&mut out, true);
+        assert!(out.is_empty());
+        assert!(
+            out.capacity() <= PLAYER_OUT_KEEP,
+            "a player kept {} bytes of output buffer",
+            out.capacity()
+        );
+        // Small batches (audio) keep their buffer: no allocation per message.
+        let mut small = Vec::with_capacity(1024);
+        small.extend_from_slice(&[1u8; 700]);
+        written(&mut small, true);
+        assert!(small.is_empty());
+        assert_eq!(small.capacity(), 1024);
+        // A publisher's (acknowledgements, answers) is left alone.
+        let mut publisher = Vec::with_capacity(150 << 10);
+        publisher.push(1);
+        written(&mut publisher, false);
+        assert!(publisher.is_empty());
+        assert_eq!(publisher.capacity(), 150 << 10);
     }
 }
