@@ -21,6 +21,7 @@
 #   benches/players.sh [--players 200] [--window 60] [--warmup 10] [--reps 1]
 #                      [--servers "livesnap nginx"] [--fixture FILE.flv] [--load-threads 1]
 #                      [--out DIR] [--no-install] [--no-build]
+#                      [--livesnap-bin PATH]   # measure another livesnap build (implies --no-build)
 # Without --fixture, the 60 s 1080p30 High 4 Mbit/s file of compare.sh is made in OUT.
 # Ports 19450 (livesnap RTMP), 19451 (livesnap HTTP), 19452 (nginx), 127.0.0.1 only.
 # Everything started is stopped by its PID on exit, also on Ctrl-C. Results: OUT/results.tsv
@@ -42,6 +43,7 @@ LOAD_THREADS=1
 OUT=/tmp/livesnap-players
 INSTALL=1
 BUILD=1
+SNAP_BIN=""
 SNAP_PORT=19450
 HTTP_PORT=19451
 NGINX_PORT=19452
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
+    --livesnap-bin) SNAP_BIN=$2; BUILD=0; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -85,7 +88,8 @@ if [ "$BUILD" = 1 ]; then
   (cd "$ROOT" && cargo build --release --bin livesnap --bin livesnap-load 2>&1 | tail -1) >&2
 fi
 # Copies, so that a rebuild during the run does not change what is measured.
-cp "$TARGET/release/livesnap" "$TARGET/release/livesnap-load" "$OUT/bin/"
+cp "${SNAP_BIN:-$TARGET/release/livesnap}" "$OUT/bin/livesnap"
+cp "$TARGET/release/livesnap-load" "$OUT/bin/"
 SNAP="$OUT/bin/livesnap"
 LOAD="$OUT/bin/livesnap-load"
 
