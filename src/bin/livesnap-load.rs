@@ -435,14 +435,19 @@ fn update_max(a: &AtomicU64, v: u64) {
     a.fetch_max(v, Ordering::Relaxed);
 }
 
-/// One stream: publish, then replay until `end`.
+/// When one stream publishes.
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+/// One stream: publish, then replay until `end`; `sent` notes its video frames' send times.
 async fn run_stream(
     target: Arc<Target>,
     replay: Arc<Replay>,
     counters: Arc<Counters>,
     name: String,
-    start: Instant,
-    end: Instant,
+    Window { start, end }: Window,
     interval: u32,
     sent: Option<Arc<SendTimes>>,
 ) {
@@ -867,8 +872,10 @@ async fn run(args: Args) -> Result<(), String> {
             replay.clone(),
             counters.clone(),
             format!("{}{i}", args.prefix),
-            t0 + Duration::from_secs_f64(offset),
-            end,
+            Window {
+                start: t0 + Duration::from_secs_f64(offset),
+                end,
+            },
             args.interval,
             sent.clone().filter(|_| i == 0),
         ));
@@ -1073,5 +1080,60 @@ fn main() -> std::process::ExitCode {
             eprintln!("livesnap-load: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_percentiles_come_from_the_histogram() {
+        let second = LagHistogram::new();
+        let total = LagHistogram::new();
+        // 1 ms … 100 ms, one each.
+        for ms in 1..=100u64 {
+            second.record(ms * 1000);
+        }
+        let s = second.drain_into(&total);
+        assert_eq!(s.count, 100);
+        assert!((s.p50_ms - 50.1).abs() < 0.2, "p50 {}", s.p50_ms);
+        assert!((s.p99_ms - 99.1).abs() < 0.2, "p99 {}", s.p99_ms);
+        assert_eq!(s.max_ms, 100.0);
+        // Drained into the run's total, and this second's is empty again.
+        assert_eq!(second.summary().count, 0);
+        assert_eq!(total.summary().count, 100);
+        // Beyond the last bucket: counted, reported as the max.
+        total.record(60_000_000);
+        let t = total.summary();
+        assert_eq!(t.count, 101);
+        assert_eq!(t.max_ms, 60_000.0);
+    }
+
+    #[test]
+    fn a_send_time_is_found_only_for_its_own_timestamp() {
+        let sent = SendTimes::new(std::time::Instant::now());
+        sent.note(33);
+        let (at, lag) = sent.lag_us(33).expect("noted");
+        assert!(lag < 10_000_000, "lag {lag} µs");
+        assert!(at <= sent.now_us());
+        // Same slot, another timestamp (a later loop): not this frame's send time.
+        assert_eq!(sent.lag_us(33 + SENT_SLOTS as u32), None);
+        assert_eq!(sent.lag_us(34), None);
+        // The newest note of a slot wins.
+        sent.note(33 + SENT_SLOTS as u32);
+        assert!(sent.lag_us(33).is_none());
+        assert!(sent.lag_us(33 + SENT_SLOTS as u32).is_some());
+    }
+
+    #[test]
+    fn a_play_url_names_app_and_stream() {
+        let p = parse_play_url("rtmp://127.0.0.1:19450/live/s0").unwrap();
+        assert_eq!(p.stream, "s0");
+        assert_eq!(p.target.endpoint.app, "live");
+        assert_eq!(p.target.addr.port(), 19450);
+        let e = parse_play_url("rtmp://127.0.0.1:19450/live").err().unwrap();
+        assert!(e.contains("--play-url"), "{e}");
+        assert!(parse_play_url("rtmp://127.0.0.1:19450/live/").is_err());
     }
 }
