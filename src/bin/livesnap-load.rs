@@ -18,6 +18,15 @@
 //! and at the end it reads the server's `/metrics` (livesnap's Prometheus text) and prints
 //! snapshots taken, dropped and failed against the snapshots due, computed here with
 //! livesnap's own scheduler over the keyframe timestamps sent. See `docs/performance.md`.
+//!
+//! With `--players N` it is also a player fleet: N library clients
+//! (`rtmp::client::Player`, over TCP) play one stream (`--play-url`, by default the first
+//! published stream) from `--players-delay` seconds on, count what they receive, and measure
+//! each video frame's lag from the moment this process started sending it (stream 0 notes
+//! the send time of every video frame in a fixed ring, keyed by timestamp) to the moment a
+//! player has it whole. Lags go into a fixed histogram (0.1 ms buckets up to 5 s): p50, p99
+//! and max every second and at the end. Nothing is allocated per frame beyond the client's
+//! own receive buffer.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +38,7 @@ use bytes::Bytes;
 use clap::Parser;
 use livesnap::media::flv::{self, FlvReader, PacketKind};
 use livesnap::rtmp::chunk_writer::PreChunked;
-use livesnap::rtmp::client::{ClientError, ClientOptions, Endpoint, MediaKind, Publisher};
+use livesnap::rtmp::client::{ClientError, ClientOptions, Endpoint, MediaKind, Player, Publisher};
 use livesnap::snapshot::scheduler::Scheduler;
 use rml_rtmp::rml_amf0::{self, Amf0Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,6 +89,19 @@ struct Args {
     /// Print only the final summary (and the 10 s metric reads), not every second.
     #[arg(long)]
     quiet: bool,
+    /// Players to attach (a player fleet over TCP); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    players: usize,
+    /// What the players play: rtmp://HOST[:PORT]/APP/STREAM. Default: `--url` and the first
+    /// published stream (`PREFIX0`); frame lags are measured only for that one.
+    #[arg(long, default_value = "")]
+    play_url: String,
+    /// Seconds after the start before the first player connects (publishes first).
+    #[arg(long, default_value_t = 2.0)]
+    players_delay: f64,
+    /// Seconds over which the players connect, evenly spaced.
+    #[arg(long, default_value_t = 2.0)]
+    players_ramp: f64,
 }
 
 /// One audio or video message of the fixture.
@@ -90,6 +112,8 @@ struct Frame {
     msg: PreChunked,
     /// An AVC coded keyframe (what livesnap's scheduler looks at).
     keyframe: bool,
+    /// A video message (its send time is noted for the players' lag).
+    video: bool,
 }
 
 /// The fixture, chunked once and shared by every stream.
@@ -132,7 +156,12 @@ impl Replay {
             }
             let msg = PreChunked::new(kind.csid(), kind.type_id(), &tag.data, CHUNK_SIZE)
                 .map_err(|e| format!("{}: tag at {} ms: {e}", path.display(), ts))?;
-            frames.push(Frame { ts, msg, keyframe });
+            frames.push(Frame {
+                ts,
+                msg,
+                keyframe,
+                video: kind == MediaKind::Video,
+            });
         }
         let Some(last) = frames.last() else {
             return Err(format!("{}: no audio or video tags", path.display()));
@@ -187,6 +216,181 @@ struct Counters {
     max_lag_us: AtomicU64,
 }
 
+/// Slots of the send-time ring: one per timestamp millisecond modulo this, so any two
+/// video frames less than 16 s apart have distinct slots.
+const SENT_SLOTS: usize = 16384;
+/// Lag histogram: 0.1 ms buckets up to 5 s, the last one for anything later.
+const LAG_BUCKET_US: u64 = 100;
+const LAG_BUCKETS: usize = 50_001;
+
+/// When stream 0 sent each video frame, for the players' lag measurement.
+struct SendTimes {
+    t0: std::time::Instant,
+    /// `timestamp << 32 | µs since t0 (mod 2^32)`; 0 when empty.
+    slots: Box<[AtomicU64]>,
+}
+
+impl SendTimes {
+    fn new(t0: std::time::Instant) -> SendTimes {
+        SendTimes {
+            t0,
+            slots: (0..SENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn now_us(&self) -> u32 {
+        // Wraps after 71 min; lags are computed modulo 2^32 µs too.
+        self.t0.elapsed().as_micros() as u32
+    }
+
+    fn note(&self, ts: u32) {
+        let v = (u64::from(ts) << 32) | u64::from(self.now_us());
+        self.slots[ts as usize % SENT_SLOTS].store(v, Ordering::Relaxed);
+    }
+
+    /// When `ts` was sent (µs since t0) and how long ago, if stream 0 sent it recently.
+    fn lag_us(&self, ts: u32) -> Option<(u32, u64)> {
+        let v = self.slots[ts as usize % SENT_SLOTS].load(Ordering::Relaxed);
+        if v == 0 || (v >> 32) as u32 != ts {
+            return None;
+        }
+        let at = v as u32;
+        Some((at, u64::from(self.now_us().wrapping_sub(at))))
+    }
+}
+
+/// A fixed histogram of lags (no allocation per sample).
+struct LagHistogram {
+    buckets: Box<[AtomicU64]>,
+    max_us: AtomicU64,
+}
+
+impl LagHistogram {
+    fn new() -> LagHistogram {
+        LagHistogram {
+            buckets: (0..LAG_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_us: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, us: u64) {
+        let i = ((us / LAG_BUCKET_US) as usize).min(LAG_BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Moves this histogram's counts into `into` (and returns this one's summary).
+    fn drain_into(&self, into: &LagHistogram) -> LagSummary {
+        let mut counts = Vec::with_capacity(LAG_BUCKETS);
+        for (b, to) in self.buckets.iter().zip(into.buckets.iter()) {
+            let c = b.swap(0, Ordering::Relaxed);
+            to.fetch_add(c, Ordering::Relaxed);
+            counts.push(c);
+        }
+        let max = self.max_us.swap(0, Ordering::Relaxed);
+        into.max_us.fetch_max(max, Ordering::Relaxed);
+        LagSummary::of(&counts, max)
+    }
+
+    fn summary(&self) -> LagSummary {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        LagSummary::of(&counts, self.max_us.load(Ordering::Relaxed))
+    }
+}
+
+/// Count, p50, p99 (upper bucket bounds) and max of a lag histogram, in ms.
+struct LagSummary {
+    count: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl LagSummary {
+    fn of(counts: &[u64], max_us: u64) -> LagSummary {
+        let count: u64 = counts.iter().sum();
+        let quantile = |q: f64| {
+            if count == 0 {
+                return f64::NAN;
+            }
+            let rank = ((count as f64 * q).ceil() as u64).max(1);
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return ((i as u64 + 1) * LAG_BUCKET_US).min(max_us.max(1)) as f64 / 1000.0;
+                }
+            }
+            max_us as f64 / 1000.0
+        };
+        LagSummary {
+            count,
+            p50_ms: quantile(0.5),
+            p99_ms: quantile(0.99),
+            max_ms: max_us as f64 / 1000.0,
+        }
+    }
+}
+
+impl std::fmt::Display for LagSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "frame lag p50={:.1} ms p99={:.1} ms max={:.1} ms (n={})",
+            self.p50_ms, self.p99_ms, self.max_ms, self.count
+        )
+    }
+}
+
+/// Counters of the player fleet.
+struct PlayerCounters {
+    up: AtomicU64,
+    connected: AtomicU64,
+    /// Players that could not connect, or whose play failed or ended before the end.
+    failed: AtomicU64,
+    closed_early: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    video: AtomicU64,
+    /// Video frames whose send time was not found (another stream, or too old).
+    unmatched: AtomicU64,
+    /// Video frames sent before their player's play started (the group of pictures a
+    /// joining player gets at once): received, not in the lag histogram.
+    backlog: AtomicU64,
+    /// This second's lags; drained into `total` by the reporter.
+    second: LagHistogram,
+    total: LagHistogram,
+}
+
+impl PlayerCounters {
+    fn new() -> PlayerCounters {
+        PlayerCounters {
+            up: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            closed_early: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            video: AtomicU64::new(0),
+            unmatched: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            second: LagHistogram::new(),
+            total: LagHistogram::new(),
+        }
+    }
+}
+
+/// What one player received, for the final spread over players.
+#[derive(Debug, Default, Clone, Copy)]
+struct PlayerTally {
+    messages: u64,
+    bytes: u64,
+}
+
 /// Where to publish: the parsed URL and the address it resolved to (once, at start).
 struct Target {
     addr: SocketAddr,
@@ -231,15 +435,21 @@ fn update_max(a: &AtomicU64, v: u64) {
     a.fetch_max(v, Ordering::Relaxed);
 }
 
-/// One stream: publish, then replay until `end`.
+/// When one stream publishes.
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+/// One stream: publish, then replay until `end`; `sent` notes its video frames' send times.
 async fn run_stream(
     target: Arc<Target>,
     replay: Arc<Replay>,
     counters: Arc<Counters>,
     name: String,
-    start: Instant,
-    end: Instant,
+    Window { start, end }: Window,
     interval: u32,
+    sent: Option<Arc<SendTimes>>,
 ) {
     sleep_until(start).await;
     counters.started.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +467,7 @@ async fn run_stream(
         }
     };
     counters.up.fetch_add(1, Ordering::Relaxed);
-    let result = replay_loop(&mut p, &replay, &counters, end, interval).await;
+    let result = replay_loop(&mut p, &replay, &counters, end, interval, sent.as_deref()).await;
     counters.up.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(()) => {
@@ -281,6 +491,7 @@ async fn replay_loop(
     counters: &Counters,
     end: Instant,
     interval: u32,
+    sent: Option<&SendTimes>,
 ) -> Result<(), String> {
     let base = Instant::now();
     let mut scheduler = Scheduler::new(interval);
@@ -307,6 +518,9 @@ async fn replay_loop(
         }
         let lag = Instant::now().saturating_duration_since(due).as_micros() as u64;
         update_max(&counters.lag_us, lag);
+        if let Some(sent) = sent.filter(|_| frame.video) {
+            sent.note(ts);
+        }
         p.send_prechunked(&frame.msg, ts)
             .await
             .map_err(|e| e.to_string())?;
@@ -328,6 +542,116 @@ async fn replay_loop(
             loop_offset = loop_offset.saturating_add(replay.period_ms);
         }
     }
+}
+
+/// Where the players connect and what they play.
+struct PlayTarget {
+    target: Target,
+    stream: String,
+}
+
+/// `rtmp://HOST[:PORT]/APP/STREAM`: the last path segment is the stream.
+fn parse_play_url(url: &str) -> Result<PlayTarget, String> {
+    let (base, stream) = url
+        .rsplit_once('/')
+        .filter(|(b, s)| !s.is_empty() && b.matches('/').count() >= 3)
+        .ok_or_else(|| format!("--play-url {url:?}: expected rtmp://HOST[:PORT]/APP/STREAM"))?;
+    let target = parse_url(base).map_err(|e| e.replace("--url", "--play-url"))?;
+    Ok(PlayTarget {
+        target,
+        stream: stream.to_string(),
+    })
+}
+
+async fn open_player(play: &PlayTarget) -> Result<Player<TcpStream>, String> {
+    let io_err = |e| format!("connect to {}: {e}", play.target.addr);
+    let sock = TcpStream::connect(play.target.addr).await.map_err(io_err)?;
+    sock.set_nodelay(true).map_err(io_err)?;
+    Player::play(
+        sock,
+        &play.target.endpoint,
+        &play.stream,
+        ClientOptions::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// One player: play from `start` until `end`, counting what arrives.
+async fn run_player(
+    play: Arc<PlayTarget>,
+    counters: Arc<PlayerCounters>,
+    sent: Option<Arc<SendTimes>>,
+    id: usize,
+    start: Instant,
+    end: Instant,
+) -> PlayerTally {
+    let mut tally = PlayerTally::default();
+    sleep_until(start).await;
+    let mut p = match timeout(SETUP_TIMEOUT, open_player(&play)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            eprintln!("player {id}: play failed: {e}");
+            return tally;
+        }
+        Err(_) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            eprintln!("player {id}: play not started within {SETUP_TIMEOUT:?}");
+            return tally;
+        }
+    };
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    counters.up.fetch_add(1, Ordering::Relaxed);
+    let joined_us = sent.as_ref().map_or(0, |s| s.now_us());
+    let outcome = loop {
+        let media = tokio::select! {
+            r = p.recv() => r,
+            _ = sleep_until(end) => break Ok(()),
+        };
+        match media {
+            Ok(Some(m)) => {
+                tally.messages += 1;
+                tally.bytes += m.payload.len() as u64;
+                counters.messages.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+                if m.kind == MediaKind::Video {
+                    counters.video.fetch_add(1, Ordering::Relaxed);
+                    match sent.as_ref().and_then(|s| s.lag_us(m.timestamp)) {
+                        // Sent before the play started (µs since t0, modulo 2^32).
+                        Some((at, _)) if (at.wrapping_sub(joined_us) as i32) < 0 => {
+                            counters.backlog.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some((_, lag)) => counters.second.record(lag),
+                        None => {
+                            counters.unmatched.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            // The stream ended (its publisher stopped) before our end.
+            Ok(None) if Instant::now() + Duration::from_secs(1) < end => {
+                break Err("the server ended the play".to_string())
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    counters.up.fetch_sub(1, Ordering::Relaxed);
+    match outcome {
+        Ok(()) => {
+            // deleteStream and close; the server may have closed first (its publisher
+            // ended at the same moment), which is no failure of the play.
+            let _ = p.close().await;
+        }
+        Err(e) => {
+            counters.closed_early.fetch_add(1, Ordering::Relaxed);
+            eprintln!("player {id}: closed early: {e}");
+        }
+    }
+    tally
 }
 
 /// The counters of livesnap's `/metrics` this tool reports.
@@ -522,6 +846,20 @@ async fn run(args: Args) -> Result<(), String> {
     let counters = Arc::new(Counters::default());
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(args.duration);
+    let own_stream = format!("{}/{}0", args.url.trim_end_matches('/'), args.prefix);
+    let play = if args.players == 0 {
+        None
+    } else if args.play_url.is_empty() {
+        Some(parse_play_url(&own_stream)?)
+    } else {
+        Some(parse_play_url(&args.play_url)?)
+    };
+    // Lags are measured when the players play this process's stream 0.
+    let sent = (play.is_some()
+        && args.streams > 0
+        && (args.play_url.is_empty() || args.play_url == own_stream))
+        .then(|| Arc::new(SendTimes::new(t0.into_std())));
+    let player_counters = Arc::new(PlayerCounters::new());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.streams {
         let offset = if args.streams > 1 {
@@ -534,22 +872,61 @@ async fn run(args: Args) -> Result<(), String> {
             replay.clone(),
             counters.clone(),
             format!("{}{i}", args.prefix),
-            t0 + Duration::from_secs_f64(offset),
-            end,
+            Window {
+                start: t0 + Duration::from_secs_f64(offset),
+                end,
+            },
             args.interval,
+            sent.clone().filter(|_| i == 0),
         ));
     }
+    let mut players = tokio::task::JoinSet::new();
+    if let Some(play) = play {
+        println!(
+            "{} players of rtmp://{}/{}/{} from t={:.1}s over {:.1} s{}",
+            args.players,
+            play.target.endpoint.authority(),
+            play.target.endpoint.app,
+            play.stream,
+            args.players_delay,
+            args.players_ramp,
+            if sent.is_some() {
+                ", frame lag measured"
+            } else {
+                ", frame lag not measured (not this process's stream 0)"
+            }
+        );
+        let play = Arc::new(play);
+        for i in 0..args.players {
+            let offset = args.players_delay + args.players_ramp * i as f64 / args.players as f64;
+            players.spawn(run_player(
+                play.clone(),
+                player_counters.clone(),
+                sent.clone(),
+                i,
+                t0 + Duration::from_secs_f64(offset),
+                end,
+            ));
+        }
+    }
+    let mut tallies = Vec::with_capacity(args.players);
+    let mut last_rx = 0u64;
+    let mut last_msgs = 0u64;
     let cpu0 = own_cpu_secs();
     let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
     let mut last_bytes = 0u64;
     let mut second = 0u64;
     let mut rates = Vec::new();
     loop {
+        if tasks.is_empty() && players.is_empty() {
+            break;
+        }
         tokio::select! {
             _ = tick.tick() => {}
-            done = tasks.join_next() => {
-                if done.is_none() {
-                    break;
+            Some(_) = tasks.join_next() => continue,
+            Some(t) = players.join_next() => {
+                if let Ok(t) = t {
+                    tallies.push(t);
                 }
                 continue;
             }
@@ -570,6 +947,22 @@ async fn run(args: Args) -> Result<(), String> {
                 counters.frames.load(Ordering::Relaxed),
                 lag as f64 / 1000.0
             );
+        }
+        let second_lags = player_counters.second.drain_into(&player_counters.total);
+        if args.players > 0 && !args.quiet {
+            let rx = player_counters.bytes.load(Ordering::Relaxed);
+            let msgs = player_counters.messages.load(Ordering::Relaxed);
+            println!(
+                "t={second:>4}s players up={}/{} failed={} closed_early={} rx={:.1} Mbit/s msgs/s={} {second_lags}",
+                player_counters.up.load(Ordering::Relaxed),
+                args.players,
+                player_counters.failed.load(Ordering::Relaxed),
+                player_counters.closed_early.load(Ordering::Relaxed),
+                (rx - last_rx) as f64 * 8.0 / 1e6,
+                msgs - last_msgs,
+            );
+            last_rx = rx;
+            last_msgs = msgs;
         }
         if second.is_multiple_of(10) {
             if let (Some(u), Some(base)) = (&metrics_url, &base_scrape) {
@@ -608,6 +1001,32 @@ async fn run(args: Args) -> Result<(), String> {
         counters.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
         counters.keyframes.load(Ordering::Relaxed),
     );
+    if args.players > 0 {
+        player_counters.second.drain_into(&player_counters.total);
+        let mut per: Vec<u64> = tallies.iter().map(|t| t.messages).collect();
+        per.sort_unstable();
+        let at = |q: f64| {
+            per.get(((per.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        let bytes: u64 = tallies.iter().map(|t| t.bytes).sum();
+        println!(
+            "players: {} of {} connected, failed={} closed_early={}; messages per player min={} median={} max={}; received {:.1} MB ({} video frames, {} sent before their player joined, {} without a send time); {}",
+            player_counters.connected.load(Ordering::Relaxed),
+            args.players,
+            player_counters.failed.load(Ordering::Relaxed),
+            player_counters.closed_early.load(Ordering::Relaxed),
+            at(0.0),
+            at(0.5),
+            at(1.0),
+            bytes as f64 / 1e6,
+            player_counters.video.load(Ordering::Relaxed),
+            player_counters.backlog.load(Ordering::Relaxed),
+            player_counters.unmatched.load(Ordering::Relaxed),
+            player_counters.total.summary(),
+        );
+    }
     if let (Some(u), Some(base)) = (&metrics_url, &base_scrape) {
         tokio::time::sleep(Duration::from_secs(args.settle)).await;
         match http_get(u).await {
@@ -627,6 +1046,11 @@ async fn run(args: Args) -> Result<(), String> {
             "{} connection errors",
             counters.errors.load(Ordering::Relaxed)
         ));
+    }
+    let lost = player_counters.failed.load(Ordering::Relaxed)
+        + player_counters.closed_early.load(Ordering::Relaxed);
+    if lost > 0 {
+        return Err(format!("{lost} players failed or closed early"));
     }
     Ok(())
 }
@@ -656,5 +1080,60 @@ fn main() -> std::process::ExitCode {
             eprintln!("livesnap-load: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_percentiles_come_from_the_histogram() {
+        let second = LagHistogram::new();
+        let total = LagHistogram::new();
+        // 1 ms … 100 ms, one each.
+        for ms in 1..=100u64 {
+            second.record(ms * 1000);
+        }
+        let s = second.drain_into(&total);
+        assert_eq!(s.count, 100);
+        assert!((s.p50_ms - 50.1).abs() < 0.2, "p50 {}", s.p50_ms);
+        assert!((s.p99_ms - 99.1).abs() < 0.2, "p99 {}", s.p99_ms);
+        assert_eq!(s.max_ms, 100.0);
+        // Drained into the run's total, and this second's is empty again.
+        assert_eq!(second.summary().count, 0);
+        assert_eq!(total.summary().count, 100);
+        // Beyond the last bucket: counted, reported as the max.
+        total.record(60_000_000);
+        let t = total.summary();
+        assert_eq!(t.count, 101);
+        assert_eq!(t.max_ms, 60_000.0);
+    }
+
+    #[test]
+    fn a_send_time_is_found_only_for_its_own_timestamp() {
+        let sent = SendTimes::new(std::time::Instant::now());
+        sent.note(33);
+        let (at, lag) = sent.lag_us(33).expect("noted");
+        assert!(lag < 10_000_000, "lag {lag} µs");
+        assert!(at <= sent.now_us());
+        // Same slot, another timestamp (a later loop): not this frame's send time.
+        assert_eq!(sent.lag_us(33 + SENT_SLOTS as u32), None);
+        assert_eq!(sent.lag_us(34), None);
+        // The newest note of a slot wins.
+        sent.note(33 + SENT_SLOTS as u32);
+        assert!(sent.lag_us(33).is_none());
+        assert!(sent.lag_us(33 + SENT_SLOTS as u32).is_some());
+    }
+
+    #[test]
+    fn a_play_url_names_app_and_stream() {
+        let p = parse_play_url("rtmp://127.0.0.1:19450/live/s0").unwrap();
+        assert_eq!(p.stream, "s0");
+        assert_eq!(p.target.endpoint.app, "live");
+        assert_eq!(p.target.addr.port(), 19450);
+        let e = parse_play_url("rtmp://127.0.0.1:19450/live").err().unwrap();
+        assert!(e.contains("--play-url"), "{e}");
+        assert!(parse_play_url("rtmp://127.0.0.1:19450/live/").is_err());
     }
 }
