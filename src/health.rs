@@ -148,6 +148,17 @@ impl HealthConfig {
     }
 }
 
+/// Whether a stream's keyframes come further apart than its rule's interval, so its
+/// snapshots can only be taken late (at the next keyframe after each due time): `None`
+/// while the interval is not measured yet or without a rule.
+pub fn keyframes_sparser_than_rule(
+    keyframe_interval_ms: Option<u32>,
+    rule_interval_secs: Option<u32>,
+) -> Option<bool> {
+    let (kf, rule) = (keyframe_interval_ms?, rule_interval_secs?);
+    Some(u64::from(kf) > u64::from(rule) * 1000)
+}
+
 /// A health condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Condition {
@@ -490,6 +501,21 @@ impl StreamHealth {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn keyframes_sparser_than_the_rule_make_snapshots_late() {
+        assert_eq!(keyframes_sparser_than_rule(Some(8000), Some(5)), Some(true));
+        assert_eq!(
+            keyframes_sparser_than_rule(Some(5000), Some(5)),
+            Some(false)
+        );
+        assert_eq!(
+            keyframes_sparser_than_rule(Some(1000), Some(5)),
+            Some(false)
+        );
+        assert_eq!(keyframes_sparser_than_rule(None, Some(5)), None);
+        assert_eq!(keyframes_sparser_than_rule(Some(8000), None), None);
+    }
     use super::*;
 
     const W: usize = 640;

@@ -7,6 +7,26 @@ use std::fmt;
 /// The wildcard that stands for every domain or every app in rules and `[[auth]]`.
 pub const ANY: &str = "*";
 
+/// Checks the (domain, app) scope of a rule or relay entry: each `*` or a valid name,
+/// the domain written normalised. `at` prefixes the error keys (`rules[2].domain`).
+pub fn check_scope(domain: &str, app: &str, at: &str) -> Result<(), crate::error::Invalid> {
+    use crate::error::invalid;
+    if domain != ANY {
+        let d = normalize_domain(domain)
+            .map_err(|e| invalid(format!("{at}.domain"), format!("{domain:?} {e}")))?;
+        if d != domain {
+            return Err(invalid(
+                format!("{at}.domain"),
+                format!("{domain:?} must be written as {d:?} (lower case, no port)"),
+            ));
+        }
+    }
+    if app != ANY {
+        validate_app(app).map_err(|e| invalid(format!("{at}.app"), format!("{app:?} {e}")))?;
+    }
+    Ok(())
+}
+
 /// Longest app or stream name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Longest domain (vhost) accepted, in bytes (DNS limit).

@@ -580,3 +580,21 @@ no_keyframe_secs = 60
     .to_string();
     assert!(err.starts_with("rules[0].health.frozen_snapshots"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframes_further_apart_than_the_interval_are_reported() {
+    let ev = Events::default();
+    let addr = listener(ev.clone()).await;
+    let server = server(addr, "no_video_secs = 60\nno_keyframe_secs = 60").await;
+    // Keyframes every 8 s under a 5 s rule, and every 1 s.
+    let sparse = push(&server, "sparse", "long_gop_640x360.flv").await;
+    let dense = push(&server, "dense", "baseline_640x360_gop1s.flv").await;
+    let flag = |stream: &'static str| {
+        let server = &server;
+        async move { api_health(server, stream).await.unwrap()["keyframes_sparser_than_rule"].clone() }
+    };
+    assert_eq!(flag("sparse").await, Value::Bool(true));
+    assert_eq!(flag("dense").await, Value::Bool(false));
+    sparse.finish().await;
+    dense.finish().await;
+}

@@ -53,6 +53,17 @@ async fn publish_paced(
     took
 }
 
+/// Indices of the fixture's keyframes among its coded video frames (what framemd5 lists).
+fn source_keyframes() -> Vec<usize> {
+    fixture_tags(FIXTURE)
+        .iter()
+        .filter(|t| t.tag_type == 9 && t.data.get(1) == Some(&1))
+        .enumerate()
+        .filter(|(_, t)| t.data[0] >> 4 == 1)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// `GET /api/v1/streams` → the `relays` array of the first live stream.
 async fn relays_of_first_stream(server: &TestServer) -> Vec<Value> {
     let (status, body) = http_request(server.http, "GET", "/api/v1/streams")
@@ -211,13 +222,7 @@ async fn a_target_down_at_publish_start_is_reached_after_backoff_from_a_keyframe
     let start = assert_tail_of(&got, &source, "recording of the late relay");
     assert!(start > 0, "it cannot have the start of the stream");
     // The first frame nginx recorded is a keyframe of the source.
-    let keyframes: Vec<usize> = fixture_tags(FIXTURE)
-        .iter()
-        .filter(|t| t.tag_type == 9 && t.data.get(1) == Some(&1))
-        .enumerate()
-        .filter(|(_, t)| t.data[0] >> 4 == 1)
-        .map(|(i, _)| i)
-        .collect();
+    let keyframes = source_keyframes();
     assert!(
         keyframes.contains(&start),
         "recording starts at source frame {start}, keyframes {keyframes:?}"
@@ -698,13 +703,7 @@ async fn an_origin_killed_mid_stream_and_restarted_gets_the_rest_from_a_keyframe
     let source = video_framemd5(&fixture(FIXTURE));
     let start = assert_tail_of(&got, &source, "recording after the restart");
     assert!(start > 0, "the restarted origin cannot have the start");
-    let keyframes: Vec<usize> = fixture_tags(FIXTURE)
-        .iter()
-        .filter(|t| t.tag_type == 9 && t.data.get(1) == Some(&1))
-        .enumerate()
-        .filter(|(_, t)| t.data[0] >> 4 == 1)
-        .map(|(i, _)| i)
-        .collect();
+    let keyframes = source_keyframes();
     assert!(
         keyframes.contains(&start),
         "recording starts at source frame {start}, keyframes {keyframes:?}"

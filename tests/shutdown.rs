@@ -68,6 +68,20 @@ async fn events_of_the_grace_period_are_delivered() {
     assert!(wait_for(Duration::from_secs(5), || rec.named("publish").len() == 1).await);
     // Keyframes at 0 s and 5 s are due: their snapshots are taken while the node stops.
     send_range(&mut p, FIXTURE, 0, 5500).await;
+    // Bytes still in the socket when the node stops are never read (the publisher is
+    // cut): stop once the node has seen both due keyframes.
+    let due = || {
+        server
+            .node()
+            .registry
+            .list()
+            .first()
+            .is_some_and(|s| count(&s.stats.due) == 2)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), due).await,
+        "both keyframes read"
+    );
     let stopped = server.stop().await;
     assert!(stopped, "shutdown finished within the grace period");
     // Delivered before `shutdown` returned: no waiting here.

@@ -76,6 +76,10 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "paced_ms": g(&st.paced_ms),
         "relays": s.relays().iter().map(|r| r.view()).collect::<Vec<_>>(),
         "health": {
+            "keyframes_sparser_than_rule": crate::health::keyframes_sparser_than_rule(
+                info.keyframe_interval_ms,
+                s.rule.as_deref().map(|r| r.interval_secs),
+            ),
             "active": health.iter().map(|(c, _)| c.name()).collect::<Vec<_>>(),
             "since": health
                 .iter()

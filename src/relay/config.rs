@@ -108,23 +108,7 @@ impl RelaySpec {
     /// Validates the entry; `at` prefixes the keys of errors (`relays[1]`).
     pub fn validate(&self, at: &str) -> Result<Relay, Invalid> {
         let key = |k: &str| format!("{at}.{k}");
-        if self.domain != ANY {
-            let d = names::normalize_domain(&self.domain)
-                .map_err(|e| invalid(key("domain"), format!("{:?} {e}", self.domain)))?;
-            if d != self.domain {
-                return Err(invalid(
-                    key("domain"),
-                    format!(
-                        "{:?} must be written as {d:?} (lower case, no port)",
-                        self.domain
-                    ),
-                ));
-            }
-        }
-        if self.app != ANY {
-            names::validate_app(&self.app)
-                .map_err(|e| invalid(key("app"), format!("{:?} {e}", self.app)))?;
-        }
+        names::check_scope(&self.domain, &self.app, at)?;
         if self.targets.is_empty() || self.targets.len() > MAX_TARGETS {
             return Err(invalid(
                 key("targets"),

@@ -108,23 +108,7 @@ impl RuleSpec {
         storage_exists: impl Fn(&str) -> bool,
     ) -> Result<Rule, Invalid> {
         let key = |k: &str| format!("{at}.{k}");
-        if self.domain != ANY {
-            let d = names::normalize_domain(&self.domain)
-                .map_err(|e| invalid(key("domain"), format!("{:?} {e}", self.domain)))?;
-            if d != self.domain {
-                return Err(invalid(
-                    key("domain"),
-                    format!(
-                        "{:?} must be written as {d:?} (lower case, no port)",
-                        self.domain
-                    ),
-                ));
-            }
-        }
-        if self.app != ANY {
-            names::validate_app(&self.app)
-                .map_err(|e| invalid(key("app"), format!("{:?} {e}", self.app)))?;
-        }
+        names::check_scope(&self.domain, &self.app, at)?;
         if !INTERVAL_SECS.contains(&self.interval_secs) {
             return Err(invalid(
                 key("interval_secs"),
