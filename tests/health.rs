@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
+use common::external::*;
 use common::*;
 use serde_json::Value;
 
@@ -408,34 +409,6 @@ async fn keyframes_that_fail_to_decode_start_decode_failing() {
         ))
         .await
     );
-}
-
-/// Runs Debian's headless Chromium on `url` and returns the DOM after `budget_ms` of
-/// virtual time (as tests/web.rs does; needs `/usr/bin/chromium`, never skipped).
-fn dump_dom(url: &str, budget_ms: u32) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("/usr/bin/chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--virtual-time-budget={budget_ms}"))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("cannot run /usr/bin/chromium (apt-get install chromium)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,48 +3,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::external::*;
 use common::*;
 use livesnap::testing::pictures::psnr;
-
-/// Reference decode of a fixture's keyframes by ffmpeg, as RGB24 frames (BT.601 for
-/// untagged sources, the tagged matrix otherwise: swscale's defaults).
-fn reference_keyframes(file: &str, width: usize, height: usize) -> Vec<Vec<u8>> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-skip_frame", "nokey", "-i"])
-        .arg(fixture(file))
-        .args(["-vsync", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let size = width * height * 3;
-    assert_eq!(out.stdout.len() % size, 0);
-    out.stdout.chunks(size).map(|c| c.to_vec()).collect()
-}
-
-/// A JPEG decoded by ffmpeg's own decoder and converted to RGB24 by the same path as
-/// the reference frames, so that the comparison measures our pixels, not two
-/// converters' different chroma upsampling.
-fn ffmpeg_rgb(jpeg: &std::path::Path) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(jpeg)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// Publishes `file` as live/`stream` and checks the sequence objects (`1.jpg` …), the
 /// overwrite object (equal to the last), the dimensions, and the picture against

@@ -8,10 +8,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::external::*;
 use common::*;
 use livesnap::media::flv::{self, PacketKind};
 use livesnap::snapshot::stats::StreamStats;
@@ -88,40 +88,6 @@ fn expected_keyframes(file: &str, loops: u32, loop_ms: u32) -> Vec<usize> {
         .into_iter()
         .map(|i| i % one.len())
         .collect()
-}
-
-/// ffmpeg's decode of a fixture's keyframes, as RGB24 frames.
-fn reference_keyframes(file: &str, width: usize, height: usize) -> Vec<Vec<u8>> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-skip_frame", "nokey", "-i"])
-        .arg(fixture(file))
-        .args(["-vsync", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let size = width * height * 3;
-    assert_eq!(out.stdout.len() % size, 0);
-    out.stdout.chunks(size).map(|c| c.to_vec()).collect()
-}
-
-/// A JPEG decoded by ffmpeg to RGB24, the same path as the reference frames.
-fn ffmpeg_rgb(jpeg: &std::path::Path) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(jpeg)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// Checks that live/`stream` holds exactly one sequence object per expected keyframe

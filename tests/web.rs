@@ -7,41 +7,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::external::*;
 use common::*;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Runs headless Chromium on `url` and returns the DOM after `budget_ms` of virtual
-/// time (timers and fetches run; the page refreshes itself every 2 s).
-fn dump_dom(url: &str, budget_ms: u32) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--virtual-time-budget={budget_ms}"))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {CHROMIUM} (apt-get install chromium): {e}"));
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// The opening tag of the first element carrying `attr`.
 fn tag_with<'a>(dom: &'a str, attr: &str) -> Option<&'a str> {

@@ -6,13 +6,15 @@
 //! - `logs`: what the node logged about each peer; `moto`: an S3-protocol server;
 //!   `s3rver`: one that ignores conditional writes; `fault_proxy`: a lost response.
 //! - `nginx`: a real nginx-rtmp origin per test, and framemd5 comparison of recordings;
-//! - `upstream`: stand-ins for failing upstream origins (black hole, stalling proxy, TLS).
+//! - `upstream`: stand-ins for failing upstream origins (black hole, stalling proxy, TLS);
+//! - `external`: ffmpeg's reference decodes and headless Chromium.
 //!
 //! `server` and `publisher` are re-exported, so `use common::*;` brings them in; `raw`,
 //! `logs` and `moto` are named where they are used. The small helpers below (fixtures,
 //! free ports, waiting, HTTP, JPEG, RSS) serve several.
 #![allow(dead_code)]
 
+pub mod external;
 pub mod fault_proxy;
 pub mod logs;
 pub mod moto;
