@@ -7,6 +7,50 @@ use std::fmt;
 /// The wildcard that stands for every domain or every app in rules and `[[auth]]`.
 pub const ANY: &str = "*";
 
+/// Entries keyed by their (domain, app) scope, each part a name or [`ANY`] (snapshot
+/// rules, relay configs), looked up most specific first.
+#[derive(Debug, Clone)]
+pub struct ByScope<T> {
+    by_key: std::collections::HashMap<(String, String), std::sync::Arc<T>>,
+}
+
+impl<T> Default for ByScope<T> {
+    fn default() -> Self {
+        ByScope {
+            by_key: Default::default(),
+        }
+    }
+}
+
+impl<T> ByScope<T> {
+    /// Builds the map from (domain, app, entry); the caller has checked that scopes
+    /// are unique.
+    pub fn from_scoped(
+        entries: impl IntoIterator<Item = (String, String, std::sync::Arc<T>)>,
+    ) -> ByScope<T> {
+        ByScope {
+            by_key: entries.into_iter().map(|(d, a, e)| ((d, a), e)).collect(),
+        }
+    }
+
+    /// The entry for a publish on (domain, app): (domain, app), (domain, *), (*, app),
+    /// then (*, *).
+    pub fn lookup(&self, domain: &str, app: &str) -> Option<std::sync::Arc<T>> {
+        [(domain, app), (domain, ANY), (ANY, app), (ANY, ANY)]
+            .into_iter()
+            .find_map(|(d, a)| self.by_key.get(&(d.to_string(), a.to_string())))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
 /// Checks the (domain, app) scope of a rule or relay entry: each `*` or a valid name,
 /// the domain written normalised. `at` prefixes the error keys (`rules[2].domain`).
 pub fn check_scope(domain: &str, app: &str, at: &str) -> Result<(), crate::error::Invalid> {

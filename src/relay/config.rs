@@ -7,7 +7,6 @@
 //! document beside the snapshot rules: [`StoredRelay`]). A publish takes its relay
 //! once, at its start.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -196,36 +195,16 @@ pub fn validate_all(specs: &[RelaySpec]) -> Result<Vec<Relay>, Invalid> {
     Ok(out)
 }
 
-/// Relays keyed by (domain, app).
-#[derive(Debug, Default, Clone)]
-pub struct RelaySet {
-    by_key: HashMap<(String, String), Arc<Relay>>,
-}
+/// Relays keyed by (domain, app), looked up like snapshot rules.
+pub type RelaySet = crate::names::ByScope<Relay>;
 
 impl RelaySet {
     pub fn new(relays: impl IntoIterator<Item = Arc<Relay>>) -> RelaySet {
-        RelaySet {
-            by_key: relays
+        RelaySet::from_scoped(
+            relays
                 .into_iter()
-                .map(|r| ((r.spec.domain.clone(), r.spec.app.clone()), r))
-                .collect(),
-        }
-    }
-
-    /// The relay of a publish on (domain, app), most specific first.
-    pub fn lookup(&self, domain: &str, app: &str) -> Option<Arc<Relay>> {
-        [(domain, app), (domain, ANY), (ANY, app), (ANY, ANY)]
-            .into_iter()
-            .find_map(|(d, a)| self.by_key.get(&(d.to_string(), a.to_string())))
-            .cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+                .map(|r| (r.spec.domain.clone(), r.spec.app.clone(), r)),
+        )
     }
 }
 

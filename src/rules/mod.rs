@@ -16,7 +16,6 @@
 pub mod shared;
 pub mod spec;
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::storage::key_language::Language;
@@ -148,37 +147,16 @@ pub fn keys_apart_from_all<'a>(
 }
 
 /// A set of rules with O(1) lookup.
-#[derive(Debug, Default, Clone)]
-pub struct RuleSet {
-    by_key: HashMap<(String, String), Arc<Rule>>,
-}
+pub type RuleSet = crate::names::ByScope<Rule>;
 
 impl RuleSet {
     /// Builds the set; the caller has checked that (domain, app) pairs are unique.
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> RuleSet {
-        RuleSet {
-            by_key: rules
+        RuleSet::from_scoped(
+            rules
                 .into_iter()
-                .map(|r| ((r.spec.domain.clone(), r.spec.app.clone()), Arc::new(r)))
-                .collect(),
-        }
-    }
-
-    /// The rule for a publish on (domain, app), most specific first; `None` means the
-    /// stream is ingested without snapshots.
-    pub fn lookup(&self, domain: &str, app: &str) -> Option<Arc<Rule>> {
-        [(domain, app), (domain, ANY), (ANY, app), (ANY, ANY)]
-            .into_iter()
-            .find_map(|(d, a)| self.by_key.get(&(d.to_string(), a.to_string())))
-            .cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+                .map(|r| (r.spec.domain.clone(), r.spec.app.clone(), Arc::new(r))),
+        )
     }
 }
 
