@@ -562,9 +562,21 @@ async fn keyframes_further_apart_than_the_interval_are_reported() {
     // Keyframes every 8 s under a 5 s rule, and every 1 s.
     let sparse = push(&server, "sparse", "long_gop_640x360.flv").await;
     let dense = push(&server, "dense", "baseline_640x360_gop1s.flv").await;
+    // The flag once the node has read two keyframes of the stream (the pushes return
+    // when their bytes are written, not when the node has read them).
     let flag = |stream: &'static str| {
         let server = &server;
-        async move { api_health(server, stream).await.unwrap()["keyframes_sparser_than_rule"].clone() }
+        async move {
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                let v = api_health(server, stream).await.unwrap()["keyframes_sparser_than_rule"]
+                    .clone();
+                if !v.is_null() || Instant::now() > end {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     };
     assert_eq!(flag("sparse").await, Value::Bool(true));
     assert_eq!(flag("dense").await, Value::Bool(false));

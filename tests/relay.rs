@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::external::*;
 use common::nginx::{framemd5, frames_only, rebased, video_framemd5, Nginx};
 use common::upstream::{black_hole, http_json, stalling_proxy, tls_terminator, EventSink};
 use common::*;
@@ -710,27 +711,6 @@ async fn an_origin_killed_mid_stream_and_restarted_gets_the_rest_from_a_keyframe
     );
     let m = metrics(&server).await;
     assert!(metric(&m, "livesnap_relay_reconnects_total") >= 1, "{m}");
-}
-
-/// MD5s of the decoded video frames of `file`, in order.
-fn decoded_md5s(file: &std::path::Path) -> Vec<String> {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-map", "0:v", "-f", "framemd5", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.rsplit(',').next().unwrap().trim().to_owned())
-        .collect()
 }
 
 #[tokio::test]

@@ -47,6 +47,27 @@ pub fn ffmpeg_rgb(jpeg: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// MD5s of the decoded video frames of `file`, in order.
+pub fn decoded_md5s(file: &Path) -> Vec<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", "0:v", "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.rsplit(',').next().unwrap().trim().to_owned())
+        .collect()
+}
+
 /// Runs headless Chromium on `url` and returns the DOM after `budget_ms` of virtual
 /// time (timers and fetches run).
 pub fn dump_dom(url: &str, budget_ms: u32) -> String {
