@@ -16,6 +16,7 @@ pub mod hub;
 pub mod links;
 pub mod media;
 pub mod metrics;
+pub mod picture;
 pub mod names;
 pub mod util;
 
