@@ -10,6 +10,13 @@
 //! - `SIG` is the lower-case hex of HMAC-SHA256(key, `PATH` + `"\n"` + `EXP`), the
 //!   canonical string (a path never holds a control character, so it is unambiguous).
 //!
+//! Storyboard links (`/img/…/storyboard.vtt` and `storyboard.jpg`) also bind their
+//! parameters: their `PATH` is the path, `?`, and the query they were issued with
+//! (`start_time=…&end_time=…&tile=…&columns=…`, in the order given); the link is then
+//! `PATH&exp=EXP&sig=SIG`, and a request is checked against its own query without its
+//! `exp` and `sig` pairs ([`signed_part`]). Other links bind the path only (a
+//! `latest.jpg` link takes any `width`, `height`, `fit` and `quality`).
+//!
 //! Verification recomputes the HMAC and compares in constant time
 //! (`util::constant_time_eq`). Nothing here does I/O or reads a clock: the caller
 //! passes `now`, so that expiry is tested without waiting.
@@ -26,6 +33,9 @@ pub const MIN_KEY_BYTES: usize = 32;
 pub const PREFIX: &str = "/img/";
 /// The longest path signed (object keys are shorter than 256 bytes).
 pub const MAX_PATH_LEN: usize = 1024;
+
+/// The query parameters a storyboard link may carry (and binds).
+pub const STORYBOARD_PARAMS: &[&str] = &["start_time", "end_time", "tile", "columns"];
 
 /// `[links]`: the key that signs image links and their lifetimes.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -119,7 +129,7 @@ pub enum LinkError {
     Expired { exp: u64, now: u64 },
     #[error("the link's signature is not valid for this path")]
     BadSignature,
-    #[error("path {0:?} is not an image link path (/img/DOMAIN/APP/STREAM/latest.jpg or /img/DOMAIN/APP/STREAM/object/KEY)")]
+    #[error("path {0:?} is not an image link path (/img/DOMAIN/APP/STREAM/latest.jpg, /img/DOMAIN/APP/STREAM/object/KEY, or /img/DOMAIN/APP/STREAM/storyboard.vtt?start_time=…&end_time=… (or storyboard.jpg))")]
     BadPath(String),
     #[error("ttl_secs must be 1..={max}, got {got}")]
     BadTtl { got: u64, max: u64 },
@@ -145,25 +155,77 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// Checks that `path` is one of the image link paths.
+/// Checks that `path` is one of the image link paths (a storyboard path with its
+/// query: only [`STORYBOARD_PARAMS`], each at most once, `start_time` and `end_time`
+/// required).
 pub fn check_path(path: &str) -> Result<(), LinkError> {
     let bad = || LinkError::BadPath(path.chars().take(MAX_PATH_LEN).collect());
     if path.len() > MAX_PATH_LEN
         || path
             .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '?' || c == '#' || c == '\\')
+            .any(|c| c.is_control() || c.is_whitespace() || c == '#' || c == '\\')
     {
         return Err(bad());
     }
-    let rest = path.strip_prefix(PREFIX).ok_or_else(bad)?;
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let rest = path_only.strip_prefix(PREFIX).ok_or_else(bad)?;
     let segs: Vec<&str> = rest.split('/').collect();
     if segs.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
         return Err(bad());
     }
-    match segs.as_slice() {
-        [_, _, _, "latest.jpg"] => Ok(()),
-        [_, _, _, "object", _, ..] => Ok(()),
+    match (segs.as_slice(), query) {
+        ([_, _, _, "latest.jpg"], None) => Ok(()),
+        ([_, _, _, "object", _, ..], None) => Ok(()),
+        ([_, _, _, "storyboard.vtt" | "storyboard.jpg"], Some(q)) => {
+            let keys: Vec<&str> = q
+                .split('&')
+                .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+                .collect();
+            let known = keys.iter().all(|k| STORYBOARD_PARAMS.contains(k));
+            let once = keys
+                .iter()
+                .enumerate()
+                .all(|(i, k)| !keys[..i].contains(k));
+            let given = |k: &str| {
+                q.split('&')
+                    .any(|pair| pair.split_once('=').is_some_and(|(a, v)| a == k && !v.is_empty()))
+            };
+            if known && once && given("start_time") && given("end_time") && !q.contains('?') {
+                Ok(())
+            } else {
+                Err(bad())
+            }
+        }
         _ => Err(bad()),
+    }
+}
+
+/// Whether a link path names a storyboard (its query is then part of what is signed).
+fn is_storyboard(path: &str) -> bool {
+    path.ends_with("/storyboard.vtt") || path.ends_with("/storyboard.jpg")
+}
+
+/// What a request's signature covers: its path, and for storyboards `?` and its
+/// query without the `exp` and `sig` pairs (in the order sent).
+pub fn signed_part(path: &str, query: Option<&str>) -> String {
+    if !is_storyboard(path) {
+        return path.to_string();
+    }
+    let rest: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && k != "exp" && k != "sig"
+        })
+        .collect();
+    if rest.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", rest.join("&"))
     }
 }
 
@@ -173,8 +235,10 @@ pub struct ImagePath {
     pub domain: String,
     pub app: String,
     pub stream: String,
-    /// `None` for `latest.jpg`, else the object key.
+    /// `None` for `latest.jpg` and storyboards, else the object key.
     pub key: Option<String>,
+    /// `storyboard.vtt` or `storyboard.jpg` for a storyboard link.
+    pub storyboard: Option<String>,
 }
 
 /// Decodes `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
@@ -200,18 +264,21 @@ pub fn parse_path(path: &str) -> Result<ImagePath, LinkError> {
     check_path(path)?;
     let bad = || LinkError::BadPath(path.to_string());
     let rest = &path[PREFIX.len()..];
+    let rest = rest.split_once('?').map_or(rest, |(p, _)| p);
     let mut segs = rest.splitn(5, '/');
     let mut next = || segs.next().and_then(percent_decode).ok_or_else(bad);
     let (domain, app, stream, last) = (next()?, next()?, next()?, next()?);
-    let key = match last.as_str() {
-        "latest.jpg" => None,
-        _ => Some(next()?),
+    let (key, storyboard) = match last.as_str() {
+        "latest.jpg" => (None, None),
+        "storyboard.vtt" | "storyboard.jpg" => (None, Some(last)),
+        _ => (Some(next()?), None),
     };
     Ok(ImagePath {
         domain,
         app,
         stream,
         key,
+        storyboard,
     })
 }
 
@@ -235,10 +302,11 @@ impl Signer {
         crate::util::hex(&mac.finalize().into_bytes())
     }
 
-    /// `path?exp=EXP&sig=SIG`, without checking the path (tests use it to make
-    /// expired or odd links).
+    /// `path?exp=EXP&sig=SIG` (`path&exp=…` when `path` has a query), without
+    /// checking the path (tests use it to make expired or odd links).
     pub fn sign_at(&self, path: &str, exp: u64) -> String {
-        format!("{path}?exp={exp}&sig={}", self.signature(path, exp))
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{path}{sep}exp={exp}&sig={}", self.signature(path, exp))
     }
 
     /// A link to `path` valid for `ttl` seconds (the default when `None`) from `now`.
@@ -412,12 +480,42 @@ mod tests {
     }
 
     #[test]
+    fn storyboard_links_bind_their_query() {
+        let s = signer();
+        let path = "/img/d/live/cam/storyboard.vtt";
+        let q = "start_time=2026-01-01T00:00:00Z&end_time=2026-01-01T01:00:00Z";
+        let link = s.issue(&format!("{path}?{q}"), Some(60), 1000).unwrap();
+        assert!(link.starts_with(&format!("{path}?{q}&exp=1060&sig=")), "{link}");
+        let query = link.split_once('?').unwrap().1;
+        let (exp, sig) = query_params(Some(query));
+        let signed = signed_part(path, Some(query));
+        assert_eq!(signed, format!("{path}?{q}"));
+        assert_eq!(s.verify(&signed, exp, sig, 1000), Ok(()));
+        // Another range, or a parameter added, is another message.
+        let wider = query.replace("01:00:00Z", "02:00:00Z");
+        let signed = signed_part(path, Some(&wider));
+        assert_eq!(
+            s.verify(&signed, exp, sig, 1000),
+            Err(LinkError::BadSignature)
+        );
+        let more = format!("{query}&columns=2");
+        assert_eq!(
+            s.verify(&signed_part(path, Some(&more)), exp, sig, 1000),
+            Err(LinkError::BadSignature)
+        );
+        // latest.jpg binds its path only.
+        assert_eq!(signed_part(PATH, Some("width=320&exp=1")), PATH);
+    }
+
+    #[test]
     fn paths_and_ttls_are_checked() {
         let s = signer();
         for ok in [
             PATH,
             "/img/d/live%2Fsub/cam/latest.jpg",
             "/img/d/live/cam/object/live/cam/1700000000.jpg",
+            "/img/d/live/cam/storyboard.vtt?start_time=a&end_time=b",
+            "/img/d/live/cam/storyboard.jpg?start_time=a&end_time=b&tile=160x90&columns=5",
         ] {
             assert!(s.issue(ok, None, 0).is_ok(), "{ok}");
         }
@@ -430,6 +528,11 @@ mod tests {
             "/img/d//cam/latest.jpg",
             "/img/d/live/cam/latest.jpg?x=1",
             "/img/d/live/cam/latest.jpg\n1",
+            "/img/d/live/cam/storyboard.vtt",
+            "/img/d/live/cam/storyboard.vtt?start_time=a",
+            "/img/d/live/cam/storyboard.vtt?start_time=a&end_time=b&exp=1",
+            "/img/d/live/cam/storyboard.vtt?start_time=a&end_time=b&start_time=c",
+            "/img/d/live/cam/storyboard.png?start_time=a&end_time=b",
         ] {
             assert!(
                 matches!(s.issue(bad, None, 0), Err(LinkError::BadPath(_))),
@@ -456,7 +559,13 @@ mod tests {
                 app: "live/sub".into(),
                 stream: "cam".into(),
                 key: Some("live/sub/cam/1.jpg".into()),
+                storyboard: None,
             }
+        );
+        let board = parse_path("/img/d/live/cam/storyboard.vtt?start_time=a&end_time=b").unwrap();
+        assert_eq!(
+            (board.key, board.storyboard.as_deref()),
+            (None, Some("storyboard.vtt"))
         );
         assert_eq!(parse_path(PATH).unwrap().key, None);
         assert!(parse_path("/img/d/live%2/cam/latest.jpg").is_err());

@@ -1,8 +1,10 @@
 //! Signed image links (see `links`): the public `/img/…` routes that serve a stream's
 //! pictures without the admin token, and the admin call that issues links.
 //!
-//! - `GET /img/{domain}/{app}/{stream}/latest.jpg?exp=&sig=`: the stream's newest
-//!   picture, answered by the admin `latest.jpg` handler (`streams::latest`).
+//! - `GET /img/{domain}/{app}/{stream}/latest.jpg?exp=&sig=[&width=&height=&fit=&quality=]`:
+//!   the stream's newest picture, answered like the admin `latest.jpg` ([`serve_latest`]).
+//! - `GET /img/{domain}/{app}/{stream}/storyboard.vtt?start_time=…&exp=&sig=` (and
+//!   `storyboard.jpg`): a storyboard (`api::storyboard`), its parameters signed too.
 //! - `GET /img/{domain}/{app}/{stream}/object/{key…}?exp=&sig=`: one stored snapshot
 //!   object of that stream. The key must be one that a rule template could have
 //!   rendered for *that* stream (the snapshot query's sequence templates, or the
@@ -12,12 +14,21 @@
 //!   `{"url": "/img/…?exp=&sig=", "expires": "RFC 3339"}`; with `"storage_url": true`,
 //!   a pre-signed read URL of the storage (S3/OSS, opendal's `presign_read`) instead.
 //!
+//! `latest.jpg` (admin and signed) is also where pictures are resized on request:
+//! `width`, `height`, `fit` (`scale` | `pad` | `crop`) and `quality`, from the JPEG the
+//! live stream keeps in memory (its newest snapshot, `LiveStream::latest`) or, for a
+//! stream not live here, its stored overwrite object. Results are kept in the small
+//! byte-bounded [`Pictures`] cache keyed by stream, picture identity (its ETag) and
+//! parameters; ETags are derived from the source's and the parameters, so a
+//! revalidation (`If-None-Match`) is answered 304 without any picture work.
+//!
 //! Without `[links]` in the config the public routes answer 404; a missing,
 //! malformed, expired or foreign signature is 403. They answer
 //! `Access-Control-Allow-Origin: *` so that any page may show the pictures.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -26,14 +37,19 @@ use axum::{Json, Router};
 use opendal::ErrorKind;
 use serde_json::{json, Value};
 
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
 use super::error::{ApiError, ApiResult};
-use super::params::{Field, JsonObject};
+use super::params::{Field, JsonObject, Params};
 use super::snapshots::candidate_templates;
-use super::streams::{self, stream_id};
+use super::storyboard;
+use super::streams::stream_id;
 use super::ApiState;
 use crate::clock::rfc3339;
 use crate::links::{self, LinkError, Signer};
 use crate::names::StreamId;
+use crate::picture::{self, Cache, Cached, Fit, Resize};
 use crate::storage::template::{self, Vars};
 
 /// The public routes, with the CORS header (they answer 404 when no links key is
@@ -43,6 +59,8 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route(&format!("{base}/latest.jpg"), get(latest))
         .route(&format!("{base}/object/{{*key}}"), get(object))
+        .route(&format!("{base}/storyboard.vtt"), get(storyboard::signed_vtt))
+        .route(&format!("{base}/storyboard.jpg"), get(storyboard::signed_jpg))
         .route_layer(middleware::map_response(cors))
 }
 
@@ -63,7 +81,7 @@ fn forbidden(e: LinkError) -> ApiError {
     }
 }
 
-fn signer(state: &ApiState) -> ApiResult<&Signer> {
+pub(super) fn signer(state: &ApiState) -> ApiResult<&Signer> {
     state
         .node
         .settings
@@ -72,26 +90,353 @@ fn signer(state: &ApiState) -> ApiResult<&Signer> {
         .ok_or_else(|| ApiError::not_found("no [links] key is configured on this node"))
 }
 
-/// Verifies the request's link against its own path (as sent, percent-encoded).
-fn verify(state: &ApiState, uri: &Uri) -> ApiResult<()> {
+/// Verifies the request's link against its own path (as sent, percent-encoded; a
+/// storyboard's with its query, see `links::signed_part`).
+pub(super) fn verify(state: &ApiState, uri: &Uri) -> ApiResult<()> {
     let (exp, sig) = links::query_params(uri.query());
+    let signed = links::signed_part(uri.path(), uri.query());
     signer(state)?
-        .verify(uri.path(), exp, sig, state.node.clock.now_unix())
+        .verify(&signed, exp, sig, state.node.clock.now_unix())
         .map_err(|e| {
             tracing::debug!(path = uri.path(), error = %e, "image link refused");
             forbidden(e)
         })
 }
 
-/// `GET /img/{domain}/{app}/{stream}/latest.jpg?exp=&sig=`
+/// `GET /img/{domain}/{app}/{stream}/latest.jpg?exp=&sig=[&width=…]`
 pub async fn latest(
     State(state): State<ApiState>,
     uri: Uri,
-    Path(names): Path<(String, String, String)>,
+    Path((d, a, s)): Path<(String, String, String)>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     verify(&state, &uri)?;
-    streams::latest(State(state), Path(names), headers).await
+    let mut allowed = LATEST_PARAMS.to_vec();
+    allowed.extend(["exp", "sig"]);
+    let p = Params::new(query, &allowed)?;
+    let resize = resize_params(&p, state.node.settings.quality)?;
+    let id = stream_id(d, a, s)?;
+    serve_latest(&state, &id, &headers, resize).await
+}
+
+/// `GET /api/v1/streams/{domain}/{app}/{stream}/latest.jpg[?width=&height=&fit=&quality=]`
+pub async fn latest_admin(
+    State(state): State<ApiState>,
+    Path((d, a, s)): Path<(String, String, String)>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = Params::new(query, LATEST_PARAMS)?;
+    let resize = resize_params(&p, state.node.settings.quality)?;
+    let id = stream_id(d, a, s)?;
+    serve_latest(&state, &id, &headers, resize).await
+}
+
+/// The resizing parameters of `latest.jpg`.
+pub const LATEST_PARAMS: &[&str] = &["width", "height", "fit", "quality"];
+
+/// Made pictures: the cache (bytes: [`CACHE_BYTES`], entries: [`CACHE_ENTRIES`]) and
+/// the permits of the blocking threads that make them ([`PICTURE_WORKERS`]).
+#[derive(Debug)]
+pub struct Pictures {
+    pub cache: Cache,
+    pub permits: Semaphore,
+}
+
+/// What the picture cache holds at most, in bytes (the in-memory pictures' ETags
+/// keep a reference to their JPEG, counted here too).
+pub const CACHE_BYTES: usize = 64 << 20;
+/// ... and in entries.
+pub const CACHE_ENTRIES: usize = 4096;
+/// Pictures made at once (decode, resize, encode on blocking threads).
+pub const PICTURE_WORKERS: usize = 2;
+
+impl Default for Pictures {
+    fn default() -> Self {
+        Pictures {
+            cache: Cache::new(CACHE_BYTES, CACHE_ENTRIES),
+            permits: Semaphore::new(PICTURE_WORKERS),
+        }
+    }
+}
+
+impl Pictures {
+    /// Runs picture work on a blocking thread, at most [`PICTURE_WORKERS`] at once.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, picture::PictureError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable("shutting down"))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("picture worker: {e}")))?
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    }
+}
+
+/// `width`, `height`, `fit` and `quality` of a request; `None` when none is given
+/// (the picture as it is).
+pub fn resize_params(p: &Params, default_quality: u8) -> ApiResult<Option<Resize>> {
+    let side = |key: &str| -> ApiResult<Option<u32>> {
+        match p.get(key) {
+            None => Ok(None),
+            Some(_) => Ok(Some(p.int_in(key, 0, 1..=u64::from(picture::MAX_SIDE))? as u32)),
+        }
+    };
+    let (width, height) = (side("width")?, side("height")?);
+    let fit = match p.get("fit") {
+        None => None,
+        Some(v) => Some(Fit::parse(v).ok_or_else(|| {
+            ApiError::invalid(
+                "fit",
+                format!("must be \"scale\", \"pad\" or \"crop\", got {v:?}"),
+            )
+        })?),
+    };
+    let quality = match p.get("quality") {
+        None => None,
+        Some(_) => Some(p.int_in("quality", 0, 1..=100)? as u8),
+    };
+    if let Some(f @ (Fit::Pad | Fit::Crop)) = fit {
+        for (key, v) in [("width", width), ("height", height)] {
+            if v.is_none() {
+                return Err(ApiError::invalid(
+                    key,
+                    format!("is required with fit={}", f.name()),
+                ));
+            }
+        }
+    }
+    if fit.is_some() && width.is_none() && height.is_none() {
+        return Err(ApiError::invalid("width", "fit needs width and/or height"));
+    }
+    if width.is_none() && height.is_none() && quality.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Resize {
+        width,
+        height,
+        fit: fit.unwrap_or_default(),
+        quality: quality.unwrap_or(default_quality),
+    }))
+}
+
+/// Where a stream's newest picture comes from.
+enum Source {
+    /// The live stream's newest snapshot.
+    Memory { jpeg: Bytes, unix: u64 },
+    /// The stored overwrite object (`storage`, `key`), with its modification time.
+    Stored {
+        storage: String,
+        key: String,
+        mtime: Option<u64>,
+    },
+}
+
+impl Source {
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Memory { .. } => "memory",
+            Source::Stored { .. } => "storage",
+        }
+    }
+
+    fn time(&self) -> Option<u64> {
+        match self {
+            Source::Memory { unix, .. } => Some(*unix),
+            Source::Stored { mtime, .. } => *mtime,
+        }
+    }
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    crate::util::hex(&md5::Md5::digest(data))
+}
+
+/// Whether an `If-None-Match` header matches `etag` (weak comparison).
+pub(super) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let want = strip(etag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || strip(t) == want)
+}
+
+/// The ETag of a live stream's in-memory picture: the MD5 of its bytes, computed once
+/// per picture (the cache keeps it with a reference to the bytes, so a match by
+/// address is a match by content).
+fn memory_etag(cache: &Cache, id: &StreamId, jpeg: &Bytes) -> String {
+    let key = format!("etag\n{id}");
+    if let Some(c) = cache.get(&key) {
+        if c.body.as_ptr() == jpeg.as_ptr() && c.body.len() == jpeg.len() {
+            return c.etag;
+        }
+    }
+    let etag = format!("\"{}\"", md5_hex(jpeg));
+    cache.put(
+        key,
+        Cached {
+            body: jpeg.clone(),
+            etag: etag.clone(),
+            width: 0,
+            height: 0,
+        },
+    );
+    etag
+}
+
+/// The newest picture of `id` and its ETag: from memory while the stream is live and
+/// has a snapshot, else its rule's overwrite object in storage (404 when none).
+async fn newest(state: &ApiState, id: &StreamId) -> ApiResult<(Source, String)> {
+    let live = state.node.registry.get(id);
+    if let Some(l) = &live {
+        let snap = l.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(snap) = snap {
+            let etag = memory_etag(&state.pictures.cache, id, &snap.jpeg);
+            return Ok((
+                Source::Memory {
+                    jpeg: snap.jpeg,
+                    unix: snap.unix_ts,
+                },
+                etag,
+            ));
+        }
+    }
+    let no_image = || ApiError::not_found(format!("no snapshot of {id} is available"));
+    let (storage, key) = overwrite_key(state, id).ok_or_else(no_image)?;
+    let target = state.node.targets.get(&storage).ok_or_else(no_image)?;
+    let meta = match target.op.stat(&key).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_image()),
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "storage {storage:?}: stat {key:?}: {e}"
+            )))
+        }
+    };
+    let mtime = meta
+        .last_modified()
+        .map(|t| t.into_inner().as_second().max(0) as u64);
+    let etag = match meta.etag() {
+        Some(t) if t.starts_with('"') || t.starts_with("W/") => t.to_string(),
+        Some(t) => format!("\"{t}\""),
+        None => format!(
+            "W/\"{}-{}\"",
+            meta.last_modified()
+                .map_or(0, |t| t.into_inner().as_nanosecond()),
+            meta.content_length()
+        ),
+    };
+    Ok((
+        Source::Stored {
+            storage,
+            key,
+            mtime,
+        },
+        etag,
+    ))
+}
+
+/// The bytes of a source.
+async fn source_bytes(state: &ApiState, id: &StreamId, src: &Source) -> ApiResult<Bytes> {
+    match src {
+        Source::Memory { jpeg, .. } => Ok(jpeg.clone()),
+        Source::Stored { storage, key, .. } => {
+            let target = state.node.targets.get(storage).ok_or_else(|| {
+                ApiError::not_found(format!("no snapshot of {id} is available"))
+            })?;
+            match target.op.read(key).await {
+                Ok(b) => Ok(b.to_bytes()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Err(ApiError::not_found(format!(
+                    "no snapshot of {id} is available"
+                ))),
+                Err(e) => Err(ApiError::unavailable(format!(
+                    "storage {storage:?}: read {key:?}: {e}"
+                ))),
+            }
+        }
+    }
+}
+
+/// An image response (`304` when `If-None-Match` matches).
+pub(super) fn image_response(
+    headers: &HeaderMap,
+    content_type: &'static str,
+    etag: &str,
+    extra: &[(&'static str, String)],
+    body: impl FnOnce() -> Bytes,
+) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(*name, v);
+        }
+    }
+    if etag_matches(headers, etag) {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    (StatusCode::OK, h, Body::from(body())).into_response()
+}
+
+/// The newest picture of `id`, resized when asked (see the module's doc).
+pub async fn serve_latest(
+    state: &ApiState,
+    id: &StreamId,
+    headers: &HeaderMap,
+    resize: Option<Resize>,
+) -> ApiResult<Response> {
+    let (src, src_etag) = newest(state, id).await?;
+    let mut extra = vec![("x-livesnap-source", src.name().to_string())];
+    if let Some(t) = src.time() {
+        extra.push(("x-livesnap-snapshot-time", rfc3339(t)));
+    }
+    let Some(resize) = resize else {
+        if etag_matches(headers, &src_etag) {
+            return Ok(image_response(headers, "image/jpeg", &src_etag, &extra, Bytes::new));
+        }
+        let data = source_bytes(state, id, &src).await?;
+        return Ok(image_response(headers, "image/jpeg", &src_etag, &extra, || data));
+    };
+    let params = resize.canonical();
+    let etag = format!("\"{}\"", md5_hex(format!("{src_etag}\n{params}").as_bytes()));
+    if etag_matches(headers, &etag) {
+        return Ok(image_response(headers, "image/jpeg", &etag, &extra, Bytes::new));
+    }
+    let key = format!("latest\n{id}\n{etag}");
+    let made = state
+        .pictures
+        .cache
+        .get_or_make(&key, || async {
+            let data = source_bytes(state, id, &src).await?;
+            let out = state
+                .pictures
+                .run(move || picture::resize_jpeg(&data, &resize))
+                .await?;
+            Ok::<_, ApiError>(Cached {
+                body: Bytes::from(out.jpeg),
+                etag: etag.clone(),
+                width: out.width,
+                height: out.height,
+            })
+        })
+        .await?;
+    extra.push(("x-livesnap-width", made.width.to_string()));
+    extra.push(("x-livesnap-height", made.height.to_string()));
+    Ok(image_response(headers, "image/jpeg", &etag, &extra, || made.body))
 }
 
 /// The storages whose rule templates render `key` for the stream `id` (the snapshot
@@ -115,7 +460,7 @@ fn storages_of(state: &ApiState, id: &StreamId, key: &str) -> Option<Vec<String>
 
 /// The (storage, key) of the overwrite object of the rule the stream has (live) or
 /// would have (offline).
-fn overwrite_key(state: &ApiState, id: &StreamId) -> Option<(String, String)> {
+pub(super) fn overwrite_key(state: &ApiState, id: &StreamId) -> Option<(String, String)> {
     let rule = match state.node.registry.get(id) {
         Some(l) => l.rule.clone(),
         None => state.node.rules().lookup(&id.domain, &id.app),
@@ -210,6 +555,12 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
 async fn presigned(state: &ApiState, path: &str, ttl: u64, exp: u64) -> ApiResult<Json<Value>> {
     let p = links::parse_path(path).map_err(|e| ApiError::invalid("path", e.to_string()))?;
     let id = stream_id(p.domain, p.app, p.stream)?;
+    if p.storyboard.is_some() {
+        return Err(ApiError::invalid(
+            "storage_url",
+            "a storyboard is made by the node: it has no storage URL",
+        ));
+    }
     let (storages, key) = match p.key {
         Some(key) => (storages_of(state, &id, &key).unwrap_or_default(), key),
         None => match overwrite_key(state, &id) {

@@ -18,6 +18,7 @@ pub mod params;
 pub mod relays;
 pub mod rules;
 pub mod snapshots;
+pub mod storyboard;
 pub mod streams;
 pub mod web;
 
@@ -47,6 +48,8 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ApiState {
     pub node: Arc<Node>,
     pub render_permits: Arc<Semaphore>,
+    /// Pictures made on request (`latest.jpg?width=…`, storyboards) and their cache.
+    pub pictures: Arc<images::Pictures>,
 }
 
 /// The router, separate from serving so that tests can call it directly. `http_port`
@@ -63,6 +66,7 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
     let state = ApiState {
         node,
         render_permits: Arc::new(Semaphore::new(ON_DEMAND_RENDERS)),
+        pictures: Arc::default(),
     };
     let stream = "/api/v1/streams/{domain}/{app}/{stream}";
     let api = Router::new()
@@ -88,7 +92,9 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
         .route("/api/v1/snapshots", get(snapshots::query))
         .route("/api/v1/streams", get(streams::list))
         .route(stream, get(streams::get_one).delete(streams::kick))
-        .route(&format!("{stream}/latest.jpg"), get(streams::latest))
+        .route(&format!("{stream}/latest.jpg"), get(images::latest_admin))
+        .route(&format!("{stream}/storyboard.vtt"), get(storyboard::vtt))
+        .route(&format!("{stream}/storyboard.jpg"), get(storyboard::jpg))
         .route(&format!("{stream}/snapshot"), post(streams::snapshot))
         .route("/api/v1/links", post(images::create))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
