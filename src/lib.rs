@@ -16,8 +16,8 @@ pub mod hub;
 pub mod links;
 pub mod media;
 pub mod metrics;
-pub mod picture;
 pub mod names;
+pub mod picture;
 pub mod util;
 
 pub mod auth;

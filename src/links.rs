@@ -185,13 +185,12 @@ pub fn check_path(path: &str) -> Result<(), LinkError> {
                 .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
                 .collect();
             let known = keys.iter().all(|k| STORYBOARD_PARAMS.contains(k));
-            let once = keys
-                .iter()
-                .enumerate()
-                .all(|(i, k)| !keys[..i].contains(k));
+            let once = keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
             let given = |k: &str| {
-                q.split('&')
-                    .any(|pair| pair.split_once('=').is_some_and(|(a, v)| a == k && !v.is_empty()))
+                q.split('&').any(|pair| {
+                    pair.split_once('=')
+                        .is_some_and(|(a, v)| a == k && !v.is_empty())
+                })
             };
             if known && once && given("start_time") && given("end_time") && !q.contains('?') {
                 Ok(())
@@ -485,7 +484,10 @@ mod tests {
         let path = "/img/d/live/cam/storyboard.vtt";
         let q = "start_time=2026-01-01T00:00:00Z&end_time=2026-01-01T01:00:00Z";
         let link = s.issue(&format!("{path}?{q}"), Some(60), 1000).unwrap();
-        assert!(link.starts_with(&format!("{path}?{q}&exp=1060&sig=")), "{link}");
+        assert!(
+            link.starts_with(&format!("{path}?{q}&exp=1060&sig=")),
+            "{link}"
+        );
         let query = link.split_once('?').unwrap().1;
         let (exp, sig) = query_params(Some(query));
         let signed = signed_part(path, Some(query));

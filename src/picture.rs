@@ -226,7 +226,9 @@ pub fn jpeg_size(jpeg: &[u8]) -> Result<(u32, u32), PictureError> {
 
 /// Decodes `jpeg` to RGB, at 1/8, 1/4, 1/2 or full size: the smallest of them that
 /// is still at least `factor` times the picture's size (DCT scaling: the decoder
-/// skips the work). Returns the picture and the scale it was decoded at.
+/// skips the work). Returns the picture and the scale it was decoded at. Callers
+/// ask for twice the scale they need ([`render`]): a 4:2:0 picture's colour planes
+/// are half its size, and decoding them smaller than the target blurs colour edges.
 pub fn decode_scaled(jpeg: &[u8], factor: f64) -> Result<(Rgb, f64), PictureError> {
     let run = || -> Result<(Rgb, f64), PictureError> {
         let mut d = Decompress::new_mem(jpeg).map_err(|e| PictureError::Decode(e.to_string()))?;
@@ -290,7 +292,7 @@ pub fn resize_rgb(
 
 /// `jpeg` decoded and placed by `l`: the output picture.
 pub fn render(jpeg: &[u8], sw: u32, sh: u32, l: &Layout) -> Result<Rgb, PictureError> {
-    let (pic, k) = decode_scaled(jpeg, l.factor())?;
+    let (pic, k) = decode_scaled(jpeg, 2.0 * l.factor())?;
     // The decoded size may round: map the source rectangle by each axis' own ratio.
     let kx = f64::from(pic.width) / f64::from(sw.max(1));
     let ky = f64::from(pic.height) / f64::from(sh.max(1));
@@ -317,7 +319,9 @@ pub fn render(jpeg: &[u8], sw: u32, sh: u32, l: &Layout) -> Result<Rgb, PictureE
     Ok(out)
 }
 
-/// Encodes an RGB picture as a baseline JPEG (4:2:0) at `quality` (1–100).
+/// Encodes an RGB picture as a baseline JPEG at `quality` (1–100), without chroma
+/// subsampling (4:4:4): these are small pictures, where halving the colour planes
+/// again after the resize would blur every colour edge; it costs a few bytes.
 pub fn encode_jpeg(pic: &Rgb, quality: u8) -> Result<Vec<u8>, PictureError> {
     let run = || -> Result<Vec<u8>, PictureError> {
         let err = |e: std::io::Error| PictureError::Encode(e.to_string());
@@ -326,7 +330,7 @@ pub fn encode_jpeg(pic: &Rgb, quality: u8) -> Result<Vec<u8>, PictureError> {
         c.set_fastest_defaults();
         c.set_size(pic.width as usize, pic.height as usize);
         c.set_quality(f32::from(quality.clamp(1, 100)));
-        c.set_chroma_sampling_pixel_sizes((2, 2), (2, 2));
+        c.set_chroma_sampling_pixel_sizes((1, 1), (1, 1));
         let cap = (pic.data.len() / 8).max(1024);
         let mut started = c.start_compress(Vec::with_capacity(cap)).map_err(err)?;
         started.write_scanlines(&pic.data).map_err(err)?;
@@ -375,7 +379,12 @@ impl Grid {
     /// Where tile `i` is: (x, y, w, h).
     pub fn tile(&self, i: u32) -> (u32, u32, u32, u32) {
         let (col, row) = (i % self.columns, i / self.columns);
-        (col * self.tile_w, row * self.tile_h, self.tile_w, self.tile_h)
+        (
+            col * self.tile_w,
+            row * self.tile_h,
+            self.tile_w,
+            self.tile_h,
+        )
     }
 }
 
@@ -653,7 +662,7 @@ mod tests {
         assert_eq!(jpeg_size(&out.jpeg).unwrap(), (320, 180));
         let out = resize_jpeg(&jpeg, &r(Some(100), Some(100), Fit::Pad)).unwrap();
         assert_eq!(jpeg_size(&out.jpeg).unwrap(), (100, 100));
-        // Small targets are decoded at 1/8 (640 → 80 ≥ 64).
+        // Small targets are decoded at 1/8 (640 → 80 ≥ 64); render asks for twice.
         let (pic, k) = decode_scaled(&jpeg, 64.0 / 640.0).unwrap();
         assert_eq!((pic.width, pic.height, k), (80, 45, 0.125));
         let (pic, _) = decode_scaled(&jpeg, 0.2).unwrap();

@@ -59,8 +59,14 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route(&format!("{base}/latest.jpg"), get(latest))
         .route(&format!("{base}/object/{{*key}}"), get(object))
-        .route(&format!("{base}/storyboard.vtt"), get(storyboard::signed_vtt))
-        .route(&format!("{base}/storyboard.jpg"), get(storyboard::signed_jpg))
+        .route(
+            &format!("{base}/storyboard.vtt"),
+            get(storyboard::signed_vtt),
+        )
+        .route(
+            &format!("{base}/storyboard.jpg"),
+            get(storyboard::signed_jpg),
+        )
         .route_layer(middleware::map_response(cors))
 }
 
@@ -185,7 +191,9 @@ pub fn resize_params(p: &Params, default_quality: u8) -> ApiResult<Option<Resize
     let side = |key: &str| -> ApiResult<Option<u32>> {
         match p.get(key) {
             None => Ok(None),
-            Some(_) => Ok(Some(p.int_in(key, 0, 1..=u64::from(picture::MAX_SIDE))? as u32)),
+            Some(_) => Ok(Some(
+                p.int_in(key, 0, 1..=u64::from(picture::MAX_SIDE))? as u32
+            )),
         }
     };
     let (width, height) = (side("width")?, side("height")?);
@@ -351,9 +359,10 @@ async fn source_bytes(state: &ApiState, id: &StreamId, src: &Source) -> ApiResul
     match src {
         Source::Memory { jpeg, .. } => Ok(jpeg.clone()),
         Source::Stored { storage, key, .. } => {
-            let target = state.node.targets.get(storage).ok_or_else(|| {
-                ApiError::not_found(format!("no snapshot of {id} is available"))
-            })?;
+            let target =
+                state.node.targets.get(storage).ok_or_else(|| {
+                    ApiError::not_found(format!("no snapshot of {id} is available"))
+                })?;
             match target.op.read(key).await {
                 Ok(b) => Ok(b.to_bytes()),
                 Err(e) if e.kind() == ErrorKind::NotFound => Err(ApiError::not_found(format!(
@@ -406,15 +415,36 @@ pub async fn serve_latest(
     }
     let Some(resize) = resize else {
         if etag_matches(headers, &src_etag) {
-            return Ok(image_response(headers, "image/jpeg", &src_etag, &extra, Bytes::new));
+            return Ok(image_response(
+                headers,
+                "image/jpeg",
+                &src_etag,
+                &extra,
+                Bytes::new,
+            ));
         }
         let data = source_bytes(state, id, &src).await?;
-        return Ok(image_response(headers, "image/jpeg", &src_etag, &extra, || data));
+        return Ok(image_response(
+            headers,
+            "image/jpeg",
+            &src_etag,
+            &extra,
+            || data,
+        ));
     };
     let params = resize.canonical();
-    let etag = format!("\"{}\"", md5_hex(format!("{src_etag}\n{params}").as_bytes()));
+    let etag = format!(
+        "\"{}\"",
+        md5_hex(format!("{src_etag}\n{params}").as_bytes())
+    );
     if etag_matches(headers, &etag) {
-        return Ok(image_response(headers, "image/jpeg", &etag, &extra, Bytes::new));
+        return Ok(image_response(
+            headers,
+            "image/jpeg",
+            &etag,
+            &extra,
+            Bytes::new,
+        ));
     }
     let key = format!("latest\n{id}\n{etag}");
     let made = state
@@ -436,7 +466,9 @@ pub async fn serve_latest(
         .await?;
     extra.push(("x-livesnap-width", made.width.to_string()));
     extra.push(("x-livesnap-height", made.height.to_string()));
-    Ok(image_response(headers, "image/jpeg", &etag, &extra, || made.body))
+    Ok(image_response(headers, "image/jpeg", &etag, &extra, || {
+        made.body
+    }))
 }
 
 /// The storages whose rule templates render `key` for the stream `id` (the snapshot

@@ -135,8 +135,8 @@ pub fn sample<T: Clone>(items: &[T], n: usize) -> Vec<T> {
     (0..n).map(|i| items[i * items.len() / n].clone()).collect()
 }
 
-/// The stored snapshots of `id` in the board's range (sampled to its tile cap), in
-/// time order: the snapshot query's search.
+/// The stored snapshots of `id` in the board's range (one a second, sampled to the
+/// board's tile cap), in time order: the snapshot query's search.
 async fn find(state: &ApiState, id: &StreamId, b: &Board) -> ApiResult<Vec<Found>> {
     let range = Range {
         domain: &id.domain,
@@ -157,7 +157,8 @@ async fn find(state: &ApiState, id: &StreamId, b: &Board) -> ApiResult<Vec<Found
         found.extend(catalog::scan(target, templates, &range).await?);
     }
     found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
-    found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
+    // One tile a second (cue times are in seconds): the first found of each.
+    found.dedup_by_key(|f| f.unix);
     Ok(sample(&found, b.max_tiles() as usize))
 }
 
@@ -279,7 +280,13 @@ async fn serve_jpg(
     let etag = etag_of(&parts);
     let extra = [("x-livesnap-tiles", found.len().to_string())];
     if images::etag_matches(headers, &etag) {
-        return Ok(image_response(headers, "image/jpeg", &etag, &extra, Bytes::new));
+        return Ok(image_response(
+            headers,
+            "image/jpeg",
+            &etag,
+            &extra,
+            Bytes::new,
+        ));
     }
     let quality = state.node.settings.quality;
     let key = format!("storyboard\n{etag}");
@@ -365,9 +372,7 @@ pub async fn jpg(
     serve_jpg(&state, &id, &b, &headers).await
 }
 
-fn signed_params(
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> ApiResult<Params> {
+fn signed_params(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult<Params> {
     let mut allowed = STORYBOARD_PARAMS.to_vec();
     allowed.extend(["exp", "sig"]);
     Params::new(query, &allowed)
