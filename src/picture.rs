@@ -388,6 +388,9 @@ impl Grid {
     }
 }
 
+/// The tiles of a sheet that could not be made, by index, and why.
+pub type TileFailures = Vec<(usize, PictureError)>;
+
 /// A sprite sheet: each JPEG letterboxed (`pad`) into its tile of `grid`, in order;
 /// a picture that cannot be decoded leaves its tile black (and is named in the
 /// returned list of failures, by index).
@@ -395,7 +398,7 @@ pub fn sprite(
     jpegs: &[Bytes],
     grid: &Grid,
     quality: u8,
-) -> Result<(Vec<u8>, Vec<(usize, PictureError)>), PictureError> {
+) -> Result<(Vec<u8>, TileFailures), PictureError> {
     let (w, h) = grid.size();
     let mut sheet = Rgb::black(w, h);
     let mut failed = Vec::new();

@@ -330,8 +330,11 @@ async fn latest_jpg_is_resized_on_request_from_memory_and_from_storage() {
     assert_eq!(none.status, 404);
 }
 
-/// Cues of a WebVTT file: (start secs, end secs, URL, (x, y, w, h)).
-fn parse_vtt(text: &str) -> Vec<(f64, f64, String, (u32, u32, u32, u32))> {
+/// A WebVTT cue: start and end (s), the URL, its `#xywh` box.
+type Cue = (f64, f64, String, (u32, u32, u32, u32));
+
+/// Cues of a WebVTT file.
+fn parse_vtt(text: &str) -> Vec<Cue> {
     assert!(text.starts_with("WEBVTT\n"), "{text}");
     let secs = |t: &str| -> f64 {
         let p: Vec<f64> = t.split(':').map(|x| x.parse().unwrap()).collect();
@@ -554,13 +557,14 @@ async fn storyboards_tile_the_stored_snapshots_and_sign() {
     let bad_sig = String::from_utf8(bad_sig).unwrap();
     let swapped = url.replace("storyboard.vtt", "storyboard.jpg");
     let stripped = sprite_abs.replace(&format!("{query}&"), "");
-    for (what, u) in <[(&str, String); 5]>::from([
+    let cases: [(&str, String); 5] = [
         ("wider range", wider),
         ("more columns", more),
         ("signature", bad_sig),
         ("vtt signature on the sprite", swapped),
         ("no parameters", stripped),
-    ]) {
+    ];
+    for (what, u) in cases {
         let g = get(&server, &u, false, None).await;
         assert_eq!(
             g.status,
