@@ -540,14 +540,14 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let rule = r.validate(&format!("rules[{i}]"), |s| storage.contains_key(s))?;
-            if !seen.insert((rule.domain().to_string(), rule.app().to_string())) {
+            if !seen.insert((
+                rule.domain().to_string(),
+                rule.app().to_string(),
+                rule.stream().map(str::to_string),
+            )) {
                 return Err(invalid(
                     format!("rules[{i}]"),
-                    format!(
-                        "a rule for domain {:?}, app {:?} already exists",
-                        rule.domain(),
-                        rule.app()
-                    ),
+                    format!("a rule for {} already exists", rule.describe()),
                 ));
             }
             // Rules writing to one place keep their keys apart (`rules::keys_apart`).

@@ -236,6 +236,7 @@ mod tests {
         let spec = RuleSpec {
             domain: "*".into(),
             app: "*".into(),
+            stream: None,
             interval_secs: 5,
             storage: storage.into(),
             overwrite_object: Some(overwrite.into()),

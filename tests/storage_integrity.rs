@@ -69,6 +69,7 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
     let rule = RuleSpec {
         domain: "*".into(),
         app: "*".into(),
+        stream: None,
         interval_secs: 5,
         storage: "default".into(),
         overwrite_object: None,

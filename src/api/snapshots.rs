@@ -35,15 +35,20 @@ const PARAMS: &[&str] = &[
     "order",
 ];
 
-/// (storage, template) pairs that may hold snapshots of streams of (domain, app).
-pub fn candidate_templates(state: &ApiState, domain: &str, app: &str) -> Vec<(String, Template)> {
+/// (storage, template) pairs that may hold snapshots of the stream `id`.
+pub fn candidate_templates(
+    state: &ApiState,
+    id: &crate::names::StreamId,
+) -> Vec<(String, Template)> {
+    let (domain, app, stream) = (&id.domain, &id.app, &id.stream);
     match &state.node.shared_rules {
-        Some(shared) => shared.sequence_templates(domain, app),
+        Some(shared) => shared.sequence_templates(domain, app, stream),
         None => crate::rules::shared::sequence_templates(
             &state.node.settings.static_rules,
             None,
             domain,
             app,
+            stream,
         ),
     }
 }
@@ -118,7 +123,7 @@ pub async fn query(
         end,
     };
     let mut by_storage: BTreeMap<String, Vec<Template>> = BTreeMap::new();
-    for (storage, t) in candidate_templates(&state, &id.domain, &id.app) {
+    for (storage, t) in candidate_templates(&state, &id) {
         by_storage.entry(storage).or_default().push(t);
     }
     let mut found: Vec<Found> = Vec::new();
@@ -136,7 +141,7 @@ pub async fn query(
     let reviewed = state
         .node
         .rules()
-        .lookup(&id.domain, &id.app)
+        .lookup_stream(&id.domain, &id.app, &id.stream)
         .is_some_and(|r| r.spec.review_url.is_some());
     let jobs: Vec<_> = page
         .iter()

@@ -3,9 +3,10 @@
 //! rules in force on this node ([`RuleBook`]) and the rule document shared by every
 //! node (`shared`).
 //!
-//! A rule is keyed by (domain, app), each a name or `*`; the most specific match wins:
-//! (domain, app) → (domain, *) → (*, app) → (*, *). A publish takes its rule once, at
-//! its start; this module never touches live streams.
+//! A rule is keyed by (domain, app), each a name or `*`, and may name one stream of a
+//! named app; the first match wins: (domain, app, stream) → (domain, app) →
+//! (domain, *) → (*, app, stream) → (*, app) → (*, *) (the domain decides first). A
+//! publish takes its rule once, at its start; this module never touches live streams.
 //!
 //! Keys: a rule alone is checked by `spec` (each template tells its stream, is
 //! unambiguous, stays out of livesnap's folders, and its overwrite and sequence
@@ -41,6 +42,16 @@ impl Rule {
 
     pub fn app(&self) -> &str {
         &self.spec.app
+    }
+
+    /// The one stream the rule is for, if it names one.
+    pub fn stream(&self) -> Option<&str> {
+        self.spec.stream.as_deref()
+    }
+
+    /// (domain, app, stream): what makes a rule unique among the rules in force.
+    pub fn scope_key(&self) -> (&str, &str, Option<&str>) {
+        (self.domain(), self.app(), self.stream())
     }
 
     /// The name of the storage target the rule writes to.
@@ -81,9 +92,17 @@ impl Rule {
         self.languages().iter().any(|(_, l)| l.contains(key))
     }
 
-    /// `domain "a.com", app "*"`, for messages.
+    /// `domain "a.com", app "*"` (`, stream "cam7"`), for messages.
     pub fn describe(&self) -> String {
-        format!("domain {:?}, app {:?}", self.domain(), self.app())
+        describe_scope(self.domain(), self.app(), self.stream())
+    }
+}
+
+/// `domain "a.com", app "live"`, and `, stream "cam7"` for a stream rule.
+pub fn describe_scope(domain: &str, app: &str, stream: Option<&str>) -> String {
+    match stream {
+        Some(s) => format!("domain {domain:?}, app {app:?}, stream {s:?}"),
+        None => format!("domain {domain:?}, app {app:?}"),
     }
 }
 
@@ -133,7 +152,8 @@ pub fn keys_apart(a: &Rule, b: &Rule) -> Result<(), Box<KeyClash>> {
 }
 
 /// [`keys_apart`] against each of `others` that writes to the same place as `rule`
-/// (`same_place` compares storage target names) and is not for the same (domain, app).
+/// (`same_place` compares storage target names) and is not for the same (domain, app,
+/// stream).
 pub fn keys_apart_from_all<'a>(
     rule: &Rule,
     others: impl IntoIterator<Item = &'a Rule>,
@@ -141,22 +161,27 @@ pub fn keys_apart_from_all<'a>(
 ) -> Result<(), Box<KeyClash>> {
     others
         .into_iter()
-        .filter(|o| (o.domain(), o.app()) != (rule.domain(), rule.app()))
+        .filter(|o| o.scope_key() != rule.scope_key())
         .filter(|o| same_place(rule.storage(), o.storage()))
         .try_for_each(|o| keys_apart(rule, o))
 }
 
-/// A set of rules with O(1) lookup.
+/// A set of rules with O(1) lookup: a publish's rule is
+/// `lookup_stream(domain, app, stream)` (see the module doc for the order).
 pub type RuleSet = crate::names::ByScope<Rule>;
 
 impl RuleSet {
-    /// Builds the set; the caller has checked that (domain, app) pairs are unique.
+    /// Builds the set; the caller has checked that (domain, app, stream) scopes are
+    /// unique.
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> RuleSet {
-        RuleSet::from_scoped(
-            rules
-                .into_iter()
-                .map(|r| (r.spec.domain.clone(), r.spec.app.clone(), Arc::new(r))),
-        )
+        RuleSet::from_streams(rules.into_iter().map(|r| {
+            (
+                r.spec.domain.clone(),
+                r.spec.app.clone(),
+                r.spec.stream.clone(),
+                Arc::new(r),
+            )
+        }))
     }
 }
 
@@ -196,6 +221,7 @@ mod tests {
         RuleSpec {
             domain: domain.into(),
             app: app.into(),
+            stream: None,
             interval_secs: interval,
             storage: "default".into(),
             overwrite_object: Some("{AppName}/{StreamName}.jpg".into()),
@@ -248,6 +274,7 @@ mod tests {
         RuleSpec {
             domain: "*".into(),
             app: app.into(),
+            stream: None,
             interval_secs: 5,
             storage: storage.into(),
             overwrite_object: Some(ow.into()),

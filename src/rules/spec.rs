@@ -22,6 +22,9 @@ pub struct RuleSpec {
     pub domain: String,
     /// An app name, or "*" for every app.
     pub app: String,
+    /// One stream (exact name) of a named app, or absent for every stream of the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Seconds between snapshots, 5..=3600.
     pub interval_secs: i64,
     /// Name of a `[storage.NAME]` target.
@@ -109,6 +112,7 @@ impl RuleSpec {
     ) -> Result<Rule, Invalid> {
         let key = |k: &str| format!("{at}.{k}");
         names::check_scope(&self.domain, &self.app, at)?;
+        names::check_stream_scope(&self.app, self.stream.as_deref(), at)?;
         if !INTERVAL_SECS.contains(&self.interval_secs) {
             return Err(invalid(
                 key("interval_secs"),
@@ -160,12 +164,13 @@ impl RuleSpec {
         })
     }
 
-    /// The scope the rule's templates render in: its domain and app when it names them.
+    /// The scope the rule's templates render in: its domain, app and stream when it
+    /// names them.
     pub fn scope(&self) -> Scope<'_> {
         Scope {
             domain: (self.domain != ANY).then_some(self.domain.as_str()),
             app: (self.app != ANY).then_some(self.app.as_str()),
-            stream: None,
+            stream: self.stream.as_deref(),
         }
     }
 
@@ -188,7 +193,8 @@ impl RuleSpec {
             let Some(t) = t else { continue };
             let key = format!("{at}.{field}");
             let src = t.as_str();
-            if !t.has_var(Var::StreamName) {
+            // A stream rule's keys are its one stream's: it may leave {StreamName} out.
+            if !t.has_var(Var::StreamName) && self.stream.is_none() {
                 return Err(invalid(
                     key,
                     format!("{src:?} must contain {{StreamName}}, or streams of one app write the same keys"),
