@@ -320,6 +320,89 @@ mod tests {
         assert!(keys_apart_from_all(&spelled, [&spelled], |a, b| a == b).is_ok());
     }
 
+    fn stream_rule(
+        domain: &str,
+        app: &str,
+        stream: &str,
+        ow: &str,
+    ) -> Result<Rule, crate::error::Invalid> {
+        let mut spec = rule("*", "*", 5).spec;
+        spec.domain = domain.into();
+        spec.app = app.into();
+        spec.stream = Some(stream.into());
+        spec.overwrite_object = Some(ow.into());
+        spec.validate("rule", |_| true)
+    }
+
+    #[test]
+    fn stream_rules_take_the_six_level_order() {
+        let ow = "{AppName}/{StreamName}.jpg";
+        let rows = [
+            stream_rule("a.com", "live", "cam7", ow).unwrap(),
+            rule("a.com", "live", 8),
+            rule("a.com", "*", 7),
+            stream_rule("*", "live", "cam7", ow).unwrap(),
+            rule("*", "live", 6),
+            rule("*", "*", 5),
+        ];
+        for first in 0..rows.len() {
+            let set = RuleSet::new(rows[first..].iter().cloned());
+            let got = set.lookup_stream("a.com", "live", "cam7").unwrap();
+            assert_eq!(got.spec, rows[first].spec, "rows {}..", first + 1);
+        }
+        let set = RuleSet::new(rows.iter().cloned());
+        assert_eq!(
+            set.len(),
+            6,
+            "a stream rule and its app's rule are two entries"
+        );
+        let iv = |d, a, s| set.lookup_stream(d, a, s).map(|r| r.interval_secs);
+        assert_eq!(iv("a.com", "live", "cam8"), Some(8));
+        assert_eq!(iv("b.com", "live", "cam8"), Some(6));
+        assert_eq!(
+            set.lookup_stream("b.com", "live", "cam7").unwrap().stream(),
+            Some("cam7")
+        );
+    }
+
+    #[test]
+    fn stream_rules_are_validated() {
+        // A stream rule may leave {StreamName} out: its keys are its stream's.
+        assert!(stream_rule("*", "live", "cam7", "cams/seven.jpg").is_ok());
+        assert!(rule_with("live", "s", "cams/seven.jpg").is_err());
+        let e = stream_rule("*", "*", "cam7", "{AppName}/{StreamName}.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.stream");
+        let e = stream_rule("*", "live", "a/b", "{StreamName}.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.stream");
+        let e = stream_rule("*", "live", "_livesnap", "_livesnap/x.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.stream", "a name publish would refuse");
+        let e = stream_rule("*", "live", "cam7", "_livesnap/{StreamName}.jpg").unwrap_err();
+        assert_eq!(
+            e.key, "rule.overwrite_object",
+            "reserved folders stay reserved"
+        );
+    }
+
+    #[test]
+    fn stream_rules_keep_their_keys_apart() {
+        let app = rule_with("live", "s", "{AppName}/{StreamName}.jpg").unwrap();
+        // The same template for one stream of the app: the keys are that stream's.
+        let same = stream_rule("*", "live", "cam7", "{AppName}/{StreamName}.jpg").unwrap();
+        assert_eq!(keys_apart(&same, &app), Ok(()));
+        // A literal key the app rule renders for the stream "snap".
+        let fixed = stream_rule("*", "live", "cam7", "live/snap.jpg").unwrap();
+        let clash = keys_apart(&fixed, &app).unwrap_err();
+        assert_eq!(clash.key, "live/snap.jpg");
+        assert!(clash.rule.contains("stream \"cam7\""), "{}", clash.rule);
+        // Two stream rules of one app with one literal key.
+        let other = stream_rule("*", "live", "cam8", "live/snap.jpg").unwrap();
+        assert!(keys_apart(&fixed, &other).is_err());
+        let apart = stream_rule("*", "live", "cam8", "live/cam8-only.jpg").unwrap();
+        assert!(keys_apart_from_all(&fixed, [&apart], |a, b| a == b).is_ok());
+        // The rule itself (same scope) is not checked against itself.
+        assert!(keys_apart_from_all(&fixed, [&fixed], |a, b| a == b).is_ok());
+    }
+
     #[test]
     fn the_book_swaps_whole_sets() {
         let book = RuleBook::new(RuleSet::new([rule("*", "*", 5)]));

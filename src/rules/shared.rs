@@ -849,6 +849,66 @@ mod tests {
     }
 
     #[test]
+    fn stream_rules_are_stored_apart_from_their_app_rule() {
+        let mut doc = RulesDoc::default();
+        let mut app = rule(
+            "*",
+            "live",
+            Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
+        );
+        app.spec.overwrite_object = Some("{AppName}/{StreamName}.jpg".into());
+        let mut cam7 = rule("*", "live", Some("cams/seven/{UnixTimestamp}.jpg"));
+        cam7.spec.stream = Some("cam7".into());
+        doc.rules = vec![app.clone(), cam7.clone()];
+        assert_eq!(doc.find("*", "live", None), Some(&app));
+        assert_eq!(doc.find("*", "live", Some("cam7")), Some(&cam7));
+        assert_eq!(doc.position("*", "live", Some("cam8")), None);
+        // The stream is written only for stream rules, and read back.
+        let text = serde_json::to_string(&doc).unwrap();
+        assert_eq!(text.matches("\"stream\"").count(), 1, "{text}");
+        assert_eq!(serde_json::from_str::<RulesDoc>(&text).unwrap(), doc);
+        // Both are in force: not one shadowing the other as a duplicate.
+        let (store, _) = memory_store();
+        let (set, skipped) = store.rules_in_force(&doc);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            set.lookup_stream("x", "live", "cam7").unwrap().spec,
+            cam7.spec
+        );
+        assert_eq!(
+            set.lookup_stream("x", "live", "cam8").unwrap().spec,
+            app.spec
+        );
+        // A second rule for the same stream is skipped.
+        doc.rules.push(cam7.clone());
+        let (_, skipped) = store.rules_in_force(&doc);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("stream \"cam7\""), "{}", skipped[0]);
+        // A stream rule's templates, current and retired, are its stream's only.
+        doc.rules.pop();
+        let mut changed = cam7.clone();
+        changed.spec.sequence_object = Some("cams/7/{UnixTimestamp}.jpg".into());
+        doc.retire(&cam7, Some(&changed), 9);
+        assert_eq!(doc.history[0].stream.as_deref(), Some("cam7"));
+        doc.rules[1] = changed;
+        let tpls = |s| {
+            sequence_templates(&[], Some(&doc), "x", "live", s)
+                .into_iter()
+                .map(|(_, t)| t.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            tpls("cam7"),
+            [
+                "{AppName}/{StreamName}/{UnixTimestamp}.jpg",
+                "cams/7/{UnixTimestamp}.jpg",
+                "cams/seven/{UnixTimestamp}.jpg"
+            ]
+        );
+        assert_eq!(tpls("cam8"), ["{AppName}/{StreamName}/{UnixTimestamp}.jpg"]);
+    }
+
+    #[test]
     fn retire_keeps_changed_templates_once() {
         let mut doc = RulesDoc::default();
         let old = rule(
