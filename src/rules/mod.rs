@@ -403,6 +403,37 @@ mod tests {
         assert!(keys_apart_from_all(&fixed, [&fixed], |a, b| a == b).is_ok());
     }
 
+    /// The commented stream rule of config.example.toml, uncommented, is valid beside
+    /// the example's active rule.
+    #[test]
+    fn the_example_stream_rule_is_valid() {
+        let text = include_str!("../../config.example.toml");
+        let start = text
+            .find("# stream = \"cam7\"")
+            .expect("a stream rule example");
+        let start = text[..start].rfind("# [[rules]]").unwrap();
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .skip(1)
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let spec: RuleSpec = toml::from_str(&block).unwrap();
+        let rule = spec.validate("rules[1]", |s| s == "default").unwrap();
+        assert_eq!(rule.scope_key(), ("*", "live", Some("cam7")));
+        let every = RuleSpec {
+            domain: "*".into(),
+            app: "*".into(),
+            sequence_object: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg".into()),
+            ..rule_with("*", "default", "{AppName}/{StreamName}.jpg")
+                .unwrap()
+                .spec
+        }
+        .validate("rules[0]", |_| true)
+        .unwrap();
+        assert_eq!(keys_apart(&rule, &every), Ok(()));
+    }
+
     #[test]
     fn the_book_swaps_whole_sets() {
         let book = RuleBook::new(RuleSet::new([rule("*", "*", 5)]));
