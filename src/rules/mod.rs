@@ -205,6 +205,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -257,6 +258,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
         }
         .validate("rule", |_| true)
     }

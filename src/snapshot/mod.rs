@@ -6,6 +6,7 @@
 pub mod color;
 pub mod decode;
 pub mod encode;
+pub mod exact;
 pub mod pool;
 pub mod render;
 pub mod scheduler;

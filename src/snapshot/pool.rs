@@ -40,7 +40,8 @@ use tokio::sync::Notify;
 
 use crate::media::avc::AvcConfig;
 use crate::metrics::Metrics;
-use crate::snapshot::render::Renderer;
+use crate::snapshot::exact::{ExactDecoder, Fallback};
+use crate::snapshot::render::{RenderError, Rendered, Renderer};
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::Snapshot;
 
@@ -54,6 +55,11 @@ pub struct DueKeyframe {
     pub unix_ts: u64,
     /// When the keyframe came off the socket.
     pub arrived: Instant,
+    /// Exact mode: the frames after the keyframe in decode order, up to and including
+    /// the due frame (shared `Bytes` of the messages); empty for the keyframe's picture.
+    pub forward: Vec<Bytes>,
+    /// Exact mode: the due frame's rank in presentation order (0: the keyframe).
+    pub rank: usize,
 }
 
 impl std::fmt::Debug for DueKeyframe {
@@ -67,7 +73,8 @@ impl std::fmt::Debug for DueKeyframe {
 
 impl DueKeyframe {
     fn size(&self) -> u64 {
-        self.body.len() as u64
+        let forward: usize = self.forward.iter().map(Bytes::len).sum();
+        (self.body.len() + forward) as u64
     }
 }
 
@@ -401,12 +408,51 @@ impl Pool {
 
 struct Worker {
     renderer: Renderer,
+    /// Decodes forward from keyframes for exact-time snapshots (created on first use).
+    exact: ExactDecoder,
 }
 
 impl Worker {
     fn new(quality: u8, max_pixels: u64) -> Worker {
         Worker {
             renderer: Renderer::new(quality, max_pixels),
+            exact: ExactDecoder::new(max_pixels),
+        }
+    }
+
+    /// The keyframe's picture, or in exact mode the due frame's; when decoding forward
+    /// fails, the keyframe's (counted as an exact fallback, `decode_error`).
+    fn render_job(
+        &mut self,
+        shared: &Shared,
+        queue: &StreamQueue,
+        job: &DueKeyframe,
+    ) -> Result<Rendered, RenderError> {
+        if job.forward.is_empty() {
+            return self.renderer.render(&job.body, &job.config);
+        }
+        let r = self.renderer.render_exact(
+            &mut self.exact,
+            &job.body,
+            &job.forward,
+            job.rank,
+            &job.config,
+        );
+        match r {
+            Ok(pic) => {
+                let frames = job.forward.len() as u64 + 1;
+                shared.metrics.exact_frames_decoded.inc_by(frames);
+                Ok(pic)
+            }
+            Err(RenderError::Exact(e)) => {
+                shared.metrics.exact_fallback(Fallback::DecodeError.reason());
+                queue.span.in_scope(|| {
+                    tracing::warn!(error = %e, frames = job.forward.len() + 1, "exact-time snapshot: decoding forward failed, keyframe taken")
+                });
+                shared.metrics.exact_frames_decoded.inc();
+                self.renderer.render(&job.body, &job.config)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -447,7 +493,7 @@ impl Worker {
 
     fn render(&mut self, shared: &Shared, queue: &StreamQueue, job: DueKeyframe) {
         let metrics = &shared.metrics;
-        match self.renderer.render(&job.body, &job.config) {
+        match self.render_job(shared, queue, &job) {
             Ok(pic) => {
                 match pic.luma {
                     Some(luma) => queue.stats.health.picture(luma),
@@ -538,6 +584,8 @@ mod tests {
             config: config.clone(),
             unix_ts,
             arrived: Instant::now(),
+            forward: Vec::new(),
+            rank: 0,
         }
     }
 
