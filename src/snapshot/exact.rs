@@ -277,13 +277,13 @@ pub enum ExactError {
         #[source]
         source: DecodeError,
     },
-    #[error("openh264 gave {outputs} pictures, the due frame is number {rank}")]
+    #[error("openh264 gave {outputs} pictures for the frames fed, the due frame is number {rank}")]
     NotReached { outputs: usize, rank: usize },
 }
 
 /// An openh264 decoder in no-flush mode (pictures in presentation order), for decoding
-/// forward from a keyframe. One per pool worker, created on first use and again after an
-/// error.
+/// forward from a keyframe. One per pool worker; its openh264 decoder is created afresh
+/// for each snapshot (a creation costs far less than the frames decoded after it).
 pub struct ExactDecoder {
     max_pixels: u64,
     decoder: Option<Decoder>,
@@ -327,6 +327,9 @@ impl ExactDecoder {
     ) -> Result<(), ExactError> {
         let max_pixels = self.max_pixels;
         let decode_err = |index: usize| move |source| ExactError::Decode { index, source };
+        // A fresh decoder per snapshot: a kept one, given the same IDR again after
+        // outputting later pictures of its GOP, put B-frame pictures out of order.
+        self.decoder = None;
         if self.decoder.is_none() {
             let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
             let d = Decoder::with_api_config(OpenH264API::from_source(), config).map_err(|source| {
@@ -381,7 +384,9 @@ impl ExactDecoder {
         {
             take(p, forward.len())?;
         }
-        if outputs <= rank {
+        // Every frame fed gives one picture; fewer means frames were skipped or lost, and
+        // the rank would point at another picture.
+        if outputs != forward.len() + 1 || outputs <= rank {
             return Err(ExactError::NotReached { outputs, rank });
         }
         Ok(())
