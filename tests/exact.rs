@@ -142,7 +142,8 @@ async fn b_frames_are_decoded_in_presentation_order() {
 
 #[tokio::test]
 async fn over_the_frame_cap_the_keyframe_is_taken_and_counted() {
-    let mut server = start("exact_max_frames = 100").await;
+    // A queue of one due snapshot: the full-speed publisher is paced, and loses none.
+    let mut server = start("exact_max_frames = 100\nqueue_keyframes = 1").await;
     let file = "long_gop_640x360.flv";
     let got = publish_and_collect(&server, file, "capped", 5).await;
     // Due 5 s (frame 125 of its GOP), 15 s (175) and 20 s (100: the 101st to decode)
@@ -154,4 +155,47 @@ async fn over_the_frame_cap_the_keyframe_is_taken_and_counted() {
         "{text}"
     );
     assert!(server.stop().await);
+}
+
+#[tokio::test]
+async fn the_rule_api_takes_and_shows_exact() {
+    let server = start("").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}/api/v1/snapshot-configs", server.http);
+    let call = |method: reqwest::Method, url: String, body: serde_json::Value| {
+        let rb = client
+            .request(method, url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move {
+            let resp = rb.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap();
+            (status, serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
+        }
+    };
+    let body = serde_json::json!({
+        "domain": "*", "app": "cams", "interval_secs": 5, "exact": true,
+        "overwrite_object": "{StreamName}.jpg",
+    });
+    let (status, created) = call(reqwest::Method::POST, base.clone(), body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["exact"], true, "{created}");
+    let one = format!("{base}/*/cams");
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        one.clone(),
+        serde_json::json!({ "exact": false }),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched.get("exact"), None, "false is left out: {patched}");
+    let (status, refused) = call(
+        reqwest::Method::PATCH,
+        one,
+        serde_json::json!({ "exact": "yes" }),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("exact"), "{refused}");
 }

@@ -649,6 +649,40 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_job_whose_frames_cannot_be_decoded_renders_its_keyframe() {
+        let (config, kfs) = keyframes("long_gop_640x360.flv");
+        let metrics = Arc::new(Metrics::new());
+        let pool = Pool::without_workers(QueueLimits::default(), metrics.clone());
+        let mut worker = Worker::new(80, 1 << 24);
+        let mut s = stream(16);
+        // A frame after the keyframe whose NAL unit length overruns it, and one that
+        // carries an SPS (parameter sets reach openh264 only with a checked keyframe).
+        let overrun = Bytes::from_static(&[0, 0, 0, 99, 0x41, 0x9a]);
+        let sps = &config.sps[0];
+        let mut with_sps = (sps.len() as u32).to_be_bytes().to_vec();
+        with_sps.extend_from_slice(sps);
+        for (ts, bad) in [(1, overrun), (2, Bytes::from(with_sps))] {
+            let mut j = job(&config, &kfs[0], ts);
+            j.forward = vec![bad];
+            j.rank = 1;
+            offer(&pool, &s, j, Pacing::Offline).unwrap();
+        }
+        while step(&pool, &mut worker).is_some() {}
+        let reference = Renderer::new(80, 1 << 24).render(&kfs[0], &config).unwrap();
+        for ts in [1, 2] {
+            let snap = s.rx.try_recv().unwrap();
+            assert_eq!(snap.unix_ts, ts);
+            assert_eq!(snap.jpeg, reference.jpeg, "the keyframe's picture");
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("livesnap_exact_fallbacks_total{reason=\"decode_error\"} 2"),
+            "{text}"
+        );
+        assert_eq!(StreamStats::get(&s.queue.stats.failed_decode), 0);
+    }
+
+    #[test]
     fn a_live_publisher_drops_the_oldest_an_offline_one_is_refused() {
         let (config, kfs) = keyframes("bt709_bars_1280x720.flv");
         let limits = QueueLimits {
