@@ -1,8 +1,11 @@
 //! One accepted publish, from the publisher's side: holds its name in the registry,
 //! looks at each video tag just enough to find keyframes and sequence headers, asks
 //! the scheduler whether a snapshot is due and, if so, hands the keyframe to the pool.
-//! A non-keyframe costs a two-byte look; nothing is copied. Reports the publish and
-//! its end as events.
+//! A non-keyframe costs a two-byte look; nothing is copied. Under an exact-time rule
+//! (`exact = true`) every AVC frame also goes to the stream's `ExactScheduler` (a clone
+//! of the message's shared `Bytes`, counted in the `exact_gop_bytes` gauge), whose due
+//! frames go to the pool the same way as keyframes. Reports the publish and its end as
+//! events.
 //!
 //! It also tells whether the publisher runs ahead of real time ([`Pacing`]): a
 //! recording pushed at full speed waits for room in the snapshot queue (the connection

@@ -27,6 +27,11 @@
 //! keyframes of the node hold at most `max_queued_bytes` (or one keyframe when that
 //! alone is larger); each worker holds one more keyframe while it renders it. The run
 //! queue holds at most one entry per live stream.
+//!
+//! Exact-time rules hand in the frames after the keyframe up to the due frame with it
+//! ([`DueKeyframe::forward`]); they count in the same byte bounds, and a worker decodes
+//! them forward (`snapshot::exact`), falling back to the keyframe alone when openh264
+//! refuses one.
 
 use std::collections::VecDeque;
 use std::future::Future;
