@@ -20,6 +20,7 @@ pub use crate::relay::config::{Relay, RelaySpec};
 use crate::rtmp::tls::{TlsFile, TlsServer};
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
+use crate::snapshot::exact::ExactLimits;
 use crate::snapshot::pool::QueueLimits;
 use crate::storage::settings::{self, StorageConfig, StorageSettings};
 use crate::storage::template;
@@ -217,6 +218,13 @@ pub struct SnapshotConfig {
     /// Bytes of due keyframes waiting in all streams' queues together, at least
     /// `queue_bytes`, at most 68719476736. Default 268435456 (256 MiB).
     pub max_queued_bytes: u64,
+    /// Exact-time rules (`exact = true`): bytes of compressed frames one stream keeps
+    /// since its last keyframe, 65536..=1073741824; beyond, its snapshots fall back to the
+    /// keyframe until the next one. Default 33554432 (32 MiB).
+    pub exact_gop_bytes: u64,
+    /// Exact-time rules: frames decoded for one snapshot at most (keyframe included),
+    /// 1..=3600; a due frame further into its GOP falls back to the keyframe. Default 300.
+    pub exact_max_frames: usize,
 }
 
 impl Default for SnapshotConfig {
@@ -228,6 +236,8 @@ impl Default for SnapshotConfig {
             queue_keyframes: 8,
             queue_bytes: 16 << 20,
             max_queued_bytes: 256 << 20,
+            exact_gop_bytes: ExactLimits::default().gop_bytes,
+            exact_max_frames: ExactLimits::default().max_frames,
         }
     }
 }
@@ -275,6 +285,8 @@ pub struct Settings {
     /// The snapshot pool's queue bounds (`snapshot.queue_keyframes`, `queue_bytes`,
     /// `max_queued_bytes`).
     pub queue: QueueLimits,
+    /// Exact-time snapshot bounds (`snapshot.exact_gop_bytes`, `exact_max_frames`).
+    pub exact: ExactLimits,
     pub log: LogConfig,
     pub storage: BTreeMap<String, StorageSettings>,
     pub rules: RuleSet,
@@ -522,6 +534,18 @@ impl Config {
                 ),
             ));
         }
+        if !((64 << 10)..=(1 << 30)).contains(&sn.exact_gop_bytes) {
+            return Err(invalid(
+                "snapshot.exact_gop_bytes",
+                format!("must be 65536..=1073741824, got {}", sn.exact_gop_bytes),
+            ));
+        }
+        if !(1..=3600).contains(&sn.exact_max_frames) {
+            return Err(invalid(
+                "snapshot.exact_max_frames",
+                format!("must be 1..=3600, got {}", sn.exact_max_frames),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",
@@ -652,6 +676,10 @@ impl Config {
                 keyframes: sn.queue_keyframes,
                 bytes: sn.queue_bytes,
                 node_bytes: sn.max_queued_bytes,
+            },
+            exact: ExactLimits {
+                gop_bytes: sn.exact_gop_bytes,
+                max_frames: sn.exact_max_frames,
             },
             log: self.log.clone(),
             storage,
@@ -976,6 +1004,8 @@ scheme = "memory"
         assert!(err_of("[snapshot]\nquality = 0").starts_with("snapshot.quality"));
         assert!(err_of("[snapshot]\nqueue_keyframes = 0").starts_with("snapshot.queue_keyframes"));
         assert!(err_of("[snapshot]\nqueue_bytes = 1000").starts_with("snapshot.queue_bytes"));
+        assert!(err_of("[snapshot]\nexact_gop_bytes = 1000").starts_with("snapshot.exact_gop_bytes"));
+        assert!(err_of("[snapshot]\nexact_max_frames = 0").starts_with("snapshot.exact_max_frames"));
         assert!(
             err_of("[snapshot]\nqueue_bytes = 1048576\nmax_queued_bytes = 65536")
                 .starts_with("snapshot.max_queued_bytes")

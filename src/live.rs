@@ -246,6 +246,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

@@ -43,6 +43,12 @@ pub struct Metrics {
     pub publisher_paced_seconds: Counter<f64, AtomicU64>,
     /// Bytes of due keyframes waiting in the snapshot pool's queues.
     pub snapshot_queued_bytes: Gauge,
+    /// Exact mode: bytes of compressed frames kept since the streams' last keyframes.
+    pub exact_gop_bytes: Gauge,
+    /// Exact mode: snapshots that fell back to their keyframe, by reason.
+    pub exact_fallbacks: Family<Reason, Counter>,
+    /// Exact mode: frames decoded for snapshots (keyframes included).
+    pub exact_frames_decoded: Counter,
     pub players_active: Gauge,
     pub bytes_played: Counter,
     pub player_skipped_bytes: Counter,
@@ -92,6 +98,9 @@ impl Metrics {
             creates_landed_earlier: Counter::default(),
             publisher_paced_seconds: Counter::default(),
             snapshot_queued_bytes: Gauge::default(),
+            exact_gop_bytes: Gauge::default(),
+            exact_fallbacks: Family::default(),
+            exact_frames_decoded: Counter::default(),
             players_active: Gauge::default(),
             bytes_played: Counter::default(),
             player_skipped_bytes: Counter::default(),
@@ -252,6 +261,21 @@ impl Metrics {
             "Snapshot reviews by result: done, failed, dropped (queue full)",
             m.reviews.clone(),
         );
+        r.register(
+            "exact_gop_bytes",
+            "Bytes of compressed frames kept since the last keyframe for exact-time snapshots",
+            m.exact_gop_bytes.clone(),
+        );
+        r.register(
+            "exact_fallbacks",
+            "Exact-time snapshots that fell back to their keyframe, by reason: frame_cap, gop_bytes, decode_error",
+            m.exact_fallbacks.clone(),
+        );
+        r.register(
+            "exact_frames_decoded",
+            "Frames decoded for exact-time snapshots, keyframes included",
+            m.exact_frames_decoded.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -262,6 +286,11 @@ impl Metrics {
     /// Connections refused or closed for `why` so far.
     pub fn rejected_count(&self, why: &'static str) -> u64 {
         self.connections_rejected.get_or_create(&reason(why)).get()
+    }
+
+    /// Counts one exact-time snapshot that fell back to its keyframe.
+    pub fn exact_fallback(&self, why: &'static str) {
+        self.exact_fallbacks.get_or_create(&reason(why)).inc();
     }
 
     pub fn dropped(&self, why: &'static str) {

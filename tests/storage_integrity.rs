@@ -79,6 +79,7 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         review_every: None,
         review_kick: None,
         health: None,
+        exact: false,
     }
     .validate("rule", |_| true)
     .unwrap();

@@ -210,6 +210,7 @@ const CREATE_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "exact",
 ];
 
 /// An optional field of any shape, absent or null as `None`.
@@ -284,6 +285,7 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         review_every: opt_value(&body, "review_every")?,
         review_kick: opt_value(&body, "review_kick")?,
         health: opt_value(&body, "health")?,
+        exact: opt_value::<bool>(&body, "exact")?.unwrap_or(false),
     };
     let rule = validate(&state, &cfg)?;
     let (domain, app, stream) = (&cfg.domain, &cfg.app, cfg.stream.as_deref());
@@ -340,6 +342,7 @@ const PATCH_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "exact",
 ];
 
 /// `PATCH /api/v1/snapshot-configs/{domain}/{app}[/{stream}]`: the given fields
@@ -373,6 +376,7 @@ pub async fn update(
     let review_every = body.value::<u32>("review_every")?;
     let review_kick = body.value::<crate::rules::spec::ReviewKick>("review_kick")?;
     let health = body.value::<crate::health::HealthOverride>("health")?;
+    let exact = body.value::<bool>("exact")?;
     if static_rule(&state, &at.domain, &at.app, at.stream()).is_some() {
         return Err(ApiError::read_only(format!(
             "the rule for {} comes from the config file and is read-only here",
@@ -408,6 +412,11 @@ pub async fn update(
             set(&mut spec.review_every, &review_every);
             set(&mut spec.review_kick, &review_kick);
             set(&mut spec.health, &health);
+            match exact {
+                Field::Value(b) => spec.exact = b,
+                Field::Null => spec.exact = false,
+                Field::Absent => {}
+            }
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;

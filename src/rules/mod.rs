@@ -231,6 +231,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -284,6 +285,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
         }
         .validate("rule", |_| true)
     }

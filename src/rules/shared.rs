@@ -766,6 +766,7 @@ mod tests {
                 review_every: None,
                 review_kick: None,
                 health: None,
+                exact: false,
             },
             create_time: 1,
             update_time: 1,

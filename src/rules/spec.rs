@@ -51,6 +51,10 @@ pub struct RuleSpec {
     /// Health thresholds for this rule's streams, replacing the node's `[health]` ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthOverride>,
+    /// Exact-time snapshots: the frame at each due time, decoded forward from the last
+    /// keyframe, instead of the first keyframe at or after it. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
 }
 
 /// A rule's `review_kick`: stop the publish when `label` scores at least `score`.

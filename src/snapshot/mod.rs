@@ -1,4 +1,5 @@
-//! The snapshot pipeline: when a keyframe is due (`scheduler`), the bounded worker
+//! The snapshot pipeline: when a keyframe is due (`scheduler`; or a frame between
+//! keyframes, for exact-time rules: `exact`), the bounded worker
 //! `pool` renders it (`render`: decode with openh264 in `decode`, convert to the
 //! encoder's colour coding in `color`, encode with mozjpeg in `encode`), and the stream's
 //! `writer` stores it. `stats` are the per-stream counters all of them update.
@@ -6,6 +7,7 @@
 pub mod color;
 pub mod decode;
 pub mod encode;
+pub mod exact;
 pub mod pool;
 pub mod render;
 pub mod scheduler;

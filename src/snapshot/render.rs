@@ -14,6 +14,7 @@ use crate::media::sps;
 use crate::snapshot::color::ColorInfo;
 use crate::snapshot::decode::{KeyframeDecoder, YuvFrame};
 use crate::snapshot::encode::JpegEncoder;
+use crate::snapshot::exact::ExactDecoder;
 
 /// Why a keyframe gave no picture.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum RenderError {
     Encode(#[from] crate::snapshot::encode::EncodeError),
     #[error("worker panicked: {0}")]
     Panicked(String),
+    /// Decoding forward from the keyframe failed (exact mode: render the keyframe instead).
+    #[error("exact: {0}")]
+    Exact(#[from] crate::snapshot::exact::ExactError),
 }
 
 /// An encoded picture.
@@ -73,14 +77,39 @@ impl Renderer {
     /// and encodes it as a JPEG. A panic inside either codec is caught and returned as
     /// an error.
     pub fn render(&mut self, body: &Bytes, config: &AvcConfig) -> Result<Rendered, RenderError> {
-        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config))).unwrap_or_else(|p| {
+        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config, None))).unwrap_or_else(|p| {
             Err(RenderError::Panicked(crate::util::panic_message(
                 p.as_ref(),
             )))
         })
     }
 
-    fn render_inner(&mut self, body: &Bytes, cfg: &AvcConfig) -> Result<Rendered, RenderError> {
+    /// Exact mode: [`Renderer::render`], but the picture is the one of presentation rank
+    /// `rank` after decoding `forward` (the frames after the keyframe, in decode order)
+    /// with `exact`'s decoder.
+    pub fn render_exact(
+        &mut self,
+        exact: &mut ExactDecoder,
+        body: &Bytes,
+        forward: &[Bytes],
+        rank: usize,
+        config: &AvcConfig,
+    ) -> Result<Rendered, RenderError> {
+        let forward = Some((exact, forward, rank));
+        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config, forward)))
+            .unwrap_or_else(|p| {
+                Err(RenderError::Panicked(crate::util::panic_message(
+                    p.as_ref(),
+                )))
+            })
+    }
+
+    fn render_inner(
+        &mut self,
+        body: &Bytes,
+        cfg: &AvcConfig,
+        forward: Option<(&mut ExactDecoder, &[Bytes], usize)>,
+    ) -> Result<Rendered, RenderError> {
         let au = avc::scan_access_unit(body, cfg.length_size)?;
         // In-band parameter sets win over the sequence header's.
         let sps_nal = au
@@ -106,8 +135,14 @@ impl Renderer {
         self.params_key.extend_from_slice(pps_nal);
         avc::to_annex_b(body, cfg.length_size, Some(cfg), &mut self.annex_b)?;
         let t0 = Instant::now();
-        self.decoder
-            .decode(&self.annex_b, &self.params_key, &mut self.frame)?;
+        match forward {
+            None => self
+                .decoder
+                .decode(&self.annex_b, &self.params_key, &mut self.frame)?,
+            Some((exact, frames, rank)) => {
+                exact.decode(&self.annex_b, frames, cfg.length_size, rank, &mut self.frame)?
+            }
+        }
         let t1 = Instant::now();
         let f = &self.frame;
         let luma = health::analyze(&f.y, f.y_stride, f.width, f.height);
