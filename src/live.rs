@@ -245,6 +245,8 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            retain_secs: None,
+            retain_count: None,
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

@@ -78,6 +78,8 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         review_every: None,
         review_kick: None,
         health: None,
+        retain_secs: None,
+        retain_count: None,
     }
     .validate("rule", |_| true)
     .unwrap();

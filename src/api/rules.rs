@@ -175,6 +175,8 @@ const CREATE_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "retain_secs",
+    "retain_count",
 ];
 
 /// An optional field of any shape, absent or null as `None`.
@@ -248,6 +250,8 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         review_every: opt_value(&body, "review_every")?,
         review_kick: opt_value(&body, "review_kick")?,
         health: opt_value(&body, "health")?,
+        retain_secs: opt_value(&body, "retain_secs")?,
+        retain_count: opt_value(&body, "retain_count")?,
     };
     let rule = validate(&state, &cfg)?;
     if static_rule(&state, &cfg.domain, &cfg.app).is_some() {
@@ -300,6 +304,8 @@ const PATCH_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "retain_secs",
+    "retain_count",
 ];
 
 /// `PATCH /api/v1/snapshot-configs/{domain}/{app}`: the given fields only; `null`
@@ -333,6 +339,8 @@ pub async fn update(
     let review_every = body.value::<u32>("review_every")?;
     let review_kick = body.value::<crate::rules::spec::ReviewKick>("review_kick")?;
     let health = body.value::<crate::health::HealthOverride>("health")?;
+    let retain_secs = body.value::<u64>("retain_secs")?;
+    let retain_count = body.value::<u64>("retain_count")?;
     if static_rule(&state, &domain, &app).is_some() {
         return Err(ApiError::read_only(format!(
             "the rule for domain {domain:?}, app {app:?} comes from the config file and is read-only here"
@@ -367,6 +375,8 @@ pub async fn update(
             set(&mut spec.review_every, &review_every);
             set(&mut spec.review_kick, &review_kick);
             set(&mut spec.health, &health);
+            set(&mut spec.retain_secs, &retain_secs);
+            set(&mut spec.retain_count, &retain_count);
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;

@@ -205,6 +205,8 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            retain_secs: None,
+            retain_count: None,
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -257,6 +259,8 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            retain_secs: None,
+            retain_count: None,
         }
         .validate("rule", |_| true)
     }

@@ -740,6 +740,8 @@ mod tests {
                 review_every: None,
                 review_kick: None,
                 health: None,
+                retain_secs: None,
+                retain_count: None,
             },
             create_time: 1,
             update_time: 1,
