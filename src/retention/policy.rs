@@ -26,7 +26,7 @@ pub struct RetentionConfig {
     pub max_deletes_per_pass: u64,
     /// Streams one pass sweeps at most (1..=100000). Default 1000.
     pub max_streams_per_pass: u64,
-    /// Keys one pass lists at most to find streams in storage, per rule (1000..=10000000);
+    /// Keys one pass lists at most to find streams in storage, per rule (100..=10000000);
     /// the next pass goes on from there. Default 100000.
     pub max_listed_per_pass: u64,
 }
@@ -60,7 +60,7 @@ impl RetentionConfig {
             (
                 "retention.max_listed_per_pass",
                 self.max_listed_per_pass,
-                1000..=10_000_000,
+                100..=10_000_000,
             ),
         ] {
             if !range.contains(&v) {
