@@ -241,7 +241,10 @@ impl Sweeper {
         scopes.dedup();
         scopes
             .into_iter()
-            .filter_map(|(d, a)| book.lookup(&d, &a).filter(|r| r.domain() == d && r.app() == a))
+            .filter_map(|(d, a)| {
+                book.lookup(&d, &a)
+                    .filter(|r| r.domain() == d && r.app() == a)
+            })
             .filter(|r| {
                 r.sequence_object.is_some()
                     && Retain::of(r.spec.retain_secs, r.spec.retain_count).is_some()
@@ -367,7 +370,10 @@ impl Sweeper {
         let found = catalog::scan(target, std::slice::from_ref(&c.template), &range).await?;
         report.examined += found.len() as u64;
         if !dry_run {
-            self.node.metrics.retention_examined.inc_by(found.len() as u64);
+            self.node
+                .metrics
+                .retention_examined
+                .inc_by(found.len() as u64);
         }
         let items = found
             .into_iter()

@@ -198,15 +198,28 @@ async fn exact_window(storage: String) {
         .filter(|d| d.key.starts_with("live/cam1/"))
         .map(|d| d.reason.as_str())
         .collect();
-    assert_eq!(reasons, ["age"; 6].iter().chain(&["count"; 2]).copied().collect::<Vec<_>>());
+    assert_eq!(
+        reasons,
+        ["age"; 6]
+            .iter()
+            .chain(&["count"; 2])
+            .copied()
+            .collect::<Vec<_>>()
+    );
 
     let real = sweeper.pass(false).await;
-    assert_eq!(real.doomed, dry.doomed, "the real pass deletes what the dry run listed");
+    assert_eq!(
+        real.doomed, dry.doomed,
+        "the real pass deletes what the dry run listed"
+    );
     assert_eq!((real.swept, real.skipped, real.failed), (3, 0, 0));
     assert_eq!(stored(&node).await, minus(&all, &doomed));
     let metrics = node.node.metrics.render();
     assert!(
-        metrics.contains(&format!("livesnap_retention_deleted_total {}", doomed.len())),
+        metrics.contains(&format!(
+            "livesnap_retention_deleted_total {}",
+            doomed.len()
+        )),
         "{metrics}"
     );
     assert!(
@@ -226,7 +239,13 @@ async fn exact_window(storage: String) {
     // `{Sequence}` goes on after the newest kept object.
     let seq = node.node.targets["store"]
         .highest_sequence(
-            node.node.rules().lookup("d", "seq").unwrap().sequence_object.as_ref().unwrap(),
+            node.node
+                .rules()
+                .lookup("d", "seq")
+                .unwrap()
+                .sequence_object
+                .as_ref()
+                .unwrap(),
             "d",
             "seq",
             "cam3",
@@ -416,7 +435,10 @@ async fn the_sweep_command_dry_runs_then_deletes_the_same_keys() {
     assert_eq!(listed, doomed);
     assert_eq!(files(), all, "a dry run deletes nothing");
     let real = run(false);
-    assert_eq!(real, dry, "the pass prints what it deleted: what the dry run listed");
+    assert_eq!(
+        real, dry,
+        "the pass prints what it deleted: what the dry run listed"
+    );
     assert_eq!(files(), minus(&all, &doomed));
 }
 
@@ -426,7 +448,11 @@ fn retention_settings_are_validated_naming_the_key() {
     let storage = fs_storage(dir.path());
     let err = |rules: &str, retention: &str| {
         let text = format!("{storage}\n{rules}\n[retention]\n{retention}\n");
-        Config::parse(&text).unwrap().validate().unwrap_err().to_string()
+        Config::parse(&text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
     };
     let rule = |extra: &str| {
         format!(
@@ -434,7 +460,10 @@ fn retention_settings_are_validated_naming_the_key() {
         )
     };
     let e = err(&rule("retain_count = 3"), "");
-    assert!(e.starts_with("rules[0].retain_count: needs sequence_object"), "{e}");
+    assert!(
+        e.starts_with("rules[0].retain_count: needs sequence_object"),
+        "{e}"
+    );
     let seq = "sequence_object = \"{AppName}/{StreamName}/{Sequence}.jpg\"";
     let e = err(&rule(&format!("{seq}\nretain_secs = 10")), "");
     assert!(e.starts_with("rules[0].retain_secs: must be 60..="), "{e}");
@@ -450,13 +479,19 @@ fn retention_settings_are_validated_naming_the_key() {
 
 /// Plants `streams` streams of app `live` with 3 day-old objects each (2 go) under
 /// names starting with `name`; returns (all, doomed).
-async fn plant_old(node: &Running, name: &str, streams: usize) -> (BTreeSet<String>, BTreeSet<String>) {
+async fn plant_old(
+    node: &Running,
+    name: &str,
+    streams: usize,
+) -> (BTreeSet<String>, BTreeSet<String>) {
     let t = &node.node.targets["store"];
     let (mut all, mut doomed) = (BTreeSet::new(), BTreeSet::new());
     for i in 0..streams {
         for k in 0..3u64 {
             let key = format!("live/{name}{i:03}/{}.jpg", NOW - 86_400 - k);
-            t.put_overwrite(&key, Bytes::from_static(b"j")).await.unwrap();
+            t.put_overwrite(&key, Bytes::from_static(b"j"))
+                .await
+                .unwrap();
             all.insert(key.clone());
             if k > 0 {
                 doomed.insert(key);

@@ -341,11 +341,18 @@ mod tests {
             [(100, Reason::Age), (200, Reason::Age)]
         );
         let count = Retain::of(None, Some(3)).unwrap();
-        assert_eq!(times(&doomed(all.clone(), count, 400)), [(100, Reason::Count)]);
+        assert_eq!(
+            times(&doomed(all.clone(), count, 400)),
+            [(100, Reason::Count)]
+        );
         let both = Retain::of(Some(250), Some(1)).unwrap();
         assert_eq!(
             times(&doomed(all.clone(), both, 400)),
-            [(100, Reason::Age), (200, Reason::Count), (300, Reason::Count)]
+            [
+                (100, Reason::Age),
+                (200, Reason::Count),
+                (300, Reason::Count)
+            ]
         );
         // Everything is old: the newest still stays.
         assert_eq!(doomed(all, age, 10_000).len(), 3);
@@ -354,10 +361,19 @@ mod tests {
     #[test]
     fn the_highest_sequence_stays_even_when_not_the_newest_in_time() {
         // Modification times can tie or go backwards (copies, clock steps).
-        let all = items(&[(500, Some(7)), (500, Some(9)), (600, Some(3)), (10, Some(8))]);
+        let all = items(&[
+            (500, Some(7)),
+            (500, Some(9)),
+            (600, Some(3)),
+            (10, Some(8)),
+        ]);
         let d = doomed(all, Retain::of(None, Some(1)).unwrap(), 600);
         let seqs: Vec<_> = d.iter().map(|(i, _)| i.seq).collect();
-        assert_eq!(seqs, [Some(8), Some(7)], "kept: seq 3 (newest) and 9 (highest)");
+        assert_eq!(
+            seqs,
+            [Some(8), Some(7)],
+            "kept: seq 3 (newest) and 9 (highest)"
+        );
     }
 
     #[test]
