@@ -582,3 +582,101 @@ async fn streams_seen_live_are_swept_without_waiting_for_the_listing() {
     assert_eq!(stored(&node).await, minus(&all, &doomed));
     node.shutdown().await;
 }
+
+/// The rule API takes `retain_secs` and `retain_count` (validated, naming the field;
+/// `null` clears one), and the sweeper applies a stored rule's window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_api_sets_retention_and_the_sweeper_applies_it() {
+    use serde_json::{json, Value};
+    let mut server = common::start_server("").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}/api/v1/snapshot-configs", server.http);
+    let call = |method: reqwest::Method, url: String, body: Value| {
+        let rb = client
+            .request(method, url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move {
+            let resp = rb.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let rule = |extra: Value| {
+        let mut r = json!({
+            "domain": "example.com", "app": "live", "interval_secs": 5,
+            "sequence_object": "{AppName}/{StreamName}/{UnixTimestamp}.jpg",
+        });
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        r
+    };
+    let refused = |(status, body): (u16, Value), field: &str| {
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["field"], field, "{body}");
+    };
+    refused(
+        call(
+            reqwest::Method::POST,
+            base.clone(),
+            rule(json!({"retain_secs": 10})),
+        )
+        .await,
+        "retain_secs",
+    );
+    refused(
+        call(
+            reqwest::Method::POST,
+            base.clone(),
+            json!({"domain": "example.com", "app": "live", "interval_secs": 5,
+                   "overwrite_object": "{AppName}/{StreamName}.jpg", "retain_count": 2}),
+        )
+        .await,
+        "retain_count",
+    );
+    let (status, body) = call(
+        reqwest::Method::POST,
+        base.clone(),
+        rule(json!({"retain_count": 2, "retain_secs": 60})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (body["retain_count"].as_u64(), body["retain_secs"].as_u64()),
+        (Some(2), Some(60))
+    );
+    let one = format!("{base}/example.com/live");
+    let (status, body) = call(
+        reqwest::Method::PATCH,
+        one.clone(),
+        json!({"retain_secs": null, "retain_count": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retain_count"], 3, "{body}");
+    assert!(body["retain_secs"].is_null(), "cleared: {body}");
+    refused(
+        call(reqwest::Method::PATCH, one, json!({"retain_count": 0})).await,
+        "retain_count",
+    );
+
+    // The stored rule's window: the newest 3 of 5 stay.
+    let now = livesnap::clock::unix_now();
+    let root = server.root();
+    for k in 0..5u64 {
+        let path = root.join(format!("live/cam/{}.jpg", now - k * 10));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"j").unwrap();
+    }
+    let r = Sweeper::new(server.node().clone()).pass(false).await;
+    let gone: BTreeSet<String> = keys(&r);
+    let want: BTreeSet<String> = (3..5u64)
+        .map(|k| format!("live/cam/{}.jpg", now - k * 10))
+        .collect();
+    assert_eq!(gone, want);
+    assert_eq!(r.doomed[0].rule, "domain \"example.com\", app \"live\"");
+    assert_eq!(common::list_files(&root.join("live/cam")).len(), 3);
+    server.stop().await;
+}
