@@ -17,6 +17,7 @@ use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
 pub use crate::relay::config::{Relay, RelaySpec};
+pub use crate::retention::policy::RetentionConfig;
 use crate::rtmp::tls::{TlsFile, TlsServer};
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
@@ -97,6 +98,9 @@ pub struct Config {
     /// Signed image links (`/img/…` without the admin token). Default: none (the
     /// routes answer 404).
     pub links: Option<LinksConfig>,
+    /// The retention sweeper (rules' `retain_secs` / `retain_count`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -306,6 +310,7 @@ pub struct Settings {
     pub health: HealthConfig,
     /// `[links]`: the image link signer, when a key is configured.
     pub links: Option<Signer>,
+    pub retention: RetentionConfig,
 }
 
 /// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
@@ -479,6 +484,7 @@ impl Config {
                 format!("must be 1024..=16777216, got {}", l.max_command_bytes),
             ));
         }
+        self.retention.validate()?;
         let largest_message = l.max_message_bytes.max(l.max_command_bytes) as usize;
         if l.max_partial_bytes_per_connection < largest_message {
             return Err(invalid(
@@ -695,6 +701,7 @@ impl Config {
             relays,
             health: self.health.clone(),
             links,
+            retention: self.retention.clone(),
         })
     }
 }
@@ -1004,7 +1011,9 @@ scheme = "memory"
         assert!(err_of("[snapshot]\nquality = 0").starts_with("snapshot.quality"));
         assert!(err_of("[snapshot]\nqueue_keyframes = 0").starts_with("snapshot.queue_keyframes"));
         assert!(err_of("[snapshot]\nqueue_bytes = 1000").starts_with("snapshot.queue_bytes"));
-        assert!(err_of("[snapshot]\nexact_gop_bytes = 1000").starts_with("snapshot.exact_gop_bytes"));
+        assert!(
+            err_of("[snapshot]\nexact_gop_bytes = 1000").starts_with("snapshot.exact_gop_bytes")
+        );
         assert!(err_of("[snapshot]\nexact_max_frames = 0").starts_with("snapshot.exact_max_frames"));
         assert!(
             err_of("[snapshot]\nqueue_bytes = 1048576\nmax_queued_bytes = 65536")

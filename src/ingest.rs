@@ -387,7 +387,10 @@ impl Ingest {
     async fn submit_exact(&mut self, due: ExactDue<Arc<AvcConfig>>) {
         if let Some(f) = due.fallback {
             self.node.metrics.exact_fallback(f.reason());
-            tracing::debug!(reason = f.reason(), "exact-time snapshot falls back to its keyframe");
+            tracing::debug!(
+                reason = f.reason(),
+                "exact-time snapshot falls back to its keyframe"
+            );
         }
         self.stats().due.fetch_add(1, Ordering::Relaxed);
         let job = exact_job(due, self.start_unix);

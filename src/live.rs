@@ -247,6 +247,8 @@ mod tests {
             review_kick: None,
             health: None,
             exact: false,
+            retain_secs: None,
+            retain_count: None,
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

@@ -63,6 +63,13 @@ pub struct Metrics {
     pub health_transitions: Family<Reason, Counter>,
     /// Snapshot reviews by result: done, failed, dropped (queue full).
     pub reviews: Family<Reason, Counter>,
+    /// Sequence objects deleted by the retention sweeper.
+    pub retention_deleted: Counter,
+    /// Retention sweeps of one stream, by result: run, skipped (claimed by another
+    /// node in this period), failed.
+    pub retention_sweeps: Family<Reason, Counter>,
+    /// Objects the retention sweeper listed and judged.
+    pub retention_examined: Counter,
 }
 
 impl Default for Metrics {
@@ -111,6 +118,9 @@ impl Metrics {
             health_active: Family::default(),
             health_transitions: Family::default(),
             reviews: Family::default(),
+            retention_deleted: Counter::default(),
+            retention_sweeps: Family::default(),
+            retention_examined: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -276,6 +286,21 @@ impl Metrics {
             "Frames decoded for exact-time snapshots, keyframes included",
             m.exact_frames_decoded.clone(),
         );
+        r.register(
+            "retention_deleted",
+            "Sequence objects deleted by the retention sweeper",
+            m.retention_deleted.clone(),
+        );
+        r.register(
+            "retention_sweeps",
+            "Retention sweeps of one stream, by result: run, skipped (claimed by another node), failed",
+            m.retention_sweeps.clone(),
+        );
+        r.register(
+            "retention_examined",
+            "Objects listed and judged by the retention sweeper",
+            m.retention_examined.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -300,6 +325,13 @@ impl Metrics {
     /// Counts one review by result (`done`, `failed`, `dropped`).
     pub fn reviewed(&self, result: &'static str) {
         self.reviews.get_or_create(&vec![("result", result)]).inc();
+    }
+
+    /// Counts one retention sweep of a stream: `run`, `skipped` or `failed`.
+    pub fn retention_sweep(&self, result: &'static str) {
+        self.retention_sweeps
+            .get_or_create(&vec![("result", result)])
+            .inc();
     }
 
     pub fn failed(&self, why: &'static str) {

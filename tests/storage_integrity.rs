@@ -80,6 +80,8 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         review_kick: None,
         health: None,
         exact: false,
+        retain_secs: None,
+        retain_count: None,
     }
     .validate("rule", |_| true)
     .unwrap();

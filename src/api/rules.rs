@@ -211,6 +211,8 @@ const CREATE_FIELDS: &[&str] = &[
     "review_kick",
     "health",
     "exact",
+    "retain_secs",
+    "retain_count",
 ];
 
 /// An optional field of any shape, absent or null as `None`.
@@ -286,6 +288,8 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         review_kick: opt_value(&body, "review_kick")?,
         health: opt_value(&body, "health")?,
         exact: opt_value::<bool>(&body, "exact")?.unwrap_or(false),
+        retain_secs: opt_value(&body, "retain_secs")?,
+        retain_count: opt_value(&body, "retain_count")?,
     };
     let rule = validate(&state, &cfg)?;
     let (domain, app, stream) = (&cfg.domain, &cfg.app, cfg.stream.as_deref());
@@ -343,6 +347,8 @@ const PATCH_FIELDS: &[&str] = &[
     "review_kick",
     "health",
     "exact",
+    "retain_secs",
+    "retain_count",
 ];
 
 /// `PATCH /api/v1/snapshot-configs/{domain}/{app}[/{stream}]`: the given fields
@@ -377,6 +383,8 @@ pub async fn update(
     let review_kick = body.value::<crate::rules::spec::ReviewKick>("review_kick")?;
     let health = body.value::<crate::health::HealthOverride>("health")?;
     let exact = body.value::<bool>("exact")?;
+    let retain_secs = body.value::<u64>("retain_secs")?;
+    let retain_count = body.value::<u64>("retain_count")?;
     if static_rule(&state, &at.domain, &at.app, at.stream()).is_some() {
         return Err(ApiError::read_only(format!(
             "the rule for {} comes from the config file and is read-only here",
@@ -417,6 +425,8 @@ pub async fn update(
                 Field::Null => spec.exact = false,
                 Field::Absent => {}
             }
+            set(&mut spec.retain_secs, &retain_secs);
+            set(&mut spec.retain_count, &retain_count);
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;

@@ -232,6 +232,8 @@ mod tests {
             review_kick: None,
             health: None,
             exact: false,
+            retain_secs: None,
+            retain_count: None,
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -286,6 +288,8 @@ mod tests {
             review_kick: None,
             health: None,
             exact: false,
+            retain_secs: None,
+            retain_count: None,
         }
         .validate("rule", |_| true)
     }

@@ -767,6 +767,8 @@ mod tests {
                 review_kick: None,
                 health: None,
                 exact: false,
+                retain_secs: None,
+                retain_count: None,
             },
             create_time: 1,
             update_time: 1,

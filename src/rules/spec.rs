@@ -55,7 +55,19 @@ pub struct RuleSpec {
     /// keyframe, instead of the first keyframe at or after it. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exact: bool,
+    /// Retention of sequence objects: those older than this many seconds are deleted by
+    /// the sweeper (`retention`), the newest of a stream always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_secs: Option<u64>,
+    /// Retention of sequence objects: only the newest this many of a stream are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_count: Option<u64>,
 }
+
+/// Seconds of sequence objects a rule may keep with `retain_secs` (a minute to ten years).
+pub const RETAIN_SECS: std::ops::RangeInclusive<u64> = 60..=315_360_000;
+/// Sequence objects per stream a rule may keep with `retain_count`.
+pub const RETAIN_COUNT: std::ops::RangeInclusive<u64> = 1..=10_000_000;
 
 /// A rule's `review_kick`: stop the publish when `label` scores at least `score`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,12 +172,37 @@ impl RuleSpec {
             ));
         }
         self.check_keys(at, overwrite_object.as_ref(), sequence_object.as_ref())?;
+        self.check_retention(&key)?;
         Ok(Rule {
             spec: self.clone(),
             interval_secs: self.interval_secs as u32,
             overwrite_object,
             sequence_object,
         })
+    }
+
+    /// `retain_secs` and `retain_count`: within their ranges, and only with a
+    /// `sequence_object` (overwrite objects are never swept).
+    fn check_retention(&self, key: &impl Fn(&str) -> String) -> Result<(), Invalid> {
+        for (name, v, range) in [
+            ("retain_secs", self.retain_secs, RETAIN_SECS),
+            ("retain_count", self.retain_count, RETAIN_COUNT),
+        ] {
+            let Some(v) = v else { continue };
+            if self.sequence_object.is_none() {
+                return Err(invalid(
+                    key(name),
+                    "needs sequence_object (only sequence objects are swept)",
+                ));
+            }
+            if !range.contains(&v) {
+                return Err(invalid(
+                    key(name),
+                    format!("must be {}..={}, got {v}", range.start(), range.end()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The scope the rule's templates render in: its domain, app and stream when it
