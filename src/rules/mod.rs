@@ -13,6 +13,7 @@
 //! target: an overwrite key of one is never a sequence key of the other, and no key is
 //! rendered for two different streams.
 
+pub mod output;
 pub mod shared;
 pub mod spec;
 
