@@ -205,7 +205,12 @@ impl Ingest {
                     tracing::info!(interval_secs = rule.interval_secs, rule_domain = %rule.domain(), rule_app = %rule.app(), "publish started; snapshots on");
                     Some(Snapshotting {
                         scheduler: Scheduler::new(rule.interval_secs),
-                        queue: StreamQueue::new(tx, stats, tracing::Span::current()),
+                        queue: StreamQueue::with_outputs(
+                            tx,
+                            stats,
+                            tracing::Span::current(),
+                            rule.outputs.clone(),
+                        ),
                         writer: Some(writer),
                     })
                 }

@@ -245,6 +245,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            outputs: Vec::new(),
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

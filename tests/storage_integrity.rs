@@ -78,6 +78,7 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         review_every: None,
         review_kick: None,
         health: None,
+        outputs: Vec::new(),
     }
     .validate("rule", |_| true)
     .unwrap();

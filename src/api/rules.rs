@@ -175,6 +175,7 @@ const CREATE_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "outputs",
 ];
 
 /// An optional field of any shape, absent or null as `None`.
@@ -190,6 +191,17 @@ fn opt_string(body: &JsonObject, key: &str) -> ApiResult<Option<String>> {
         Field::Value(s) => Some(s),
         Field::Absent | Field::Null => None,
     })
+}
+
+/// The `outputs` array, its errors naming the output and field (`outputs[1].fit`).
+fn outputs(body: &JsonObject) -> ApiResult<Field<Vec<crate::rules::output::OutputSpec>>> {
+    match body.0.get("outputs") {
+        None => Ok(Field::Absent),
+        Some(serde_json::Value::Null) => Ok(Field::Null),
+        Some(v) => crate::rules::output::outputs_from_json(v)
+            .map(Field::Value)
+            .map_err(|e| ApiError::invalid(e.key, e.message)),
+    }
 }
 
 fn required_string(body: &JsonObject, key: &str) -> ApiResult<String> {
@@ -248,6 +260,10 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         review_every: opt_value(&body, "review_every")?,
         review_kick: opt_value(&body, "review_kick")?,
         health: opt_value(&body, "health")?,
+        outputs: match outputs(&body)? {
+            Field::Value(o) => o,
+            Field::Absent | Field::Null => Vec::new(),
+        },
     };
     let rule = validate(&state, &cfg)?;
     if static_rule(&state, &cfg.domain, &cfg.app).is_some() {
@@ -300,6 +316,7 @@ const PATCH_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "outputs",
 ];
 
 /// `PATCH /api/v1/snapshot-configs/{domain}/{app}`: the given fields only; `null`
@@ -333,6 +350,7 @@ pub async fn update(
     let review_every = body.value::<u32>("review_every")?;
     let review_kick = body.value::<crate::rules::spec::ReviewKick>("review_kick")?;
     let health = body.value::<crate::health::HealthOverride>("health")?;
+    let outputs = outputs(&body)?;
     if static_rule(&state, &domain, &app).is_some() {
         return Err(ApiError::read_only(format!(
             "the rule for domain {domain:?}, app {app:?} comes from the config file and is read-only here"
@@ -367,6 +385,11 @@ pub async fn update(
             set(&mut spec.review_every, &review_every);
             set(&mut spec.review_kick, &review_kick);
             set(&mut spec.health, &health);
+            match &outputs {
+                Field::Absent => {}
+                Field::Null => spec.outputs.clear(),
+                Field::Value(o) => spec.outputs = o.clone(),
+            }
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;

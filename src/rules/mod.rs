@@ -33,6 +33,8 @@ pub struct Rule {
     pub interval_secs: u32,
     pub overwrite_object: Option<Template>,
     pub sequence_object: Option<Template>,
+    /// The outputs after output 0 (the rule's own templates), as `spec.outputs` lists them.
+    pub outputs: Vec<output::Output>,
 }
 
 impl Rule {
@@ -57,9 +59,28 @@ impl Rule {
     /// Whether the sequence template counts with `{Sequence}` (which must then continue
     /// from what is already stored).
     pub fn uses_sequence(&self) -> bool {
+        self.numbering_template().is_some()
+    }
+
+    /// The template whose stored keys give the stream's next `{Sequence}`: the first
+    /// sequence template that renders it (output 0's, then the outputs' in order). Every
+    /// output of a snapshot shares the number this one settles on.
+    pub fn numbering_template(&self) -> Option<&Template> {
+        self.sequence_templates()
+            .into_iter()
+            .find(|t| t.has_var(Var::Sequence))
+    }
+
+    /// Every sequence template of the rule, output 0's first.
+    pub fn sequence_templates(&self) -> Vec<&Template> {
         self.sequence_object
-            .as_ref()
-            .is_some_and(|t| t.has_var(Var::Sequence))
+            .iter()
+            .chain(
+                self.outputs
+                    .iter()
+                    .filter_map(|o| o.sequence_object.as_ref()),
+            )
+            .collect()
     }
 }
 
@@ -68,11 +89,19 @@ impl Rule {
     /// renders under this rule.
     fn languages(&self) -> Vec<(&'static str, Language)> {
         let scope = self.spec.scope();
+        // Outputs' templates count as their kind (`keys_apart` compares kinds).
+        let outputs = self.outputs.iter().flat_map(|o| {
+            [
+                ("overwrite_object", &o.overwrite_object),
+                ("sequence_object", &o.sequence_object),
+            ]
+        });
         [
             ("overwrite_object", &self.overwrite_object),
             ("sequence_object", &self.sequence_object),
         ]
         .into_iter()
+        .chain(outputs)
         .filter_map(|(f, t)| Some((f, Language::of(t.as_ref()?, scope))))
         .collect()
     }
@@ -206,6 +235,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            outputs: Vec::new(),
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -258,6 +288,7 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            outputs: Vec::new(),
         }
         .validate("rule", |_| true)
     }

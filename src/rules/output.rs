@@ -156,12 +156,18 @@ impl OutputSpec {
             .map(|t| parse("sequence_object", t, true))
             .transpose()?;
         if overwrite_object.is_none() && sequence_object.is_none() {
-            return Err(invalid(at, "needs overwrite_object, sequence_object or both"));
+            return Err(invalid(
+                at,
+                "needs overwrite_object, sequence_object or both",
+            ));
         }
         for (field, v) in [("width", self.width), ("height", self.height)] {
             if let Some(v) = v {
                 if !(1..=MAX_SIDE).contains(&v) {
-                    return Err(invalid(key(field), format!("must be 1..={MAX_SIDE}, got {v}")));
+                    return Err(invalid(
+                        key(field),
+                        format!("must be 1..={MAX_SIDE}, got {v}"),
+                    ));
                 }
             }
         }
@@ -316,7 +322,10 @@ mod tests {
     #[test]
     fn json_errors_name_the_field() {
         let key = |v: serde_json::Value| outputs_from_json(&v).unwrap_err().key;
-        assert_eq!(key(serde_json::json!([{}, {"fit": "stretch"}])), "outputs[1].fit");
+        assert_eq!(
+            key(serde_json::json!([{}, {"fit": "stretch"}])),
+            "outputs[1].fit"
+        );
         assert_eq!(key(serde_json::json!([{"width": -1}])), "outputs[0].width");
         assert_eq!(key(serde_json::json!([{"colour": 1}])), "outputs[0].colour");
         assert_eq!(key(serde_json::json!({"width": 1})), "outputs");
@@ -333,7 +342,10 @@ mod tests {
         }
         .validate("o")
         .unwrap();
-        assert_eq!((o.fit, o.format, o.quality), (Fit::Scale, Format::Jpeg, None));
+        assert_eq!(
+            (o.fit, o.format, o.quality),
+            (Fit::Scale, Format::Jpeg, None)
+        );
         assert_eq!(Format::of_key("a/b.webp"), Some(Format::Webp));
         assert_eq!(Format::of_key("a/b.png"), None);
         assert_eq!(Format::Webp.content_type(), "image/webp");

@@ -740,6 +740,7 @@ mod tests {
                 review_every: None,
                 review_kick: None,
                 health: None,
+                outputs: Vec::new(),
             },
             create_time: 1,
             update_time: 1,

@@ -40,6 +40,7 @@ use tokio::sync::Notify;
 
 use crate::media::avc::AvcConfig;
 use crate::metrics::Metrics;
+use crate::rules::output::Output;
 use crate::snapshot::render::Renderer;
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::Snapshot;
@@ -117,6 +118,8 @@ pub struct StreamQueue {
     pub stats: Arc<StreamStats>,
     /// Log context of the stream (peer, domain, app, stream).
     pub span: tracing::Span,
+    /// The rule's outputs after output 0, rendered from the same decode.
+    outputs: Vec<Output>,
 }
 
 impl StreamQueue {
@@ -125,11 +128,22 @@ impl StreamQueue {
         stats: Arc<StreamStats>,
         span: tracing::Span,
     ) -> Arc<StreamQueue> {
+        Self::with_outputs(sink, stats, span, Vec::new())
+    }
+
+    /// [`new`](Self::new) for a rule with `outputs` (rendered with output 0).
+    pub fn with_outputs(
+        sink: tmpsc::Sender<Snapshot>,
+        stats: Arc<StreamStats>,
+        span: tracing::Span,
+        outputs: Vec<Output>,
+    ) -> Arc<StreamQueue> {
         Arc::new(StreamQueue {
             state: Mutex::new(QueueState::default()),
             sink,
             stats,
             span,
+            outputs,
         })
     }
 
@@ -447,7 +461,10 @@ impl Worker {
 
     fn render(&mut self, shared: &Shared, queue: &StreamQueue, job: DueKeyframe) {
         let metrics = &shared.metrics;
-        match self.renderer.render(&job.body, &job.config) {
+        match self
+            .renderer
+            .render_outputs(&job.body, &job.config, &queue.outputs)
+        {
             Ok(pic) => {
                 match pic.luma {
                     Some(luma) => queue.stats.health.picture(luma),
@@ -465,6 +482,7 @@ impl Worker {
                     height: pic.height,
                     unix_ts: job.unix_ts,
                     arrived: job.arrived,
+                    outputs: pic.outputs,
                 };
                 if queue.sink.try_send(snap).is_err() {
                     queue.stats.dropped_backlog.fetch_add(1, Ordering::Relaxed);

@@ -36,7 +36,13 @@ impl Layout {
     /// The layout of a `src_w`×`src_h` picture in a box of `width` and/or `height` (both
     /// `None`: the picture's own size). `pad` and `crop` without both sides act as `scale`
     /// (validation refuses that configuration before it gets here).
-    pub fn plan(src_w: u32, src_h: u32, width: Option<u32>, height: Option<u32>, fit: Fit) -> Layout {
+    pub fn plan(
+        src_w: u32,
+        src_h: u32,
+        width: Option<u32>,
+        height: Option<u32>,
+        fit: Fit,
+    ) -> Layout {
         let (sw, sh) = (f64::from(src_w.max(1)), f64::from(src_h.max(1)));
         let whole = [0.0, 0.0, sw, sh];
         let round = |v: f64| (v.round() as u32).max(1);
@@ -212,16 +218,21 @@ impl Resizer {
             }
             (&self.compact[..], p.width)
         };
-        let src = fir::images::ImageRef::new(stride as u32, p.height as u32, data, fir::PixelType::U8)
-            .map_err(|e| err(&e))?;
+        let src =
+            fir::images::ImageRef::new(stride as u32, p.height as u32, data, fir::PixelType::U8)
+                .map_err(|e| err(&e))?;
         let [cx, cy, cw, ch] = crop;
         let cw = cw.min(p.width as f64 - cx).max(1.0);
         let ch = ch.min(p.height as f64 - cy).max(1.0);
         let options = self.options.crop(cx, cy, cw, ch);
         if (x, y, w) == (0, 0, out_stride) && out.len() == w * h {
-            let mut dst = fir::images::Image::from_slice_u8(w as u32, h as u32, out, fir::PixelType::U8)
-                .map_err(|e| err(&e))?;
-            return self.inner.resize(&src, &mut dst, &options).map_err(|e| err(&e));
+            let mut dst =
+                fir::images::Image::from_slice_u8(w as u32, h as u32, out, fir::PixelType::U8)
+                    .map_err(|e| err(&e))?;
+            return self
+                .inner
+                .resize(&src, &mut dst, &options)
+                .map_err(|e| err(&e));
         }
         self.inner_plane.clear();
         self.inner_plane.resize(w * h, 0);
@@ -232,7 +243,9 @@ impl Resizer {
             fir::PixelType::U8,
         )
         .map_err(|e| err(&e))?;
-        self.inner.resize(&src, &mut dst, &options).map_err(|e| err(&e))?;
+        self.inner
+            .resize(&src, &mut dst, &options)
+            .map_err(|e| err(&e))?;
         for (row, line) in self.inner_plane.chunks_exact(w).enumerate() {
             let at = (y + row) * out_stride + x;
             out[at..at + w].copy_from_slice(line);

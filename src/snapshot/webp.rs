@@ -30,7 +30,12 @@ pub enum WebpError {
 const MAX_SIDE: usize = 16383;
 
 /// Encodes packed RGB (`width × height × 3` bytes) as lossy WebP at `quality` (1–100).
-pub fn encode_webp_rgb(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, WebpError> {
+pub fn encode_webp_rgb(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, WebpError> {
     let (w, h) = (width as usize, height as usize);
     let invalid = |reason| WebpError::InvalidFrame {
         width: w,
@@ -83,7 +88,12 @@ impl WebpEncoder {
     }
 
     /// Encodes `frame` (coded as `color` says) at `quality` (1–100).
-    pub fn encode(&mut self, frame: &YuvFrame, color: ColorInfo, quality: u8) -> Result<Vec<u8>, WebpError> {
+    pub fn encode(
+        &mut self,
+        frame: &YuvFrame,
+        color: ColorInfo,
+        quality: u8,
+    ) -> Result<Vec<u8>, WebpError> {
         let invalid = |reason| WebpError::InvalidFrame {
             width: frame.width,
             height: frame.height,
@@ -160,7 +170,10 @@ fn config(quality: u8) -> Result<sys::WebPConfig, WebpError> {
 ///
 /// # Safety
 /// `pic` must be an initialised picture whose planes (or ARGB buffer) are valid.
-unsafe fn encode_picture(config: &sys::WebPConfig, pic: &mut sys::WebPPicture) -> Result<Vec<u8>, WebpError> {
+unsafe fn encode_picture(
+    config: &sys::WebPConfig,
+    pic: &mut sys::WebPPicture,
+) -> Result<Vec<u8>, WebpError> {
     let mut writer: sys::WebPMemoryWriter = std::mem::zeroed();
     sys::WebPMemoryWriterInit(&mut writer);
     pic.writer = Some(sys::WebPMemoryWrite);
@@ -223,13 +236,22 @@ mod tests {
         let rgb: Vec<u8> = (0..w * h)
             .flat_map(|i| {
                 let (x, y) = (i % w, i / w);
-                [(x * 255 / w) as u8, (y * 255 / h) as u8, ((x ^ y) & 0xff) as u8]
+                [
+                    (x * 255 / w) as u8,
+                    (y * 255 / h) as u8,
+                    ((x ^ y) & 0xff) as u8,
+                ]
             })
             .collect();
         let small = encode_webp_rgb(&rgb, w, h, 10).unwrap();
         let large = encode_webp_rgb(&rgb, w, h, 95).unwrap();
         assert_eq!(decode(&large).0, w);
-        assert!(small.len() < large.len(), "{} vs {}", small.len(), large.len());
+        assert!(
+            small.len() < large.len(),
+            "{} vs {}",
+            small.len(),
+            large.len()
+        );
         assert!(matches!(
             encode_webp_rgb(&rgb[..10], w, h, 80),
             Err(WebpError::InvalidFrame { .. })
