@@ -61,20 +61,19 @@ impl Format {
         }
     }
 
-    /// Key extensions (lower case, with the dot) of this format.
-    pub fn extensions(self) -> &'static [&'static str] {
+    /// The extension (with the dot) of this format's keys.
+    pub fn extension(self) -> &'static str {
         match self {
-            Format::Jpeg => &[".jpg", ".jpeg"],
-            Format::Webp => &[".webp"],
+            Format::Jpeg => ".jpg",
+            Format::Webp => ".webp",
         }
     }
 
     /// The format a key's extension names, if any.
     pub fn of_key(key: &str) -> Option<Format> {
-        let lower = key.to_ascii_lowercase();
         [Format::Jpeg, Format::Webp]
             .into_iter()
-            .find(|f| f.extensions().iter().any(|e| lower.ends_with(e)))
+            .find(|f| key.ends_with(f.extension()))
     }
 }
 
@@ -126,24 +125,13 @@ impl OutputSpec {
         let format = self.format.unwrap_or_default();
         let fit = self.fit.unwrap_or_default();
         let parse = |field: &str, t: &str, sequential: bool| {
+            let ext = format.extension();
             let parsed = if sequential {
-                Template::parse_sequential(t)
+                Template::parse_sequential_ending(t, ext)
             } else {
-                Template::parse(t)
+                Template::parse_ending(t, ext)
             };
-            let t = parsed.map_err(|e| invalid(key(field), format!("{t:?} {e}")))?;
-            if Format::of_key(t.as_str()) != Some(format) {
-                return Err(invalid(
-                    key(field),
-                    format!(
-                        "{:?} must end in {} for format {:?}",
-                        t.as_str(),
-                        format.extensions().join(" or "),
-                        format.as_str()
-                    ),
-                ));
-            }
-            Ok(t)
+            parsed.map_err(|e| invalid(key(field), format!("{t:?} {e}")))
         };
         let overwrite_object = self
             .overwrite_object
@@ -336,7 +324,7 @@ mod tests {
     #[test]
     fn defaults_and_extensions() {
         let o = OutputSpec {
-            overwrite_object: Some("{StreamName}/small.JPEG".into()),
+            overwrite_object: Some("{StreamName}/small.jpg".into()),
             height: Some(90),
             ..OutputSpec::default()
         }

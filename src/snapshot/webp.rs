@@ -214,6 +214,9 @@ mod tests {
                 assert_eq!(&webp[8..12], b"WEBP");
                 let (dw, dh, rgb) = decode(&webp);
                 assert_eq!((dw as usize, dh as usize), (w, h));
+                // The catalog reads the size from the header alone.
+                let header = crate::storage::image_header::dimensions(&webp[..64]);
+                assert_eq!(header, Some((w as u16, h as u16)));
                 // The middle of each bar, on the middle row, close to its true colour.
                 let row = &rgb[(h / 2) * w * 3..(h / 2 + 1) * w * 3];
                 for (bar, want) in BARS.iter().enumerate() {
