@@ -207,14 +207,19 @@ pub async fn query(
                 "width": dims.map(|d| d.0),
                 "height": dims.map(|d| d.1),
                 "size": size,
-                "format": Format::of_key(&f.key).unwrap_or_default().as_str(),
-                "outputs": members
+            });
+            // Snapshots of rules with outputs (or a first object that is not a JPEG) say
+            // what they hold; a plain rule's items stay as they always were.
+            let format = Format::of_key(&f.key).unwrap_or_default();
+            if members.len() > 1 || format != Format::Jpeg {
+                item["format"] = json!(format.as_str());
+                item["outputs"] = members
                     .iter()
                     .map(|(f, ((size, dims), _))| object(f, *size, *dims))
-                    .collect::<Vec<_>>(),
-            });
-            if let Some(n) = g.sequence {
-                item["sequence"] = json!(n);
+                    .collect();
+                if let Some(n) = g.sequence {
+                    item["sequence"] = json!(n);
+                }
             }
             if reviewed {
                 item["review"] = review.clone().unwrap_or(Value::Null);
