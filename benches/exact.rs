@@ -148,6 +148,7 @@ fn main() {
                                 &due.forward,
                                 due.rank,
                                 &due.context,
+                                &[],
                             )
                         };
                         pic.expect("renders");

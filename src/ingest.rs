@@ -219,7 +219,12 @@ impl Ingest {
                             .exact
                             .then(|| ExactScheduler::new(rule.interval_secs, node.settings.exact)),
                         gop_bytes: 0,
-                        queue: StreamQueue::new(tx, stats, tracing::Span::current()),
+                        queue: StreamQueue::with_outputs(
+                            tx,
+                            stats,
+                            tracing::Span::current(),
+                            rule.outputs.clone(),
+                        ),
                         writer: Some(writer),
                     })
                 }
@@ -351,11 +356,9 @@ impl Ingest {
                 self.on_keyframe(timestamp, tag.composition_time, tag.body)
                     .await
             }
-            PacketKind::Nalus => {
-                if self.snap.as_ref().is_some_and(|s| s.exact.is_some()) {
-                    self.on_exact_frame(timestamp, tag.composition_time, false, tag.body)
-                        .await;
-                }
+            PacketKind::Nalus if self.snap.as_ref().is_some_and(|s| s.exact.is_some()) => {
+                self.on_exact_frame(timestamp, tag.composition_time, false, tag.body)
+                    .await;
             }
             _ => {}
         }

@@ -249,6 +249,7 @@ mod tests {
             exact: false,
             retain_secs: None,
             retain_count: None,
+            outputs: Vec::new(),
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

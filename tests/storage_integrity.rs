@@ -82,6 +82,7 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         exact: false,
         retain_secs: None,
         retain_count: None,
+        outputs: Vec::new(),
     }
     .validate("rule", |_| true)
     .unwrap();
@@ -114,6 +115,7 @@ fn snap(body: String, unix_ts: u64) -> Snapshot {
         height: 2,
         unix_ts,
         arrived: Instant::now(),
+        outputs: Vec::new(),
     }
 }
 

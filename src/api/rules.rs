@@ -213,6 +213,7 @@ const CREATE_FIELDS: &[&str] = &[
     "exact",
     "retain_secs",
     "retain_count",
+    "outputs",
 ];
 
 /// An optional field of any shape, absent or null as `None`.
@@ -228,6 +229,17 @@ fn opt_string(body: &JsonObject, key: &str) -> ApiResult<Option<String>> {
         Field::Value(s) => Some(s),
         Field::Absent | Field::Null => None,
     })
+}
+
+/// The `outputs` array, its errors naming the output and field (`outputs[1].fit`).
+fn outputs(body: &JsonObject) -> ApiResult<Field<Vec<crate::rules::output::OutputSpec>>> {
+    match body.0.get("outputs") {
+        None => Ok(Field::Absent),
+        Some(serde_json::Value::Null) => Ok(Field::Null),
+        Some(v) => crate::rules::output::outputs_from_json(v)
+            .map(Field::Value)
+            .map_err(|e| ApiError::invalid(e.key, e.message)),
+    }
 }
 
 fn required_string(body: &JsonObject, key: &str) -> ApiResult<String> {
@@ -290,6 +302,10 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         exact: opt_value::<bool>(&body, "exact")?.unwrap_or(false),
         retain_secs: opt_value(&body, "retain_secs")?,
         retain_count: opt_value(&body, "retain_count")?,
+        outputs: match outputs(&body)? {
+            Field::Value(o) => o,
+            Field::Absent | Field::Null => Vec::new(),
+        },
     };
     let rule = validate(&state, &cfg)?;
     let (domain, app, stream) = (&cfg.domain, &cfg.app, cfg.stream.as_deref());
@@ -349,6 +365,7 @@ const PATCH_FIELDS: &[&str] = &[
     "exact",
     "retain_secs",
     "retain_count",
+    "outputs",
 ];
 
 /// `PATCH /api/v1/snapshot-configs/{domain}/{app}[/{stream}]`: the given fields
@@ -385,6 +402,7 @@ pub async fn update(
     let exact = body.value::<bool>("exact")?;
     let retain_secs = body.value::<u64>("retain_secs")?;
     let retain_count = body.value::<u64>("retain_count")?;
+    let outputs = outputs(&body)?;
     if static_rule(&state, &at.domain, &at.app, at.stream()).is_some() {
         return Err(ApiError::read_only(format!(
             "the rule for {} comes from the config file and is read-only here",
@@ -427,6 +445,11 @@ pub async fn update(
             }
             set(&mut spec.retain_secs, &retain_secs);
             set(&mut spec.retain_count, &retain_count);
+            match &outputs {
+                Field::Absent => {}
+                Field::Null => spec.outputs.clear(),
+                Field::Value(o) => spec.outputs = o.clone(),
+            }
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;

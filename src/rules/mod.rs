@@ -14,6 +14,7 @@
 //! target: an overwrite key of one is never a sequence key of the other, and no key is
 //! rendered for two different streams.
 
+pub mod output;
 pub mod shared;
 pub mod spec;
 
@@ -33,6 +34,8 @@ pub struct Rule {
     pub interval_secs: u32,
     pub overwrite_object: Option<Template>,
     pub sequence_object: Option<Template>,
+    /// The outputs after output 0 (the rule's own templates), as `spec.outputs` lists them.
+    pub outputs: Vec<output::Output>,
 }
 
 impl Rule {
@@ -67,9 +70,28 @@ impl Rule {
     /// Whether the sequence template counts with `{Sequence}` (which must then continue
     /// from what is already stored).
     pub fn uses_sequence(&self) -> bool {
+        self.numbering_template().is_some()
+    }
+
+    /// The template whose stored keys give the stream's next `{Sequence}`: the first
+    /// sequence template that renders it (output 0's, then the outputs' in order). Every
+    /// output of a snapshot shares the number this one settles on.
+    pub fn numbering_template(&self) -> Option<&Template> {
+        self.sequence_templates()
+            .into_iter()
+            .find(|t| t.has_var(Var::Sequence))
+    }
+
+    /// Every sequence template of the rule, output 0's first.
+    pub fn sequence_templates(&self) -> Vec<&Template> {
         self.sequence_object
-            .as_ref()
-            .is_some_and(|t| t.has_var(Var::Sequence))
+            .iter()
+            .chain(
+                self.outputs
+                    .iter()
+                    .filter_map(|o| o.sequence_object.as_ref()),
+            )
+            .collect()
     }
 }
 
@@ -78,11 +100,19 @@ impl Rule {
     /// renders under this rule.
     fn languages(&self) -> Vec<(&'static str, Language)> {
         let scope = self.spec.scope();
+        // Outputs' templates count as their kind (`keys_apart` compares kinds).
+        let outputs = self.outputs.iter().flat_map(|o| {
+            [
+                ("overwrite_object", &o.overwrite_object),
+                ("sequence_object", &o.sequence_object),
+            ]
+        });
         [
             ("overwrite_object", &self.overwrite_object),
             ("sequence_object", &self.sequence_object),
         ]
         .into_iter()
+        .chain(outputs)
         .filter_map(|(f, t)| Some((f, Language::of(t.as_ref()?, scope))))
         .collect()
     }
@@ -234,6 +264,7 @@ mod tests {
             exact: false,
             retain_secs: None,
             retain_count: None,
+            outputs: Vec::new(),
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -290,6 +321,7 @@ mod tests {
             exact: false,
             retain_secs: None,
             retain_count: None,
+            outputs: Vec::new(),
         }
         .validate("rule", |_| true)
     }

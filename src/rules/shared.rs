@@ -717,20 +717,21 @@ pub fn sequence_templates(
         }
     };
     for r in static_rules {
-        if let (true, Some(t)) = (matches(r.domain(), r.app(), r.stream()), &r.sequence_object) {
-            add(r.storage(), t.clone());
+        if matches(r.domain(), r.app(), r.stream()) {
+            // Output 0's first, then the outputs' (the snapshot query groups them).
+            for t in r.sequence_templates() {
+                add(r.storage(), t.clone());
+            }
         }
     }
     if let Some(doc) = doc {
-        let stored = doc.rules.iter().filter_map(|r| {
+        let stored = doc.rules.iter().flat_map(|r| {
             let r = &r.spec;
-            Some((
-                &r.domain,
-                &r.app,
-                &r.stream,
-                &r.storage,
-                r.sequence_object.as_ref()?,
-            ))
+            let outputs = r.outputs.iter().filter_map(|o| o.sequence_object.as_ref());
+            r.sequence_object
+                .iter()
+                .chain(outputs)
+                .map(move |t| (&r.domain, &r.app, &r.stream, &r.storage, t))
         });
         let retired = doc
             .history
@@ -769,6 +770,7 @@ mod tests {
                 exact: false,
                 retain_secs: None,
                 retain_count: None,
+                outputs: Vec::new(),
             },
             create_time: 1,
             update_time: 1,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::output::{Output, OutputSpec};
 use super::{Rule, ANY};
 use crate::error::{invalid, Invalid};
 use crate::health::HealthOverride;
@@ -62,6 +63,10 @@ pub struct RuleSpec {
     /// Retention of sequence objects: only the newest this many of a stream are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_count: Option<u64>,
+    /// More pictures of every snapshot (sizes, formats, quality); see `rules::output`.
+    /// The rule's own templates are output 0 and may be left out when these are given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputSpec>,
 }
 
 /// Seconds of sequence objects a rule may keep with `retain_secs` (a minute to ten years).
@@ -165,7 +170,13 @@ impl RuleSpec {
             // `key("health")` gives `{at}.health`; the override adds the field name.
             h.validate(at)?;
         }
-        if overwrite_object.is_none() && sequence_object.is_none() {
+        let outputs = self
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| o.validate(&format!("{at}.outputs[{i}]")))
+            .collect::<Result<Vec<Output>, Invalid>>()?;
+        if overwrite_object.is_none() && sequence_object.is_none() && outputs.is_empty() {
             return Err(invalid(
                 at,
                 "needs overwrite_object, sequence_object or both",
@@ -173,11 +184,18 @@ impl RuleSpec {
         }
         self.check_keys(at, overwrite_object.as_ref(), sequence_object.as_ref())?;
         self.check_retention(&key)?;
+        self.check_output_keys(
+            at,
+            overwrite_object.as_ref(),
+            sequence_object.as_ref(),
+            &outputs,
+        )?;
         Ok(Rule {
             spec: self.clone(),
             interval_secs: self.interval_secs as u32,
             overwrite_object,
             sequence_object,
+            outputs,
         })
     }
 
@@ -213,6 +231,56 @@ impl RuleSpec {
             app: (self.app != ANY).then_some(self.app.as_str()),
             stream: self.stream.as_deref(),
         }
+    }
+
+    /// The key checks of the outputs' templates: each as [`check_keys`](Self::check_keys)
+    /// checks output 0's, and no two templates of the rule (any outputs, output 0
+    /// included) can render the same key.
+    fn check_output_keys(
+        &self,
+        at: &str,
+        overwrite: Option<&Template>,
+        sequence: Option<&Template>,
+        outputs: &[Output],
+    ) -> Result<(), Invalid> {
+        let mut all: Vec<(String, &Template)> = Vec::new();
+        for (field, t) in [
+            ("overwrite_object", overwrite),
+            ("sequence_object", sequence),
+        ] {
+            if let Some(t) = t {
+                all.push((format!("{at}.{field}"), t));
+            }
+        }
+        for (i, o) in outputs.iter().enumerate() {
+            let at = format!("{at}.outputs[{i}]");
+            self.check_keys(&at, o.overwrite_object.as_ref(), o.sequence_object.as_ref())?;
+            for (field, t) in [
+                ("overwrite_object", &o.overwrite_object),
+                ("sequence_object", &o.sequence_object),
+            ] {
+                if let Some(t) = t {
+                    all.push((format!("{at}.{field}"), t));
+                }
+            }
+        }
+        let scope = self.scope();
+        let langs: Vec<Language> = all.iter().map(|(_, t)| Language::of(t, scope)).collect();
+        for (j, (field, t)) in all.iter().enumerate() {
+            for (i, (other, u)) in all.iter().enumerate().take(j) {
+                if let Some(k) = langs[i].common_key(&langs[j]) {
+                    return Err(invalid(
+                        field.clone(),
+                        format!(
+                            "{:?} and {other} {:?} can both render the key {k:?}: two outputs of one snapshot would write one object",
+                            t.as_str(),
+                            u.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The key checks of one rule: each template tells the stream it was rendered for

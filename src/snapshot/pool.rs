@@ -45,6 +45,7 @@ use tokio::sync::Notify;
 
 use crate::media::avc::AvcConfig;
 use crate::metrics::Metrics;
+use crate::rules::output::Output;
 use crate::snapshot::exact::{ExactDecoder, Fallback};
 use crate::snapshot::render::{RenderError, Rendered, Renderer};
 use crate::snapshot::stats::StreamStats;
@@ -129,6 +130,8 @@ pub struct StreamQueue {
     pub stats: Arc<StreamStats>,
     /// Log context of the stream (peer, domain, app, stream).
     pub span: tracing::Span,
+    /// The rule's outputs after output 0, rendered from the same decode.
+    outputs: Vec<Output>,
 }
 
 impl StreamQueue {
@@ -137,11 +140,22 @@ impl StreamQueue {
         stats: Arc<StreamStats>,
         span: tracing::Span,
     ) -> Arc<StreamQueue> {
+        Self::with_outputs(sink, stats, span, Vec::new())
+    }
+
+    /// [`new`](Self::new) for a rule with `outputs` (rendered with output 0).
+    pub fn with_outputs(
+        sink: tmpsc::Sender<Snapshot>,
+        stats: Arc<StreamStats>,
+        span: tracing::Span,
+        outputs: Vec<Output>,
+    ) -> Arc<StreamQueue> {
         Arc::new(StreamQueue {
             state: Mutex::new(QueueState::default()),
             sink,
             stats,
             span,
+            outputs,
         })
     }
 
@@ -434,7 +448,9 @@ impl Worker {
         job: &DueKeyframe,
     ) -> Result<Rendered, RenderError> {
         if job.forward.is_empty() {
-            return self.renderer.render(&job.body, &job.config);
+            return self
+                .renderer
+                .render_outputs(&job.body, &job.config, &queue.outputs);
         }
         let r = self.renderer.render_exact(
             &mut self.exact,
@@ -442,6 +458,7 @@ impl Worker {
             &job.forward,
             job.rank,
             &job.config,
+            &queue.outputs,
         );
         match r {
             Ok(pic) => {
@@ -457,7 +474,8 @@ impl Worker {
                     tracing::warn!(error = %e, frames = job.forward.len() + 1, "exact-time snapshot: decoding forward failed, keyframe taken")
                 });
                 shared.metrics.exact_frames_decoded.inc();
-                self.renderer.render(&job.body, &job.config)
+                self.renderer
+                    .render_outputs(&job.body, &job.config, &queue.outputs)
             }
             Err(e) => Err(e),
         }
@@ -518,6 +536,7 @@ impl Worker {
                     height: pic.height,
                     unix_ts: job.unix_ts,
                     arrived: job.arrived,
+                    outputs: pic.outputs,
                 };
                 if queue.sink.try_send(snap).is_err() {
                     queue.stats.dropped_backlog.fetch_add(1, Ordering::Relaxed);
