@@ -1,5 +1,6 @@
 //! What the `livesnap` binary runs: the server with signal handling, and the offline
-//! snapshot of a recorded FLV file through the same ingest pipeline.
+//! snapshot of a recorded FLV file through the same ingest pipeline, signed image links,
+//! and one retention sweep.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -71,6 +72,47 @@ pub fn sign_image(
         .as_ref()
         .ok_or("the configuration has no [links] section with a key")?;
     signer.issue(path, ttl, now).map_err(|e| e.to_string())
+}
+
+/// `sweep`: one retention pass over the configured storage (config rules and the rule
+/// store's), as the node task runs it. `dry_run` deletes nothing and claims nothing.
+/// Returns one line per object deleted (or that would be): `KEY<TAB>STORAGE<TAB>RULE<TAB>REASON`,
+/// and a summary.
+pub async fn sweep(settings: Settings, dry_run: bool) -> Result<(Vec<String>, String), String> {
+    let node = Node::build(settings, crate::clock::system()).map_err(|e| e.to_string())?;
+    if let Some(shared) = &node.shared_rules {
+        shared.start(node.shutdown.clone()).await;
+    }
+    let report = crate::retention::Sweeper::new(node.clone())
+        .pass(dry_run)
+        .await;
+    node.shutdown.cancel();
+    let lines = report
+        .doomed
+        .iter()
+        .map(|d| {
+            format!(
+                "{}\t{}\t{}\t{}",
+                d.key,
+                d.storage,
+                d.rule,
+                d.reason.as_str()
+            )
+        })
+        .collect();
+    let summary = format!(
+        "{} {} object(s); streams swept {}, skipped {} (claimed elsewhere), failed {}; objects examined {}",
+        if dry_run { "would delete" } else { "deleted" },
+        report.doomed.len(),
+        report.swept,
+        report.skipped,
+        report.failed,
+        report.examined
+    );
+    if report.failed > 0 {
+        return Err(format!("{summary} (see the log for the failures)"));
+    }
+    Ok((lines, summary))
 }
 
 /// Feeds a recorded FLV file through the ingest path as if it were published, waits

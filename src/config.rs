@@ -17,9 +17,11 @@ use crate::names;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
 pub use crate::relay::config::{Relay, RelaySpec};
+pub use crate::retention::policy::RetentionConfig;
 use crate::rtmp::tls::{TlsFile, TlsServer};
 pub use crate::rules::shared::RuleStoreConfig;
 use crate::rules::{Rule, RuleSet, RuleSpec};
+use crate::snapshot::exact::ExactLimits;
 use crate::snapshot::pool::QueueLimits;
 use crate::storage::settings::{self, StorageConfig, StorageSettings};
 use crate::storage::template;
@@ -96,6 +98,9 @@ pub struct Config {
     /// Signed image links (`/img/…` without the admin token). Default: none (the
     /// routes answer 404).
     pub links: Option<LinksConfig>,
+    /// The retention sweeper (rules' `retain_secs` / `retain_count`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -217,6 +222,13 @@ pub struct SnapshotConfig {
     /// Bytes of due keyframes waiting in all streams' queues together, at least
     /// `queue_bytes`, at most 68719476736. Default 268435456 (256 MiB).
     pub max_queued_bytes: u64,
+    /// Exact-time rules (`exact = true`): bytes of compressed frames one stream keeps
+    /// since its last keyframe, 65536..=1073741824; beyond, its snapshots fall back to the
+    /// keyframe until the next one. Default 33554432 (32 MiB).
+    pub exact_gop_bytes: u64,
+    /// Exact-time rules: frames decoded for one snapshot at most (keyframe included),
+    /// 1..=3600; a due frame further into its GOP falls back to the keyframe. Default 300.
+    pub exact_max_frames: usize,
 }
 
 impl Default for SnapshotConfig {
@@ -228,6 +240,8 @@ impl Default for SnapshotConfig {
             queue_keyframes: 8,
             queue_bytes: 16 << 20,
             max_queued_bytes: 256 << 20,
+            exact_gop_bytes: ExactLimits::default().gop_bytes,
+            exact_max_frames: ExactLimits::default().max_frames,
         }
     }
 }
@@ -275,6 +289,8 @@ pub struct Settings {
     /// The snapshot pool's queue bounds (`snapshot.queue_keyframes`, `queue_bytes`,
     /// `max_queued_bytes`).
     pub queue: QueueLimits,
+    /// Exact-time snapshot bounds (`snapshot.exact_gop_bytes`, `exact_max_frames`).
+    pub exact: ExactLimits,
     pub log: LogConfig,
     pub storage: BTreeMap<String, StorageSettings>,
     pub rules: RuleSet,
@@ -294,6 +310,7 @@ pub struct Settings {
     pub health: HealthConfig,
     /// `[links]`: the image link signer, when a key is configured.
     pub links: Option<Signer>,
+    pub retention: RetentionConfig,
 }
 
 /// One `server.http_hosts` entry: a host name or IP address (lower case; IPv6 in
@@ -467,6 +484,7 @@ impl Config {
                 format!("must be 1024..=16777216, got {}", l.max_command_bytes),
             ));
         }
+        self.retention.validate()?;
         let largest_message = l.max_message_bytes.max(l.max_command_bytes) as usize;
         if l.max_partial_bytes_per_connection < largest_message {
             return Err(invalid(
@@ -522,6 +540,18 @@ impl Config {
                 ),
             ));
         }
+        if !((64 << 10)..=(1 << 30)).contains(&sn.exact_gop_bytes) {
+            return Err(invalid(
+                "snapshot.exact_gop_bytes",
+                format!("must be 65536..=1073741824, got {}", sn.exact_gop_bytes),
+            ));
+        }
+        if !(1..=3600).contains(&sn.exact_max_frames) {
+            return Err(invalid(
+                "snapshot.exact_max_frames",
+                format!("must be 1..=3600, got {}", sn.exact_max_frames),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",
@@ -540,14 +570,14 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let rule = r.validate(&format!("rules[{i}]"), |s| storage.contains_key(s))?;
-            if !seen.insert((rule.domain().to_string(), rule.app().to_string())) {
+            if !seen.insert((
+                rule.domain().to_string(),
+                rule.app().to_string(),
+                rule.stream().map(str::to_string),
+            )) {
                 return Err(invalid(
                     format!("rules[{i}]"),
-                    format!(
-                        "a rule for domain {:?}, app {:?} already exists",
-                        rule.domain(),
-                        rule.app()
-                    ),
+                    format!("a rule for {} already exists", rule.describe()),
                 ));
             }
             // Rules writing to one place keep their keys apart (`rules::keys_apart`).
@@ -653,6 +683,10 @@ impl Config {
                 bytes: sn.queue_bytes,
                 node_bytes: sn.max_queued_bytes,
             },
+            exact: ExactLimits {
+                gop_bytes: sn.exact_gop_bytes,
+                max_frames: sn.exact_max_frames,
+            },
             log: self.log.clone(),
             storage,
             rules: RuleSet::new(rules.clone()),
@@ -667,6 +701,7 @@ impl Config {
             relays,
             health: self.health.clone(),
             links,
+            retention: self.retention.clone(),
         })
     }
 }
@@ -976,6 +1011,10 @@ scheme = "memory"
         assert!(err_of("[snapshot]\nquality = 0").starts_with("snapshot.quality"));
         assert!(err_of("[snapshot]\nqueue_keyframes = 0").starts_with("snapshot.queue_keyframes"));
         assert!(err_of("[snapshot]\nqueue_bytes = 1000").starts_with("snapshot.queue_bytes"));
+        assert!(
+            err_of("[snapshot]\nexact_gop_bytes = 1000").starts_with("snapshot.exact_gop_bytes")
+        );
+        assert!(err_of("[snapshot]\nexact_max_frames = 0").starts_with("snapshot.exact_max_frames"));
         assert!(
             err_of("[snapshot]\nqueue_bytes = 1048576\nmax_queued_bytes = 65536")
                 .starts_with("snapshot.max_queued_bytes")

@@ -123,6 +123,28 @@ pub struct SnapshotEvent {
     /// When the snapshot was taken (its `{UnixTimestamp}`), RFC 3339.
     pub create_time: String,
     pub timestamp: u64,
+    /// The `{Sequence}` number every output of this snapshot was stored under, when the
+    /// rule counts with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// The rule's `outputs` stored for this snapshot, in their order (absent for a rule
+    /// without outputs; the fields above are output 0's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputEvent>,
+}
+
+/// One output of a `snapshot` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputEvent {
+    /// Its position in the rule's `outputs` (0 is the first listed, i.e. after output 0).
+    pub index: usize,
+    pub overwrite_object: Option<String>,
+    pub sequence_object: Option<String>,
+    /// "jpeg" or "webp".
+    pub format: &'static str,
+    pub size: usize,
+    pub width: u32,
+    pub height: u32,
 }
 
 impl Event {
@@ -164,12 +186,35 @@ mod tests {
             height: 360,
             create_time: rfc3339(5),
             timestamp: 5,
+            sequence: None,
+            outputs: Vec::new(),
         });
         let b = body(&e);
+        assert!(b.get("outputs").is_none() && b.get("sequence").is_none());
         assert_eq!(b["event"], "snapshot");
         assert_eq!(b["stream"], "cam1");
         assert_eq!(b["sequence_object"], Value::Null);
         assert_eq!(b["create_time"], "1970-01-01T00:00:05Z");
+        let Event::Snapshot(mut s) = e else {
+            unreachable!()
+        };
+        s.sequence = Some(7);
+        s.outputs.push(OutputEvent {
+            index: 0,
+            overwrite_object: None,
+            sequence_object: Some("live/cam1/7.webp".into()),
+            format: "webp",
+            size: 3,
+            width: 320,
+            height: 180,
+        });
+        let b = body(&Event::Snapshot(s));
+        assert_eq!(b["sequence"], 7);
+        assert_eq!(
+            b["outputs"],
+            json!([{"index": 0, "overwrite_object": null, "sequence_object": "live/cam1/7.webp",
+                    "format": "webp", "size": 3, "width": 320, "height": 180}])
+        );
         let e = Event::RelayStop {
             stream: StreamId::new("d.com", "live", "cam1"),
             target: "rtmp://o/live/cam1?auth_key=REDACTED".into(),

@@ -1,8 +1,11 @@
 //! One accepted publish, from the publisher's side: holds its name in the registry,
 //! looks at each video tag just enough to find keyframes and sequence headers, asks
 //! the scheduler whether a snapshot is due and, if so, hands the keyframe to the pool.
-//! A non-keyframe costs a two-byte look; nothing is copied. Reports the publish and
-//! its end as events.
+//! A non-keyframe costs a two-byte look; nothing is copied. Under an exact-time rule
+//! (`exact = true`) every AVC frame also goes to the stream's `ExactScheduler` (a clone
+//! of the message's shared `Bytes`, counted in the `exact_gop_bytes` gauge), whose due
+//! frames go to the pool the same way as keyframes. Reports the publish and its end as
+//! events.
 //!
 //! It also tells whether the publisher runs ahead of real time ([`Pacing`]): a
 //! recording pushed at full speed waits for room in the snapshot queue (the connection
@@ -32,6 +35,7 @@ use crate::names::StreamId;
 use crate::node::Node;
 use crate::relay;
 use crate::rules::Rule;
+use crate::snapshot::exact::{ExactDue, ExactScheduler};
 use crate::snapshot::pool::{DueKeyframe, Pacing, StreamQueue};
 use crate::snapshot::scheduler::{Scheduler, MAX_FORWARD_JUMP_MS};
 use crate::snapshot::stats::StreamStats;
@@ -84,6 +88,11 @@ impl PaceClock {
 /// The snapshot side of a publish that has a rule.
 struct Snapshotting {
     scheduler: Scheduler,
+    /// Exact mode (the rule's `exact = true`): the GOP since the last keyframe and the
+    /// choice of the due frames; `scheduler` is then unused.
+    exact: Option<ExactScheduler<Arc<AvcConfig>>>,
+    /// Bytes of `exact`'s GOP counted in the `exact_gop_bytes` gauge.
+    gop_bytes: u64,
     queue: Arc<StreamQueue>,
     /// The writer task: it ends once the pool has handed over the last snapshot.
     writer: Option<JoinHandle<()>>,
@@ -157,7 +166,7 @@ impl Ingest {
         query: &str,
         peer: std::net::SocketAddr,
     ) -> Result<Ingest, StartError> {
-        let rule: Option<Arc<Rule>> = node.rules().lookup(&id.domain, &id.app);
+        let rule: Option<Arc<Rule>> = node.rules().lookup_stream(&id.domain, &id.app, &id.stream);
         let stats = Arc::new(StreamStats::default());
         let live = LiveStream {
             id: id.clone(),
@@ -205,7 +214,17 @@ impl Ingest {
                     tracing::info!(interval_secs = rule.interval_secs, rule_domain = %rule.domain(), rule_app = %rule.app(), "publish started; snapshots on");
                     Some(Snapshotting {
                         scheduler: Scheduler::new(rule.interval_secs),
-                        queue: StreamQueue::new(tx, stats, tracing::Span::current()),
+                        exact: rule
+                            .spec
+                            .exact
+                            .then(|| ExactScheduler::new(rule.interval_secs, node.settings.exact)),
+                        gop_bytes: 0,
+                        queue: StreamQueue::with_outputs(
+                            tx,
+                            stats,
+                            tracing::Span::current(),
+                            rule.outputs.clone(),
+                        ),
                         writer: Some(writer),
                     })
                 }
@@ -333,12 +352,55 @@ impl Ingest {
                 }
                 Err(e) => tracing::warn!(error = %e, "bad AVC sequence header ignored"),
             },
-            PacketKind::Nalus if tag.keyframe => self.on_keyframe(timestamp, tag.body).await,
+            PacketKind::Nalus if tag.keyframe => {
+                self.on_keyframe(timestamp, tag.composition_time, tag.body)
+                    .await
+            }
+            PacketKind::Nalus if self.snap.as_ref().is_some_and(|s| s.exact.is_some()) => {
+                self.on_exact_frame(timestamp, tag.composition_time, false, tag.body)
+                    .await;
+            }
             _ => {}
         }
     }
 
-    async fn on_keyframe(&mut self, timestamp: u32, body: Bytes) {
+    /// Exact mode: one AVC frame (decode order) into the stream's GOP; submits the
+    /// snapshots it makes final.
+    async fn on_exact_frame(&mut self, timestamp: u32, cts: i32, keyframe: bool, body: Bytes) {
+        let Some(snap) = self.snap.as_mut() else {
+            return;
+        };
+        let Some(exact) = snap.exact.as_mut() else {
+            return;
+        };
+        let config = self.config.clone();
+        let dues = match &config {
+            Some(c) => exact.on_frame(timestamp, cts, keyframe, body, || c.clone()),
+            None => Vec::new(),
+        };
+        let bytes = exact.gop_bytes();
+        let gauge = &self.node.metrics.exact_gop_bytes;
+        gauge.inc_by(bytes as i64 - snap.gop_bytes as i64);
+        snap.gop_bytes = bytes;
+        for due in dues {
+            self.submit_exact(due).await;
+        }
+    }
+
+    async fn submit_exact(&mut self, due: ExactDue<Arc<AvcConfig>>) {
+        if let Some(f) = due.fallback {
+            self.node.metrics.exact_fallback(f.reason());
+            tracing::debug!(
+                reason = f.reason(),
+                "exact-time snapshot falls back to its keyframe"
+            );
+        }
+        self.stats().due.fetch_add(1, Ordering::Relaxed);
+        let job = exact_job(due, self.start_unix);
+        self.submit(job).await;
+    }
+
+    async fn on_keyframe(&mut self, timestamp: u32, cts: i32, body: Bytes) {
         self.stats().keyframes.fetch_add(1, Ordering::Relaxed);
         self.node.metrics.keyframes.inc();
         {
@@ -353,6 +415,13 @@ impl Ingest {
         let Some(snap) = self.snap.as_mut() else {
             return;
         };
+        if snap.exact.is_some() {
+            if self.config.is_none() && !std::mem::replace(&mut self.warned_no_header, true) {
+                tracing::warn!("keyframe before any AVC sequence header: not snapshotted");
+            }
+            self.on_exact_frame(timestamp, cts, true, body).await;
+            return;
+        }
         let Some(config) = self.config.clone() else {
             if !std::mem::replace(&mut self.warned_no_header, true) {
                 tracing::warn!("keyframe before any AVC sequence header: not snapshotted");
@@ -365,16 +434,25 @@ impl Ingest {
         let Some(offset_ms) = snap.scheduler.on_keyframe(timestamp) else {
             return;
         };
-        let stats = &self.guard.stream.stats;
-        stats.due.fetch_add(1, Ordering::Relaxed);
-        let arrived = Instant::now();
+        self.stats().due.fetch_add(1, Ordering::Relaxed);
         let job = DueKeyframe {
             body,
             config,
             unix_ts: self.start_unix + offset_ms / 1000,
-            arrived,
+            arrived: Instant::now(),
+            forward: Vec::new(),
+            rank: 0,
         };
-        let pacing = self.pace.pacing(arrived);
+        self.submit(job).await;
+    }
+
+    /// Hands a due snapshot (counted in `stats.due`) to the pool, paced or not.
+    async fn submit(&mut self, job: DueKeyframe) {
+        let Some(snap) = self.snap.as_ref() else {
+            return;
+        };
+        let stats = &self.guard.stream.stats;
+        let pacing = self.pace.pacing(job.arrived);
         let node = &self.node;
         let kick = self.guard.stream.kick.clone();
         let patience = node.settings.idle_timeout;
@@ -407,6 +485,18 @@ impl Ingest {
                 "no room in the snapshot queue within the idle timeout: oldest keyframe dropped (further ones silently)"
             );
         }
+    }
+}
+
+/// The pool's job for an exact-time snapshot.
+fn exact_job(due: ExactDue<Arc<AvcConfig>>, start_unix: u64) -> DueKeyframe {
+    DueKeyframe {
+        body: due.keyframe,
+        config: due.context,
+        unix_ts: start_unix + due.offset_ms / 1000,
+        arrived: Instant::now(),
+        forward: due.forward,
+        rank: due.rank,
     }
 }
 
@@ -469,6 +559,22 @@ impl Drop for Ingest {
             stream: self.guard.stream.clone(),
             start_unix: self.start_unix,
         };
+        if let Some(snap) = self.snap.as_mut() {
+            self.node
+                .metrics
+                .exact_gop_bytes
+                .dec_by(snap.gop_bytes as i64);
+            snap.gop_bytes = 0;
+            // Exact mode: the due frame that waited for later frames goes in as live.
+            if let Some(due) = snap.exact.as_mut().and_then(|e| e.finish()) {
+                if let Some(f) = due.fallback {
+                    self.node.metrics.exact_fallback(f.reason());
+                }
+                self.guard.stream.stats.due.fetch_add(1, Ordering::Relaxed);
+                let job = exact_job(due, self.start_unix);
+                let _ = self.node.pool.offer(&snap.queue, job, Pacing::Live);
+            }
+        }
         // Our handle on the queue goes now; the pool lets go of it (and so of the
         // writer's input) once its last waiting keyframe is rendered.
         let writer = self.snap.take().and_then(|s| s.writer);

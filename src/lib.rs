@@ -34,6 +34,9 @@ pub mod snapshot;
 
 pub mod node;
 
+// The retention sweeper (a node task and the `sweep` command).
+pub mod retention;
+
 // The flow and the edges, each handed the node.
 pub mod admission;
 pub mod api;

@@ -236,6 +236,7 @@ mod tests {
         let spec = RuleSpec {
             domain: "*".into(),
             app: "*".into(),
+            stream: None,
             interval_secs: 5,
             storage: storage.into(),
             overwrite_object: Some(overwrite.into()),
@@ -245,6 +246,10 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
+            retain_secs: None,
+            retain_count: None,
+            outputs: Vec::new(),
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

@@ -1,5 +1,5 @@
 //! The `livesnap` command: `serve` (the default), `check-config`, `sign-url`,
-//! `sign-image` and `snapshot`.
+//! `sign-image`, `snapshot` and `sweep`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +53,13 @@ enum Command {
         /// links.max_ttl_secs).
         #[arg(long)]
         ttl: Option<u64>,
+    },
+    /// One retention pass: delete the sequence objects outside their rule's
+    /// retain_secs / retain_count, printing each key (KEY, STORAGE, RULE, REASON).
+    Sweep {
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Take snapshots of a recorded FLV file through the same pipeline, offline.
     Snapshot {
@@ -154,6 +161,29 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("livesnap: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Some(Command::Sweep { dry_run }) => {
+            init_logging(&settings);
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("livesnap: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(livesnap::cli::sweep(settings, *dry_run)) {
+                Ok((lines, summary)) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    eprintln!("livesnap: {summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("livesnap: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

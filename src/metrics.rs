@@ -43,6 +43,12 @@ pub struct Metrics {
     pub publisher_paced_seconds: Counter<f64, AtomicU64>,
     /// Bytes of due keyframes waiting in the snapshot pool's queues.
     pub snapshot_queued_bytes: Gauge,
+    /// Exact mode: bytes of compressed frames kept since the streams' last keyframes.
+    pub exact_gop_bytes: Gauge,
+    /// Exact mode: snapshots that fell back to their keyframe, by reason.
+    pub exact_fallbacks: Family<Reason, Counter>,
+    /// Exact mode: frames decoded for snapshots (keyframes included).
+    pub exact_frames_decoded: Counter,
     pub players_active: Gauge,
     pub bytes_played: Counter,
     pub player_skipped_bytes: Counter,
@@ -57,6 +63,13 @@ pub struct Metrics {
     pub health_transitions: Family<Reason, Counter>,
     /// Snapshot reviews by result: done, failed, dropped (queue full).
     pub reviews: Family<Reason, Counter>,
+    /// Sequence objects deleted by the retention sweeper.
+    pub retention_deleted: Counter,
+    /// Retention sweeps of one stream, by result: run, skipped (claimed by another
+    /// node in this period), failed.
+    pub retention_sweeps: Family<Reason, Counter>,
+    /// Objects the retention sweeper listed and judged.
+    pub retention_examined: Counter,
 }
 
 impl Default for Metrics {
@@ -92,6 +105,9 @@ impl Metrics {
             creates_landed_earlier: Counter::default(),
             publisher_paced_seconds: Counter::default(),
             snapshot_queued_bytes: Gauge::default(),
+            exact_gop_bytes: Gauge::default(),
+            exact_fallbacks: Family::default(),
+            exact_frames_decoded: Counter::default(),
             players_active: Gauge::default(),
             bytes_played: Counter::default(),
             player_skipped_bytes: Counter::default(),
@@ -102,6 +118,9 @@ impl Metrics {
             health_active: Family::default(),
             health_transitions: Family::default(),
             reviews: Family::default(),
+            retention_deleted: Counter::default(),
+            retention_sweeps: Family::default(),
+            retention_examined: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -252,6 +271,36 @@ impl Metrics {
             "Snapshot reviews by result: done, failed, dropped (queue full)",
             m.reviews.clone(),
         );
+        r.register(
+            "exact_gop_bytes",
+            "Bytes of compressed frames kept since the last keyframe for exact-time snapshots",
+            m.exact_gop_bytes.clone(),
+        );
+        r.register(
+            "exact_fallbacks",
+            "Exact-time snapshots that fell back to their keyframe, by reason: frame_cap, gop_bytes, decode_error",
+            m.exact_fallbacks.clone(),
+        );
+        r.register(
+            "exact_frames_decoded",
+            "Frames decoded for exact-time snapshots, keyframes included",
+            m.exact_frames_decoded.clone(),
+        );
+        r.register(
+            "retention_deleted",
+            "Sequence objects deleted by the retention sweeper",
+            m.retention_deleted.clone(),
+        );
+        r.register(
+            "retention_sweeps",
+            "Retention sweeps of one stream, by result: run, skipped (claimed by another node), failed",
+            m.retention_sweeps.clone(),
+        );
+        r.register(
+            "retention_examined",
+            "Objects listed and judged by the retention sweeper",
+            m.retention_examined.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -264,6 +313,11 @@ impl Metrics {
         self.connections_rejected.get_or_create(&reason(why)).get()
     }
 
+    /// Counts one exact-time snapshot that fell back to its keyframe.
+    pub fn exact_fallback(&self, why: &'static str) {
+        self.exact_fallbacks.get_or_create(&reason(why)).inc();
+    }
+
     pub fn dropped(&self, why: &'static str) {
         self.snapshots_dropped.get_or_create(&reason(why)).inc();
     }
@@ -271,6 +325,13 @@ impl Metrics {
     /// Counts one review by result (`done`, `failed`, `dropped`).
     pub fn reviewed(&self, result: &'static str) {
         self.reviews.get_or_create(&vec![("result", result)]).inc();
+    }
+
+    /// Counts one retention sweep of a stream: `run`, `skipped` or `failed`.
+    pub fn retention_sweep(&self, result: &'static str) {
+        self.retention_sweeps
+            .get_or_create(&vec![("result", result)])
+            .inc();
     }
 
     pub fn failed(&self, why: &'static str) {

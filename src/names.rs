@@ -8,11 +8,16 @@ use std::fmt;
 pub const ANY: &str = "*";
 
 /// Entries keyed by their (domain, app) scope, each part a name or [`ANY`] (snapshot
-/// rules, relay configs), looked up most specific first.
+/// rules, relay configs), looked up most specific first. Snapshot rules may also name
+/// one stream of a named app ([`ByScope::from_streams`], [`ByScope::lookup_stream`]);
+/// relay configs never do.
 #[derive(Debug, Clone)]
 pub struct ByScope<T> {
-    by_key: std::collections::HashMap<(String, String), std::sync::Arc<T>>,
+    by_key: std::collections::HashMap<ScopeKey, std::sync::Arc<T>>,
 }
+
+/// (domain, app, stream): the stream is `None` for an entry of every stream of the app.
+type ScopeKey = (String, String, Option<String>);
 
 impl<T> Default for ByScope<T> {
     fn default() -> Self {
@@ -28,17 +33,58 @@ impl<T> ByScope<T> {
     pub fn from_scoped(
         entries: impl IntoIterator<Item = (String, String, std::sync::Arc<T>)>,
     ) -> ByScope<T> {
+        ByScope::from_streams(entries.into_iter().map(|(d, a, e)| (d, a, None, e)))
+    }
+
+    /// Builds the map from (domain, app, stream, entry), the stream `None` for every
+    /// stream of the app; the caller has checked that scopes are unique.
+    pub fn from_streams(
+        entries: impl IntoIterator<Item = (String, String, Option<String>, std::sync::Arc<T>)>,
+    ) -> ByScope<T> {
         ByScope {
-            by_key: entries.into_iter().map(|(d, a, e)| ((d, a), e)).collect(),
+            by_key: entries
+                .into_iter()
+                .map(|(d, a, s, e)| ((d, a, s), e))
+                .collect(),
         }
     }
 
-    /// The entry for a publish on (domain, app): (domain, app), (domain, *), (*, app),
-    /// then (*, *).
+    /// The entry for (domain, app), ignoring entries of single streams: (domain, app),
+    /// (domain, *), (*, app), then (*, *). Relay configs are looked up so.
     pub fn lookup(&self, domain: &str, app: &str) -> Option<std::sync::Arc<T>> {
         [(domain, app), (domain, ANY), (ANY, app), (ANY, ANY)]
             .into_iter()
-            .find_map(|(d, a)| self.by_key.get(&(d.to_string(), a.to_string())))
+            .find_map(|(d, a)| self.get(d, a, None))
+    }
+
+    /// The entry for a publish of `stream` on (domain, app), first match winning:
+    /// (domain, app, stream), (domain, app), (domain, *), (*, app, stream), (*, app),
+    /// (*, *). The domain decides first. Snapshot rules are looked up so.
+    pub fn lookup_stream(
+        &self,
+        domain: &str,
+        app: &str,
+        stream: &str,
+    ) -> Option<std::sync::Arc<T>> {
+        [
+            (domain, app, Some(stream)),
+            (domain, app, None),
+            (domain, ANY, None),
+            (ANY, app, Some(stream)),
+            (ANY, app, None),
+            (ANY, ANY, None),
+        ]
+        .into_iter()
+        .find_map(|(d, a, s)| self.get(d, a, s))
+    }
+
+    fn get(&self, domain: &str, app: &str, stream: Option<&str>) -> Option<std::sync::Arc<T>> {
+        self.by_key
+            .get(&(
+                domain.to_string(),
+                app.to_string(),
+                stream.map(str::to_string),
+            ))
             .cloned()
     }
 
@@ -49,6 +95,29 @@ impl<T> ByScope<T> {
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }
+}
+
+/// Checks the stream of a rule's scope, if it names one: a valid stream name (as a
+/// publish name is), of a named app (not `*`). `at` prefixes the error key
+/// (`rules[2].stream`).
+pub fn check_stream_scope(
+    app: &str,
+    stream: Option<&str>,
+    at: &str,
+) -> Result<(), crate::error::Invalid> {
+    use crate::error::invalid;
+    let Some(stream) = stream else {
+        return Ok(());
+    };
+    validate_stream(stream)
+        .map_err(|e| invalid(format!("{at}.stream"), format!("{stream:?} {e}")))?;
+    if app == ANY {
+        return Err(invalid(
+            format!("{at}.stream"),
+            format!("{stream:?} needs a named app: a stream rule is for one app, not \"*\""),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the (domain, app) scope of a rule or relay entry: each `*` or a valid name,
@@ -407,6 +476,80 @@ pub fn check_http_url(u: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scoped(entries: &[(&str, &str, Option<&str>, u32)]) -> ByScope<u32> {
+        ByScope::from_streams(entries.iter().map(|(d, a, s, n)| {
+            (
+                d.to_string(),
+                a.to_string(),
+                s.map(str::to_string),
+                std::sync::Arc::new(*n),
+            )
+        }))
+    }
+
+    /// Every row of the precedence table (docs/api.md): each entry wins while the ones
+    /// above it are absent, and loses to each one above it.
+    #[test]
+    fn stream_precedence_row_by_row() {
+        let rows = [
+            ("a.com", "live", Some("cam7"), 1),
+            ("a.com", "live", None, 2),
+            ("a.com", ANY, None, 3),
+            (ANY, "live", Some("cam7"), 4),
+            (ANY, "live", None, 5),
+            (ANY, ANY, None, 6),
+        ];
+        for first in 0..rows.len() {
+            let set = scoped(&rows[first..]);
+            let got = set.lookup_stream("a.com", "live", "cam7").map(|n| *n);
+            assert_eq!(got, Some(rows[first].3), "with rows {}.. only", first + 1);
+            // Each row alone matches too.
+            let alone = scoped(&rows[first..=first]);
+            assert_eq!(
+                alone.lookup_stream("a.com", "live", "cam7").map(|n| *n),
+                Some(rows[first].3)
+            );
+        }
+        let all = scoped(&rows);
+        let at = |d, a, s| all.lookup_stream(d, a, s).map(|n| *n);
+        assert_eq!(
+            at("a.com", "live", "cam8"),
+            Some(2),
+            "another stream: the app rule"
+        );
+        assert_eq!(
+            at("a.com", "vod", "cam7"),
+            Some(3),
+            "the domain decides first"
+        );
+        assert_eq!(at("b.com", "live", "cam7"), Some(4));
+        assert_eq!(at("b.com", "live", "cam8"), Some(5));
+        assert_eq!(at("b.com", "vod", "cam7"), Some(6));
+        // A stream entry is for its exact name only, and never for (domain, app) lookups.
+        let streams = scoped(&[(ANY, "live", Some("cam7"), 4)]);
+        assert_eq!(streams.lookup_stream("x", "live", "Cam7").map(|n| *n), None);
+        assert_eq!(
+            streams.lookup_stream("x", "live", "cam70").map(|n| *n),
+            None
+        );
+        assert_eq!(streams.lookup("x", "live").map(|n| *n), None);
+        assert_eq!(all.lookup("a.com", "live").map(|n| *n), Some(2));
+    }
+
+    #[test]
+    fn stream_scopes_are_checked_like_publish_names() {
+        assert!(check_stream_scope("live", None, "rule").is_ok());
+        assert!(check_stream_scope("*", None, "rule").is_ok());
+        assert!(check_stream_scope("live", Some("cam7"), "rule").is_ok());
+        for bad in ["", "a/b", "..", ".x", "a b", "caméra"] {
+            let e = check_stream_scope("live", Some(bad), "rules[1]").unwrap_err();
+            assert_eq!(e.key, "rules[1].stream", "{bad:?}");
+        }
+        let e = check_stream_scope("*", Some("cam7"), "rule").unwrap_err();
+        assert_eq!(e.key, "rule.stream");
+        assert!(e.message.contains("named app"), "{}", e.message);
+    }
 
     #[test]
     fn stream_names() {

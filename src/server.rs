@@ -188,6 +188,9 @@ pub async fn start_with_clock(
     }
     tokio::spawn(crate::api::serve(node.clone(), http));
     let health_check = tokio::spawn(crate::health_check::run(node.clone()));
+    if node.settings.retention.enabled {
+        tokio::spawn(crate::retention::run(node.clone()));
+    }
     tracing::info!(%rtmp_addr, rtmps_addr = ?rtmps_addr, %http_addr, rules = node.rules().len(), "livesnap listening");
     Ok(Running {
         node,

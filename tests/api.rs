@@ -1243,5 +1243,354 @@ async fn every_route_in_docs_api_md_exists() {
         assert!(status != 405 && !fallback, "{method} {path}: {status}");
         checked += 1;
     }
-    assert_eq!(checked, 22, "the route table of docs/api.md");
+    assert_eq!(checked, 25, "the route table of docs/api.md");
+}
+
+fn stream_rule_body(domain: &str, app: &str, stream: &str) -> Value {
+    let mut b = rule_body(domain, app);
+    b["stream"] = json!(stream);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_rule_crud_round_trip() {
+    let config_rules = r#"
+[[rules]]
+domain = "*"
+app = "cfg"
+stream = "door"
+interval_secs = 10
+storage = "default"
+overwrite_object = "cfg/door.jpg"
+"#;
+    let server = start_server(config_rules).await;
+    let api = Api::new(&server);
+    let base = "/api/v1/snapshot-configs";
+
+    // Create: the Location names the stream.
+    let resp = api
+        .request("POST", base)
+        .header("content-type", "application/json")
+        .body(stream_rule_body("example.com", "live", "cam7").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(
+        resp.headers()["location"],
+        "/api/v1/snapshot-configs/example.com/live/cam7"
+    );
+    let created: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(created["stream"], "cam7");
+    assert_eq!(created["in_force"], true, "{created}");
+    // The app's own rule is another rule, and has no stream.
+    let (status, app_rule) = api
+        .call("POST", base, Some(rule_body("example.com", "live")))
+        .await;
+    assert_eq!(status, 201, "{app_rule}");
+    assert!(app_rule.get("stream").is_none(), "{app_rule}");
+
+    // Get.
+    let stream_path = format!("{base}/example.com/live/cam7");
+    assert_eq!(api.get(&stream_path).await, (200, created.clone()));
+    assert_eq!(
+        api.get(&format!("{base}/example.com/live")).await,
+        (200, app_rule.clone())
+    );
+    let (status, cfg) = api.get(&format!("{base}/*/cfg/door")).await;
+    assert_eq!((status, cfg["source"].as_str()), (200, Some("config")));
+    assert_eq!(cfg["stream"], "door");
+    let (status, nf) = api.get(&format!("{base}/example.com/live/cam8")).await;
+    assert_eq!((status, nf["code"].as_str()), (404, Some("not_found")));
+    assert!(
+        nf["message"].as_str().unwrap().contains("stream \"cam8\""),
+        "{nf}"
+    );
+    assert_eq!(api.get(&format!("{base}/*/cfg")).await.0, 404);
+
+    // 409: the same stream again, or a stream rule of the config file.
+    let (status, dup) = api
+        .call(
+            "POST",
+            base,
+            Some(stream_rule_body("example.com", "live", "cam7")),
+        )
+        .await;
+    assert_eq!(
+        (status, dup["code"].as_str()),
+        (409, Some("already_exists"))
+    );
+    let mut shadow = stream_rule_body("*", "cfg", "door");
+    shadow["overwrite_object"] = json!("cfg/door2.jpg");
+    let (status, dup) = api.call("POST", base, Some(shadow)).await;
+    assert_eq!(
+        (status, dup["code"].as_str()),
+        (409, Some("already_exists"))
+    );
+
+    // An app with '/' is still one %2F-encoded segment, the stream the next one.
+    let resp = api
+        .request("POST", base)
+        .header("content-type", "application/json")
+        .body(stream_rule_body("*", "live/sub", "cam7").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(
+        resp.headers()["location"],
+        "/api/v1/snapshot-configs/*/live%2Fsub/cam7"
+    );
+    let (status, sub) = api.get(&format!("{base}/*/live%2Fsub/cam7")).await;
+    assert_eq!(
+        (status, sub["app"].as_str(), sub["stream"].as_str()),
+        (200, Some("live/sub"), Some("cam7"))
+    );
+
+    // Validation names the field.
+    for (body, field) in [
+        (stream_rule_body("example.com", "live", "a/b"), "stream"),
+        (stream_rule_body("example.com", "live", ".x"), "stream"),
+        (stream_rule_body("example.com", "live", ""), "stream"),
+        (stream_rule_body("example.com", "*", "cam9"), "stream"),
+        (
+            {
+                let mut b = rule_body("example.com", "live");
+                b["stream"] = json!(9);
+                b
+            },
+            "stream",
+        ),
+    ] {
+        assert_invalid(&api.call("POST", base, Some(body)).await, field);
+    }
+
+    // PATCH changes the stream rule only; its scope is fixed.
+    let (status, p) = api
+        .call("PATCH", &stream_path, Some(json!({"interval_secs": 30})))
+        .await;
+    assert_eq!(
+        (status, p["interval_secs"].as_i64()),
+        (200, Some(30)),
+        "{p}"
+    );
+    assert_eq!(p["stream"], "cam7");
+    assert_eq!(
+        api.get(&format!("{base}/example.com/live")).await.1["interval_secs"],
+        5
+    );
+    assert_invalid(
+        &api.call("PATCH", &stream_path, Some(json!({"stream": "cam8"})))
+            .await,
+        "stream",
+    );
+    assert_invalid(
+        &api.call("PATCH", &stream_path, Some(json!({"interval_secs": 1})))
+            .await,
+        "interval_secs",
+    );
+    let (status, nf) = api
+        .call(
+            "PATCH",
+            &format!("{base}/example.com/live/cam8"),
+            Some(json!({"interval_secs": 5})),
+        )
+        .await;
+    assert_eq!((status, nf["code"].as_str()), (404, Some("not_found")));
+    let (status, ro) = api
+        .call(
+            "PATCH",
+            &format!("{base}/*/cfg/door"),
+            Some(json!({"interval_secs": 5})),
+        )
+        .await;
+    assert_eq!(
+        (status, ro["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+
+    // List: filters by stream; paging counts stream rules like any other.
+    let streams_of = |v: &Value| -> Vec<(String, Option<String>)> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["app"].as_str().unwrap().to_string(),
+                    i["stream"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    };
+    let (_, all) = api.get(base).await;
+    assert_eq!(all["total"], 4, "{all}");
+    // The config rule first; the stored ones by creation (one second may hold them all).
+    let mut listed = streams_of(&all);
+    assert_eq!(listed[0], ("cfg".to_string(), Some("door".to_string())));
+    listed[1..].sort();
+    assert_eq!(
+        listed[1..],
+        [
+            ("live".to_string(), None),
+            ("live".to_string(), Some("cam7".to_string())),
+            ("live/sub".to_string(), Some("cam7".to_string())),
+        ]
+    );
+    let (_, v) = api.get(&format!("{base}?stream=cam7")).await;
+    assert_eq!(v["total"], 2, "{v}");
+    let (_, v) = api.get(&format!("{base}?app=live&stream=cam7")).await;
+    assert_eq!(v["total"], 1, "{v}");
+    let (_, v) = api
+        .get(&format!("{base}?page_num=2&page_size=5&order=desc"))
+        .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0);
+
+    // Delete: the stream rule only.
+    assert_eq!(api.call("DELETE", &stream_path, None).await.0, 204);
+    assert_eq!(api.call("DELETE", &stream_path, None).await.0, 404);
+    assert_eq!(api.get(&stream_path).await.0, 404);
+    assert_eq!(api.get(&format!("{base}/example.com/live")).await.0, 200);
+    assert_eq!(
+        api.call("DELETE", &format!("{base}/*/cfg/door"), None)
+            .await
+            .0,
+        403
+    );
+    // The document keeps the stream, and only on stream rules.
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(server.root().join("_livesnap/rules.json")).unwrap())
+            .unwrap();
+    let stored: Vec<Option<&str>> = doc["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.get("stream").map(|s| s.as_str().unwrap()))
+        .collect();
+    assert_eq!(stored, [None, Some("cam7")]);
+}
+
+/// The snapshot query's keys for one stream of `live` on 127.0.0.1, the last hour.
+async fn stored_keys(api: &Api, stream: &str) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (status, v) = api
+        .get(&format!(
+            "/api/v1/snapshots?domain=127.0.0.1&app=live&stream={stream}&start_time={}&end_time={}&limit=100",
+            rfc3339(now - 3600),
+            rfc3339(now + 60)
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut keys: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_rule_applies_to_its_stream_only() {
+    let mut server = start_server("").await;
+    let api = Api::new(&server);
+    let base = "/api/v1/snapshot-configs";
+    let mut app = rule_body("*", "live");
+    app["sequence_object"] = json!("{AppName}/{StreamName}/{Sequence}.jpg");
+    assert_eq!(api.call("POST", base, Some(app)).await.0, 201);
+    let mut cam7 = stream_rule_body("*", "live", "cam7");
+    cam7["interval_secs"] = json!(10);
+    cam7["overwrite_object"] = json!("cams/seven.jpg");
+    cam7["sequence_object"] = json!("cams/seven/{Sequence}.jpg");
+    let (status, b) = api.call("POST", base, Some(cam7)).await;
+    assert_eq!(status, 201, "{b}");
+
+    // Two streams of one app at once: cam7 every 10 s under its own keys, cam8 every
+    // 5 s under the app's.
+    let mut p7 = start_publish(server.rtmp, "live", "cam7").await;
+    let mut p8 = start_publish(server.rtmp, "live", "cam8").await;
+    let (_, streams) = api.get("/api/v1/streams").await;
+    let rule_of = |name: &str| {
+        streams["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stream"] == name)
+            .unwrap_or_else(|| panic!("{name} not live: {streams}"))["rule"]
+            .clone()
+    };
+    assert_eq!(rule_of("cam7")["stream"], "cam7");
+    assert_eq!(rule_of("cam7")["interval_secs"], 10);
+    assert_eq!(rule_of("cam8")["stream"], Value::Null);
+    assert_eq!(rule_of("cam8")["interval_secs"], 5);
+    let file = fixture(FIXTURE);
+    let (a, b) = tokio::join!(p7.replay(&file, 4.0, 0), p8.replay(&file, 4.0, 0));
+    a.unwrap();
+    b.unwrap();
+    p7.finish().await;
+    p8.finish().await;
+    wait_not_live(&server).await;
+    assert_eq!(
+        snapshot_files(&server),
+        [
+            "cams/seven.jpg",
+            "cams/seven/1.jpg",
+            "cams/seven/2.jpg",
+            "live/cam8.jpg",
+            "live/cam8/1.jpg",
+            "live/cam8/2.jpg",
+            "live/cam8/3.jpg"
+        ]
+    );
+    // The snapshot query finds each stream's own objects.
+    assert_eq!(
+        stored_keys(&api, "cam7").await,
+        ["cams/seven/1.jpg", "cams/seven/2.jpg"]
+    );
+    assert_eq!(
+        stored_keys(&api, "cam8").await,
+        ["live/cam8/1.jpg", "live/cam8/2.jpg", "live/cam8/3.jpg"]
+    );
+    // latest.jpg of the ended cam7 is its stream rule's overwrite object.
+    let resp = api
+        .request("GET", "/api/v1/streams/127.0.0.1/live/cam7/latest.jpg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.bytes().await.unwrap().as_ref(),
+        std::fs::read(server.root().join("cams/seven.jpg")).unwrap()
+    );
+
+    // A change applies from the next publish: every 5 s now, the sequence going on.
+    let (status, b) = api
+        .call(
+            "PATCH",
+            &format!("{base}/*/live/cam7"),
+            Some(json!({"interval_secs": 5})),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    publish_fixture(&server, "live", "cam7", FIXTURE, 4.0).await;
+    assert!(server.stop().await);
+    let seven: Vec<String> = snapshot_files(&server)
+        .into_iter()
+        .filter(|f| f.starts_with("cams/"))
+        .collect();
+    assert_eq!(
+        seven,
+        [
+            "cams/seven.jpg",
+            "cams/seven/1.jpg",
+            "cams/seven/2.jpg",
+            "cams/seven/3.jpg",
+            "cams/seven/4.jpg",
+            "cams/seven/5.jpg"
+        ]
+    );
 }

@@ -69,6 +69,7 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
     let rule = RuleSpec {
         domain: "*".into(),
         app: "*".into(),
+        stream: None,
         interval_secs: 5,
         storage: "default".into(),
         overwrite_object: None,
@@ -78,6 +79,10 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
         review_every: None,
         review_kick: None,
         health: None,
+        exact: false,
+        retain_secs: None,
+        retain_count: None,
+        outputs: Vec::new(),
     }
     .validate("rule", |_| true)
     .unwrap();
@@ -110,6 +115,7 @@ fn snap(body: String, unix_ts: u64) -> Snapshot {
         height: 2,
         unix_ts,
         arrived: Instant::now(),
+        outputs: Vec::new(),
     }
 }
 

@@ -476,7 +476,7 @@ pub async fn serve_latest(
 /// when the key is not a safe key.
 fn storages_of(state: &ApiState, id: &StreamId, key: &str) -> Option<Vec<String>> {
     template::check_key(key).ok()?;
-    let mut storages: Vec<String> = candidate_templates(state, &id.domain, &id.app)
+    let mut storages: Vec<String> = candidate_templates(state, id)
         .into_iter()
         .filter(|(_, t)| t.match_key(key, &id.domain, &id.app, &id.stream).is_some())
         .map(|(storage, _)| storage)
@@ -495,7 +495,10 @@ fn storages_of(state: &ApiState, id: &StreamId, key: &str) -> Option<Vec<String>
 pub(super) fn overwrite_key(state: &ApiState, id: &StreamId) -> Option<(String, String)> {
     let rule = match state.node.registry.get(id) {
         Some(l) => l.rule.clone(),
-        None => state.node.rules().lookup(&id.domain, &id.app),
+        None => state
+            .node
+            .rules()
+            .lookup_stream(&id.domain, &id.app, &id.stream),
     }?;
     let key = rule
         .overwrite_object

@@ -81,6 +81,12 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
                 .delete(rules::delete),
         )
         .route(
+            "/api/v1/snapshot-configs/{domain}/{app}/{stream}",
+            get(rules::get_one)
+                .patch(rules::update)
+                .delete(rules::delete),
+        )
+        .route(
             "/api/v1/relay-configs",
             get(relays::list).post(relays::create),
         )

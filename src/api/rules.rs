@@ -1,4 +1,6 @@
 //! Snapshot configs (rules) through the API: add, update, delete, describe, list.
+//! A rule is named by (domain, app) or, for a stream rule, (domain, app, stream):
+//! `/api/v1/snapshot-configs/{domain}/{app}[/{stream}]`.
 //!
 //! Rules of the config file are listed read-only (`"source": "config"`); the others
 //! live in the shared rule document (`rules::shared`). A change applies from each
@@ -17,7 +19,26 @@ use super::params::{Field, JsonObject, Order, Params};
 use super::ApiState;
 use crate::clock::rfc3339;
 use crate::rules::shared::{RulesDoc, SharedRules, StoredRule, UpdateError};
-use crate::rules::{Rule, RuleSpec};
+use crate::rules::{describe_scope, Rule, RuleSpec};
+
+/// Which rule a request names: (domain, app) and, for a stream rule, its stream.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ScopePath {
+    domain: String,
+    app: String,
+    #[serde(default)]
+    stream: Option<String>,
+}
+
+impl ScopePath {
+    fn stream(&self) -> Option<&str> {
+        self.stream.as_deref()
+    }
+
+    fn describe(&self) -> String {
+        describe_scope(&self.domain, &self.app, self.stream())
+    }
+}
 
 /// What a rule looks like on the wire: the rule as written, where it comes from,
 /// whether this node applies it, and its times (stored rules only).
@@ -44,11 +65,13 @@ fn config_json(r: &Rule) -> Value {
 /// Whether this node applies exactly this stored rule now (it may be shadowed by a
 /// config rule or name a storage target this node lacks).
 fn in_force(state: &ApiState, s: &StoredRule) -> bool {
-    state
-        .node
-        .rules()
-        .lookup(&s.spec.domain, &s.spec.app)
-        .is_some_and(|r| r.spec == s.spec)
+    let rules = state.node.rules();
+    let (d, a) = (&s.spec.domain, &s.spec.app);
+    match &s.spec.stream {
+        Some(stream) => rules.lookup_stream(d, a, stream),
+        None => rules.lookup(d, a),
+    }
+    .is_some_and(|r| r.spec == s.spec)
 }
 
 fn stored_json(state: &ApiState, s: &StoredRule) -> Value {
@@ -69,13 +92,18 @@ fn store(state: &ApiState) -> ApiResult<&std::sync::Arc<SharedRules>> {
     })
 }
 
-fn static_rule<'a>(state: &'a ApiState, domain: &str, app: &str) -> Option<&'a Rule> {
+fn static_rule<'a>(
+    state: &'a ApiState,
+    domain: &str,
+    app: &str,
+    stream: Option<&str>,
+) -> Option<&'a Rule> {
     state
         .node
         .settings
         .static_rules
         .iter()
-        .find(|r| r.domain() == domain && r.app() == app)
+        .find(|r| r.scope_key() == (domain, app, stream))
 }
 
 fn map_update(e: UpdateError<ApiError>) -> ApiError {
@@ -85,13 +113,11 @@ fn map_update(e: UpdateError<ApiError>) -> ApiError {
     }
 }
 
-fn not_found(domain: &str, app: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "no snapshot config for domain {domain:?}, app {app:?}"
-    ))
+fn not_found(at: &ScopePath) -> ApiError {
+    ApiError::not_found(format!("no snapshot config for {}", at.describe()))
 }
 
-const LIST_PARAMS: &[&str] = &["domain", "app", "page_num", "page_size", "order"];
+const LIST_PARAMS: &[&str] = &["domain", "app", "stream", "page_num", "page_size", "order"];
 
 /// `GET /api/v1/snapshot-configs`
 pub async fn list(
@@ -102,15 +128,19 @@ pub async fn list(
     let page_num = p.int_in("page_num", 1, 1..=1_000_000)?;
     let page_size = p.int_in("page_size", 10, 5..=30)?;
     let order = p.order()?;
-    let (domain, app) = (p.get("domain"), p.get("app"));
-    let keep = |d: &str, a: &str| domain.is_none_or(|x| x == d) && app.is_none_or(|x| x == a);
+    let (domain, app, stream) = (p.get("domain"), p.get("app"), p.get("stream"));
+    let keep = |d: &str, a: &str, s: Option<&str>| {
+        domain.is_none_or(|x| x == d)
+            && app.is_none_or(|x| x == a)
+            && stream.is_none_or(|x| Some(x) == s)
+    };
 
     let mut items: Vec<Value> = state
         .node
         .settings
         .static_rules
         .iter()
-        .filter(|r| keep(r.domain(), r.app()))
+        .filter(|r| keep(r.domain(), r.app(), r.stream()))
         .map(config_json)
         .collect();
     let doc = state.node.shared_rules.as_ref().map(|s| s.doc());
@@ -118,13 +148,14 @@ pub async fn list(
         let mut stored: Vec<&StoredRule> = doc
             .rules
             .iter()
-            .filter(|r| keep(&r.spec.domain, &r.spec.app))
+            .filter(|r| keep(&r.spec.domain, &r.spec.app, r.spec.stream.as_deref()))
             .collect();
         stored.sort_by(|a, b| {
-            (a.create_time, &a.spec.domain, &a.spec.app).cmp(&(
+            (a.create_time, &a.spec.domain, &a.spec.app, &a.spec.stream).cmp(&(
                 b.create_time,
                 &b.spec.domain,
                 &b.spec.app,
+                &b.spec.stream,
             ))
         });
         items.extend(stored.into_iter().map(|s| stored_json(&state, s)));
@@ -148,24 +179,28 @@ pub async fn list(
     })))
 }
 
-/// `GET /api/v1/snapshot-configs/{domain}/{app}`
+/// `GET /api/v1/snapshot-configs/{domain}/{app}[/{stream}]`
 pub async fn get_one(
     State(state): State<ApiState>,
-    Path((domain, app)): Path<(String, String)>,
+    Path(at): Path<ScopePath>,
 ) -> ApiResult<Json<Value>> {
-    if let Some(r) = static_rule(&state, &domain, &app) {
+    if let Some(r) = static_rule(&state, &at.domain, &at.app, at.stream()) {
         return Ok(Json(config_json(r)));
     }
     let doc = state.node.shared_rules.as_ref().map(|s| s.doc());
-    match doc.as_ref().and_then(|d| d.find(&domain, &app)) {
+    match doc
+        .as_ref()
+        .and_then(|d| d.find(&at.domain, &at.app, at.stream()))
+    {
         Some(s) => Ok(Json(stored_json(&state, s))),
-        None => Err(not_found(&domain, &app)),
+        None => Err(not_found(&at)),
     }
 }
 
 const CREATE_FIELDS: &[&str] = &[
     "domain",
     "app",
+    "stream",
     "interval_secs",
     "storage",
     "overwrite_object",
@@ -175,6 +210,10 @@ const CREATE_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "exact",
+    "retain_secs",
+    "retain_count",
+    "outputs",
 ];
 
 /// An optional field of any shape, absent or null as `None`.
@@ -190,6 +229,17 @@ fn opt_string(body: &JsonObject, key: &str) -> ApiResult<Option<String>> {
         Field::Value(s) => Some(s),
         Field::Absent | Field::Null => None,
     })
+}
+
+/// The `outputs` array, its errors naming the output and field (`outputs[1].fit`).
+fn outputs(body: &JsonObject) -> ApiResult<Field<Vec<crate::rules::output::OutputSpec>>> {
+    match body.0.get("outputs") {
+        None => Ok(Field::Absent),
+        Some(serde_json::Value::Null) => Ok(Field::Null),
+        Some(v) => crate::rules::output::outputs_from_json(v)
+            .map(Field::Value)
+            .map_err(|e| ApiError::invalid(e.key, e.message)),
+    }
 }
 
 fn required_string(body: &JsonObject, key: &str) -> ApiResult<String> {
@@ -227,6 +277,7 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
     let cfg = RuleSpec {
         domain: required_string(&body, "domain")?,
         app: required_string(&body, "app")?,
+        stream: opt_string(&body, "stream")?,
         interval_secs: match body.int("interval_secs")? {
             Field::Value(n) => n,
             _ => return Err(ApiError::invalid("interval_secs", "is required (5..=3600)")),
@@ -248,21 +299,29 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         review_every: opt_value(&body, "review_every")?,
         review_kick: opt_value(&body, "review_kick")?,
         health: opt_value(&body, "health")?,
+        exact: opt_value::<bool>(&body, "exact")?.unwrap_or(false),
+        retain_secs: opt_value(&body, "retain_secs")?,
+        retain_count: opt_value(&body, "retain_count")?,
+        outputs: match outputs(&body)? {
+            Field::Value(o) => o,
+            Field::Absent | Field::Null => Vec::new(),
+        },
     };
     let rule = validate(&state, &cfg)?;
-    if static_rule(&state, &cfg.domain, &cfg.app).is_some() {
+    let (domain, app, stream) = (&cfg.domain, &cfg.app, cfg.stream.as_deref());
+    if static_rule(&state, domain, app, stream).is_some() {
         return Err(ApiError::already_exists(format!(
-            "the config file has a rule for domain {:?}, app {:?}",
-            cfg.domain, cfg.app
+            "the config file has a rule for {}",
+            rule.describe()
         )));
     }
     let store = store(&state)?;
     let created = store
         .update(|doc, now| {
-            if doc.find(&cfg.domain, &cfg.app).is_some() {
+            if doc.find(domain, app, stream).is_some() {
                 return Err(ApiError::already_exists(format!(
-                    "a snapshot config for domain {:?}, app {:?} exists",
-                    cfg.domain, cfg.app
+                    "a snapshot config for {} exists",
+                    rule.describe()
                 )));
             }
             check_keys_apart(&state, &rule, doc)?;
@@ -276,12 +335,15 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
         })
         .await
         .map_err(map_update)?;
-    tracing::info!(domain = %created.spec.domain, app = %created.spec.app, "snapshot config added");
-    let location = format!(
+    tracing::info!(domain = %created.spec.domain, app = %created.spec.app, stream = ?created.spec.stream, "snapshot config added");
+    let mut location = format!(
         "/api/v1/snapshot-configs/{}/{}",
         super::path_segment(&created.spec.domain),
         super::path_segment(&created.spec.app)
     );
+    if let Some(s) = &created.spec.stream {
+        location = format!("{location}/{}", super::path_segment(s));
+    }
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -300,16 +362,20 @@ const PATCH_FIELDS: &[&str] = &[
     "review_every",
     "review_kick",
     "health",
+    "exact",
+    "retain_secs",
+    "retain_count",
+    "outputs",
 ];
 
-/// `PATCH /api/v1/snapshot-configs/{domain}/{app}`: the given fields only; `null`
-/// clears an optional field; the result must still be a valid rule.
+/// `PATCH /api/v1/snapshot-configs/{domain}/{app}[/{stream}]`: the given fields
+/// only; `null` clears an optional field; the result must still be a valid rule.
 pub async fn update(
     State(state): State<ApiState>,
-    Path((domain, app)): Path<(String, String)>,
+    Path(at): Path<ScopePath>,
     body: JsonObject,
 ) -> ApiResult<Json<Value>> {
-    for fixed in ["domain", "app"] {
+    for fixed in ["domain", "app", "stream"] {
         if body.0.contains_key(fixed) {
             return Err(ApiError::invalid(
                 fixed,
@@ -333,9 +399,14 @@ pub async fn update(
     let review_every = body.value::<u32>("review_every")?;
     let review_kick = body.value::<crate::rules::spec::ReviewKick>("review_kick")?;
     let health = body.value::<crate::health::HealthOverride>("health")?;
-    if static_rule(&state, &domain, &app).is_some() {
+    let exact = body.value::<bool>("exact")?;
+    let retain_secs = body.value::<u64>("retain_secs")?;
+    let retain_count = body.value::<u64>("retain_count")?;
+    let outputs = outputs(&body)?;
+    if static_rule(&state, &at.domain, &at.app, at.stream()).is_some() {
         return Err(ApiError::read_only(format!(
-            "the rule for domain {domain:?}, app {app:?} comes from the config file and is read-only here"
+            "the rule for {} comes from the config file and is read-only here",
+            at.describe()
         )));
     }
     let store = store(&state)?;
@@ -349,8 +420,8 @@ pub async fn update(
     let updated = store
         .update(|doc, now| {
             let i = doc
-                .position(&domain, &app)
-                .ok_or_else(|| not_found(&domain, &app))?;
+                .position(&at.domain, &at.app, at.stream())
+                .ok_or_else(|| not_found(&at))?;
             let old = doc.rules[i].clone();
             let mut new = old.clone();
             let spec = &mut new.spec;
@@ -367,6 +438,18 @@ pub async fn update(
             set(&mut spec.review_every, &review_every);
             set(&mut spec.review_kick, &review_kick);
             set(&mut spec.health, &health);
+            match exact {
+                Field::Value(b) => spec.exact = b,
+                Field::Null => spec.exact = false,
+                Field::Absent => {}
+            }
+            set(&mut spec.retain_secs, &retain_secs);
+            set(&mut spec.retain_count, &retain_count);
+            match &outputs {
+                Field::Absent => {}
+                Field::Null => spec.outputs.clear(),
+                Field::Value(o) => spec.outputs = o.clone(),
+            }
             let rule = validate(&state, spec)?;
             check_keys_apart(&state, &rule, doc)?;
             new.update_time = now;
@@ -376,32 +459,33 @@ pub async fn update(
         })
         .await
         .map_err(map_update)?;
-    tracing::info!(domain = %domain, app = %app, "snapshot config updated");
+    tracing::info!(domain = %at.domain, app = %at.app, stream = ?at.stream, "snapshot config updated");
     Ok(Json(stored_json(&state, &updated)))
 }
 
-/// `DELETE /api/v1/snapshot-configs/{domain}/{app}`
+/// `DELETE /api/v1/snapshot-configs/{domain}/{app}[/{stream}]`
 pub async fn delete(
     State(state): State<ApiState>,
-    Path((domain, app)): Path<(String, String)>,
+    Path(at): Path<ScopePath>,
 ) -> ApiResult<StatusCode> {
-    if static_rule(&state, &domain, &app).is_some() {
+    if static_rule(&state, &at.domain, &at.app, at.stream()).is_some() {
         return Err(ApiError::read_only(format!(
-            "the rule for domain {domain:?}, app {app:?} comes from the config file and is read-only here"
+            "the rule for {} comes from the config file and is read-only here",
+            at.describe()
         )));
     }
     let store = store(&state)?;
     store
         .update(|doc, now| {
             let i = doc
-                .position(&domain, &app)
-                .ok_or_else(|| not_found(&domain, &app))?;
+                .position(&at.domain, &at.app, at.stream())
+                .ok_or_else(|| not_found(&at))?;
             let old = doc.rules.remove(i);
             doc.retire(&old, None, now);
             Ok(())
         })
         .await
         .map_err(map_update)?;
-    tracing::info!(domain = %domain, app = %app, "snapshot config deleted");
+    tracing::info!(domain = %at.domain, app = %at.app, stream = ?at.stream, "snapshot config deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,9 @@
 //! applied to the stream's (domain, app) — config rules, stored rules, and the
 //! templates that stored rules used before an update or a delete (the rule store's
 //! history) — so snapshots taken under an older version of a rule are still found.
+//! A rule's `outputs` are searched too, and the objects of one snapshot (same
+//! `{Sequence}`, or same second without it) come back as one item listing them all
+//! (`catalog::group`).
 
 use std::collections::BTreeMap;
 
@@ -19,7 +22,8 @@ use super::params::{Order, Params};
 use super::streams::stream_id;
 use super::ApiState;
 use crate::clock::rfc3339;
-use crate::storage::catalog::{self, Found, Range};
+use crate::rules::output::Format;
+use crate::storage::catalog::{self, Found, Group, Range};
 use crate::storage::template::Template;
 
 /// The longest range one query may cover.
@@ -35,45 +39,67 @@ const PARAMS: &[&str] = &[
     "order",
 ];
 
-/// (storage, template) pairs that may hold snapshots of streams of (domain, app).
-pub fn candidate_templates(state: &ApiState, domain: &str, app: &str) -> Vec<(String, Template)> {
+/// (storage, template) pairs that may hold snapshots of the stream `id`.
+pub fn candidate_templates(
+    state: &ApiState,
+    id: &crate::names::StreamId,
+) -> Vec<(String, Template)> {
+    let (domain, app, stream) = (&id.domain, &id.app, &id.stream);
     match &state.node.shared_rules {
-        Some(shared) => shared.sequence_templates(domain, app),
+        Some(shared) => shared.sequence_templates(domain, app, stream),
         None => crate::rules::shared::sequence_templates(
             &state.node.settings.static_rules,
             None,
             domain,
             app,
+            stream,
         ),
+    }
+}
+
+/// What pages are cut by: a time in Unix seconds.
+pub trait Timed {
+    fn unix(&self) -> u64;
+}
+
+impl Timed for Found {
+    fn unix(&self) -> u64 {
+        self.unix
+    }
+}
+
+impl Timed for Group {
+    fn unix(&self) -> u64 {
+        self.unix
     }
 }
 
 /// Cuts a page of at most `limit` items (more only when one second holds more) so
 /// that it never ends in the middle of a second; returns the page and the time the
 /// next page starts at (asc: its start_time; desc: its exclusive end_time).
-pub fn cut_page(mut items: Vec<Found>, order: Order, limit: usize) -> (Vec<Found>, Option<u64>) {
+pub fn cut_page<T: Timed>(mut items: Vec<T>, order: Order, limit: usize) -> (Vec<T>, Option<u64>) {
     if order == Order::Desc {
         items.reverse();
     }
     if items.len() <= limit {
         return (items, None);
     }
-    let boundary = items[limit].unix;
+    let boundary = items[limit].unix();
     let mut n = limit;
-    while n > 0 && items[n - 1].unix == boundary {
+    while n > 0 && items[n - 1].unix() == boundary {
         n -= 1;
     }
     if n == 0 {
         // One second fills the page: give all of it.
         n = limit;
-        while n < items.len() && items[n].unix == boundary {
+        while n < items.len() && items[n].unix() == boundary {
             n += 1;
         }
         if n == items.len() {
             return (items, None);
         }
     }
-    let next = items[n].unix;
+    let next = items[n].unix();
     items.truncate(n);
     let next = match order {
         Order::Asc => next,
@@ -117,9 +143,13 @@ pub async fn query(
         start,
         end,
     };
+    let candidates = candidate_templates(&state, &id);
     let mut by_storage: BTreeMap<String, Vec<Template>> = BTreeMap::new();
-    for (storage, t) in candidate_templates(&state, &id.domain, &id.app) {
-        by_storage.entry(storage).or_default().push(t);
+    for (storage, t) in &candidates {
+        by_storage
+            .entry(storage.clone())
+            .or_default()
+            .push(t.clone());
     }
     let mut found: Vec<Found> = Vec::new();
     for (storage, templates) in &by_storage {
@@ -130,16 +160,18 @@ pub async fn query(
     }
     found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
     found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
+    let groups = catalog::group(found, &candidates, &range);
 
-    let (page, next) = cut_page(found, order, limit);
+    let (page, next) = cut_page(groups, order, limit);
     // Verdicts are read only where the stream's rule reviews its snapshots.
     let reviewed = state
         .node
         .rules()
-        .lookup(&id.domain, &id.app)
+        .lookup_stream(&id.domain, &id.app, &id.stream)
         .is_some_and(|r| r.spec.review_url.is_some());
     let jobs: Vec<_> = page
         .iter()
+        .flat_map(|g| &g.members)
         .map(|f| (state.node.targets.get(&f.storage).cloned(), f.clone()))
         .collect();
     let described: Vec<_> = futures::stream::iter(jobs.into_iter().map(|(target, f)| async move {
@@ -157,20 +189,45 @@ pub async fn query(
     .buffered(16)
     .collect()
     .await;
+    let mut described = described.into_iter();
     let items: Vec<Value> = page
         .iter()
-        .zip(described)
-        .map(|(f, ((size, dims), review))| {
+        .map(|g| {
+            let members: Vec<_> = g.members.iter().zip(described.by_ref()).collect();
+            let object = |f: &Found, size: Option<u64>, dims: Option<(u16, u16)>| {
+                json!({
+                    "key": f.key,
+                    "format": Format::of_key(&f.key).unwrap_or_default().as_str(),
+                    "width": dims.map(|d| d.0),
+                    "height": dims.map(|d| d.1),
+                    "size": size,
+                })
+            };
+            // The first member (output 0 when it was stored) speaks for the snapshot.
+            let (f, ((size, dims), review)) = &members[0];
             let mut item = json!({
                 "key": f.key,
                 "storage": f.storage,
-                "create_time": rfc3339(f.unix),
+                "create_time": rfc3339(g.unix),
                 "width": dims.map(|d| d.0),
                 "height": dims.map(|d| d.1),
                 "size": size,
             });
+            // Snapshots of rules with outputs (or a first object that is not a JPEG) say
+            // what they hold; a plain rule's items stay as they always were.
+            let format = Format::of_key(&f.key).unwrap_or_default();
+            if members.len() > 1 || format != Format::Jpeg {
+                item["format"] = json!(format.as_str());
+                item["outputs"] = members
+                    .iter()
+                    .map(|(f, ((size, dims), _))| object(f, *size, *dims))
+                    .collect();
+                if let Some(n) = g.sequence {
+                    item["sequence"] = json!(n);
+                }
+            }
             if reviewed {
-                item["review"] = review.unwrap_or(Value::Null);
+                item["review"] = review.clone().unwrap_or(Value::Null);
             }
             item
         })

@@ -211,7 +211,10 @@ pub async fn latest(
     // stream has (live) or would have (offline).
     let rule = match &live {
         Some(l) => l.rule.clone(),
-        None => state.node.rules().lookup(&id.domain, &id.app),
+        None => state
+            .node
+            .rules()
+            .lookup_stream(&id.domain, &id.app, &id.stream),
     };
     let no_image = || ApiError::not_found(format!("no snapshot of {id} is available"));
     let rule = rule.ok_or_else(no_image)?;
@@ -297,8 +300,13 @@ pub async fn snapshot(
     let quality = state.node.settings.quality;
     let max_pixels = state.node.settings.limits.max_picture_pixels;
     let started = Instant::now();
+    // A stored on-demand snapshot has all of its rule's outputs, like a scheduled one.
+    let outputs = match (&rule, store) {
+        (Some(r), true) => r.outputs.clone(),
+        _ => Vec::new(),
+    };
     let pic = tokio::task::spawn_blocking(move || {
-        Renderer::new(quality, max_pixels).render(&body, &config)
+        Renderer::new(quality, max_pixels).render_outputs(&body, &config, &outputs)
     })
     .await
     .map_err(|e| ApiError::internal(format!("snapshot worker: {e}")))?
@@ -337,6 +345,7 @@ pub async fn snapshot(
                 height: pic.height,
                 unix_ts,
                 arrived: started,
+                outputs: pic.outputs.clone(),
             })
             .await;
         if stored.is_none() {

@@ -3,9 +3,10 @@
 //! rules in force on this node ([`RuleBook`]) and the rule document shared by every
 //! node (`shared`).
 //!
-//! A rule is keyed by (domain, app), each a name or `*`; the most specific match wins:
-//! (domain, app) → (domain, *) → (*, app) → (*, *). A publish takes its rule once, at
-//! its start; this module never touches live streams.
+//! A rule is keyed by (domain, app), each a name or `*`, and may name one stream of a
+//! named app; the first match wins: (domain, app, stream) → (domain, app) →
+//! (domain, *) → (*, app, stream) → (*, app) → (*, *) (the domain decides first). A
+//! publish takes its rule once, at its start; this module never touches live streams.
 //!
 //! Keys: a rule alone is checked by `spec` (each template tells its stream, is
 //! unambiguous, stays out of livesnap's folders, and its overwrite and sequence
@@ -13,6 +14,7 @@
 //! target: an overwrite key of one is never a sequence key of the other, and no key is
 //! rendered for two different streams.
 
+pub mod output;
 pub mod shared;
 pub mod spec;
 
@@ -32,6 +34,8 @@ pub struct Rule {
     pub interval_secs: u32,
     pub overwrite_object: Option<Template>,
     pub sequence_object: Option<Template>,
+    /// The outputs after output 0 (the rule's own templates), as `spec.outputs` lists them.
+    pub outputs: Vec<output::Output>,
 }
 
 impl Rule {
@@ -41,6 +45,16 @@ impl Rule {
 
     pub fn app(&self) -> &str {
         &self.spec.app
+    }
+
+    /// The one stream the rule is for, if it names one.
+    pub fn stream(&self) -> Option<&str> {
+        self.spec.stream.as_deref()
+    }
+
+    /// (domain, app, stream): what makes a rule unique among the rules in force.
+    pub fn scope_key(&self) -> (&str, &str, Option<&str>) {
+        (self.domain(), self.app(), self.stream())
     }
 
     /// The name of the storage target the rule writes to.
@@ -56,9 +70,28 @@ impl Rule {
     /// Whether the sequence template counts with `{Sequence}` (which must then continue
     /// from what is already stored).
     pub fn uses_sequence(&self) -> bool {
+        self.numbering_template().is_some()
+    }
+
+    /// The template whose stored keys give the stream's next `{Sequence}`: the first
+    /// sequence template that renders it (output 0's, then the outputs' in order). Every
+    /// output of a snapshot shares the number this one settles on.
+    pub fn numbering_template(&self) -> Option<&Template> {
+        self.sequence_templates()
+            .into_iter()
+            .find(|t| t.has_var(Var::Sequence))
+    }
+
+    /// Every sequence template of the rule, output 0's first.
+    pub fn sequence_templates(&self) -> Vec<&Template> {
         self.sequence_object
-            .as_ref()
-            .is_some_and(|t| t.has_var(Var::Sequence))
+            .iter()
+            .chain(
+                self.outputs
+                    .iter()
+                    .filter_map(|o| o.sequence_object.as_ref()),
+            )
+            .collect()
     }
 }
 
@@ -67,11 +100,19 @@ impl Rule {
     /// renders under this rule.
     fn languages(&self) -> Vec<(&'static str, Language)> {
         let scope = self.spec.scope();
+        // Outputs' templates count as their kind (`keys_apart` compares kinds).
+        let outputs = self.outputs.iter().flat_map(|o| {
+            [
+                ("overwrite_object", &o.overwrite_object),
+                ("sequence_object", &o.sequence_object),
+            ]
+        });
         [
             ("overwrite_object", &self.overwrite_object),
             ("sequence_object", &self.sequence_object),
         ]
         .into_iter()
+        .chain(outputs)
         .filter_map(|(f, t)| Some((f, Language::of(t.as_ref()?, scope))))
         .collect()
     }
@@ -81,9 +122,17 @@ impl Rule {
         self.languages().iter().any(|(_, l)| l.contains(key))
     }
 
-    /// `domain "a.com", app "*"`, for messages.
+    /// `domain "a.com", app "*"` (`, stream "cam7"`), for messages.
     pub fn describe(&self) -> String {
-        format!("domain {:?}, app {:?}", self.domain(), self.app())
+        describe_scope(self.domain(), self.app(), self.stream())
+    }
+}
+
+/// `domain "a.com", app "live"`, and `, stream "cam7"` for a stream rule.
+pub fn describe_scope(domain: &str, app: &str, stream: Option<&str>) -> String {
+    match stream {
+        Some(s) => format!("domain {domain:?}, app {app:?}, stream {s:?}"),
+        None => format!("domain {domain:?}, app {app:?}"),
     }
 }
 
@@ -133,7 +182,8 @@ pub fn keys_apart(a: &Rule, b: &Rule) -> Result<(), Box<KeyClash>> {
 }
 
 /// [`keys_apart`] against each of `others` that writes to the same place as `rule`
-/// (`same_place` compares storage target names) and is not for the same (domain, app).
+/// (`same_place` compares storage target names) and is not for the same (domain, app,
+/// stream).
 pub fn keys_apart_from_all<'a>(
     rule: &Rule,
     others: impl IntoIterator<Item = &'a Rule>,
@@ -141,22 +191,27 @@ pub fn keys_apart_from_all<'a>(
 ) -> Result<(), Box<KeyClash>> {
     others
         .into_iter()
-        .filter(|o| (o.domain(), o.app()) != (rule.domain(), rule.app()))
+        .filter(|o| o.scope_key() != rule.scope_key())
         .filter(|o| same_place(rule.storage(), o.storage()))
         .try_for_each(|o| keys_apart(rule, o))
 }
 
-/// A set of rules with O(1) lookup.
+/// A set of rules with O(1) lookup: a publish's rule is
+/// `lookup_stream(domain, app, stream)` (see the module doc for the order).
 pub type RuleSet = crate::names::ByScope<Rule>;
 
 impl RuleSet {
-    /// Builds the set; the caller has checked that (domain, app) pairs are unique.
+    /// Builds the set; the caller has checked that (domain, app, stream) scopes are
+    /// unique.
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> RuleSet {
-        RuleSet::from_scoped(
-            rules
-                .into_iter()
-                .map(|r| (r.spec.domain.clone(), r.spec.app.clone(), Arc::new(r))),
-        )
+        RuleSet::from_streams(rules.into_iter().map(|r| {
+            (
+                r.spec.domain.clone(),
+                r.spec.app.clone(),
+                r.spec.stream.clone(),
+                Arc::new(r),
+            )
+        }))
     }
 }
 
@@ -196,6 +251,7 @@ mod tests {
         RuleSpec {
             domain: domain.into(),
             app: app.into(),
+            stream: None,
             interval_secs: interval,
             storage: "default".into(),
             overwrite_object: Some("{AppName}/{StreamName}.jpg".into()),
@@ -205,6 +261,10 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
+            retain_secs: None,
+            retain_count: None,
+            outputs: Vec::new(),
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -248,6 +308,7 @@ mod tests {
         RuleSpec {
             domain: "*".into(),
             app: app.into(),
+            stream: None,
             interval_secs: 5,
             storage: storage.into(),
             overwrite_object: Some(ow.into()),
@@ -257,6 +318,10 @@ mod tests {
             review_every: None,
             review_kick: None,
             health: None,
+            exact: false,
+            retain_secs: None,
+            retain_count: None,
+            outputs: Vec::new(),
         }
         .validate("rule", |_| true)
     }
@@ -291,6 +356,120 @@ mod tests {
         assert!(keys_apart_from_all(&elsewhere, [&every, &live], |a, b| a == b).is_ok());
         assert!(keys_apart_from_all(&spelled, [&every, &live], |a, b| a == b).is_err());
         assert!(keys_apart_from_all(&spelled, [&spelled], |a, b| a == b).is_ok());
+    }
+
+    fn stream_rule(
+        domain: &str,
+        app: &str,
+        stream: &str,
+        ow: &str,
+    ) -> Result<Rule, crate::error::Invalid> {
+        let mut spec = rule("*", "*", 5).spec;
+        spec.domain = domain.into();
+        spec.app = app.into();
+        spec.stream = Some(stream.into());
+        spec.overwrite_object = Some(ow.into());
+        spec.validate("rule", |_| true)
+    }
+
+    #[test]
+    fn stream_rules_take_the_six_level_order() {
+        let ow = "{AppName}/{StreamName}.jpg";
+        let rows = [
+            stream_rule("a.com", "live", "cam7", ow).unwrap(),
+            rule("a.com", "live", 8),
+            rule("a.com", "*", 7),
+            stream_rule("*", "live", "cam7", ow).unwrap(),
+            rule("*", "live", 6),
+            rule("*", "*", 5),
+        ];
+        for first in 0..rows.len() {
+            let set = RuleSet::new(rows[first..].iter().cloned());
+            let got = set.lookup_stream("a.com", "live", "cam7").unwrap();
+            assert_eq!(got.spec, rows[first].spec, "rows {}..", first + 1);
+        }
+        let set = RuleSet::new(rows.iter().cloned());
+        assert_eq!(
+            set.len(),
+            6,
+            "a stream rule and its app's rule are two entries"
+        );
+        let iv = |d, a, s| set.lookup_stream(d, a, s).map(|r| r.interval_secs);
+        assert_eq!(iv("a.com", "live", "cam8"), Some(8));
+        assert_eq!(iv("b.com", "live", "cam8"), Some(6));
+        assert_eq!(
+            set.lookup_stream("b.com", "live", "cam7").unwrap().stream(),
+            Some("cam7")
+        );
+    }
+
+    #[test]
+    fn stream_rules_are_validated() {
+        // A stream rule may leave {StreamName} out: its keys are its stream's.
+        assert!(stream_rule("*", "live", "cam7", "cams/seven.jpg").is_ok());
+        assert!(rule_with("live", "s", "cams/seven.jpg").is_err());
+        let e = stream_rule("*", "*", "cam7", "{AppName}/{StreamName}.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.stream");
+        let e = stream_rule("*", "live", "a/b", "{StreamName}.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.stream");
+        let e = stream_rule("*", "live", "_livesnap", "_livesnap/x.jpg").unwrap_err();
+        assert_eq!(e.key, "rule.stream", "a name publish would refuse");
+        let e = stream_rule("*", "live", "cam7", "_livesnap/{StreamName}.jpg").unwrap_err();
+        assert_eq!(
+            e.key, "rule.overwrite_object",
+            "reserved folders stay reserved"
+        );
+    }
+
+    #[test]
+    fn stream_rules_keep_their_keys_apart() {
+        let app = rule_with("live", "s", "{AppName}/{StreamName}.jpg").unwrap();
+        // The same template for one stream of the app: the keys are that stream's.
+        let same = stream_rule("*", "live", "cam7", "{AppName}/{StreamName}.jpg").unwrap();
+        assert_eq!(keys_apart(&same, &app), Ok(()));
+        // A literal key the app rule renders for the stream "snap".
+        let fixed = stream_rule("*", "live", "cam7", "live/snap.jpg").unwrap();
+        let clash = keys_apart(&fixed, &app).unwrap_err();
+        assert_eq!(clash.key, "live/snap.jpg");
+        assert!(clash.rule.contains("stream \"cam7\""), "{}", clash.rule);
+        // Two stream rules of one app with one literal key.
+        let other = stream_rule("*", "live", "cam8", "live/snap.jpg").unwrap();
+        assert!(keys_apart(&fixed, &other).is_err());
+        let apart = stream_rule("*", "live", "cam8", "live/cam8-only.jpg").unwrap();
+        assert!(keys_apart_from_all(&fixed, [&apart], |a, b| a == b).is_ok());
+        // The rule itself (same scope) is not checked against itself.
+        assert!(keys_apart_from_all(&fixed, [&fixed], |a, b| a == b).is_ok());
+    }
+
+    /// The commented stream rule of config.example.toml, uncommented, is valid beside
+    /// the example's active rule.
+    #[test]
+    fn the_example_stream_rule_is_valid() {
+        let text = include_str!("../../config.example.toml");
+        let start = text
+            .find("# stream = \"cam7\"")
+            .expect("a stream rule example");
+        let start = text[..start].rfind("# [[rules]]").unwrap();
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .skip(1)
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let spec: RuleSpec = toml::from_str(&block).unwrap();
+        let rule = spec.validate("rules[1]", |s| s == "default").unwrap();
+        assert_eq!(rule.scope_key(), ("*", "live", Some("cam7")));
+        let every = RuleSpec {
+            domain: "*".into(),
+            app: "*".into(),
+            sequence_object: Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg".into()),
+            ..rule_with("*", "default", "{AppName}/{StreamName}.jpg")
+                .unwrap()
+                .spec
+        }
+        .validate("rules[0]", |_| true)
+        .unwrap();
+        assert_eq!(keys_apart(&rule, &every), Ok(()));
     }
 
     #[test]

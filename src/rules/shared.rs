@@ -119,27 +119,37 @@ pub struct StoredRule {
     pub update_time: u64,
 }
 
-/// A sequence template no longer used by the rule (domain, app).
+/// A sequence template no longer used by the rule (domain, app, stream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetiredTemplate {
     pub domain: String,
     pub app: String,
+    /// The stream of a stream rule; absent for a rule of every stream of the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     pub storage: String,
     pub sequence_object: String,
     pub retired_time: u64,
 }
 
+impl StoredRule {
+    /// Whether this is the rule for (domain, app, stream); `stream` is `None` for the
+    /// rule of every stream of the app.
+    pub fn is_for(&self, domain: &str, app: &str, stream: Option<&str>) -> bool {
+        self.spec.domain == domain && self.spec.app == app && self.spec.stream.as_deref() == stream
+    }
+}
+
 impl RulesDoc {
-    pub fn find(&self, domain: &str, app: &str) -> Option<&StoredRule> {
-        self.rules
-            .iter()
-            .find(|r| r.spec.domain == domain && r.spec.app == app)
+    /// The rule for (domain, app, stream), `stream` `None` for the app's rule.
+    pub fn find(&self, domain: &str, app: &str, stream: Option<&str>) -> Option<&StoredRule> {
+        self.rules.iter().find(|r| r.is_for(domain, app, stream))
     }
 
-    pub fn position(&self, domain: &str, app: &str) -> Option<usize> {
+    pub fn position(&self, domain: &str, app: &str, stream: Option<&str>) -> Option<usize> {
         self.rules
             .iter()
-            .position(|r| r.spec.domain == domain && r.spec.app == app)
+            .position(|r| r.is_for(domain, app, stream))
     }
 
     /// Remembers `old`'s sequence template unless `new` keeps it (same storage and
@@ -156,6 +166,7 @@ impl RulesDoc {
         let known = self.history.iter().any(|h| {
             h.domain == old.domain
                 && h.app == old.app
+                && h.stream == old.stream
                 && h.storage == old.storage
                 && &h.sequence_object == tpl
         });
@@ -163,6 +174,7 @@ impl RulesDoc {
             self.history.push(RetiredTemplate {
                 domain: old.domain.clone(),
                 app: old.app.clone(),
+                stream: old.stream.clone(),
                 storage: old.storage.clone(),
                 sequence_object: tpl.clone(),
                 retired_time: now,
@@ -358,13 +370,11 @@ impl SharedRules {
         let mut skipped = Vec::new();
         for (i, r) in doc.rules.iter().enumerate() {
             let r = &r.spec;
-            if rules
-                .iter()
-                .any(|s| s.domain() == r.domain && s.app() == r.app)
-            {
+            let scope = (r.domain.as_str(), r.app.as_str(), r.stream.as_deref());
+            let name = super::describe_scope(scope.0, scope.1, scope.2);
+            if rules.iter().any(|s| s.scope_key() == scope) {
                 skipped.push(format!(
-                    "domain {:?} app {:?}: a rule of the config file or an earlier stored rule has the same domain and app",
-                    r.domain, r.app
+                    "{name}: a rule of the config file or an earlier stored rule has the same scope"
                 ));
                 continue;
             }
@@ -378,7 +388,7 @@ impl SharedRules {
                 });
             match valid {
                 Ok(rule) => rules.push(rule),
-                Err(e) => skipped.push(format!("domain {:?} app {:?}: {e}", r.domain, r.app)),
+                Err(e) => skipped.push(format!("{name}: {e}")),
             }
         }
         (RuleSet::new(rules), skipped)
@@ -672,11 +682,17 @@ impl SharedRules {
         });
     }
 
-    /// The sequence templates (with their storage) under which snapshots of streams of
-    /// (domain, app) may have been stored: the config rules', the stored rules', and
-    /// those that stored rules used before an update or a delete (the history).
-    pub fn sequence_templates(&self, domain: &str, app: &str) -> Vec<(String, Template)> {
-        sequence_templates(&self.static_rules, Some(&self.doc()), domain, app)
+    /// The sequence templates (with their storage) under which snapshots of the stream
+    /// (domain, app, stream) may have been stored: the config rules', the stored
+    /// rules', and those that stored rules used before an update or a delete (the
+    /// history); a stream rule's only for its stream.
+    pub fn sequence_templates(
+        &self,
+        domain: &str,
+        app: &str,
+        stream: &str,
+    ) -> Vec<(String, Template)> {
+        sequence_templates(&self.static_rules, Some(&self.doc()), domain, app, stream)
     }
 }
 
@@ -686,8 +702,11 @@ pub fn sequence_templates(
     doc: Option<&RulesDoc>,
     domain: &str,
     app: &str,
+    stream: &str,
 ) -> Vec<(String, Template)> {
-    let matches = |d: &str, a: &str| (d == ANY || d == domain) && (a == ANY || a == app);
+    let matches = |d: &str, a: &str, s: Option<&str>| {
+        (d == ANY || d == domain) && (a == ANY || a == app) && s.is_none_or(|s| s == stream)
+    };
     let mut out: Vec<(String, Template)> = Vec::new();
     let mut add = |storage: &str, t: Template| {
         if !out
@@ -698,21 +717,28 @@ pub fn sequence_templates(
         }
     };
     for r in static_rules {
-        if let (true, Some(t)) = (matches(r.domain(), r.app()), &r.sequence_object) {
-            add(r.storage(), t.clone());
+        if matches(r.domain(), r.app(), r.stream()) {
+            // Output 0's first, then the outputs' (the snapshot query groups them).
+            for t in r.sequence_templates() {
+                add(r.storage(), t.clone());
+            }
         }
     }
     if let Some(doc) = doc {
-        let stored = doc.rules.iter().filter_map(|r| {
+        let stored = doc.rules.iter().flat_map(|r| {
             let r = &r.spec;
-            Some((&r.domain, &r.app, &r.storage, r.sequence_object.as_ref()?))
+            let outputs = r.outputs.iter().filter_map(|o| o.sequence_object.as_ref());
+            r.sequence_object
+                .iter()
+                .chain(outputs)
+                .map(move |t| (&r.domain, &r.app, &r.stream, &r.storage, t))
         });
         let retired = doc
             .history
             .iter()
-            .map(|h| (&h.domain, &h.app, &h.storage, &h.sequence_object));
-        for (d, a, storage, tpl) in stored.chain(retired) {
-            if matches(d, a) {
+            .map(|h| (&h.domain, &h.app, &h.stream, &h.storage, &h.sequence_object));
+        for (d, a, s, storage, tpl) in stored.chain(retired) {
+            if matches(d, a, s.as_deref()) {
                 if let Ok(t) = Template::parse_sequential(tpl) {
                     add(storage, t);
                 }
@@ -731,6 +757,7 @@ mod tests {
             spec: RuleSpec {
                 domain: domain.into(),
                 app: app.into(),
+                stream: None,
                 interval_secs: 5,
                 storage: "default".into(),
                 overwrite_object: None,
@@ -740,6 +767,10 @@ mod tests {
                 review_every: None,
                 review_kick: None,
                 health: None,
+                exact: false,
+                retain_secs: None,
+                retain_count: None,
+                outputs: Vec::new(),
             },
             create_time: 1,
             update_time: 1,
@@ -820,6 +851,66 @@ mod tests {
             serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
         let before: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(again, before, "written back unchanged");
+    }
+
+    #[test]
+    fn stream_rules_are_stored_apart_from_their_app_rule() {
+        let mut doc = RulesDoc::default();
+        let mut app = rule(
+            "*",
+            "live",
+            Some("{AppName}/{StreamName}/{UnixTimestamp}.jpg"),
+        );
+        app.spec.overwrite_object = Some("{AppName}/{StreamName}.jpg".into());
+        let mut cam7 = rule("*", "live", Some("cams/seven/{UnixTimestamp}.jpg"));
+        cam7.spec.stream = Some("cam7".into());
+        doc.rules = vec![app.clone(), cam7.clone()];
+        assert_eq!(doc.find("*", "live", None), Some(&app));
+        assert_eq!(doc.find("*", "live", Some("cam7")), Some(&cam7));
+        assert_eq!(doc.position("*", "live", Some("cam8")), None);
+        // The stream is written only for stream rules, and read back.
+        let text = serde_json::to_string(&doc).unwrap();
+        assert_eq!(text.matches("\"stream\"").count(), 1, "{text}");
+        assert_eq!(serde_json::from_str::<RulesDoc>(&text).unwrap(), doc);
+        // Both are in force: not one shadowing the other as a duplicate.
+        let (store, _) = memory_store();
+        let (set, skipped) = store.rules_in_force(&doc);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            set.lookup_stream("x", "live", "cam7").unwrap().spec,
+            cam7.spec
+        );
+        assert_eq!(
+            set.lookup_stream("x", "live", "cam8").unwrap().spec,
+            app.spec
+        );
+        // A second rule for the same stream is skipped.
+        doc.rules.push(cam7.clone());
+        let (_, skipped) = store.rules_in_force(&doc);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("stream \"cam7\""), "{}", skipped[0]);
+        // A stream rule's templates, current and retired, are its stream's only.
+        doc.rules.pop();
+        let mut changed = cam7.clone();
+        changed.spec.sequence_object = Some("cams/7/{UnixTimestamp}.jpg".into());
+        doc.retire(&cam7, Some(&changed), 9);
+        assert_eq!(doc.history[0].stream.as_deref(), Some("cam7"));
+        doc.rules[1] = changed;
+        let tpls = |s| {
+            sequence_templates(&[], Some(&doc), "x", "live", s)
+                .into_iter()
+                .map(|(_, t)| t.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            tpls("cam7"),
+            [
+                "{AppName}/{StreamName}/{UnixTimestamp}.jpg",
+                "cams/7/{UnixTimestamp}.jpg",
+                "cams/seven/{UnixTimestamp}.jpg"
+            ]
+        );
+        assert_eq!(tpls("cam8"), ["{AppName}/{StreamName}/{UnixTimestamp}.jpg"]);
     }
 
     #[test]

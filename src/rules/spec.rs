@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::output::{Output, OutputSpec};
 use super::{Rule, ANY};
 use crate::error::{invalid, Invalid};
 use crate::health::HealthOverride;
@@ -22,6 +23,9 @@ pub struct RuleSpec {
     pub domain: String,
     /// An app name, or "*" for every app.
     pub app: String,
+    /// One stream (exact name) of a named app, or absent for every stream of the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Seconds between snapshots, 5..=3600.
     pub interval_secs: i64,
     /// Name of a `[storage.NAME]` target.
@@ -48,7 +52,27 @@ pub struct RuleSpec {
     /// Health thresholds for this rule's streams, replacing the node's `[health]` ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthOverride>,
+    /// Exact-time snapshots: the frame at each due time, decoded forward from the last
+    /// keyframe, instead of the first keyframe at or after it. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
+    /// Retention of sequence objects: those older than this many seconds are deleted by
+    /// the sweeper (`retention`), the newest of a stream always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_secs: Option<u64>,
+    /// Retention of sequence objects: only the newest this many of a stream are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_count: Option<u64>,
+    /// More pictures of every snapshot (sizes, formats, quality); see `rules::output`.
+    /// The rule's own templates are output 0 and may be left out when these are given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputSpec>,
 }
+
+/// Seconds of sequence objects a rule may keep with `retain_secs` (a minute to ten years).
+pub const RETAIN_SECS: std::ops::RangeInclusive<u64> = 60..=315_360_000;
+/// Sequence objects per stream a rule may keep with `retain_count`.
+pub const RETAIN_COUNT: std::ops::RangeInclusive<u64> = 1..=10_000_000;
 
 /// A rule's `review_kick`: stop the publish when `label` scores at least `score`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +133,7 @@ impl RuleSpec {
     ) -> Result<Rule, Invalid> {
         let key = |k: &str| format!("{at}.{k}");
         names::check_scope(&self.domain, &self.app, at)?;
+        names::check_stream_scope(&self.app, self.stream.as_deref(), at)?;
         if !INTERVAL_SECS.contains(&self.interval_secs) {
             return Err(invalid(
                 key("interval_secs"),
@@ -145,28 +170,117 @@ impl RuleSpec {
             // `key("health")` gives `{at}.health`; the override adds the field name.
             h.validate(at)?;
         }
-        if overwrite_object.is_none() && sequence_object.is_none() {
+        let outputs = self
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| o.validate(&format!("{at}.outputs[{i}]")))
+            .collect::<Result<Vec<Output>, Invalid>>()?;
+        if overwrite_object.is_none() && sequence_object.is_none() && outputs.is_empty() {
             return Err(invalid(
                 at,
                 "needs overwrite_object, sequence_object or both",
             ));
         }
         self.check_keys(at, overwrite_object.as_ref(), sequence_object.as_ref())?;
+        self.check_retention(&key)?;
+        self.check_output_keys(
+            at,
+            overwrite_object.as_ref(),
+            sequence_object.as_ref(),
+            &outputs,
+        )?;
         Ok(Rule {
             spec: self.clone(),
             interval_secs: self.interval_secs as u32,
             overwrite_object,
             sequence_object,
+            outputs,
         })
     }
 
-    /// The scope the rule's templates render in: its domain and app when it names them.
+    /// `retain_secs` and `retain_count`: within their ranges, and only with a
+    /// `sequence_object` (overwrite objects are never swept).
+    fn check_retention(&self, key: &impl Fn(&str) -> String) -> Result<(), Invalid> {
+        for (name, v, range) in [
+            ("retain_secs", self.retain_secs, RETAIN_SECS),
+            ("retain_count", self.retain_count, RETAIN_COUNT),
+        ] {
+            let Some(v) = v else { continue };
+            if self.sequence_object.is_none() {
+                return Err(invalid(
+                    key(name),
+                    "needs sequence_object (only sequence objects are swept)",
+                ));
+            }
+            if !range.contains(&v) {
+                return Err(invalid(
+                    key(name),
+                    format!("must be {}..={}, got {v}", range.start(), range.end()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The scope the rule's templates render in: its domain, app and stream when it
+    /// names them.
     pub fn scope(&self) -> Scope<'_> {
         Scope {
             domain: (self.domain != ANY).then_some(self.domain.as_str()),
             app: (self.app != ANY).then_some(self.app.as_str()),
-            stream: None,
+            stream: self.stream.as_deref(),
         }
+    }
+
+    /// The key checks of the outputs' templates: each as [`check_keys`](Self::check_keys)
+    /// checks output 0's, and no two templates of the rule (any outputs, output 0
+    /// included) can render the same key.
+    fn check_output_keys(
+        &self,
+        at: &str,
+        overwrite: Option<&Template>,
+        sequence: Option<&Template>,
+        outputs: &[Output],
+    ) -> Result<(), Invalid> {
+        let mut all: Vec<(String, &Template)> = Vec::new();
+        for (field, t) in [
+            ("overwrite_object", overwrite),
+            ("sequence_object", sequence),
+        ] {
+            if let Some(t) = t {
+                all.push((format!("{at}.{field}"), t));
+            }
+        }
+        for (i, o) in outputs.iter().enumerate() {
+            let at = format!("{at}.outputs[{i}]");
+            self.check_keys(&at, o.overwrite_object.as_ref(), o.sequence_object.as_ref())?;
+            for (field, t) in [
+                ("overwrite_object", &o.overwrite_object),
+                ("sequence_object", &o.sequence_object),
+            ] {
+                if let Some(t) = t {
+                    all.push((format!("{at}.{field}"), t));
+                }
+            }
+        }
+        let scope = self.scope();
+        let langs: Vec<Language> = all.iter().map(|(_, t)| Language::of(t, scope)).collect();
+        for (j, (field, t)) in all.iter().enumerate() {
+            for (i, (other, u)) in all.iter().enumerate().take(j) {
+                if let Some(k) = langs[i].common_key(&langs[j]) {
+                    return Err(invalid(
+                        field.clone(),
+                        format!(
+                            "{:?} and {other} {:?} can both render the key {k:?}: two outputs of one snapshot would write one object",
+                            t.as_str(),
+                            u.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The key checks of one rule: each template tells the stream it was rendered for
@@ -188,7 +302,8 @@ impl RuleSpec {
             let Some(t) = t else { continue };
             let key = format!("{at}.{field}");
             let src = t.as_str();
-            if !t.has_var(Var::StreamName) {
+            // A stream rule's keys are its one stream's: it may leave {StreamName} out.
+            if !t.has_var(Var::StreamName) && self.stream.is_none() {
                 return Err(invalid(
                     key,
                     format!("{src:?} must contain {{StreamName}}, or streams of one app write the same keys"),

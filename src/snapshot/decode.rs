@@ -233,7 +233,7 @@ fn decode_into(
 }
 
 /// Copies openh264's picture (valid only until the decoder's next call) into `frame`, tightly.
-fn copy_picture(
+pub(crate) fn copy_picture(
     picture: &DecodedYUV<'_>,
     max_pixels: u64,
     frame: &mut YuvFrame,

@@ -69,6 +69,16 @@ impl JpegEncoder {
     /// Encode with mozjpeg's fastest settings (`set_fastest_defaults`: baseline, standard
     /// Huffman tables), 4:2:0, raw Y'CbCr input converted from `frame`'s planes as `color` says.
     pub fn encode(&mut self, frame: &YuvFrame, color: ColorInfo) -> Result<Vec<u8>, EncodeError> {
+        self.encode_at(frame, color, self.quality)
+    }
+
+    /// [`encode`](Self::encode) at another `quality` (1–100, clamped) than the encoder's.
+    pub fn encode_at(
+        &mut self,
+        frame: &YuvFrame,
+        color: ColorInfo,
+        quality: u8,
+    ) -> Result<Vec<u8>, EncodeError> {
         frame
             .check_layout()
             .map_err(|reason| EncodeError::InvalidFrame {
@@ -79,7 +89,7 @@ impl JpegEncoder {
         let geometry = Geometry::new(frame.width, frame.height);
         self.prepare(frame, color, &geometry);
         let planes = [&self.planes.y[..], &self.planes.u[..], &self.planes.v[..]];
-        let quality = self.quality;
+        let quality = quality.clamp(1, 100);
         match catch_unwind(AssertUnwindSafe(|| compress(planes, &geometry, quality))) {
             Ok(result) => result,
             Err(payload) => Err(EncodeError::Panicked(panic_message(payload.as_ref()))),

@@ -27,6 +27,11 @@
 //! keyframes of the node hold at most `max_queued_bytes` (or one keyframe when that
 //! alone is larger); each worker holds one more keyframe while it renders it. The run
 //! queue holds at most one entry per live stream.
+//!
+//! Exact-time rules hand in the frames after the keyframe up to the due frame with it
+//! ([`DueKeyframe::forward`]); they count in the same byte bounds, and a worker decodes
+//! them forward (`snapshot::exact`), falling back to the keyframe alone when openh264
+//! refuses one.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -40,7 +45,9 @@ use tokio::sync::Notify;
 
 use crate::media::avc::AvcConfig;
 use crate::metrics::Metrics;
-use crate::snapshot::render::Renderer;
+use crate::rules::output::Output;
+use crate::snapshot::exact::{ExactDecoder, Fallback};
+use crate::snapshot::render::{RenderError, Rendered, Renderer};
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::Snapshot;
 
@@ -54,6 +61,11 @@ pub struct DueKeyframe {
     pub unix_ts: u64,
     /// When the keyframe came off the socket.
     pub arrived: Instant,
+    /// Exact mode: the frames after the keyframe in decode order, up to and including
+    /// the due frame (shared `Bytes` of the messages); empty for the keyframe's picture.
+    pub forward: Vec<Bytes>,
+    /// Exact mode: the due frame's rank in presentation order (0: the keyframe).
+    pub rank: usize,
 }
 
 impl std::fmt::Debug for DueKeyframe {
@@ -67,7 +79,8 @@ impl std::fmt::Debug for DueKeyframe {
 
 impl DueKeyframe {
     fn size(&self) -> u64 {
-        self.body.len() as u64
+        let forward: usize = self.forward.iter().map(Bytes::len).sum();
+        (self.body.len() + forward) as u64
     }
 }
 
@@ -117,6 +130,8 @@ pub struct StreamQueue {
     pub stats: Arc<StreamStats>,
     /// Log context of the stream (peer, domain, app, stream).
     pub span: tracing::Span,
+    /// The rule's outputs after output 0, rendered from the same decode.
+    outputs: Vec<Output>,
 }
 
 impl StreamQueue {
@@ -125,11 +140,22 @@ impl StreamQueue {
         stats: Arc<StreamStats>,
         span: tracing::Span,
     ) -> Arc<StreamQueue> {
+        Self::with_outputs(sink, stats, span, Vec::new())
+    }
+
+    /// [`new`](Self::new) for a rule with `outputs` (rendered with output 0).
+    pub fn with_outputs(
+        sink: tmpsc::Sender<Snapshot>,
+        stats: Arc<StreamStats>,
+        span: tracing::Span,
+        outputs: Vec<Output>,
+    ) -> Arc<StreamQueue> {
         Arc::new(StreamQueue {
             state: Mutex::new(QueueState::default()),
             sink,
             stats,
             span,
+            outputs,
         })
     }
 
@@ -401,12 +427,57 @@ impl Pool {
 
 struct Worker {
     renderer: Renderer,
+    /// Decodes forward from keyframes for exact-time snapshots (created on first use).
+    exact: ExactDecoder,
 }
 
 impl Worker {
     fn new(quality: u8, max_pixels: u64) -> Worker {
         Worker {
             renderer: Renderer::new(quality, max_pixels),
+            exact: ExactDecoder::new(max_pixels),
+        }
+    }
+
+    /// The keyframe's picture, or in exact mode the due frame's; when decoding forward
+    /// fails, the keyframe's (counted as an exact fallback, `decode_error`).
+    fn render_job(
+        &mut self,
+        shared: &Shared,
+        queue: &StreamQueue,
+        job: &DueKeyframe,
+    ) -> Result<Rendered, RenderError> {
+        if job.forward.is_empty() {
+            return self
+                .renderer
+                .render_outputs(&job.body, &job.config, &queue.outputs);
+        }
+        let r = self.renderer.render_exact(
+            &mut self.exact,
+            &job.body,
+            &job.forward,
+            job.rank,
+            &job.config,
+            &queue.outputs,
+        );
+        match r {
+            Ok(pic) => {
+                let frames = job.forward.len() as u64 + 1;
+                shared.metrics.exact_frames_decoded.inc_by(frames);
+                Ok(pic)
+            }
+            Err(RenderError::Exact(e)) => {
+                shared
+                    .metrics
+                    .exact_fallback(Fallback::DecodeError.reason());
+                queue.span.in_scope(|| {
+                    tracing::warn!(error = %e, frames = job.forward.len() + 1, "exact-time snapshot: decoding forward failed, keyframe taken")
+                });
+                shared.metrics.exact_frames_decoded.inc();
+                self.renderer
+                    .render_outputs(&job.body, &job.config, &queue.outputs)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -447,7 +518,7 @@ impl Worker {
 
     fn render(&mut self, shared: &Shared, queue: &StreamQueue, job: DueKeyframe) {
         let metrics = &shared.metrics;
-        match self.renderer.render(&job.body, &job.config) {
+        match self.render_job(shared, queue, &job) {
             Ok(pic) => {
                 match pic.luma {
                     Some(luma) => queue.stats.health.picture(luma),
@@ -465,6 +536,7 @@ impl Worker {
                     height: pic.height,
                     unix_ts: job.unix_ts,
                     arrived: job.arrived,
+                    outputs: pic.outputs,
                 };
                 if queue.sink.try_send(snap).is_err() {
                     queue.stats.dropped_backlog.fetch_add(1, Ordering::Relaxed);
@@ -538,6 +610,8 @@ mod tests {
             config: config.clone(),
             unix_ts,
             arrived: Instant::now(),
+            forward: Vec::new(),
+            rank: 0,
         }
     }
 
@@ -598,6 +672,40 @@ mod tests {
         assert_eq!(stamps(&mut c.rx), [300]);
         assert_eq!(pool.queued_bytes(), 0);
         assert!(!a.queue.lock().scheduled && !b.queue.lock().scheduled);
+    }
+
+    #[test]
+    fn an_exact_job_whose_frames_cannot_be_decoded_renders_its_keyframe() {
+        let (config, kfs) = keyframes("long_gop_640x360.flv");
+        let metrics = Arc::new(Metrics::new());
+        let pool = Pool::without_workers(QueueLimits::default(), metrics.clone());
+        let mut worker = Worker::new(80, 1 << 24);
+        let mut s = stream(16);
+        // A frame after the keyframe whose NAL unit length overruns it, and one that
+        // carries an SPS (parameter sets reach openh264 only with a checked keyframe).
+        let overrun = Bytes::from_static(&[0, 0, 0, 99, 0x41, 0x9a]);
+        let sps = &config.sps[0];
+        let mut with_sps = (sps.len() as u32).to_be_bytes().to_vec();
+        with_sps.extend_from_slice(sps);
+        for (ts, bad) in [(1, overrun), (2, Bytes::from(with_sps))] {
+            let mut j = job(&config, &kfs[0], ts);
+            j.forward = vec![bad];
+            j.rank = 1;
+            offer(&pool, &s, j, Pacing::Offline).unwrap();
+        }
+        while step(&pool, &mut worker).is_some() {}
+        let reference = Renderer::new(80, 1 << 24).render(&kfs[0], &config).unwrap();
+        for ts in [1, 2] {
+            let snap = s.rx.try_recv().unwrap();
+            assert_eq!(snap.unix_ts, ts);
+            assert_eq!(snap.jpeg, reference.jpeg, "the keyframe's picture");
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("livesnap_exact_fallbacks_total{reason=\"decode_error\"} 2"),
+            "{text}"
+        );
+        assert_eq!(StreamStats::get(&s.queue.stats.failed_decode), 0);
     }
 
     #[test]

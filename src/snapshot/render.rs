@@ -2,6 +2,11 @@
 //! and the sequence header in force) into an encoded picture. Owns a decoder, an
 //! encoder and their buffers for reuse; the pool gives each worker one, and the admin
 //! API's on-demand snapshot makes its own. Codec panics are caught here.
+//!
+//! One decode per keyframe, whatever the number of outputs: output 0 is the full picture
+//! as a JPEG; each of the rule's `outputs` is resized from the decoded planes
+//! (`resize`) and encoded as its format says (mozjpeg or libwebp). Scratch planes are the
+//! worker's, not the stream's: nothing decoded outlives a render.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -11,9 +16,13 @@ use bytes::Bytes;
 use crate::health::{self, Luma};
 use crate::media::avc::{self, AvcConfig};
 use crate::media::sps;
+use crate::rules::output::{Format, Output};
 use crate::snapshot::color::ColorInfo;
 use crate::snapshot::decode::{KeyframeDecoder, YuvFrame};
 use crate::snapshot::encode::JpegEncoder;
+use crate::snapshot::exact::ExactDecoder;
+use crate::snapshot::resize::{Layout, Resizer};
+use crate::snapshot::webp::WebpEncoder;
 
 /// Why a keyframe gave no picture.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +39,15 @@ pub enum RenderError {
     Decode(#[from] crate::snapshot::decode::DecodeError),
     #[error("encode: {0}")]
     Encode(#[from] crate::snapshot::encode::EncodeError),
+    #[error("resize: {0}")]
+    Resize(#[from] crate::snapshot::resize::ResizeError),
+    #[error("webp: {0}")]
+    Webp(#[from] crate::snapshot::webp::WebpError),
     #[error("worker panicked: {0}")]
     Panicked(String),
+    /// Decoding forward from the keyframe failed (exact mode: render the keyframe instead).
+    #[error("exact: {0}")]
+    Exact(#[from] crate::snapshot::exact::ExactError),
 }
 
 /// An encoded picture.
@@ -45,13 +61,28 @@ pub struct Rendered {
     pub encode_time: Duration,
     /// The decoded picture's luma thumbnail and statistics, for the stream's health.
     pub luma: Option<Luma>,
+    /// The pictures of the rule's `outputs`, in their order (output 0 is `jpeg`).
+    pub outputs: Vec<Picture>,
+}
+
+/// One encoded output picture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    pub bytes: Bytes,
+    pub width: u32,
+    pub height: u32,
+    pub format: Format,
 }
 
 /// Keyframe → JPEG, with its decoder, encoder and buffers kept for reuse.
 pub struct Renderer {
     decoder: KeyframeDecoder,
     encoder: JpegEncoder,
+    webp: WebpEncoder,
+    resizer: Resizer,
     frame: YuvFrame,
+    /// A resized output's planes (a thumbnail's size, reused).
+    scaled: YuvFrame,
     annex_b: Vec<u8>,
     params_key: Vec<u8>,
     max_pixels: u64,
@@ -62,7 +93,10 @@ impl Renderer {
         Renderer {
             decoder: KeyframeDecoder::new(max_pixels),
             encoder: JpegEncoder::new(quality),
+            webp: WebpEncoder::new(),
+            resizer: Resizer::new(),
             frame: YuvFrame::new(),
+            scaled: YuvFrame::new(),
             annex_b: Vec::new(),
             params_key: Vec::new(),
             max_pixels,
@@ -73,14 +107,59 @@ impl Renderer {
     /// and encodes it as a JPEG. A panic inside either codec is caught and returned as
     /// an error.
     pub fn render(&mut self, body: &Bytes, config: &AvcConfig) -> Result<Rendered, RenderError> {
-        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config))).unwrap_or_else(|p| {
+        self.render_outputs(body, config, &[])
+    }
+
+    /// [`render`](Self::render), plus one picture per output, all from one decode.
+    pub fn render_outputs(
+        &mut self,
+        body: &Bytes,
+        config: &AvcConfig,
+        outputs: &[Output],
+    ) -> Result<Rendered, RenderError> {
+        self.guarded(body, config, None, outputs)
+    }
+
+    /// Exact mode: [`Renderer::render_outputs`], but the picture is the one of
+    /// presentation rank `rank` after decoding `forward` (the frames after the keyframe,
+    /// in decode order) with `exact`'s decoder.
+    pub fn render_exact(
+        &mut self,
+        exact: &mut ExactDecoder,
+        body: &Bytes,
+        forward: &[Bytes],
+        rank: usize,
+        config: &AvcConfig,
+        outputs: &[Output],
+    ) -> Result<Rendered, RenderError> {
+        self.guarded(body, config, Some((exact, forward, rank)), outputs)
+    }
+
+    /// [`Self::render_inner`] with a panic inside either codec caught and returned.
+    fn guarded(
+        &mut self,
+        body: &Bytes,
+        config: &AvcConfig,
+        forward: Option<(&mut ExactDecoder, &[Bytes], usize)>,
+        outputs: &[Output],
+    ) -> Result<Rendered, RenderError> {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.render_inner(body, config, forward, outputs)
+        }))
+        .unwrap_or_else(|p| {
             Err(RenderError::Panicked(crate::util::panic_message(
                 p.as_ref(),
             )))
         })
     }
 
-    fn render_inner(&mut self, body: &Bytes, cfg: &AvcConfig) -> Result<Rendered, RenderError> {
+    fn render_inner(
+        &mut self,
+        body: &Bytes,
+        cfg: &AvcConfig,
+        forward: Option<(&mut ExactDecoder, &[Bytes], usize)>,
+        outputs: &[Output],
+    ) -> Result<Rendered, RenderError> {
         let au = avc::scan_access_unit(body, cfg.length_size)?;
         // In-band parameter sets win over the sequence header's.
         let sps_nal = au
@@ -106,20 +185,60 @@ impl Renderer {
         self.params_key.extend_from_slice(pps_nal);
         avc::to_annex_b(body, cfg.length_size, Some(cfg), &mut self.annex_b)?;
         let t0 = Instant::now();
-        self.decoder
-            .decode(&self.annex_b, &self.params_key, &mut self.frame)?;
+        match forward {
+            None => self
+                .decoder
+                .decode(&self.annex_b, &self.params_key, &mut self.frame)?,
+            Some((exact, frames, rank)) => exact.decode(
+                &self.annex_b,
+                frames,
+                cfg.length_size,
+                rank,
+                &mut self.frame,
+            )?,
+        }
         let t1 = Instant::now();
         let f = &self.frame;
         let luma = health::analyze(&f.y, f.y_stride, f.width, f.height);
         let color = ColorInfo::from(&info);
         let jpeg = self.encoder.encode(&self.frame, color)?;
+        let outputs = outputs
+            .iter()
+            .map(|o| self.output(o, color))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Rendered {
+            outputs,
             luma,
             jpeg: Bytes::from(jpeg),
             width: self.frame.width as u32,
             height: self.frame.height as u32,
             decode_time: t1 - t0,
             encode_time: t1.elapsed(),
+        })
+    }
+
+    /// One output of the decoded picture: resized in its own planes unless its box is the
+    /// picture's size, then encoded.
+    fn output(&mut self, o: &Output, color: ColorInfo) -> Result<Picture, RenderError> {
+        let (w, h) = (self.frame.width as u32, self.frame.height as u32);
+        let layout = Layout::plan(w, h, o.width, o.height, o.fit);
+        let frame = if layout.is_identity(w, h) {
+            &self.frame
+        } else {
+            self.resizer
+                .resize(&self.frame, &layout, color.black(), &mut self.scaled)?;
+            &self.scaled
+        };
+        let quality = o.quality.unwrap_or(self.encoder.quality());
+        let bytes = match o.format {
+            Format::Jpeg => self.encoder.encode_at(frame, color, quality)?,
+            Format::Webp => self.webp.encode(frame, color, quality)?,
+        };
+        Ok(Picture {
+            bytes: Bytes::from(bytes),
+            width: frame.width as u32,
+            height: frame.height as u32,
+            format: o.format,
         })
     }
 

@@ -11,6 +11,13 @@
 //! already: skipped and counted (`already_stored`, and the stream's `skipped_existing`).
 //! The arithmetic is checked: a stored `u64::MAX` ends the stream's sequence writes
 //! with a logged, counted refusal (`sequence_exhausted`), never a wrap or a panic.
+//!
+//! A rule with `outputs` writes each output's picture under its own templates. The number
+//! is settled by the rule's numbering template (`Rule::numbering_template`: output 0's
+//! sequence template, else the first output's that renders `{Sequence}`) as above; every
+//! other sequence template of the snapshot takes that number (and the same
+//! `{UnixTimestamp}`) with one create-only write, a taken key skipped and counted
+//! (`keys_taken{reason="output_taken"}`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,12 +28,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::rfc3339;
-use crate::events::{Event, SnapshotEvent};
+use crate::events::{Event, OutputEvent, SnapshotEvent};
 use crate::metrics::Metrics;
 use crate::names::StreamId;
 use crate::notify::Notifier;
 use crate::review::{ReviewJob, Reviewer};
+use crate::rules::output::Format;
 use crate::rules::Rule;
+use crate::snapshot::render::Picture;
 use crate::snapshot::stats::StreamStats;
 use crate::storage::template::{Template, Vars};
 use crate::storage::{Created, Target};
@@ -47,6 +56,32 @@ pub struct Snapshot {
     pub unix_ts: u64,
     /// When its keyframe came off the socket.
     pub arrived: Instant,
+    /// The pictures of the rule's `outputs`, in their order (`jpeg` is output 0).
+    pub outputs: Vec<Picture>,
+}
+
+/// The bytes and format of output `out` of a snapshot (`None`: output 0, the JPEG).
+fn picture(snap: &Snapshot, out: Option<usize>) -> Option<(Bytes, Format)> {
+    match out {
+        None => Some((snap.jpeg.clone(), Format::Jpeg)),
+        Some(i) => snap.outputs.get(i).map(|p| (p.bytes.clone(), p.format)),
+    }
+}
+
+impl Stored {
+    fn sequence_slot(&mut self, out: Option<usize>) -> &mut Option<String> {
+        match out {
+            None => &mut self.sequence_key,
+            Some(i) => &mut self.outputs[i].sequence_key,
+        }
+    }
+
+    fn overwrite_slot(&mut self, out: Option<usize>) -> &mut Option<String> {
+        match out {
+            None => &mut self.overwrite_key,
+            Some(i) => &mut self.outputs[i].overwrite_key,
+        }
+    }
 }
 
 /// Where the newest stored snapshot of a stream is kept for readers (the admin API).
@@ -58,6 +93,28 @@ pub type Latest = Arc<std::sync::Mutex<Option<Snapshot>>>;
 pub struct Stored {
     pub overwrite_key: Option<String>,
     pub sequence_key: Option<String>,
+    /// The keys of each of the rule's `outputs`, in their order.
+    pub outputs: Vec<StoredOutput>,
+    /// The `{Sequence}` number of this snapshot, when the rule counts with it.
+    pub sequence: Option<u64>,
+}
+
+/// The keys one output was stored under.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredOutput {
+    pub overwrite_key: Option<String>,
+    pub sequence_key: Option<String>,
+}
+
+impl Stored {
+    fn any(&self) -> bool {
+        self.sequence_key.is_some()
+            || self.overwrite_key.is_some()
+            || self
+                .outputs
+                .iter()
+                .any(|o| o.sequence_key.is_some() || o.overwrite_key.is_some())
+    }
 }
 
 /// Everything a writer reports to.
@@ -115,32 +172,118 @@ impl SnapshotWriter {
         }
     }
 
-    /// Writes one snapshot under every template of the rule; returns the keys written,
-    /// or `None` when no object could be written.
+    /// Writes one snapshot under every template of the rule (every output's); returns
+    /// the keys written, or `None` when no object could be written.
     pub async fn store(&mut self, snap: Snapshot) -> Option<Stored> {
         let started = Instant::now();
-        let mut stored = Stored::default();
-        if let Some(t) = self.rule.sequence_object.clone() {
-            stored.sequence_key = self.store_sequence(&t, &snap).await;
+        let mut stored = Stored {
+            outputs: vec![StoredOutput::default(); self.rule.outputs.len()],
+            ..Stored::default()
+        };
+        let rule = self.rule.clone();
+        // (output, its sequence template): output 0 is `None`, output i of the list `Some(i)`.
+        let sequences: Vec<(Option<usize>, &Template)> = rule
+            .sequence_object
+            .iter()
+            .map(|t| (None, t))
+            .chain(
+                rule.outputs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, o)| o.sequence_object.as_ref().map(|t| (Some(i), t))),
+            )
+            .collect();
+        let numbering = rule.numbering_template();
+        // The numbering template first: it settles this snapshot's `{Sequence}`.
+        if let Some(&(out, t)) = sequences.iter().find(|(_, t)| Some(*t) == numbering) {
+            if let Some((bytes, format)) = picture(&snap, out) {
+                if let Some((key, seq)) = self.store_sequence(t, &bytes, format, snap.unix_ts).await
+                {
+                    stored.sequence = Some(seq);
+                    *stored.sequence_slot(out) = Some(key);
+                }
+            }
         }
-        if let Some(t) = self.rule.overwrite_object.clone() {
-            match t.render(&self.vars(snap.unix_ts, 0)) {
-                Ok(key) => match self.target.put_overwrite(&key, snap.jpeg.clone()).await {
+        for &(out, t) in &sequences {
+            if Some(t) == numbering {
+                continue;
+            }
+            let Some((bytes, format)) = picture(&snap, out) else {
+                continue;
+            };
+            let key = if numbering.is_none() {
+                // No `{Sequence}` anywhere: each template on its own, as output 0 always was.
+                self.store_sequence(t, &bytes, format, snap.unix_ts)
+                    .await
+                    .map(|(k, _)| k)
+            } else if t.has_var(crate::storage::template::Var::Sequence)
+                && stored.sequence.is_none()
+            {
+                // The number could not be settled: nothing to write under.
+                None
+            } else {
+                let seq = stored.sequence.unwrap_or(0);
+                self.store_alongside(t, &bytes, format, snap.unix_ts, seq)
+                    .await
+            };
+            *stored.sequence_slot(out) = key;
+        }
+        let overwrites = rule.overwrite_object.iter().map(|t| (None, t)).chain(
+            rule.outputs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, o)| o.overwrite_object.as_ref().map(|t| (Some(i), t))),
+        );
+        for (out, t) in overwrites {
+            let Some((bytes, format)) = picture(&snap, out) else {
+                continue;
+            };
+            let key = match t.render(&self.vars(snap.unix_ts, 0)) {
+                Ok(key) => match self
+                    .target
+                    .put_overwrite_as(&key, bytes, format.content_type())
+                    .await
+                {
                     Ok(()) => {
                         tracing::debug!(key, "snapshot stored (overwrite)");
-                        stored.overwrite_key = Some(key);
+                        Some(key)
                     }
-                    Err(e) => self.failed(&e),
+                    Err(e) => {
+                        self.failed(&e);
+                        None
+                    }
                 },
-                Err(e) => self.failed(&e),
-            }
+                Err(e) => {
+                    self.failed(&e);
+                    None
+                }
+            };
+            *stored.overwrite_slot(out) = key;
         }
         let cx = &self.cx;
         cx.metrics
             .store_seconds
             .observe(started.elapsed().as_secs_f64());
-        let wrote = stored.sequence_key.is_some() || stored.overwrite_key.is_some();
+        let wrote = stored.any();
         if wrote {
+            let outputs = stored
+                .outputs
+                .iter()
+                .zip(&snap.outputs)
+                .enumerate()
+                .filter(|(_, (keys, _))| {
+                    keys.overwrite_key.is_some() || keys.sequence_key.is_some()
+                })
+                .map(|(index, (keys, pic))| OutputEvent {
+                    index,
+                    overwrite_object: keys.overwrite_key.clone(),
+                    sequence_object: keys.sequence_key.clone(),
+                    format: pic.format.as_str(),
+                    size: pic.bytes.len(),
+                    width: pic.width,
+                    height: pic.height,
+                })
+                .collect();
             let event = Event::Snapshot(SnapshotEvent {
                 stream: self.id.clone(),
                 storage: self.rule.storage().to_string(),
@@ -151,6 +294,8 @@ impl SnapshotWriter {
                 height: snap.height,
                 create_time: rfc3339(snap.unix_ts),
                 timestamp: snap.unix_ts,
+                sequence: stored.sequence,
+                outputs,
             });
             cx.notify.send(&event, self.rule.callback());
             cx.metrics
@@ -223,8 +368,52 @@ impl SnapshotWriter {
         self.cx.metrics.failed("sequence_exhausted");
     }
 
-    /// Writes the sequence object; returns its key when one was created.
-    async fn store_sequence(&mut self, t: &Template, snap: &Snapshot) -> Option<String> {
+    /// Writes another output's sequence object under the number (and timestamp) the
+    /// snapshot settled on; a taken key is skipped and counted.
+    async fn store_alongside(
+        &mut self,
+        t: &Template,
+        bytes: &Bytes,
+        format: Format,
+        unix_ts: u64,
+        seq: u64,
+    ) -> Option<String> {
+        let key = match t.render(&self.vars(unix_ts, seq)) {
+            Ok(k) => k,
+            Err(e) => {
+                self.failed(&e);
+                return None;
+            }
+        };
+        match self
+            .target
+            .put_create_only_as(&key, bytes.clone(), format.content_type())
+            .await
+        {
+            Ok(Created::Yes | Created::LandedEarlier) => {
+                tracing::debug!(key, "snapshot output stored (sequence)");
+                Some(key)
+            }
+            Ok(Created::AlreadyExists) => {
+                self.cx.metrics.key_taken("output_taken");
+                tracing::info!(key, "output object exists; not replaced");
+                None
+            }
+            Err(e) => {
+                self.failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Writes the sequence object; returns its key and number when one was created.
+    async fn store_sequence(
+        &mut self,
+        t: &Template,
+        bytes: &Bytes,
+        format: Format,
+        unix_ts: u64,
+    ) -> Option<(String, u64)> {
         let uses_seq = self.rule.uses_sequence();
         if uses_seq && self.exhausted {
             self.exhausted(u64::MAX);
@@ -269,14 +458,17 @@ impl SnapshotWriter {
         }
         for _ in 0..MAX_SEQUENCE_PROBES {
             let seq = self.next_sequence.unwrap_or(0);
-            let key = match t.render(&self.vars(snap.unix_ts, seq)) {
+            let key = match t.render(&self.vars(unix_ts, seq)) {
                 Ok(k) => k,
                 Err(e) => {
                     self.failed(&e);
                     return None;
                 }
             };
-            let created = self.target.put_create_only(&key, snap.jpeg.clone()).await;
+            let created = self
+                .target
+                .put_create_only_as(&key, bytes.clone(), format.content_type())
+                .await;
             if matches!(created, Ok(Created::Yes | Created::LandedEarlier)) && uses_seq {
                 // This number is used either way; past u64::MAX there is no next.
                 self.next_sequence = seq.checked_add(1);
@@ -287,7 +479,7 @@ impl SnapshotWriter {
             match created {
                 Ok(Created::Yes) => {
                     tracing::debug!(key, "snapshot stored (sequence)");
-                    return Some(key);
+                    return Some((key, seq));
                 }
                 Ok(Created::LandedEarlier) => {
                     self.cx.metrics.creates_landed_earlier.inc();
@@ -295,7 +487,7 @@ impl SnapshotWriter {
                         key,
                         "snapshot stored (sequence, by an attempt that timed out)"
                     );
-                    return Some(key);
+                    return Some((key, seq));
                 }
                 Ok(Created::AlreadyExists) if uses_seq => {
                     self.cx.metrics.key_taken("sequence_next");

@@ -35,6 +35,71 @@ pub struct Found {
     pub size: Option<u64>,
 }
 
+/// One snapshot's stored objects: its outputs, each found under its own template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The earliest time of its members.
+    pub unix: u64,
+    /// Its `{Sequence}`, when its templates render it.
+    pub sequence: Option<u64>,
+    /// Output 0 (or the first output found) first, then the others in template order.
+    pub members: Vec<Found>,
+}
+
+/// Groups found objects into snapshots: objects whose keys carry the same `{Sequence}`
+/// (in one storage) are one snapshot; without `{Sequence}`, objects of the same second
+/// are. `templates` are the (storage, template) pairs searched, output 0's before the
+/// outputs' (their order orders each group's members). Groups come out by time.
+pub fn group(found: Vec<Found>, templates: &[(String, Template)], r: &Range<'_>) -> Vec<Group> {
+    // (storage, sequence or time) → members with their template's rank.
+    type GroupKey = (String, Option<u64>, u64);
+    let mut groups: Vec<(GroupKey, Vec<(usize, Found)>)> = Vec::new();
+    let mut at: std::collections::HashMap<GroupKey, usize> = std::collections::HashMap::new();
+    for f in found {
+        let matched = templates
+            .iter()
+            .enumerate()
+            .find_map(|(rank, (storage, t))| {
+                if *storage != f.storage {
+                    return None;
+                }
+                t.match_key(&f.key, r.domain, r.app, r.stream)
+                    .map(|(_, seq)| (rank, seq))
+            });
+        let (rank, seq) = matched.unwrap_or((usize::MAX, None));
+        let key = match seq {
+            Some(n) => (f.storage.clone(), Some(n), 0),
+            None => (f.storage.clone(), None, f.unix),
+        };
+        match at.get(&key) {
+            Some(&i) => groups[i].1.push((rank, f)),
+            None => {
+                at.insert(key.clone(), groups.len());
+                groups.push((key, vec![(rank, f)]));
+            }
+        }
+    }
+    let mut out: Vec<Group> = groups
+        .into_iter()
+        .map(|((_, sequence, _), mut members)| {
+            members.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+            Group {
+                unix: members.iter().map(|(_, f)| f.unix).min().unwrap_or(0),
+                sequence,
+                members: members.into_iter().map(|(_, f)| f).collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.unix, &a.members[0].storage, &a.members[0].key).cmp(&(
+            b.unix,
+            &b.members[0].storage,
+            &b.members[0].key,
+        ))
+    });
+    out
+}
+
 /// The stream and half-open time range `[start, end)` being searched.
 #[derive(Debug, Clone)]
 pub struct Range<'a> {
@@ -377,6 +442,57 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_of_one_snapshot_are_one_group() {
+        let r = Range {
+            domain: "d",
+            app: "live",
+            stream: "cam",
+            start: 0,
+            end: u64::MAX,
+        };
+        let t = |s: &str| ("s".to_string(), Template::parse(s).unwrap());
+        let templates = [
+            t("{AppName}/{StreamName}/{Sequence}.jpg"),
+            t("{AppName}/{StreamName}/thumb/{Sequence}.webp"),
+            t("{AppName}/{StreamName}/t/{UnixTimestamp}.jpg"),
+        ];
+        let f = |key: &str, unix| Found {
+            storage: "s".into(),
+            key: key.into(),
+            unix,
+            size: None,
+        };
+        // Written a second apart (modification times), still one snapshot per number.
+        let found = vec![
+            f("live/cam/thumb/2.webp", 11),
+            f("live/cam/1.jpg", 5),
+            f("live/cam/2.jpg", 10),
+            f("live/cam/thumb/1.webp", 5),
+            f("live/cam/t/1700000000.jpg", 1_700_000_000),
+        ];
+        let groups = group(found, &templates, &r);
+        let keys: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.members.iter().map(|m| m.key.as_str()).collect())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                vec!["live/cam/1.jpg", "live/cam/thumb/1.webp"],
+                vec!["live/cam/2.jpg", "live/cam/thumb/2.webp"],
+                vec!["live/cam/t/1700000000.jpg"],
+            ]
+        );
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.unix, g.sequence))
+                .collect::<Vec<_>>(),
+            [(5, Some(1)), (10, Some(2)), (1_700_000_000, None)]
+        );
+    }
 
     #[test]
     fn names_are_filtered_by_their_ten_digits() {

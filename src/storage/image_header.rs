@@ -1,8 +1,12 @@
 //! Picture dimensions from the first bytes of a stored image, so that the catalog can
 //! describe a snapshot with one small ranged read instead of fetching it whole.
 
-/// Width and height from a JPEG's start-of-frame header, if `data` reaches it.
+/// Width and height from a JPEG's start-of-frame header or a WebP's first chunk, if
+/// `data` reaches it.
 pub fn dimensions(data: &[u8]) -> Option<(u16, u16)> {
+    if data.get(..4)? == b"RIFF" && data.get(8..12)? == b"WEBP" {
+        return webp_dimensions(data);
+    }
     if data.get(..2)? != [0xFF, 0xD8] {
         return None;
     }
@@ -37,6 +41,38 @@ pub fn dimensions(data: &[u8]) -> Option<(u16, u16)> {
         }
         i += 2 + len;
     }
+}
+
+/// A WebP's canvas size from its first chunk: `VP8 ` (lossy: the key frame header),
+/// `VP8L` (lossless: 14-bit sizes after the signature) or `VP8X` (extended: 24-bit sizes).
+fn webp_dimensions(data: &[u8]) -> Option<(u16, u16)> {
+    let le16 = |i: usize| Some(u16::from_le_bytes([*data.get(i)?, *data.get(i + 1)?]));
+    let le24 = |i: usize| {
+        Some(u32::from_le_bytes([
+            *data.get(i)?,
+            *data.get(i + 1)?,
+            *data.get(i + 2)?,
+            0,
+        ]))
+    };
+    let (w, h) = match data.get(12..16)? {
+        b"VP8 " => {
+            if data.get(23..26)? != [0x9D, 0x01, 0x2A] {
+                return None;
+            }
+            (u32::from(le16(26)? & 0x3FFF), u32::from(le16(28)? & 0x3FFF))
+        }
+        b"VP8L" => {
+            if *data.get(20)? != 0x2F {
+                return None;
+            }
+            let bits = u32::from_le_bytes(data.get(21..25)?.try_into().ok()?);
+            ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+        }
+        b"VP8X" => (le24(24)? + 1, le24(27)? + 1),
+        _ => return None,
+    };
+    Some((u16::try_from(w).ok()?, u16::try_from(h).ok()?))
 }
 
 #[cfg(test)]

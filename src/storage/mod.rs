@@ -202,9 +202,19 @@ impl Target {
 
     /// Writes the whole object, replacing any previous one.
     pub async fn put_overwrite(&self, key: &str, jpeg: Bytes) -> Result<(), StorageError> {
+        self.put_overwrite_as(key, jpeg, "image/jpeg").await
+    }
+
+    /// [`put_overwrite`](Self::put_overwrite) with the object's content type.
+    pub async fn put_overwrite_as(
+        &self,
+        key: &str,
+        jpeg: Bytes,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
         self.op
             .write_with(key, jpeg)
-            .content_type("image/jpeg")
+            .content_type(content_type)
             .await
             .map(|_| ())
             .map_err(|e| self.err("put", key, e))
@@ -216,10 +226,20 @@ impl Target {
     /// back, and the same bytes mean an earlier attempt landed
     /// ([`Created::LandedEarlier`]), not another writer.
     pub async fn put_create_only(&self, key: &str, jpeg: Bytes) -> Result<Created, StorageError> {
+        self.put_create_only_as(key, jpeg, "image/jpeg").await
+    }
+
+    /// [`put_create_only`](Self::put_create_only) with the object's content type.
+    pub async fn put_create_only_as(
+        &self,
+        key: &str,
+        jpeg: Bytes,
+        content_type: &str,
+    ) -> Result<Created, StorageError> {
         let mut attempt = 0usize;
         let mut may_have_landed = false;
         loop {
-            let err = match self.create_once(key, jpeg.clone()).await {
+            let err = match self.create_once(key, jpeg.clone(), content_type).await {
                 Ok(Created::AlreadyExists) if may_have_landed => {
                     return match self.op.read(key).await {
                         Ok(b) if b.to_bytes() == jpeg => {
@@ -244,7 +264,12 @@ impl Target {
     }
 
     /// One attempt; an error comes with whether it is worth retrying.
-    async fn create_once(&self, key: &str, jpeg: Bytes) -> Result<Created, (StorageError, bool)> {
+    async fn create_once(
+        &self,
+        key: &str,
+        jpeg: Bytes,
+        content_type: &str,
+    ) -> Result<Created, (StorageError, bool)> {
         match &self.create_only {
             CreateOnly::Fs(fs) => {
                 let fs = fs.clone();
@@ -275,7 +300,7 @@ impl Target {
             CreateOnly::Native => match self
                 .once
                 .write_with(key, jpeg)
-                .content_type("image/jpeg")
+                .content_type(content_type)
                 .if_not_exists(true)
                 .await
             {
@@ -292,7 +317,7 @@ impl Target {
                     Ok(false) => {}
                     Err(e) => return Err((self.err("stat", key, e), false)),
                 }
-                self.put_overwrite(key, jpeg)
+                self.put_overwrite_as(key, jpeg, content_type)
                     .await
                     .map(|_| Created::Yes)
                     .map_err(|e| (e, false))

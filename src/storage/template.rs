@@ -83,6 +83,9 @@ pub enum TemplateError {
     TooLong,
     #[error("must end in \".jpg\"")]
     NotJpg,
+    /// An output's template whose extension is not its format's.
+    #[error("must end in {0:?} (its output's format)")]
+    WrongExtension(&'static str),
     #[error("has an unknown variable {{{0}}} (known: {{Domain}}, {{AppName}}, {{StreamName}}, {{UnixTimestamp}}, {{Sequence}})")]
     UnknownVar(String),
     #[error("has an unbalanced '{{' or '}}'")]
@@ -125,11 +128,20 @@ pub struct UnsafeKey {
 impl Template {
     /// Parses and validates a template.
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        if source.len() < MAX_KEY_LEN && !source.ends_with(".jpg") {
+            return Err(TemplateError::NotJpg);
+        }
+        Self::parse_ending(source, ".jpg")
+    }
+
+    /// Parses a template whose keys must end in `extension` (an output's format: ".jpg",
+    /// ".webp").
+    pub fn parse_ending(source: &str, extension: &'static str) -> Result<Template, TemplateError> {
         if source.len() >= MAX_KEY_LEN {
             return Err(TemplateError::TooLong);
         }
-        if !source.ends_with(".jpg") {
-            return Err(TemplateError::NotJpg);
+        if !source.ends_with(extension) || source.len() == extension.len() {
+            return Err(TemplateError::WrongExtension(extension));
         }
         if source.starts_with('/') {
             return Err(TemplateError::LeadingSlash);
@@ -188,7 +200,18 @@ impl Template {
 
     /// Parses a template that must produce a new key for each snapshot.
     pub fn parse_sequential(source: &str) -> Result<Template, TemplateError> {
-        let t = Template::parse(source)?;
+        Self::sequential(Template::parse(source)?)
+    }
+
+    /// [`parse_sequential`](Self::parse_sequential) for keys ending in `extension`.
+    pub fn parse_sequential_ending(
+        source: &str,
+        extension: &'static str,
+    ) -> Result<Template, TemplateError> {
+        Self::sequential(Template::parse_ending(source, extension)?)
+    }
+
+    fn sequential(t: Template) -> Result<Template, TemplateError> {
         if !t.has_var(Var::UnixTimestamp) && !t.has_var(Var::Sequence) {
             return Err(TemplateError::NotSequential);
         }

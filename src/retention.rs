@@ -1,0 +1,446 @@
+//! The retention sweeper: deletes the sequence objects that fall outside their rule's
+//! `retain_secs` / `retain_count`, per stream, through the same listing as the snapshot
+//! query (`storage::catalog`, prefix-bounded on S3/OSS). One node task (`run`) sweeps
+//! every `[retention] sweep_secs`; `livesnap sweep` runs one pass (or a dry run).
+//!
+//! Which streams: the live ones, those this node saw live in the last day, and those
+//! found in storage under each retention rule's sequence template (listed a bounded
+//! number of keys per pass, resuming where the previous pass stopped), so a bucket
+//! whose streams ended before a restart is still swept.
+//!
+//! Several nodes on one storage: a stream is swept by the node whose create-only write
+//! of `_livesnap/sweep/<scope hash>/<slot>` succeeds (slot = now / sweep_secs); the
+//! others count it as skipped. Deletes are idempotent, and what a sweep deletes is
+//! outside the window of any later listing too (a window only moves forward), so even
+//! two sweeps of one stream never delete what should stay. The newest sequence object
+//! of a stream (and its highest `{Sequence}`) always stays; overwrite objects never
+//! match a sequence template, and `_livesnap/` is never listed as a stream's.
+
+pub mod policy;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use opendal::{EntryMode, ErrorKind};
+
+use crate::names::StreamId;
+use crate::node::Node;
+use crate::rules::Rule;
+use crate::storage::catalog::{self, Range};
+use crate::storage::template::{Template, RESERVED_FOLDERS};
+use crate::storage::{Created, StorageError, Target};
+pub use policy::{Reason, Retain, RetentionConfig, Scope};
+
+/// How long a stream that ended stays on the list of streams this node sweeps.
+pub const REMEMBER_ENDED_SECS: u64 = 86_400;
+
+/// How often the node task looks at the live streams (to remember them).
+const OBSERVE_EVERY: Duration = Duration::from_secs(5);
+
+/// One object a pass deletes (or, dry, would delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doomed {
+    pub storage: String,
+    pub key: String,
+    /// The rule, as `domain "*", app "live"`.
+    pub rule: String,
+    pub reason: Reason,
+}
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    /// In deletion order: per stream, oldest first.
+    pub doomed: Vec<Doomed>,
+    /// Streams swept, skipped (claimed by another node this period) and failed.
+    pub swept: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Objects listed and judged.
+    pub examined: u64,
+}
+
+/// One stream to sweep, under one template.
+#[derive(Debug, Clone)]
+struct Candidate {
+    scope: Scope,
+    template: Template,
+    domain: String,
+    app: String,
+    stream: String,
+    retain: Retain,
+    rule: String,
+}
+
+/// Where the listing that finds a rule's streams goes on at the next pass.
+#[derive(Debug, Clone, Default)]
+struct Cursor {
+    /// The last key listed (backends that list from a key on).
+    after: Option<String>,
+    /// Keys to pass over first (backends that cannot).
+    skip: u64,
+}
+
+/// The sweeper's memory between passes.
+pub struct Sweeper {
+    node: Arc<Node>,
+    /// Streams seen live, with when.
+    known: Mutex<HashMap<StreamId, u64>>,
+    /// Per (storage, template, prefix): where finding streams goes on.
+    cursors: Mutex<HashMap<(String, String, String), Cursor>>,
+}
+
+impl Sweeper {
+    pub fn new(node: Arc<Node>) -> Sweeper {
+        Sweeper {
+            node,
+            known: Mutex::default(),
+            cursors: Mutex::default(),
+        }
+    }
+
+    /// Remembers the live streams; forgets those not seen for a day.
+    pub fn observe(&self) {
+        let now = self.node.clock.now_unix();
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for live in self.node.registry.list() {
+            known.insert(live.id.clone(), now);
+        }
+        known.retain(|_, seen| now.saturating_sub(*seen) <= REMEMBER_ENDED_SECS);
+    }
+
+    /// One pass over every stream with a retention rule (within the `[retention]`
+    /// bounds). `dry_run` claims nothing and deletes nothing, and reports what a pass
+    /// would delete.
+    pub async fn pass(&self, dry_run: bool) -> PassReport {
+        self.observe();
+        let cfg = &self.node.settings.retention;
+        let now = self.node.clock.now_unix();
+        let slot = now / cfg.sweep_secs;
+        let mut report = PassReport::default();
+        let candidates = self.candidates(&mut report).await;
+        let mut budget = cfg.max_deletes_per_pass;
+        for c in candidates.iter().take(cfg.max_streams_per_pass as usize) {
+            if budget == 0 {
+                break;
+            }
+            let result = self
+                .sweep_one(c, now, slot, dry_run, &mut budget, &mut report)
+                .await;
+            let outcome = match result {
+                Ok(true) => {
+                    report.swept += 1;
+                    "run"
+                }
+                Ok(false) => {
+                    report.skipped += 1;
+                    "skipped"
+                }
+                Err(e) => {
+                    tracing::warn!(storage = %c.scope.storage, domain = %c.domain, app = %c.app, stream = %c.stream, error = %e, "retention sweep failed");
+                    report.failed += 1;
+                    "failed"
+                }
+            };
+            if !dry_run {
+                self.node.metrics.retention_sweep(outcome);
+            }
+        }
+        report
+    }
+
+    /// The streams to sweep: live, remembered, then found in storage; one entry per
+    /// key set, with the window that keeps the most when two rules judge one.
+    async fn candidates(&self, report: &mut PassReport) -> Vec<Candidate> {
+        let book = self.node.rules();
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut index: HashMap<Scope, usize> = HashMap::new();
+        let mut add = |rule: &Rule, domain: &str, app: &str, stream: &str| {
+            let (Some(t), Some(retain)) = (
+                &rule.sequence_object,
+                Retain::of(rule.spec.retain_secs, rule.spec.retain_count),
+            ) else {
+                return;
+            };
+            let scope = Scope::new(rule.storage(), t, domain, app, stream);
+            match index.get(&scope) {
+                Some(&i) => out[i].retain = out[i].retain.keep_more(retain),
+                None => {
+                    index.insert(scope.clone(), out.len());
+                    out.push(Candidate {
+                        scope,
+                        template: t.clone(),
+                        domain: domain.to_string(),
+                        app: app.to_string(),
+                        stream: stream.to_string(),
+                        retain,
+                        rule: rule.describe(),
+                    });
+                }
+            }
+        };
+        let mut seen: Vec<StreamId> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        seen.sort();
+        for id in &seen {
+            if let Some(rule) = book.lookup(&id.domain, &id.app) {
+                add(&rule, &id.domain, &id.app, &id.stream);
+            }
+        }
+        for rule in self.retention_rules() {
+            let Some(target) = self.node.targets.get(rule.storage()) else {
+                continue;
+            };
+            let found = match self.discover(&rule, target, report).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(rule = %rule.describe(), error = %e, "retention: listing the rule's streams failed");
+                    continue;
+                }
+            };
+            for (d, a, s) in found {
+                // Only under the rule in force for that stream.
+                let in_force = book.lookup(&d, &a).is_some_and(|r| r.spec == rule.spec);
+                if in_force {
+                    add(&rule, &d, &a, &s);
+                }
+            }
+        }
+        out
+    }
+
+    /// The rules in force with a sequence template and a retention window, each at its
+    /// own (domain, app).
+    fn retention_rules(&self) -> Vec<Arc<Rule>> {
+        let book = self.node.rules();
+        let mut scopes: Vec<(String, String)> = self
+            .node
+            .settings
+            .static_rules
+            .iter()
+            .map(|r| (r.domain().to_string(), r.app().to_string()))
+            .collect();
+        if let Some(shared) = &self.node.shared_rules {
+            scopes.extend(
+                shared
+                    .doc()
+                    .rules
+                    .iter()
+                    .map(|r| (r.spec.domain.clone(), r.spec.app.clone())),
+            );
+        }
+        scopes.sort();
+        scopes.dedup();
+        scopes
+            .into_iter()
+            .filter_map(|(d, a)| {
+                book.lookup(&d, &a)
+                    .filter(|r| r.domain() == d && r.app() == a)
+            })
+            .filter(|r| {
+                r.sequence_object.is_some()
+                    && Retain::of(r.spec.retain_secs, r.spec.retain_count).is_some()
+            })
+            .collect()
+    }
+
+    /// Streams of `rule` found in storage: at most `max_listed_per_pass` keys under the
+    /// part of its sequence template that is the same for all its streams, going on from
+    /// where the previous pass stopped.
+    async fn discover(
+        &self,
+        rule: &Rule,
+        target: &Target,
+        report: &mut PassReport,
+    ) -> Result<BTreeSet<(String, String, String)>, StorageError> {
+        let Some(t) = &rule.sequence_object else {
+            return Ok(BTreeSet::new());
+        };
+        let prefix = policy::discovery_prefix(t, rule.domain(), rule.app());
+        let id = (
+            rule.storage().to_string(),
+            t.as_str().to_string(),
+            prefix.clone(),
+        );
+        let cursor = self
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
+        let path = if prefix.is_empty() { "/" } else { &prefix };
+        let from_key = target.op.info().capability().list_with_start_after;
+        let mut lister = target.op.lister_with(path).recursive(true);
+        if let (true, Some(after)) = (from_key, &cursor.after) {
+            lister = lister.start_after(after);
+        }
+        let fail = |e: opendal::Error| target.err("list", path, e);
+        let mut lister = lister.await.map_err(fail)?;
+        let cap = self.node.settings.retention.max_listed_per_pass;
+        let (mut listed, mut passed) = (0u64, 0u64);
+        let mut last = None;
+        let mut complete = true;
+        let mut out = BTreeSet::new();
+        while let Some(entry) = lister.try_next().await.map_err(fail)? {
+            if !from_key && passed < cursor.skip {
+                passed += 1;
+                continue;
+            }
+            listed += 1;
+            let key = entry.path();
+            last = Some(key.to_string());
+            let ours = RESERVED_FOLDERS
+                .iter()
+                .any(|f| key.strip_prefix(f).is_some_and(|r| r.starts_with('/')));
+            if entry.metadata().mode() == EntryMode::FILE && !ours {
+                if let Some(names) = policy::names_of(t, key, rule.domain(), rule.app()) {
+                    out.insert(names);
+                }
+            }
+            if listed >= cap {
+                complete = false;
+                break;
+            }
+        }
+        report.examined += listed;
+        let next = match (complete, from_key) {
+            (true, _) => Cursor::default(),
+            (false, true) => Cursor {
+                after: last,
+                skip: 0,
+            },
+            (false, false) => Cursor {
+                after: None,
+                skip: cursor.skip + listed,
+            },
+        };
+        self.cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, next);
+        Ok(out)
+    }
+
+    /// Sweeps one stream: claims it for this period (unless dry), lists its sequence
+    /// objects, deletes those outside the window, oldest first, within `budget`.
+    /// `Ok(false)` when another node holds the claim.
+    async fn sweep_one(
+        &self,
+        c: &Candidate,
+        now: u64,
+        slot: u64,
+        dry_run: bool,
+        budget: &mut u64,
+        report: &mut PassReport,
+    ) -> Result<bool, StorageError> {
+        let Some(target) = self.node.targets.get(&c.scope.storage) else {
+            return Ok(false);
+        };
+        if !dry_run {
+            let claim = c.scope.claim_key(slot);
+            let body = Bytes::from(format!("{now}\n"));
+            match target.put_create_only(&claim, body).await? {
+                Created::Yes | Created::LandedEarlier => {}
+                Created::AlreadyExists => return Ok(false),
+            }
+            // Claims of two periods ago are no longer anyone's.
+            if let Some(old) = slot.checked_sub(2) {
+                let old = c.scope.claim_key(old);
+                if let Err(e) = target.op.delete(&old).await {
+                    tracing::debug!(storage = %target.name, key = %old, error = %e, "old sweep claim not deleted");
+                }
+            }
+        }
+        let range = Range {
+            domain: &c.domain,
+            app: &c.app,
+            stream: &c.stream,
+            start: 0,
+            end: u64::MAX,
+        };
+        let found = catalog::scan(target, std::slice::from_ref(&c.template), &range).await?;
+        report.examined += found.len() as u64;
+        if !dry_run {
+            self.node
+                .metrics
+                .retention_examined
+                .inc_by(found.len() as u64);
+        }
+        let items = found
+            .into_iter()
+            .map(|f| {
+                let seq = c
+                    .template
+                    .match_key(&f.key, &c.domain, &c.app, &c.stream)
+                    .and_then(|(_, s)| s);
+                policy::Item {
+                    key: f.key,
+                    unix: f.unix,
+                    seq,
+                }
+            })
+            .collect();
+        for (item, reason) in policy::doomed(items, c.retain, now) {
+            if *budget == 0 {
+                break;
+            }
+            if !dry_run {
+                match target.op.delete(&item.key).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(target.err("delete", &item.key, e)),
+                }
+                self.node.metrics.retention_deleted.inc();
+                tracing::debug!(storage = %target.name, key = %item.key, reason = reason.as_str(), "retention: deleted");
+            }
+            *budget -= 1;
+            report.doomed.push(Doomed {
+                storage: target.name.clone(),
+                key: item.key,
+                rule: c.rule.clone(),
+                reason,
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// The node task: remembers live streams every few seconds and sweeps every
+/// `[retention] sweep_secs` (the first pass one period after start), until shutdown.
+pub async fn run(node: Arc<Node>) {
+    let period = Duration::from_secs(node.settings.retention.sweep_secs);
+    let sweeper = Sweeper::new(node.clone());
+    let mut next = tokio::time::Instant::now() + period;
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(OBSERVE_EVERY.min(period)) => {}
+        }
+        sweeper.observe();
+        if tokio::time::Instant::now() < next {
+            continue;
+        }
+        let report = tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            r = sweeper.pass(false) => r,
+        };
+        tracing::info!(
+            deleted = report.doomed.len(),
+            swept = report.swept,
+            skipped = report.skipped,
+            failed = report.failed,
+            examined = report.examined,
+            "retention sweep done"
+        );
+        next = tokio::time::Instant::now() + period;
+    }
+}
