@@ -129,7 +129,7 @@ pub enum LinkError {
     Expired { exp: u64, now: u64 },
     #[error("the link's signature is not valid for this path")]
     BadSignature,
-    #[error("path {0:?} is not an image link path (/img/DOMAIN/APP/STREAM/latest.jpg, /img/DOMAIN/APP/STREAM/object/KEY, or /img/DOMAIN/APP/STREAM/storyboard.vtt?start_time=…&end_time=… (or storyboard.jpg))")]
+    #[error("path {0:?} is not an image link path (/img/DOMAIN/APP/STREAM/latest.jpg (or latest.webp), /img/DOMAIN/APP/STREAM/object/KEY, or /img/DOMAIN/APP/STREAM/storyboard.vtt?start_time=…&end_time=… (or storyboard.jpg))")]
     BadPath(String),
     #[error("ttl_secs must be 1..={max}, got {got}")]
     BadTtl { got: u64, max: u64 },
@@ -177,7 +177,7 @@ pub fn check_path(path: &str) -> Result<(), LinkError> {
         return Err(bad());
     }
     match (segs.as_slice(), query) {
-        ([_, _, _, "latest.jpg"], None) => Ok(()),
+        ([_, _, _, "latest.jpg" | "latest.webp"], None) => Ok(()),
         ([_, _, _, "object", _, ..], None) => Ok(()),
         ([_, _, _, "storyboard.vtt" | "storyboard.jpg"], Some(q)) => {
             let keys: Vec<&str> = q
@@ -268,7 +268,7 @@ pub fn parse_path(path: &str) -> Result<ImagePath, LinkError> {
     let mut next = || segs.next().and_then(percent_decode).ok_or_else(bad);
     let (domain, app, stream, last) = (next()?, next()?, next()?, next()?);
     let (key, storyboard) = match last.as_str() {
-        "latest.jpg" => (None, None),
+        "latest.jpg" | "latest.webp" => (None, None),
         "storyboard.vtt" | "storyboard.jpg" => (None, Some(last)),
         _ => (Some(next()?), None),
     };
@@ -515,6 +515,7 @@ mod tests {
         for ok in [
             PATH,
             "/img/d/live%2Fsub/cam/latest.jpg",
+            "/img/d/live/cam/latest.webp",
             "/img/d/live/cam/object/live/cam/1700000000.jpg",
             "/img/d/live/cam/storyboard.vtt?start_time=a&end_time=b",
             "/img/d/live/cam/storyboard.jpg?start_time=a&end_time=b&tile=160x90&columns=5",

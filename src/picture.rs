@@ -1,10 +1,12 @@
-//! Pictures made on request from stored or in-memory JPEGs: the box arithmetic of
-//! `width` / `height` / `fit` (`layout`), decoding with mozjpeg's DCT scaling (1/2,
-//! 1/4, 1/8 when the target is small enough: most of the decode is skipped), the RGB
-//! resize (`fast_image_resize`), JPEG encoding, sprite sheets of tiles, and the small
-//! byte-bounded `Cache` of results the HTTP side keeps.
+//! Pictures made on request from stored or in-memory JPEGs: decoding with mozjpeg's
+//! DCT scaling (1/2, 1/4, 1/8 when the target is small enough: most of the decode is
+//! skipped), the RGB resize (`fast_image_resize`), JPEG or WebP encoding, sprite
+//! sheets of tiles, and the small byte-bounded `Cache` of results the HTTP side keeps.
+//! The box arithmetic of `width` / `height` / `fit` is the outputs' own
+//! (`snapshot::resize::Layout::plan`), so a `latest.jpg?width=320` and a rule's 320-px
+//! output have the same size; WebP goes through `snapshot::webp`.
 //!
-//! No I/O and nothing of livesnap: callers hand in bytes and get bytes. The work is
+//! No I/O: callers hand in bytes and get bytes. The work is
 //! CPU-bound: callers run it on blocking threads, never on the async runtime. mozjpeg
 //! reports errors by panicking; every entry point catches that and returns
 //! [`PictureError`].
@@ -22,41 +24,27 @@ pub const MAX_SIDE: u32 = 4096;
 /// The largest source picture decoded (pixels): beyond it the stored object is refused.
 pub const MAX_SOURCE_PIXELS: u64 = 8192 * 8192;
 
-/// How a picture meets a box (`scale` keeps the aspect ratio inside the box, `pad`
-/// letterboxes to the exact box, `crop` fills it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Fit {
-    #[default]
-    Scale,
-    Pad,
-    Crop,
-}
+pub use crate::rules::output::{Fit, Format};
+pub use crate::snapshot::resize::Layout;
 
-impl Fit {
-    pub fn parse(s: &str) -> Option<Fit> {
-        match s {
-            "scale" => Some(Fit::Scale),
-            "pad" => Some(Fit::Pad),
-            "crop" => Some(Fit::Crop),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Fit::Scale => "scale",
-            Fit::Pad => "pad",
-            Fit::Crop => "crop",
-        }
+/// `scale`, `pad` or `crop`.
+pub fn parse_fit(s: &str) -> Option<Fit> {
+    match s {
+        "scale" => Some(Fit::Scale),
+        "pad" => Some(Fit::Pad),
+        "crop" => Some(Fit::Crop),
+        _ => None,
     }
 }
 
-/// A requested size: `width` and/or `height`, how to fit, and the JPEG quality.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A requested picture: `width` and/or `height` (neither: the picture's size), how
+/// to fit, the format and its quality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resize {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fit: Fit,
+    pub format: Format,
     pub quality: u8,
 }
 
@@ -65,71 +53,29 @@ impl Resize {
     pub fn canonical(&self) -> String {
         let side = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         format!(
-            "w{}h{}{}q{}",
+            "w{}h{}{}q{}{}",
             side(self.width),
             side(self.height),
-            self.fit.name(),
-            self.quality
+            self.fit.as_str(),
+            self.quality,
+            self.format.as_str()
         )
     }
 }
 
-/// Where a picture lands in an output: the output's size, the part of the source
-/// used (x, y, w, h in source pixels) and where its resized copy goes (x, y, w, h in
-/// output pixels; outside it, a `pad` output is black).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Layout {
-    pub width: u32,
-    pub height: u32,
-    pub src: (f64, f64, f64, f64),
-    pub dst: (u32, u32, u32, u32),
-}
-
-impl Layout {
-    /// Output pixels per source pixel.
-    fn factor(&self) -> f64 {
-        (f64::from(self.dst.2) / self.src.2).max(f64::from(self.dst.3) / self.src.3)
-    }
+/// Output pixels per source pixel of a layout.
+fn factor(l: &Layout) -> f64 {
+    (f64::from(l.dst[2]) / l.src[2]).max(f64::from(l.dst[3]) / l.src[3])
 }
 
 fn round_side(v: f64) -> u32 {
     (v.round() as u32).clamp(1, MAX_SIDE)
 }
 
-/// The layout of a `sw`×`sh` picture for `r`. Nothing is ever upscaled: with `scale`
-/// a box larger than the picture gives the picture's size; with `pad` and `crop` the
-/// box shrinks, keeping its aspect ratio, until the picture need not grow to meet it.
-/// `pad` and `crop` without both sides behave as `scale`.
+/// The layout of a `sw`×`sh` picture for `r` (the outputs' rules: nothing is ever
+/// upscaled).
 pub fn layout(sw: u32, sh: u32, r: &Resize) -> Layout {
-    let (fw, fh) = (f64::from(sw.max(1)), f64::from(sh.max(1)));
-    let full = (0.0, 0.0, fw, fh);
-    match (r.fit, r.width, r.height) {
-        (Fit::Pad | Fit::Crop, Some(bw), Some(bh)) => {
-            let (bw, bh) = (f64::from(bw), f64::from(bh));
-            let grow = match r.fit {
-                Fit::Pad => (bw / fw).min(bh / fh),
-                _ => (bw / fw).max(bh / fh),
-            };
-            let (bw, bh) = if grow > 1.0 {
-                (round_side(bw / grow), round_side(bh / grow))
-            } else {
-                (round_side(bw), round_side(bh))
-            };
-            box_layout(sw, sh, bw, bh, r.fit)
-        }
-        (_, w, h) => {
-            let bw = w.map_or(f64::INFINITY, f64::from);
-            let bh = h.map_or(f64::INFINITY, f64::from);
-            let s = (bw / fw).min(bh / fh).min(1.0);
-            let (w, h) = (round_side(fw * s), round_side(fh * s));
-            Layout {
-                width: w,
-                height: h,
-                src: full,
-                dst: (0, 0, w, h),
-            }
-        }
-    }
+    Layout::plan(sw, sh, r.width, r.height, r.fit)
 }
 
 /// The layout of a `sw`×`sh` picture in an exact `bw`×`bh` box (`pad` or `crop`;
@@ -144,8 +90,8 @@ pub fn box_layout(sw: u32, sh: u32, bw: u32, bh: u32, fit: Fit) -> Layout {
             Layout {
                 width: bw,
                 height: bh,
-                src: (0.0, 0.0, fw, fh),
-                dst: ((bw - iw) / 2, (bh - ih) / 2, iw, ih),
+                src: [0.0, 0.0, fw, fh],
+                dst: [(bw - iw) / 2, (bh - ih) / 2, iw, ih],
             }
         }
         Fit::Crop => {
@@ -154,15 +100,15 @@ pub fn box_layout(sw: u32, sh: u32, bw: u32, bh: u32, fit: Fit) -> Layout {
             Layout {
                 width: bw,
                 height: bh,
-                src: ((fw - cw) / 2.0, (fh - ch) / 2.0, cw, ch),
-                dst: (0, 0, bw, bh),
+                src: [(fw - cw) / 2.0, (fh - ch) / 2.0, cw, ch],
+                dst: [0, 0, bw, bh],
             }
         }
         Fit::Scale => Layout {
             width: bw,
             height: bh,
-            src: (0.0, 0.0, fw, fh),
-            dst: (0, 0, bw, bh),
+            src: [0.0, 0.0, fw, fh],
+            dst: [0, 0, bw, bh],
         },
     }
 }
@@ -178,6 +124,8 @@ pub enum PictureError {
     Resize(String),
     #[error("JPEG encoding failed: {0}")]
     Encode(String),
+    #[error("WebP encoding failed: {0}")]
+    Webp(String),
 }
 
 /// An RGB picture, 3 bytes a pixel, rows packed.
@@ -267,19 +215,14 @@ pub fn decode_scaled(jpeg: &[u8], factor: f64) -> Result<(Rgb, f64), PictureErro
 }
 
 /// Resizes the part `src` (x, y, w, h in `pic`'s pixels) of `pic` to `w`×`h`.
-pub fn resize_rgb(
-    pic: &Rgb,
-    src: (f64, f64, f64, f64),
-    w: u32,
-    h: u32,
-) -> Result<Rgb, PictureError> {
+pub fn resize_rgb(pic: &Rgb, src: [f64; 4], w: u32, h: u32) -> Result<Rgb, PictureError> {
     let err = |e: &dyn std::fmt::Display| PictureError::Resize(e.to_string());
     let from = fr::images::ImageRef::new(pic.width, pic.height, &pic.data, fr::PixelType::U8x3)
         .map_err(|e| err(&e))?;
     let mut to = fr::images::Image::new(w, h, fr::PixelType::U8x3);
     let opts = fr::ResizeOptions::new()
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom))
-        .crop(src.0, src.1, src.2, src.3);
+        .crop(src[0], src[1], src[2], src[3]);
     fr::Resizer::new()
         .resize(&from, &mut to, &opts)
         .map_err(|e| err(&e))?;
@@ -292,19 +235,19 @@ pub fn resize_rgb(
 
 /// `jpeg` decoded and placed by `l`: the output picture.
 pub fn render(jpeg: &[u8], sw: u32, sh: u32, l: &Layout) -> Result<Rgb, PictureError> {
-    let (pic, k) = decode_scaled(jpeg, 2.0 * l.factor())?;
+    let (pic, k) = decode_scaled(jpeg, 2.0 * factor(l))?;
     // The decoded size may round: map the source rectangle by each axis' own ratio.
     let kx = f64::from(pic.width) / f64::from(sw.max(1));
     let ky = f64::from(pic.height) / f64::from(sh.max(1));
     debug_assert!(k > 0.0);
-    let src = (
-        l.src.0 * kx,
-        l.src.1 * ky,
-        (l.src.2 * kx).min(f64::from(pic.width)),
-        (l.src.3 * ky).min(f64::from(pic.height)),
-    );
-    let (dx, dy, dw, dh) = l.dst;
-    let same = src == (0.0, 0.0, f64::from(pic.width), f64::from(pic.height))
+    let src = [
+        l.src[0] * kx,
+        l.src[1] * ky,
+        (l.src[2] * kx).min(f64::from(pic.width)),
+        (l.src[3] * ky).min(f64::from(pic.height)),
+    ];
+    let [dx, dy, dw, dh] = l.dst;
+    let same = src == [0.0, 0.0, f64::from(pic.width), f64::from(pic.height)]
         && (dw, dh) == (pic.width, pic.height);
     let inner = if same {
         pic
@@ -339,21 +282,32 @@ pub fn encode_jpeg(pic: &Rgb, quality: u8) -> Result<Vec<u8>, PictureError> {
     catch_unwind(AssertUnwindSafe(run)).map_err(|p| PictureError::Encode(panic_text(&*p)))?
 }
 
-/// A resized JPEG.
+/// Encodes an RGB picture in `format` at `quality`.
+pub fn encode(pic: &Rgb, format: Format, quality: u8) -> Result<Vec<u8>, PictureError> {
+    match format {
+        Format::Jpeg => encode_jpeg(pic, quality),
+        Format::Webp => {
+            crate::snapshot::webp::encode_webp_rgb(&pic.data, pic.width, pic.height, quality)
+                .map_err(|e| PictureError::Webp(e.to_string()))
+        }
+    }
+}
+
+/// A resized picture, encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resized {
-    pub jpeg: Vec<u8>,
+    pub bytes: Vec<u8>,
     pub width: u32,
     pub height: u32,
 }
 
-/// `jpeg` resized for `r` (decode, resize, encode).
+/// `jpeg` resized and encoded for `r` (decode, resize, encode).
 pub fn resize_jpeg(jpeg: &[u8], r: &Resize) -> Result<Resized, PictureError> {
     let (sw, sh) = jpeg_size(jpeg)?;
     let l = layout(sw, sh, r);
     let pic = render(jpeg, sw, sh, &l)?;
     Ok(Resized {
-        jpeg: encode_jpeg(&pic, r.quality)?,
+        bytes: encode(&pic, r.format, r.quality)?,
         width: pic.width,
         height: pic.height,
     })
@@ -599,49 +553,32 @@ mod tests {
             width: w,
             height: h,
             fit,
+            format: Format::Jpeg,
             quality: 80,
         }
     }
 
     #[test]
-    fn scale_keeps_the_aspect_ratio_and_never_grows() {
+    fn layouts_are_the_outputs_own() {
         let l = layout(1920, 1080, &r(Some(320), None, Fit::Scale));
-        assert_eq!((l.width, l.height), (320, 180));
-        let l = layout(1920, 1080, &r(None, Some(90), Fit::Scale));
-        assert_eq!((l.width, l.height), (160, 90));
-        let l = layout(1920, 1080, &r(Some(320), Some(320), Fit::Scale));
         assert_eq!((l.width, l.height), (320, 180));
         let l = layout(640, 360, &r(Some(1280), None, Fit::Scale));
         assert_eq!((l.width, l.height), (640, 360));
-        // pad / crop with one side only scale.
-        let l = layout(640, 360, &r(Some(320), None, Fit::Pad));
-        assert_eq!((l.width, l.height), (320, 180));
-    }
-
-    #[test]
-    fn pad_letterboxes_to_the_exact_box() {
         let l = layout(640, 360, &r(Some(200), Some(200), Fit::Pad));
-        assert_eq!((l.width, l.height), (200, 200));
-        assert_eq!(l.dst, (0, 43, 200, 113));
-        assert_eq!(l.src, (0.0, 0.0, 640.0, 360.0));
-        // A box that would need the picture to grow shrinks, keeping its shape.
-        let l = layout(640, 360, &r(Some(1280), Some(1280), Fit::Pad));
-        assert_eq!((l.width, l.height), (640, 640));
-        assert_eq!(l.dst, (0, 140, 640, 360));
-        let l = layout(640, 360, &r(Some(1280), Some(720), Fit::Pad));
-        assert_eq!((l.width, l.height, l.dst), (640, 360, (0, 0, 640, 360)));
+        assert_eq!((l.width, l.height, l.dst), (200, 200, [0, 42, 200, 113]));
+        let l = layout(640, 360, &r(Some(180), Some(180), Fit::Crop));
+        assert_eq!(l.src, [140.0, 0.0, 360.0, 360.0]);
     }
 
     #[test]
-    fn crop_fills_the_box_from_the_centre() {
-        let l = layout(640, 360, &r(Some(180), Some(180), Fit::Crop));
-        assert_eq!((l.width, l.height), (180, 180));
-        assert_eq!(l.dst, (0, 0, 180, 180));
-        assert_eq!(l.src, (140.0, 0.0, 360.0, 360.0));
-        let l = layout(640, 360, &r(Some(1000), Some(100), Fit::Crop));
-        assert_eq!((l.width, l.height), (640, 64));
-        assert_eq!(l.src.2, 640.0);
-        assert!((l.src.3 - 64.0).abs() < 1e-9);
+    fn tiles_fill_their_exact_box() {
+        // A small picture grows into a large tile; another shape is letterboxed.
+        let l = box_layout(160, 90, 320, 180, Fit::Pad);
+        assert_eq!((l.width, l.height, l.dst), (320, 180, [0, 0, 320, 180]));
+        let l = box_layout(640, 480, 160, 90, Fit::Pad);
+        assert_eq!((l.width, l.height, l.dst), (160, 90, [20, 0, 120, 90]));
+        let l = box_layout(640, 480, 160, 90, Fit::Crop);
+        assert_eq!(l.src, [0.0, 60.0, 640.0, 360.0]);
     }
 
     fn gradient(w: u32, h: u32) -> Rgb {
@@ -662,9 +599,17 @@ mod tests {
         let jpeg = encode_jpeg(&gradient(640, 360), 90).unwrap();
         let out = resize_jpeg(&jpeg, &r(Some(320), None, Fit::Scale)).unwrap();
         assert_eq!((out.width, out.height), (320, 180));
-        assert_eq!(jpeg_size(&out.jpeg).unwrap(), (320, 180));
+        assert_eq!(jpeg_size(&out.bytes).unwrap(), (320, 180));
         let out = resize_jpeg(&jpeg, &r(Some(100), Some(100), Fit::Pad)).unwrap();
-        assert_eq!(jpeg_size(&out.jpeg).unwrap(), (100, 100));
+        assert_eq!(jpeg_size(&out.bytes).unwrap(), (100, 100));
+        let webp = Resize {
+            format: Format::Webp,
+            ..r(Some(160), None, Fit::Scale)
+        };
+        let out = resize_jpeg(&jpeg, &webp).unwrap();
+        assert_eq!((out.width, out.height), (160, 90));
+        assert_eq!(&out.bytes[..4], b"RIFF");
+        assert_eq!(&out.bytes[8..12], b"WEBP");
         // Small targets are decoded at 1/8 (640 → 80 ≥ 64); render asks for twice.
         let (pic, k) = decode_scaled(&jpeg, 64.0 / 640.0).unwrap();
         assert_eq!((pic.width, pic.height, k), (80, 45, 0.125));

@@ -14,7 +14,7 @@
 //!   `{"url": "/img/…?exp=&sig=", "expires": "RFC 3339"}`; with `"storage_url": true`,
 //!   a pre-signed read URL of the storage (S3/OSS, opendal's `presign_read`) instead.
 //!
-//! `latest.jpg` (admin and signed) is also where pictures are resized on request:
+//! `latest.jpg` and `latest.webp` (admin and signed) are also where pictures are resized on request:
 //! `width`, `height`, `fit` (`scale` | `pad` | `crop`) and `quality`, from the JPEG the
 //! live stream keeps in memory (its newest snapshot, `LiveStream::latest`) or, for a
 //! stream not live here, its stored overwrite object. Results are kept in the small
@@ -49,7 +49,7 @@ use super::ApiState;
 use crate::clock::rfc3339;
 use crate::links::{self, LinkError, Signer};
 use crate::names::StreamId;
-use crate::picture::{self, Cache, Cached, Fit, Resize};
+use crate::picture::{self, Cache, Cached, Fit, Format, Resize};
 use crate::storage::template::{self, Vars};
 
 /// The public routes, with the CORS header (they answer 404 when no links key is
@@ -58,6 +58,7 @@ pub fn routes() -> Router<ApiState> {
     let base = "/img/{domain}/{app}/{stream}";
     Router::new()
         .route(&format!("{base}/latest.jpg"), get(latest))
+        .route(&format!("{base}/latest.webp"), get(latest_webp))
         .route(&format!("{base}/object/{{*key}}"), get(object))
         .route(
             &format!("{base}/storyboard.vtt"),
@@ -113,15 +114,37 @@ pub(super) fn verify(state: &ApiState, uri: &Uri) -> ApiResult<()> {
 pub async fn latest(
     State(state): State<ApiState>,
     uri: Uri,
-    Path((d, a, s)): Path<(String, String, String)>,
+    Path(names): Path<(String, String, String)>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
+) -> ApiResult<Response> {
+    signed_latest(state, uri, names, query, headers, Format::Jpeg).await
+}
+
+/// `GET /img/{domain}/{app}/{stream}/latest.webp?exp=&sig=[&width=…]`
+pub async fn latest_webp(
+    State(state): State<ApiState>,
+    uri: Uri,
+    Path(names): Path<(String, String, String)>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    signed_latest(state, uri, names, query, headers, Format::Webp).await
+}
+
+async fn signed_latest(
+    state: ApiState,
+    uri: Uri,
+    (d, a, s): (String, String, String),
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    format: Format,
 ) -> ApiResult<Response> {
     verify(&state, &uri)?;
     let mut allowed = LATEST_PARAMS.to_vec();
     allowed.extend(["exp", "sig"]);
     let p = Params::new(query, &allowed)?;
-    let resize = resize_params(&p, state.node.settings.quality)?;
+    let resize = resize_params(&p, state.node.settings.quality, format)?;
     let id = stream_id(d, a, s)?;
     serve_latest(&state, &id, &headers, resize).await
 }
@@ -129,12 +152,32 @@ pub async fn latest(
 /// `GET /api/v1/streams/{domain}/{app}/{stream}/latest.jpg[?width=&height=&fit=&quality=]`
 pub async fn latest_admin(
     State(state): State<ApiState>,
-    Path((d, a, s)): Path<(String, String, String)>,
+    Path(names): Path<(String, String, String)>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    admin_latest(state, names, query, headers, Format::Jpeg).await
+}
+
+/// `GET /api/v1/streams/{domain}/{app}/{stream}/latest.webp[?width=&height=&fit=&quality=]`
+pub async fn latest_admin_webp(
+    State(state): State<ApiState>,
+    Path(names): Path<(String, String, String)>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    admin_latest(state, names, query, headers, Format::Webp).await
+}
+
+async fn admin_latest(
+    state: ApiState,
+    (d, a, s): (String, String, String),
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    format: Format,
+) -> ApiResult<Response> {
     let p = Params::new(query, LATEST_PARAMS)?;
-    let resize = resize_params(&p, state.node.settings.quality)?;
+    let resize = resize_params(&p, state.node.settings.quality, format)?;
     let id = stream_id(d, a, s)?;
     serve_latest(&state, &id, &headers, resize).await
 }
@@ -185,9 +228,9 @@ impl Pictures {
     }
 }
 
-/// `width`, `height`, `fit` and `quality` of a request; `None` when none is given
-/// (the picture as it is).
-pub fn resize_params(p: &Params, default_quality: u8) -> ApiResult<Option<Resize>> {
+/// `width`, `height`, `fit` and `quality` of a request for a picture in `format`;
+/// `None` when none is given and the format is JPEG (the picture as it is).
+pub fn resize_params(p: &Params, default_quality: u8, format: Format) -> ApiResult<Option<Resize>> {
     let side = |key: &str| -> ApiResult<Option<u32>> {
         match p.get(key) {
             None => Ok(None),
@@ -199,7 +242,7 @@ pub fn resize_params(p: &Params, default_quality: u8) -> ApiResult<Option<Resize
     let (width, height) = (side("width")?, side("height")?);
     let fit = match p.get("fit") {
         None => None,
-        Some(v) => Some(Fit::parse(v).ok_or_else(|| {
+        Some(v) => Some(picture::parse_fit(v).ok_or_else(|| {
             ApiError::invalid(
                 "fit",
                 format!("must be \"scale\", \"pad\" or \"crop\", got {v:?}"),
@@ -215,7 +258,7 @@ pub fn resize_params(p: &Params, default_quality: u8) -> ApiResult<Option<Resize
             if v.is_none() {
                 return Err(ApiError::invalid(
                     key,
-                    format!("is required with fit={}", f.name()),
+                    format!("is required with fit={}", f.as_str()),
                 ));
             }
         }
@@ -223,13 +266,14 @@ pub fn resize_params(p: &Params, default_quality: u8) -> ApiResult<Option<Resize
     if fit.is_some() && width.is_none() && height.is_none() {
         return Err(ApiError::invalid("width", "fit needs width and/or height"));
     }
-    if width.is_none() && height.is_none() && quality.is_none() {
+    if width.is_none() && height.is_none() && quality.is_none() && format == Format::Jpeg {
         return Ok(None);
     }
     Ok(Some(Resize {
         width,
         height,
         fit: fit.unwrap_or_default(),
+        format,
         quality: quality.unwrap_or(default_quality),
     }))
 }
@@ -440,7 +484,7 @@ pub async fn serve_latest(
     if etag_matches(headers, &etag) {
         return Ok(image_response(
             headers,
-            "image/jpeg",
+            resize.format.content_type(),
             &etag,
             &extra,
             Bytes::new,
@@ -457,7 +501,7 @@ pub async fn serve_latest(
                 .run(move || picture::resize_jpeg(&data, &resize))
                 .await?;
             Ok::<_, ApiError>(Cached {
-                body: Bytes::from(out.jpeg),
+                body: Bytes::from(out.bytes),
                 etag: etag.clone(),
                 width: out.width,
                 height: out.height,
@@ -466,9 +510,13 @@ pub async fn serve_latest(
         .await?;
     extra.push(("x-livesnap-width", made.width.to_string()));
     extra.push(("x-livesnap-height", made.height.to_string()));
-    Ok(image_response(headers, "image/jpeg", &etag, &extra, || {
-        made.body
-    }))
+    Ok(image_response(
+        headers,
+        resize.format.content_type(),
+        &etag,
+        &extra,
+        || made.body,
+    ))
 }
 
 /// The storages whose rule templates render `key` for the stream `id` (the snapshot
@@ -590,6 +638,16 @@ pub async fn create(State(state): State<ApiState>, body: JsonObject) -> ApiResul
 async fn presigned(state: &ApiState, path: &str, ttl: u64, exp: u64) -> ApiResult<Json<Value>> {
     let p = links::parse_path(path).map_err(|e| ApiError::invalid("path", e.to_string()))?;
     let id = stream_id(p.domain, p.app, p.stream)?;
+    if path
+        .split('?')
+        .next()
+        .is_some_and(|p| p.ends_with("/latest.webp"))
+    {
+        return Err(ApiError::invalid(
+            "storage_url",
+            "latest.webp is made by the node: it has no storage URL",
+        ));
+    }
     if p.storyboard.is_some() {
         return Err(ApiError::invalid(
             "storage_url",

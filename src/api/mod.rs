@@ -99,6 +99,10 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
         .route("/api/v1/streams", get(streams::list))
         .route(stream, get(streams::get_one).delete(streams::kick))
         .route(&format!("{stream}/latest.jpg"), get(images::latest_admin))
+        .route(
+            &format!("{stream}/latest.webp"),
+            get(images::latest_admin_webp),
+        )
         .route(&format!("{stream}/storyboard.vtt"), get(storyboard::vtt))
         .route(&format!("{stream}/storyboard.jpg"), get(storyboard::jpg))
         .route(&format!("{stream}/snapshot"), post(streams::snapshot))

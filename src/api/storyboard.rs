@@ -33,7 +33,7 @@ use super::streams::stream_id;
 use super::ApiState;
 use crate::links::STORYBOARD_PARAMS;
 use crate::names::StreamId;
-use crate::picture::{self, Cached, Grid};
+use crate::picture::{self, Cached, Format, Grid};
 use crate::storage::catalog::{self, Found, Range};
 use crate::storage::template::Template;
 
@@ -145,9 +145,13 @@ async fn find(state: &ApiState, id: &StreamId, b: &Board) -> ApiResult<Vec<Found
         start: b.start,
         end: b.end,
     };
+    let candidates = candidate_templates(state, id);
     let mut by_storage: BTreeMap<String, Vec<Template>> = BTreeMap::new();
-    for (storage, t) in candidate_templates(state, &id.domain, &id.app) {
-        by_storage.entry(storage).or_default().push(t);
+    for (storage, t) in &candidates {
+        by_storage
+            .entry(storage.clone())
+            .or_default()
+            .push(t.clone());
     }
     let mut found: Vec<Found> = Vec::new();
     for (storage, templates) in &by_storage {
@@ -157,6 +161,16 @@ async fn find(state: &ApiState, id: &StreamId, b: &Board) -> ApiResult<Vec<Found
         found.extend(catalog::scan(target, templates, &range).await?);
     }
     found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
+    found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
+    // One tile a snapshot: its output 0 (the first JPEG of its outputs).
+    let mut found: Vec<Found> = catalog::group(found, &candidates, &range)
+        .into_iter()
+        .filter_map(|g| {
+            g.members
+                .into_iter()
+                .find(|f| Format::of_key(&f.key) == Some(Format::Jpeg))
+        })
+        .collect();
     // One tile a second (cue times are in seconds): the first found of each.
     found.dedup_by_key(|f| f.unix);
     Ok(sample(&found, b.max_tiles() as usize))

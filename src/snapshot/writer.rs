@@ -84,7 +84,8 @@ impl Stored {
     }
 }
 
-/// Where the newest stored snapshot of a stream is kept for readers (the admin API).
+/// Where the newest stored snapshot of a stream is kept for readers (the admin API):
+/// its output 0 (the full-size JPEG, shared `Bytes`), without the other outputs.
 pub type Latest = Arc<std::sync::Mutex<Option<Snapshot>>>;
 
 /// The keys a snapshot was stored under; `None` when nothing could be written (the
@@ -309,6 +310,12 @@ impl SnapshotWriter {
                 .store(snap.unix_ts, Ordering::Relaxed);
             self.review(&stored, &snap);
             let cx = &self.cx;
+            // The newest picture for readers: output 0 only (the API makes every
+            // other size and format from it on request).
+            let snap = Snapshot {
+                outputs: Vec::new(),
+                ..snap
+            };
             *cx.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
         }
         self.cx.stats.finish();
