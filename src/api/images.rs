@@ -697,3 +697,24 @@ async fn presigned(state: &ApiState, path: &str, ttl: u64, exp: u64) -> ApiResul
     }
     Err(not_found())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(etag_matches(&h, "\"a\""));
+        assert!(etag_matches(&h, "\"b\""));
+        assert!(!etag_matches(&h, "\"c\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(etag_matches(&h, "\"c\""));
+        assert!(!etag_matches(&HeaderMap::new(), "\"a\""));
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+}

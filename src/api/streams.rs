@@ -1,5 +1,5 @@
-//! Live streams of this node: list, describe, disconnect, newest picture, and an
-//! on-demand snapshot of the most recent keyframe.
+//! Live streams of this node: list, describe, disconnect, and an on-demand snapshot of
+//! the most recent keyframe (the newest picture, `latest.jpg`, is `images`').
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,8 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
-use opendal::ErrorKind;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
@@ -24,7 +22,6 @@ use crate::names::{self, StreamId};
 use crate::snapshot::render::Renderer;
 use crate::snapshot::stats::StreamStats;
 use crate::snapshot::writer::{Snapshot, SnapshotWriter, WriterContext};
-use crate::storage::template::Vars;
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -147,131 +144,6 @@ pub async fn kick(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Whether an `If-None-Match` header matches `etag` (weak comparison).
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
-    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    let want = strip(etag);
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == "*" || strip(t) == want)
-}
-
-fn md5_etag(data: &[u8]) -> String {
-    use md5::Digest;
-    let digest = md5::Md5::digest(data);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
-}
-
-fn image(
-    headers: &HeaderMap,
-    etag: &str,
-    source: &'static str,
-    snapshot_unix: Option<u64>,
-    body: impl FnOnce() -> Bytes,
-) -> Response {
-    let mut h = HeaderMap::new();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert("x-livesnap-source", HeaderValue::from_static(source));
-    if let Some(t) = snapshot_unix.and_then(|t| HeaderValue::from_str(&rfc3339(t)).ok()) {
-        h.insert("x-livesnap-snapshot-time", t);
-    }
-    if etag_matches(headers, etag) {
-        return (StatusCode::NOT_MODIFIED, h).into_response();
-    }
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
-    (StatusCode::OK, h, Body::from(body())).into_response()
-}
-
-/// `GET /api/v1/streams/{domain}/{app}/{stream}/latest.jpg`: from memory while the
-/// stream is live and has a snapshot, else from its overwrite object in storage.
-pub async fn latest(
-    State(state): State<ApiState>,
-    Path((d, a, s)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let id = stream_id(d, a, s)?;
-    let live = state.node.registry.get(&id);
-    if let Some(l) = &live {
-        let snap = l.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(snap) = snap {
-            let etag = md5_etag(&snap.jpeg);
-            return Ok(image(&headers, &etag, "memory", Some(snap.unix_ts), || {
-                snap.jpeg
-            }));
-        }
-    }
-    // Offline (or live without a snapshot yet): the overwrite object of the rule the
-    // stream has (live) or would have (offline).
-    let rule = match &live {
-        Some(l) => l.rule.clone(),
-        None => state
-            .node
-            .rules()
-            .lookup_stream(&id.domain, &id.app, &id.stream),
-    };
-    let no_image = || ApiError::not_found(format!("no snapshot of {id} is available"));
-    let rule = rule.ok_or_else(no_image)?;
-    let template = rule.overwrite_object.as_ref().ok_or_else(no_image)?;
-    let target = state
-        .node
-        .targets
-        .get(rule.storage())
-        .ok_or_else(no_image)?;
-    let key = template
-        .render(&Vars {
-            domain: &id.domain,
-            app: &id.app,
-            stream: &id.stream,
-            unix_timestamp: 0,
-            sequence: 0,
-        })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let meta = match target.op.stat(&key).await {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_image()),
-        Err(e) => {
-            return Err(ApiError::unavailable(format!(
-                "storage {:?}: stat {key:?}: {e}",
-                rule.storage()
-            )))
-        }
-    };
-    let mtime = meta
-        .last_modified()
-        .map(|t| t.into_inner().as_second().max(0) as u64);
-    let etag = match meta.etag() {
-        Some(t) if t.starts_with('"') || t.starts_with("W/") => t.to_string(),
-        Some(t) => format!("\"{t}\""),
-        None => format!(
-            "W/\"{}-{}\"",
-            meta.last_modified()
-                .map_or(0, |t| t.into_inner().as_nanosecond()),
-            meta.content_length()
-        ),
-    };
-    if etag_matches(&headers, &etag) {
-        return Ok(image(&headers, &etag, "storage", mtime, Bytes::new));
-    }
-    let data = match target.op.read(&key).await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_image()),
-        Err(e) => {
-            return Err(ApiError::unavailable(format!(
-                "storage {:?}: read {key:?}: {e}",
-                rule.storage()
-            )))
-        }
-    };
-    Ok(image(&headers, &etag, "storage", mtime, || data))
-}
-
 /// `POST /api/v1/streams/{domain}/{app}/{stream}/snapshot[?store=true]`: decodes the
 /// stream's most recent keyframe now and returns the JPEG; with `store=true` it is
 /// also stored under the rule's templates (and becomes the stream's latest).
@@ -356,25 +228,4 @@ pub async fn snapshot(
         h.insert("x-livesnap-stored", HeaderValue::from_static("true"));
     }
     Ok((StatusCode::OK, h, Body::from(pic.jpeg)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_none_match_forms() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_static("\"a\", W/\"b\""),
-        );
-        assert!(etag_matches(&h, "\"a\""));
-        assert!(etag_matches(&h, "\"b\""));
-        assert!(!etag_matches(&h, "\"c\""));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(etag_matches(&h, "\"c\""));
-        assert!(!etag_matches(&HeaderMap::new(), "\"a\""));
-        assert_eq!(md5_etag(b""), "\"d41d8cd98f00b204e9800998ecf8427e\"");
-    }
 }
