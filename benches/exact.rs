@@ -29,8 +29,26 @@ fn make(dir: &Path, name: &str, size: &str, gop_secs: u32) -> std::path::PathBuf
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={size}:rate=30"))
-        .args(["-t", "16", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high"])
-        .args(["-bf", "2", "-crf", "23", "-sc_threshold", "0", "-pix_fmt", "yuv420p"])
+        .args([
+            "-t",
+            "16",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "high",
+        ])
+        .args([
+            "-bf",
+            "2",
+            "-crf",
+            "23",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .args(["-g", &gop, "-keyint_min", &gop, "-f", "flv"])
         .arg(&out)
         .status()
@@ -61,7 +79,13 @@ fn dues(file: &Path) -> Vec<ExactDue<Arc<AvcConfig>>> {
             }
             PacketKind::Nalus => {
                 let c = config.clone().unwrap();
-                out.extend(s.on_frame(tag.timestamp_ms, v.composition_time, v.keyframe, v.body, || c));
+                out.extend(s.on_frame(
+                    tag.timestamp_ms,
+                    v.composition_time,
+                    v.keyframe,
+                    v.body,
+                    || c,
+                ));
             }
             _ => {}
         }

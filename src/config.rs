@@ -1004,7 +1004,9 @@ scheme = "memory"
         assert!(err_of("[snapshot]\nquality = 0").starts_with("snapshot.quality"));
         assert!(err_of("[snapshot]\nqueue_keyframes = 0").starts_with("snapshot.queue_keyframes"));
         assert!(err_of("[snapshot]\nqueue_bytes = 1000").starts_with("snapshot.queue_bytes"));
-        assert!(err_of("[snapshot]\nexact_gop_bytes = 1000").starts_with("snapshot.exact_gop_bytes"));
+        assert!(
+            err_of("[snapshot]\nexact_gop_bytes = 1000").starts_with("snapshot.exact_gop_bytes")
+        );
         assert!(err_of("[snapshot]\nexact_max_frames = 0").starts_with("snapshot.exact_max_frames"));
         assert!(
             err_of("[snapshot]\nqueue_bytes = 1048576\nmax_queued_bytes = 65536")

@@ -351,11 +351,9 @@ impl Ingest {
                 self.on_keyframe(timestamp, tag.composition_time, tag.body)
                     .await
             }
-            PacketKind::Nalus => {
-                if self.snap.as_ref().is_some_and(|s| s.exact.is_some()) {
-                    self.on_exact_frame(timestamp, tag.composition_time, false, tag.body)
-                        .await;
-                }
+            PacketKind::Nalus if self.snap.as_ref().is_some_and(|s| s.exact.is_some()) => {
+                self.on_exact_frame(timestamp, tag.composition_time, false, tag.body)
+                    .await;
             }
             _ => {}
         }
@@ -387,7 +385,10 @@ impl Ingest {
     async fn submit_exact(&mut self, due: ExactDue<Arc<AvcConfig>>) {
         if let Some(f) = due.fallback {
             self.node.metrics.exact_fallback(f.reason());
-            tracing::debug!(reason = f.reason(), "exact-time snapshot falls back to its keyframe");
+            tracing::debug!(
+                reason = f.reason(),
+                "exact-time snapshot falls back to its keyframe"
+            );
         }
         self.stats().due.fetch_add(1, Ordering::Relaxed);
         let job = exact_job(due, self.start_unix);

@@ -80,12 +80,21 @@ fn reference_frames(file: &str, frames: &[usize], width: usize, height: usize) -
 
 /// Publishes `file` at full speed as live/`stream` and waits until `n` sequence
 /// snapshots are stored; returns the folder's JPEGs decoded by ffmpeg, in order.
-async fn publish_and_collect(server: &TestServer, file: &str, stream: &str, n: u64) -> Vec<Vec<u8>> {
+async fn publish_and_collect(
+    server: &TestServer,
+    file: &str,
+    stream: &str,
+    n: u64,
+) -> Vec<Vec<u8>> {
     publish_fixture(server, "live", stream, file, 0.0).await;
     let root = server.root();
     let expected = snapshot_keys(stream, n);
     let stored = wait_for(Duration::from_secs(60), || list_files(&root) == expected).await;
-    assert!(stored, "stored {:?}, expected {expected:?}", list_files(&root));
+    assert!(
+        stored,
+        "stored {:?}, expected {expected:?}",
+        list_files(&root)
+    );
     (1..=n)
         .map(|i| ffmpeg_rgb(&root.join(format!("live/{stream}/{i}.jpg"))))
         .collect()
@@ -99,9 +108,19 @@ fn check(file: &str, got: &[Vec<u8>], frames: &[usize]) {
     let next = reference_frames(file, &later, 640, 360);
     for (i, pic) in got.iter().enumerate() {
         let p = psnr(pic, &refs[i]);
-        assert!(p >= 30.0, "snapshot {} (frame {}): PSNR {p:.1} dB", i + 1, frames[i]);
+        assert!(
+            p >= 30.0,
+            "snapshot {} (frame {}): PSNR {p:.1} dB",
+            i + 1,
+            frames[i]
+        );
         let q = psnr(pic, &next[i]);
-        assert!(q < p, "snapshot {} is closer to frame {} ({q:.1} dB)", i + 1, later[i]);
+        assert!(
+            q < p,
+            "snapshot {} is closer to frame {} ({q:.1} dB)",
+            i + 1,
+            later[i]
+        );
     }
 }
 
@@ -120,7 +139,10 @@ async fn an_8s_gop_with_a_5s_rule_gives_the_frames_at_0_5_10_15_20s() {
     assert!(!text.contains("livesnap_exact_fallbacks_total{"), "{text}");
     // Frames decoded forward (keyframe included): 126 + 51 + 176 + 101; the snapshot
     // at 0 s is a keyframe's, rendered as without exact mode.
-    assert!(text.contains("livesnap_exact_frames_decoded_total 454"), "{text}");
+    assert!(
+        text.contains("livesnap_exact_frames_decoded_total 454"),
+        "{text}"
+    );
     let node = server.node().clone();
     assert!(server.stop().await);
     // The GOP buffer is let go with the publish.
@@ -171,7 +193,10 @@ async fn the_rule_api_takes_and_shows_exact() {
             let resp = rb.send().await.unwrap();
             let status = resp.status().as_u16();
             let bytes = resp.bytes().await.unwrap();
-            (status, serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
         }
     };
     let body = serde_json::json!({

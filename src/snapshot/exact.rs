@@ -332,15 +332,16 @@ impl ExactDecoder {
         self.decoder = None;
         if self.decoder.is_none() {
             let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-            let d = Decoder::with_api_config(OpenH264API::from_source(), config).map_err(|source| {
-                ExactError::Decode {
-                    index: 0,
-                    source: DecodeError::Openh264 {
-                        context: "creating a no-flush decoder",
-                        source,
-                    },
-                }
-            })?;
+            let d =
+                Decoder::with_api_config(OpenH264API::from_source(), config).map_err(|source| {
+                    ExactError::Decode {
+                        index: 0,
+                        source: DecodeError::Openh264 {
+                            context: "creating a no-flush decoder",
+                            source,
+                        },
+                    }
+                })?;
             self.decoder = Some(d);
         }
         let decoder = self.decoder.as_mut().expect("created above");
@@ -502,7 +503,10 @@ mod tests {
         let mut frames = baseline(1000, 50); // 0..2 s
         frames.extend((0..50).map(|i| (14_000 + i * 40, 0, false)));
         let got = run(5, ExactLimits::default(), &frames);
-        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 14_000, 15_000]);
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            [0, 14_000, 15_000]
+        );
         // Timestamps restart at 0: the clock holds, no snapshot is due twice.
         let mut frames = baseline(1000, 100);
         frames.extend((0..100).map(|i| (i * 40, 0, false)));

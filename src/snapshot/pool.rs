@@ -450,7 +450,9 @@ impl Worker {
                 Ok(pic)
             }
             Err(RenderError::Exact(e)) => {
-                shared.metrics.exact_fallback(Fallback::DecodeError.reason());
+                shared
+                    .metrics
+                    .exact_fallback(Fallback::DecodeError.reason());
                 queue.span.in_scope(|| {
                     tracing::warn!(error = %e, frames = job.forward.len() + 1, "exact-time snapshot: decoding forward failed, keyframe taken")
                 });

@@ -77,11 +77,13 @@ impl Renderer {
     /// and encodes it as a JPEG. A panic inside either codec is caught and returned as
     /// an error.
     pub fn render(&mut self, body: &Bytes, config: &AvcConfig) -> Result<Rendered, RenderError> {
-        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config, None))).unwrap_or_else(|p| {
-            Err(RenderError::Panicked(crate::util::panic_message(
-                p.as_ref(),
-            )))
-        })
+        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config, None))).unwrap_or_else(
+            |p| {
+                Err(RenderError::Panicked(crate::util::panic_message(
+                    p.as_ref(),
+                )))
+            },
+        )
     }
 
     /// Exact mode: [`Renderer::render`], but the picture is the one of presentation rank
@@ -96,12 +98,14 @@ impl Renderer {
         config: &AvcConfig,
     ) -> Result<Rendered, RenderError> {
         let forward = Some((exact, forward, rank));
-        catch_unwind(AssertUnwindSafe(|| self.render_inner(body, config, forward)))
-            .unwrap_or_else(|p| {
-                Err(RenderError::Panicked(crate::util::panic_message(
-                    p.as_ref(),
-                )))
-            })
+        catch_unwind(AssertUnwindSafe(|| {
+            self.render_inner(body, config, forward)
+        }))
+        .unwrap_or_else(|p| {
+            Err(RenderError::Panicked(crate::util::panic_message(
+                p.as_ref(),
+            )))
+        })
     }
 
     fn render_inner(
@@ -139,9 +143,13 @@ impl Renderer {
             None => self
                 .decoder
                 .decode(&self.annex_b, &self.params_key, &mut self.frame)?,
-            Some((exact, frames, rank)) => {
-                exact.decode(&self.annex_b, frames, cfg.length_size, rank, &mut self.frame)?
-            }
+            Some((exact, frames, rank)) => exact.decode(
+                &self.annex_b,
+                frames,
+                cfg.length_size,
+                rank,
+                &mut self.frame,
+            )?,
         }
         let t1 = Instant::now();
         let f = &self.frame;
