@@ -729,7 +729,7 @@ scheme = "memory"
         assert_eq!(s.http_listen.to_string(), "127.0.0.1:8935");
         assert_eq!(s.storage["default"].scheme, "fs");
         assert_eq!(s.storage["default"].options["root"], "./snapshots");
-        let r = s.rules.lookup("any.host", "live").unwrap();
+        let r = s.rules.lookup("any.host", "live", "cam").unwrap();
         assert_eq!(r.interval_secs, 5);
         assert_eq!(
             r.overwrite_object.as_ref().unwrap().as_str(),
