@@ -319,6 +319,17 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
             path,
             "api/v1/streams/127.0.0.1/live/cam/latest.jpg?width=320"
         );
+        // Clicking the live tile opens its history.
+        b.run(&format!(
+            "document.querySelector({}).click()",
+            js("[data-stream=\"127.0.0.1/live/cam\"]")
+        ));
+        b.wait(
+            "location.hash === '#/history/127.0.0.1/live/cam'
+               && document.querySelectorAll('#history-list .shot').length === 3",
+            "the live stream's history",
+        );
+        b.run("location.hash = '#/'");
         // The stream ends; the page keeps it in its recent list.
         tx.blocking_send("end the publish").unwrap();
         done_rx.blocking_recv().unwrap();
