@@ -80,6 +80,22 @@ root = "{}"
     assert!(dom.contains("every 5 s"), "rule missing:\n{dom}");
     assert!(dom.contains("taken 1"), "counters missing:\n{dom}");
 
+    // Its history by address, on a node without [links]: the stored snapshot with its
+    // time, and a note instead of pictures.
+    let url = format!("http://{}/#/history/127.0.0.1/live/cam", server.http);
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&url, 6000))
+        .await
+        .unwrap();
+    let shot = tag_with(&dom, "data-key=\"live/cam/1.jpg\"")
+        .unwrap_or_else(|| panic!("the stored snapshot is not listed:\n{dom}"));
+    assert!(shot.contains("class=\"shot\""), "{shot}");
+    assert!(dom.contains("1 stored snapshot<"), "count missing:\n{dom}");
+    assert!(dom.contains("<time datetime=\""), "time missing:\n{dom}");
+    assert!(
+        dom.contains("Pictures need signed image links ([links] in the config)"),
+        "note missing:\n{dom}"
+    );
+
     p.finish().await;
     assert!(server.stop().await);
 }
