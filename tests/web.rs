@@ -366,6 +366,16 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
                                   x.querySelector('img').naturalWidth]); })()",
             "three stored snapshots with their pictures",
         );
+        // The longest range, a day, is one query too.
+        b.run(
+            "const h = document.getElementById('history-hours'); h.value = '24';
+             h.dispatchEvent(new Event('change'))",
+        );
+        b.wait(
+            "document.querySelectorAll('#history-list .shot').length === 3
+               && !document.getElementById('history-note').textContent",
+            "a day of history",
+        );
 
         // Rules: add a stream rule in the page.
         b.run("location.hash = '#/rules'");
