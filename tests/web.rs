@@ -433,6 +433,14 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
         let others = b
             .eval("[...document.querySelectorAll('#rule-form .error')].filter((e) => e.textContent).length")
             .unwrap();
+        // A field the form has no input for goes in "other fields", its error beside it.
+        b.fill("interval_secs", "20");
+        b.fill("extra", "{\"review_every\": 3}");
+        b.run("document.getElementById('rule-save').click()");
+        let extra_error = b.wait(
+            "document.querySelector('#rule-form [name=extra]').parentElement.querySelector('.error').textContent",
+            "the error next to the other fields",
+        );
         b.run("document.getElementById('rule-cancel').click()");
         // An added rule with a bad stream name: the error is next to the stream field.
         b.run("document.getElementById('rule-add').click()");
@@ -460,7 +468,7 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
             "the rule gone from the list",
         );
         tx.blocking_send("check the deletion").unwrap();
-        (shots, next_to, others, stream_error)
+        (shots, next_to, others, stream_error, extra_error)
     });
 
     assert_eq!(rx.recv().await, Some("end the publish"));
@@ -484,7 +492,7 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
     assert_eq!(get(rule_path.clone()).await.1["interval_secs"], 20);
     done_tx.send(()).await.unwrap();
     assert_eq!(rx.recv().await, Some("check the deletion"));
-    let (shots, next_to, others, stream_error) = browser.await.unwrap();
+    let (shots, next_to, others, stream_error, extra_error) = browser.await.unwrap();
     assert_eq!(get(rule_path.clone()).await.0, 404);
 
     // The history lists what the snapshot query has, newest first, with its times.
