@@ -526,5 +526,10 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
         stream_error.as_str().unwrap().contains("a/b"),
         "{stream_error}"
     );
+    let extra_error = extra_error.as_str().unwrap();
+    assert!(
+        extra_error.starts_with("review_every: ") && extra_error.contains("needs review_url"),
+        "{extra_error}"
+    );
     assert!(server.stop().await);
 }
