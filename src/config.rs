@@ -818,6 +818,28 @@ scheme = "memory"
         assert!(err_of(&dup).starts_with("rules[1]:"));
     }
 
+    #[test]
+    fn a_stream_rule_is_a_scope_of_its_own() {
+        let app = "domain=\"*\"\napp=\"live\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"{AppName}/{StreamName}.jpg\"";
+        let cam7 = format!("{app}\nstream=\"cam7\"");
+        let both = format!("{BASE}\n[[rules]]\n{app}\n[[rules]]\n{cam7}\n");
+        let s = Config::parse(&both).unwrap().validate().unwrap();
+        assert_eq!(
+            s.rules.lookup("x", "live", "cam7").unwrap().stream(),
+            Some("cam7")
+        );
+        assert_eq!(s.rules.lookup("x", "live", "cam8").unwrap().stream(), None);
+        let dup = format!("{BASE}\n[[rules]]\n{cam7}\n[[rules]]\n{cam7}\n");
+        let e = err_of(&dup);
+        assert!(
+            e.starts_with("rules[1]:") && e.contains("stream \"cam7\""),
+            "{e}"
+        );
+        assert!(
+            err_of(&with_rule(&format!("{app}\nstream=\"a b\""))).starts_with("rules[0].stream")
+        );
+    }
+
     fn rules(rules: &[(&str, &str, &str, &str)]) -> String {
         let mut text = format!("{BASE}\n[storage.other]\nscheme = \"memory\"\nroot = \"/other\"\n");
         for (app, storage, ow, seq) in rules {
