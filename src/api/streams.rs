@@ -211,10 +211,7 @@ pub async fn latest(
     // stream has (live) or would have (offline).
     let rule = match &live {
         Some(l) => l.rule.clone(),
-        None => state
-            .node
-            .rules()
-            .lookup_stream(&id.domain, &id.app, &id.stream),
+        None => state.node.rules().lookup(&id.domain, &id.app, &id.stream),
     };
     let no_image = || ApiError::not_found(format!("no snapshot of {id} is available"));
     let rule = rule.ok_or_else(no_image)?;
