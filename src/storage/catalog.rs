@@ -452,7 +452,10 @@ mod tests {
             start: 0,
             end: u64::MAX,
         };
-        let t = |s: &str| ("s".to_string(), Template::parse(s).unwrap());
+        let t = |s: &str| {
+            let ext = if s.ends_with(".webp") { ".webp" } else { ".jpg" };
+            ("s".to_string(), Template::parse_ending(s, ext).unwrap())
+        };
         let templates = [
             t("{AppName}/{StreamName}/{Sequence}.jpg"),
             t("{AppName}/{StreamName}/thumb/{Sequence}.webp"),
