@@ -111,6 +111,7 @@ fn snap(body: String, unix_ts: u64) -> Snapshot {
         height: 2,
         unix_ts,
         arrived: Instant::now(),
+        outputs: Vec::new(),
     }
 }
 

@@ -51,10 +51,11 @@ pub struct Group {
 /// are. `templates` are the (storage, template) pairs searched, output 0's before the
 /// outputs' (their order orders each group's members). Groups come out by time.
 pub fn group(found: Vec<Found>, templates: &[(String, Template)], r: &Range<'_>) -> Vec<Group> {
-    // (storage, sequence or time) → members with their template's rank.
-    let mut groups: Vec<((String, Option<u64>, u64), Vec<(usize, Found)>)> = Vec::new();
-    let mut at: std::collections::HashMap<(String, Option<u64>, u64), usize> =
-        std::collections::HashMap::new();
+    // (storage, sequence, or time when there is no sequence) → members with their
+    // template's rank.
+    type Key = (String, Option<u64>, u64);
+    let mut groups: Vec<(Key, Vec<(usize, Found)>)> = Vec::new();
+    let mut at: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
     for f in found {
         let matched = templates
             .iter()
@@ -453,7 +454,11 @@ mod tests {
             end: u64::MAX,
         };
         let t = |s: &str| {
-            let ext = if s.ends_with(".webp") { ".webp" } else { ".jpg" };
+            let ext = if s.ends_with(".webp") {
+                ".webp"
+            } else {
+                ".jpg"
+            };
             ("s".to_string(), Template::parse_ending(s, ext).unwrap())
         };
         let templates = [
