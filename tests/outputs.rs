@@ -314,4 +314,57 @@ async fn bad_outputs_through_the_api_are_refused_by_field() {
     let (status, body) = post(rule(json!([thumb]))).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["outputs"], json!([thumb]), "{body}");
+    // PATCH: the same checks; `null` clears the outputs.
+    let patch = |body: Value| {
+        let client = client.clone();
+        let url = format!("{base}/*/live");
+        async move {
+            let resp = client
+                .patch(&url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (status, body) = patch(json!({"outputs": [{"height": 90, "fit": "pad",
+        "sequence_object": "{AppName}/{StreamName}/p/{Sequence}.jpg"}]}))
+    .await;
+    assert_eq!(
+        (status, &body["field"]),
+        (400, &json!("outputs[0].fit")),
+        "{body}"
+    );
+    let (status, body) = patch(json!({"outputs": null})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("outputs").is_none(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_on_s3_carry_their_content_type() {
+    let moto = common::moto::MotoServer::start().await;
+    moto.create_bucket("outputs").await;
+    // The rule of `s3_config` (output 0: JPEG) with a 160-px WebP output.
+    let config = format!(
+        "{}[[rules.outputs]]\nwidth = 160\nformat = \"webp\"\nsequence_object = \"{{AppName}}/{{StreamName}}/small/{{Sequence}}.webp\"\n",
+        common::moto::s3_config("outputs", &moto.endpoint(), 10, 2)
+    );
+    let mut server = start_server(&config).await;
+    let op = server.operator("s3");
+    publish_fixture(&server, "live", "cam", "baseline_640x360_gop1s.flv", 4.0).await;
+    assert!(server.stop().await, "shutdown finished in time");
+    for n in 1..=3 {
+        let jpeg = op.stat(&format!("live/cam/{n}.jpg")).await.unwrap();
+        assert_eq!(jpeg.content_type(), Some("image/jpeg"));
+        let key = format!("live/cam/small/{n}.webp");
+        let webp = op.stat(&key).await.unwrap();
+        assert_eq!(webp.content_type(), Some("image/webp"), "{key}");
+        let bytes = op.read(&key).await.unwrap().to_vec();
+        let dims = livesnap::storage::image_header::dimensions(&bytes);
+        assert_eq!(dims, Some((160, 90)), "{key}");
+    }
 }
