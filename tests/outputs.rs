@@ -368,3 +368,45 @@ async fn outputs_on_s3_carry_their_content_type() {
         assert_eq!(dims, Some((160, 90)), "{key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_stored_snapshot_has_every_output() {
+    let rules = r#"
+[[rules]]
+domain = "*"
+app = "live"
+interval_secs = 5
+storage = "default"
+sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
+[[rules.outputs]]
+height = 90
+format = "webp"
+sequence_object = "{AppName}/{StreamName}/small/{Sequence}.webp"
+"#;
+    let server = start_server(rules).await;
+    // 3 s of the fixture: the scheduled snapshot 1 (at 0 s), then the publisher pauses.
+    let mut p = start_publish(server.rtmp, "live", "cam").await;
+    send_range(&mut p, "baseline_640x360_gop1s.flv", 0, 3000).await;
+    let node = server.node().clone();
+    assert!(wait_for(Duration::from_secs(10), || first_stream_stored(&node) == 1).await);
+    let url = format!(
+        "http://{}/api/v1/streams/127.0.0.1/live/cam/snapshot?store=true",
+        server.http
+    );
+    let resp = reqwest::Client::new().post(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // The answer is output 0, full size; both outputs are stored as number 2.
+    assert_eq!(resp.headers()["x-livesnap-width"], "640");
+    let root = server.root();
+    assert_eq!(
+        list_files(&root),
+        [
+            "live/cam/1.jpg",
+            "live/cam/2.jpg",
+            "live/cam/small/1.webp",
+            "live/cam/small/2.webp"
+        ]
+    );
+    assert_eq!(probe(&root.join("live/cam/small/2.webp")), (160, 90));
+    p.finish().await;
+}
