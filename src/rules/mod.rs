@@ -500,6 +500,54 @@ mod tests {
     }
 
     #[test]
+    fn outputs_share_the_number_of_the_first_template_that_counts() {
+        use output::{Format, OutputSpec};
+        let rule = |seq0: Option<&str>| {
+            RuleSpec {
+                domain: "*".into(),
+                app: "live".into(),
+                interval_secs: 5,
+                storage: "s".into(),
+                overwrite_object: None,
+                sequence_object: seq0.map(Into::into),
+                callback: None,
+                review_url: None,
+                review_every: None,
+                review_kick: None,
+                health: None,
+                outputs: vec![
+                    OutputSpec {
+                        sequence_object: Some("{StreamName}/t/{UnixTimestamp}.webp".into()),
+                        format: Some(Format::Webp),
+                        width: Some(320),
+                        ..OutputSpec::default()
+                    },
+                    OutputSpec {
+                        sequence_object: Some("{StreamName}/s/{Sequence}.jpg".into()),
+                        width: Some(100),
+                        ..OutputSpec::default()
+                    },
+                ],
+            }
+            .validate("rule", |_| true)
+            .unwrap()
+        };
+        let only_outputs = rule(None);
+        assert!(only_outputs.uses_sequence());
+        let numbering = only_outputs.numbering_template().map(Template::as_str);
+        assert_eq!(numbering, Some("{StreamName}/s/{Sequence}.jpg"));
+        assert_eq!(only_outputs.sequence_templates().len(), 2);
+        let with_own = rule(Some("{StreamName}/{Sequence}.jpg"));
+        let numbering = with_own.numbering_template().map(Template::as_str);
+        assert_eq!(numbering, Some("{StreamName}/{Sequence}.jpg"));
+        // Every template of the rule counts in the checks against other rules.
+        assert!(with_own.renders("cam/t/1700000000.webp"));
+        assert!(!rule_with("live", "s", "{StreamName}.jpg")
+            .unwrap()
+            .renders("cam/t/1700000000.webp"));
+    }
+
+    #[test]
     fn the_book_swaps_whole_sets() {
         let book = RuleBook::new(RuleSet::new([rule("*", "*", 5)]));
         let before = book.get();
