@@ -506,6 +506,7 @@ mod tests {
             RuleSpec {
                 domain: "*".into(),
                 app: "live".into(),
+                stream: None,
                 interval_secs: 5,
                 storage: "s".into(),
                 overwrite_object: None,
@@ -515,6 +516,9 @@ mod tests {
                 review_every: None,
                 review_kick: None,
                 health: None,
+                exact: false,
+                retain_secs: None,
+                retain_count: None,
                 outputs: vec![
                     OutputSpec {
                         sequence_object: Some("{StreamName}/t/{UnixTimestamp}.webp".into()),
