@@ -764,7 +764,7 @@ scheme = "memory"
         assert_eq!(s.http_listen.to_string(), "127.0.0.1:8935");
         assert_eq!(s.storage["default"].scheme, "fs");
         assert_eq!(s.storage["default"].options["root"], "./snapshots");
-        let r = s.rules.lookup("any.host", "live").unwrap();
+        let r = s.rules.lookup("any.host", "live", "cam").unwrap();
         assert_eq!(r.interval_secs, 5);
         assert_eq!(
             r.overwrite_object.as_ref().unwrap().as_str(),
@@ -851,6 +851,28 @@ scheme = "memory"
         let rule = "domain=\"*\"\napp=\"live\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"{AppName}/{StreamName}.jpg\"";
         let dup = format!("{BASE}\n[[rules]]\n{rule}\n[[rules]]\n{rule}\n");
         assert!(err_of(&dup).starts_with("rules[1]:"));
+    }
+
+    #[test]
+    fn a_stream_rule_is_a_scope_of_its_own() {
+        let app = "domain=\"*\"\napp=\"live\"\nstorage=\"default\"\ninterval_secs=5\noverwrite_object=\"{AppName}/{StreamName}.jpg\"";
+        let cam7 = format!("{app}\nstream=\"cam7\"");
+        let both = format!("{BASE}\n[[rules]]\n{app}\n[[rules]]\n{cam7}\n");
+        let s = Config::parse(&both).unwrap().validate().unwrap();
+        assert_eq!(
+            s.rules.lookup("x", "live", "cam7").unwrap().stream(),
+            Some("cam7")
+        );
+        assert_eq!(s.rules.lookup("x", "live", "cam8").unwrap().stream(), None);
+        let dup = format!("{BASE}\n[[rules]]\n{cam7}\n[[rules]]\n{cam7}\n");
+        let e = err_of(&dup);
+        assert!(
+            e.starts_with("rules[1]:") && e.contains("stream \"cam7\""),
+            "{e}"
+        );
+        assert!(
+            err_of(&with_rule(&format!("{app}\nstream=\"a b\""))).starts_with("rules[0].stream")
+        );
     }
 
     fn rules(rules: &[(&str, &str, &str, &str)]) -> String {

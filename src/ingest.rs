@@ -166,7 +166,7 @@ impl Ingest {
         query: &str,
         peer: std::net::SocketAddr,
     ) -> Result<Ingest, StartError> {
-        let rule: Option<Arc<Rule>> = node.rules().lookup_stream(&id.domain, &id.app, &id.stream);
+        let rule: Option<Arc<Rule>> = node.rules().lookup(&id.domain, &id.app, &id.stream);
         let stats = Arc::new(StreamStats::default());
         let live = LiveStream {
             id: id.clone(),

@@ -191,7 +191,7 @@ impl Sweeper {
             .collect();
         seen.sort();
         for id in &seen {
-            if let Some(rule) = book.lookup(&id.domain, &id.app) {
+            if let Some(rule) = book.lookup(&id.domain, &id.app, &id.stream) {
                 add(&rule, &id.domain, &id.app, &id.stream);
             }
         }
@@ -208,7 +208,7 @@ impl Sweeper {
             };
             for (d, a, s) in found {
                 // Only under the rule in force for that stream.
-                let in_force = book.lookup(&d, &a).is_some_and(|r| r.spec == rule.spec);
+                let in_force = book.lookup(&d, &a, &s).is_some_and(|r| r.spec == rule.spec);
                 if in_force {
                     add(&rule, &d, &a, &s);
                 }
@@ -221,29 +221,38 @@ impl Sweeper {
     /// own (domain, app).
     fn retention_rules(&self) -> Vec<Arc<Rule>> {
         let book = self.node.rules();
-        let mut scopes: Vec<(String, String)> = self
+        let mut scopes: Vec<(String, String, Option<String>)> = self
             .node
             .settings
             .static_rules
             .iter()
-            .map(|r| (r.domain().to_string(), r.app().to_string()))
+            .map(|r| {
+                (
+                    r.domain().into(),
+                    r.app().into(),
+                    r.stream().map(Into::into),
+                )
+            })
             .collect();
         if let Some(shared) = &self.node.shared_rules {
-            scopes.extend(
-                shared
-                    .doc()
-                    .rules
-                    .iter()
-                    .map(|r| (r.spec.domain.clone(), r.spec.app.clone())),
-            );
+            scopes.extend(shared.doc().rules.iter().map(|r| {
+                (
+                    r.spec.domain.clone(),
+                    r.spec.app.clone(),
+                    r.spec.stream.clone(),
+                )
+            }));
         }
         scopes.sort();
         scopes.dedup();
         scopes
             .into_iter()
-            .filter_map(|(d, a)| {
-                book.lookup(&d, &a)
-                    .filter(|r| r.domain() == d && r.app() == a)
+            .filter_map(|(d, a, s)| {
+                match &s {
+                    Some(s) => book.lookup(&d, &a, s),
+                    None => book.lookup_app(&d, &a),
+                }
+                .filter(|r| r.domain() == d && r.app() == a && r.stream() == s.as_deref())
             })
             .filter(|r| {
                 r.sequence_object.is_some()

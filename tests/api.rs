@@ -1082,7 +1082,11 @@ async fn an_unreadable_rule_store_keeps_the_last_good_rules_and_is_reported() {
         "{r}"
     );
     // The last good rules stay in force.
-    assert!(server.node().rules().lookup("any.host", "live").is_some());
+    assert!(server
+        .node()
+        .rules()
+        .lookup("any.host", "live", "cam")
+        .is_some());
     let (_, one) = api.get("/api/v1/snapshot-configs/*/live").await;
     assert_eq!(one["in_force"], true);
     // Updates refuse to overwrite a document they cannot read.

@@ -101,26 +101,41 @@ async fn publish_and_collect(
 }
 
 /// Every snapshot is the frame it stands for (≥ 30 dB against ffmpeg's decode of it) and
-/// closer to it than to the frame 200 ms later.
+/// closer to it than to the frames just before and after it: the right frame, not one off.
 fn check(file: &str, got: &[Vec<u8>], frames: &[usize]) {
-    let later: Vec<usize> = frames.iter().map(|f| f + 5).collect();
-    let refs = reference_frames(file, frames, 640, 360);
-    let next = reference_frames(file, &later, 640, 360);
-    for (i, pic) in got.iter().enumerate() {
-        let p = psnr(pic, &refs[i]);
+    check_sized(file, got, frames, (640, 360));
+}
+
+fn check_sized(file: &str, got: &[Vec<u8>], frames: &[usize], (w, h): (usize, usize)) {
+    let refs = reference_frames(file, frames, w, h);
+    let own: Vec<f64> = got.iter().zip(&refs).map(|(g, r)| psnr(g, r)).collect();
+    for (i, p) in own.iter().enumerate() {
         assert!(
-            p >= 30.0,
+            *p >= 30.0,
             "snapshot {} (frame {}): PSNR {p:.1} dB",
             i + 1,
             frames[i]
         );
-        let q = psnr(pic, &next[i]);
-        assert!(
-            q < p,
-            "snapshot {} is closer to frame {} ({q:.1} dB)",
-            i + 1,
-            later[i]
-        );
+    }
+    for offset in [-1isize, 1] {
+        let picked: Vec<usize> = (0..got.len())
+            .filter(|&i| frames[i] as isize + offset >= 0)
+            .collect();
+        let others: Vec<usize> = picked
+            .iter()
+            .map(|&i| (frames[i] as isize + offset) as usize)
+            .collect();
+        let near = reference_frames(file, &others, w, h);
+        for ((&i, other), reference) in picked.iter().zip(&others).zip(&near) {
+            let q = psnr(&got[i], reference);
+            assert!(
+                q < own[i],
+                "snapshot {} (frame {}) is closer to frame {other} ({q:.1} vs {:.1} dB)",
+                i + 1,
+                frames[i],
+                own[i]
+            );
+        }
     }
 }
 
@@ -157,6 +172,18 @@ async fn b_frames_are_decoded_in_presentation_order() {
     let file = "long_gop_bframes_640x360.flv";
     let got = publish_and_collect(&server, file, "bcam", 5).await;
     check(file, &got, &[0, 125, 250, 375, 500]);
+    let text = metrics(&server);
+    assert!(!text.contains("livesnap_exact_fallbacks_total{"), "{text}");
+    assert!(server.stop().await);
+}
+
+#[tokio::test]
+async fn high_profile_b_frames_with_a_gop_shorter_than_the_interval() {
+    let mut server = start("").await;
+    // High profile, 2 B-frames, 30 fps, IDRs every 2 s: due 5 s is 1 s into its GOP.
+    let file = "high_1280x720_bframes_aac.flv";
+    let got = publish_and_collect(&server, file, "hcam", 4).await;
+    check_sized(file, &got, &[0, 150, 300, 450], (1280, 720));
     let text = metrics(&server);
     assert!(!text.contains("livesnap_exact_fallbacks_total{"), "{text}");
     assert!(server.stop().await);

@@ -171,9 +171,9 @@ async fn a_stored_rule_whose_keys_meet_another_is_not_applied() {
         "the document was read"
     );
     let rules = node.rules();
-    assert_eq!(rules.lookup("d", "cam").unwrap().app(), "cam");
+    assert_eq!(rules.lookup("d", "cam", "s").unwrap().app(), "cam");
     // "door" falls back to the config rule for every app.
-    assert_eq!(rules.lookup("d", "door").unwrap().app(), "*");
+    assert_eq!(rules.lookup("d", "door", "s").unwrap().app(), "*");
     let skipped = shared.health().skipped;
     assert!(
         skipped

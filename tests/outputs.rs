@@ -314,4 +314,99 @@ async fn bad_outputs_through_the_api_are_refused_by_field() {
     let (status, body) = post(rule(json!([thumb]))).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["outputs"], json!([thumb]), "{body}");
+    // PATCH: the same checks; `null` clears the outputs.
+    let patch = |body: Value| {
+        let client = client.clone();
+        let url = format!("{base}/*/live");
+        async move {
+            let resp = client
+                .patch(&url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (status, body) = patch(json!({"outputs": [{"height": 90, "fit": "pad",
+        "sequence_object": "{AppName}/{StreamName}/p/{Sequence}.jpg"}]}))
+    .await;
+    assert_eq!(
+        (status, &body["field"]),
+        (400, &json!("outputs[0].fit")),
+        "{body}"
+    );
+    let (status, body) = patch(json!({"outputs": null})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("outputs").is_none(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_on_s3_carry_their_content_type() {
+    let moto = common::moto::MotoServer::start().await;
+    moto.create_bucket("outputs").await;
+    // The rule of `s3_config` (output 0: JPEG) with a 160-px WebP output.
+    let config = format!(
+        "{}[[rules.outputs]]\nwidth = 160\nformat = \"webp\"\nsequence_object = \"{{AppName}}/{{StreamName}}/small/{{Sequence}}.webp\"\n",
+        common::moto::s3_config("outputs", &moto.endpoint(), 10, 2)
+    );
+    let mut server = start_server(&config).await;
+    let op = server.operator("s3");
+    publish_fixture(&server, "live", "cam", "baseline_640x360_gop1s.flv", 4.0).await;
+    assert!(server.stop().await, "shutdown finished in time");
+    for n in 1..=3 {
+        let jpeg = op.stat(&format!("live/cam/{n}.jpg")).await.unwrap();
+        assert_eq!(jpeg.content_type(), Some("image/jpeg"));
+        let key = format!("live/cam/small/{n}.webp");
+        let webp = op.stat(&key).await.unwrap();
+        assert_eq!(webp.content_type(), Some("image/webp"), "{key}");
+        let bytes = op.read(&key).await.unwrap().to_vec();
+        let dims = livesnap::storage::image_header::dimensions(&bytes);
+        assert_eq!(dims, Some((160, 90)), "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_stored_snapshot_has_every_output() {
+    let rules = r#"
+[[rules]]
+domain = "*"
+app = "live"
+interval_secs = 5
+storage = "default"
+sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
+[[rules.outputs]]
+height = 90
+format = "webp"
+sequence_object = "{AppName}/{StreamName}/small/{Sequence}.webp"
+"#;
+    let server = start_server(rules).await;
+    // 3 s of the fixture: the scheduled snapshot 1 (at 0 s), then the publisher pauses.
+    let mut p = start_publish(server.rtmp, "live", "cam").await;
+    send_range(&mut p, "baseline_640x360_gop1s.flv", 0, 3000).await;
+    let node = server.node().clone();
+    assert!(wait_for(Duration::from_secs(10), || first_stream_stored(&node) == 1).await);
+    let url = format!(
+        "http://{}/api/v1/streams/127.0.0.1/live/cam/snapshot?store=true",
+        server.http
+    );
+    let resp = reqwest::Client::new().post(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // The answer is output 0, full size; both outputs are stored as number 2.
+    assert_eq!(resp.headers()["x-livesnap-width"], "640");
+    let root = server.root();
+    assert_eq!(
+        list_files(&root),
+        [
+            "live/cam/1.jpg",
+            "live/cam/2.jpg",
+            "live/cam/small/1.webp",
+            "live/cam/small/2.webp"
+        ]
+    );
+    assert_eq!(probe(&root.join("live/cam/small/2.webp")), (160, 90));
+    p.finish().await;
 }

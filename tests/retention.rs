@@ -241,7 +241,7 @@ async fn exact_window(storage: String) {
         .highest_sequence(
             node.node
                 .rules()
-                .lookup("d", "seq")
+                .lookup_app("d", "seq")
                 .unwrap()
                 .sequence_object
                 .as_ref()

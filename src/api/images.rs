@@ -543,10 +543,7 @@ fn storages_of(state: &ApiState, id: &StreamId, key: &str) -> Option<Vec<String>
 pub(super) fn overwrite_key(state: &ApiState, id: &StreamId) -> Option<(String, String)> {
     let rule = match state.node.registry.get(id) {
         Some(l) => l.rule.clone(),
-        None => state
-            .node
-            .rules()
-            .lookup_stream(&id.domain, &id.app, &id.stream),
+        None => state.node.rules().lookup(&id.domain, &id.app, &id.stream),
     }?;
     let key = rule
         .overwrite_object

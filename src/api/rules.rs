@@ -68,8 +68,8 @@ fn in_force(state: &ApiState, s: &StoredRule) -> bool {
     let rules = state.node.rules();
     let (d, a) = (&s.spec.domain, &s.spec.app);
     match &s.spec.stream {
-        Some(stream) => rules.lookup_stream(d, a, stream),
-        None => rules.lookup(d, a),
+        Some(stream) => rules.lookup(d, a, stream),
+        None => rules.lookup_app(d, a),
     }
     .is_some_and(|r| r.spec == s.spec)
 }

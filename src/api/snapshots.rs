@@ -167,7 +167,7 @@ pub async fn query(
     let reviewed = state
         .node
         .rules()
-        .lookup_stream(&id.domain, &id.app, &id.stream)
+        .lookup(&id.domain, &id.app, &id.stream)
         .is_some_and(|r| r.spec.review_url.is_some());
     let jobs: Vec<_> = page
         .iter()

@@ -1,6 +1,9 @@
 //! The dashboard at `/`: one static page, embedded in the binary (no build step),
-//! that polls `/api/v1/streams` and shows each live stream's newest snapshot with its
-//! rule and counters. It sends the bearer token kept in the browser's localStorage.
+//! that polls `/api/v1/streams` and shows each live stream's newest snapshot (a
+//! 320 px thumbnail) with its rule and counters; a stream's stored history (the
+//! snapshot query, pictures through signed image links), recently ended streams, and
+//! the rules with add, edit and delete (docs/api.md, "The dashboard"). It sends the
+//! bearer token kept in the browser's localStorage.
 
 use axum::http::header;
 use axum::response::IntoResponse;

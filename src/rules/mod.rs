@@ -196,22 +196,49 @@ pub fn keys_apart_from_all<'a>(
         .try_for_each(|o| keys_apart(rule, o))
 }
 
-/// A set of rules with O(1) lookup: a publish's rule is
-/// `lookup_stream(domain, app, stream)` (see the module doc for the order).
-pub type RuleSet = crate::names::ByScope<Rule>;
+/// A set of rules with O(1) lookup: a publish's rule is `lookup(domain, app, stream)`
+/// (see the module doc for the order). A layer over [`crate::names::ByScope`], which
+/// relay configs use at the (domain, app) level only.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    by_scope: crate::names::ByScope<Rule>,
+}
 
 impl RuleSet {
     /// Builds the set; the caller has checked that (domain, app, stream) scopes are
     /// unique.
     pub fn new(rules: impl IntoIterator<Item = Rule>) -> RuleSet {
-        RuleSet::from_streams(rules.into_iter().map(|r| {
-            (
-                r.spec.domain.clone(),
-                r.spec.app.clone(),
-                r.spec.stream.clone(),
-                Arc::new(r),
-            )
-        }))
+        RuleSet {
+            by_scope: crate::names::ByScope::from_streams(rules.into_iter().map(|r| {
+                (
+                    r.spec.domain.clone(),
+                    r.spec.app.clone(),
+                    r.spec.stream.clone(),
+                    Arc::new(r),
+                )
+            })),
+        }
+    }
+
+    /// The rule for a publish of `stream` on (domain, app), first match winning:
+    /// (domain, app, stream), (domain, app), (domain, *), (*, app, stream), (*, app),
+    /// (*, *).
+    pub fn lookup(&self, domain: &str, app: &str, stream: &str) -> Option<Arc<Rule>> {
+        self.by_scope.lookup_stream(domain, app, stream)
+    }
+
+    /// The rule of every stream of (domain, app), stream rules left out: (domain, app),
+    /// (domain, *), (*, app), (*, *).
+    pub fn lookup_app(&self, domain: &str, app: &str) -> Option<Arc<Rule>> {
+        self.by_scope.lookup(domain, app)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_scope.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_scope.is_empty()
     }
 }
 
@@ -278,7 +305,7 @@ mod tests {
             rule("a.com", "*", 7),
             rule("a.com", "live", 8),
         ]);
-        let iv = |d, a| set.lookup(d, a).map(|r| r.interval_secs);
+        let iv = |d, a| set.lookup(d, a, "cam").map(|r| r.interval_secs);
         assert_eq!(iv("a.com", "live"), Some(8));
         assert_eq!(iv("a.com", "other"), Some(7));
         assert_eq!(iv("b.com", "live"), Some(6));
@@ -288,10 +315,10 @@ mod tests {
     #[test]
     fn no_match_means_no_snapshots() {
         let set = RuleSet::new([rule("a.com", "live", 5)]);
-        assert!(set.lookup("a.com", "live").is_some());
-        assert!(set.lookup("a.com", "vod").is_none());
-        assert!(set.lookup("b.com", "live").is_none());
-        assert!(RuleSet::default().lookup("x", "y").is_none());
+        assert!(set.lookup("a.com", "live", "cam").is_some());
+        assert!(set.lookup("a.com", "vod", "cam").is_none());
+        assert!(set.lookup("b.com", "live", "cam").is_none());
+        assert!(RuleSet::default().lookup("x", "y", "z").is_none());
     }
 
     #[test]
@@ -385,7 +412,7 @@ mod tests {
         ];
         for first in 0..rows.len() {
             let set = RuleSet::new(rows[first..].iter().cloned());
-            let got = set.lookup_stream("a.com", "live", "cam7").unwrap();
+            let got = set.lookup("a.com", "live", "cam7").unwrap();
             assert_eq!(got.spec, rows[first].spec, "rows {}..", first + 1);
         }
         let set = RuleSet::new(rows.iter().cloned());
@@ -394,11 +421,11 @@ mod tests {
             6,
             "a stream rule and its app's rule are two entries"
         );
-        let iv = |d, a, s| set.lookup_stream(d, a, s).map(|r| r.interval_secs);
+        let iv = |d, a, s| set.lookup(d, a, s).map(|r| r.interval_secs);
         assert_eq!(iv("a.com", "live", "cam8"), Some(8));
         assert_eq!(iv("b.com", "live", "cam8"), Some(6));
         assert_eq!(
-            set.lookup_stream("b.com", "live", "cam7").unwrap().stream(),
+            set.lookup("b.com", "live", "cam7").unwrap().stream(),
             Some("cam7")
         );
     }
@@ -470,6 +497,58 @@ mod tests {
         .validate("rules[0]", |_| true)
         .unwrap();
         assert_eq!(keys_apart(&rule, &every), Ok(()));
+    }
+
+    #[test]
+    fn outputs_share_the_number_of_the_first_template_that_counts() {
+        use output::{Format, OutputSpec};
+        let rule = |seq0: Option<&str>| {
+            RuleSpec {
+                domain: "*".into(),
+                app: "live".into(),
+                stream: None,
+                interval_secs: 5,
+                storage: "s".into(),
+                overwrite_object: None,
+                sequence_object: seq0.map(Into::into),
+                callback: None,
+                review_url: None,
+                review_every: None,
+                review_kick: None,
+                health: None,
+                exact: false,
+                retain_secs: None,
+                retain_count: None,
+                outputs: vec![
+                    OutputSpec {
+                        sequence_object: Some("{StreamName}/t/{UnixTimestamp}.webp".into()),
+                        format: Some(Format::Webp),
+                        width: Some(320),
+                        ..OutputSpec::default()
+                    },
+                    OutputSpec {
+                        sequence_object: Some("{StreamName}/s/{Sequence}.jpg".into()),
+                        width: Some(100),
+                        ..OutputSpec::default()
+                    },
+                ],
+            }
+            .validate("rule", |_| true)
+            .unwrap()
+        };
+        let only_outputs = rule(None);
+        assert!(only_outputs.uses_sequence());
+        let numbering = only_outputs.numbering_template().map(Template::as_str);
+        assert_eq!(numbering, Some("{StreamName}/s/{Sequence}.jpg"));
+        assert_eq!(only_outputs.sequence_templates().len(), 2);
+        let with_own = rule(Some("{StreamName}/{Sequence}.jpg"));
+        let numbering = with_own.numbering_template().map(Template::as_str);
+        assert_eq!(numbering, Some("{StreamName}/{Sequence}.jpg"));
+        // Every template of the rule counts in the checks against other rules.
+        assert!(with_own.renders("cam/t/1700000000.webp"));
+        assert!(!rule_with("live", "s", "{StreamName}.jpg")
+            .unwrap()
+            .renders("cam/t/1700000000.webp"));
     }
 
     #[test]

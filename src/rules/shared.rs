@@ -825,7 +825,7 @@ mod tests {
         let doc = store.doc();
         assert_eq!(doc.rules.len(), 12);
         assert_eq!(doc.version, 12);
-        assert!(book.get().lookup("x", "app7").is_some());
+        assert!(book.get().lookup("x", "app7", "cam").is_some());
         // A refused change writes nothing.
         let r = store.update(|_, _| Err::<(), &str>("no")).await;
         assert!(matches!(r, Err(UpdateError::Rejected("no"))));
@@ -876,14 +876,8 @@ mod tests {
         let (store, _) = memory_store();
         let (set, skipped) = store.rules_in_force(&doc);
         assert!(skipped.is_empty(), "{skipped:?}");
-        assert_eq!(
-            set.lookup_stream("x", "live", "cam7").unwrap().spec,
-            cam7.spec
-        );
-        assert_eq!(
-            set.lookup_stream("x", "live", "cam8").unwrap().spec,
-            app.spec
-        );
+        assert_eq!(set.lookup("x", "live", "cam7").unwrap().spec, cam7.spec);
+        assert_eq!(set.lookup("x", "live", "cam8").unwrap().spec, app.spec);
         // A second rule for the same stream is skipped.
         doc.rules.push(cam7.clone());
         let (_, skipped) = store.rules_in_force(&doc);

@@ -498,6 +498,27 @@ mod tests {
     }
 
     #[test]
+    fn the_gop_holds_the_messages_own_bytes() {
+        let mut s = ExactScheduler::<()>::new(5, ExactLimits::default());
+        let message = Bytes::from(vec![7u8; 64]);
+        let mut sent = Vec::new();
+        let mut dues = Vec::new();
+        for i in 0..126u32 {
+            // As the ingest does: the tag body is a slice of the message.
+            let body = message.slice(i as usize % 8..);
+            sent.push(body.as_ptr());
+            dues.extend(s.on_frame(i * 40, 0, i == 0, body, || ()));
+        }
+        assert_eq!(s.gop_bytes(), (0..126).map(|i| 64 - i % 8).sum::<u64>());
+        let due = dues.pop().unwrap();
+        assert_eq!(due.forward.len(), 125);
+        assert_eq!(due.keyframe.as_ptr(), sent[0]);
+        for (f, p) in due.forward.iter().zip(&sent[1..]) {
+            assert_eq!(f.as_ptr(), *p, "a copy");
+        }
+    }
+
+    #[test]
     fn gaps_and_discontinuities_do_not_burst() {
         // A 12 s gap inside one GOP: due 5 and 10 both fall on the first frame after it.
         let mut frames = baseline(1000, 50); // 0..2 s

@@ -3,8 +3,9 @@
 //!
 //! Two entry points: [`WebpEncoder::encode`] takes a decoded picture's Y'CbCr planes
 //! (4:2:0), converted by [`color`](super::color) into the limited-range BT.601 libwebp codes
-//! (no RGB round trip); [`encode_webp_rgb`] takes packed 8-bit RGB, for pictures that are
-//! already RGB. This module must not decode video, resize or know about streams.
+//! (no RGB round trip), through `libwebp-sys` (the `webp` crate has no planar input);
+//! [`encode_webp_rgb`] takes packed 8-bit RGB, for pictures that are already RGB, through the
+//! `webp` crate's encoder. This module must not decode video, resize or know about streams.
 
 use std::ptr;
 
@@ -47,31 +48,14 @@ pub fn encode_webp_rgb(
         return Err(invalid("RGB buffer shorter than width × height × 3"));
     }
     let config = config(quality)?;
-    // SAFETY: the picture is initialised by WebPPictureInit, its RGB import copies from a
-    // buffer whose length was checked above, and it is freed on every path.
-    unsafe {
-        let mut pic: sys::WebPPicture = std::mem::zeroed();
-        if !sys::WebPPictureInit(&mut pic) {
-            return Err(WebpError::Libwebp {
-                context: "initialising a picture",
-                code: -1,
-            });
-        }
-        pic.use_argb = 1;
-        pic.width = width as i32;
-        pic.height = height as i32;
-        if sys::WebPPictureImportRGB(&mut pic, rgb.as_ptr(), (w * 3) as i32) == 0 {
-            let code = pic.error_code as i32;
-            sys::WebPPictureFree(&mut pic);
-            return Err(WebpError::Libwebp {
-                context: "importing RGB",
-                code,
-            });
-        }
-        let result = encode_picture(&config, &mut pic);
-        sys::WebPPictureFree(&mut pic);
-        result
-    }
+    // The `webp` crate's encoder (RGB import and encode inside libwebp).
+    ::webp::Encoder::from_rgb(&rgb[..w * h * 3], width, height)
+        .encode_advanced(&config)
+        .map(|memory| memory.to_vec())
+        .map_err(|e| WebpError::Libwebp {
+            context: "encoding RGB",
+            code: e as i32,
+        })
 }
 
 /// Encodes [`YuvFrame`]s as lossy WebP; keeps its converted planes between calls (one per

@@ -51,10 +51,11 @@ pub struct Group {
 /// are. `templates` are the (storage, template) pairs searched, output 0's before the
 /// outputs' (their order orders each group's members). Groups come out by time.
 pub fn group(found: Vec<Found>, templates: &[(String, Template)], r: &Range<'_>) -> Vec<Group> {
-    // (storage, sequence or time) → members with their template's rank.
-    type GroupKey = (String, Option<u64>, u64);
-    let mut groups: Vec<(GroupKey, Vec<(usize, Found)>)> = Vec::new();
-    let mut at: std::collections::HashMap<GroupKey, usize> = std::collections::HashMap::new();
+    // (storage, sequence, or time when there is no sequence) → members with their
+    // template's rank.
+    type Key = (String, Option<u64>, u64);
+    let mut groups: Vec<(Key, Vec<(usize, Found)>)> = Vec::new();
+    let mut at: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
     for f in found {
         let matched = templates
             .iter()
@@ -452,7 +453,14 @@ mod tests {
             start: 0,
             end: u64::MAX,
         };
-        let t = |s: &str| ("s".to_string(), Template::parse(s).unwrap());
+        let t = |s: &str| {
+            let ext = if s.ends_with(".webp") {
+                ".webp"
+            } else {
+                ".jpg"
+            };
+            ("s".to_string(), Template::parse_ending(s, ext).unwrap())
+        };
         let templates = [
             t("{AppName}/{StreamName}/{Sequence}.jpg"),
             t("{AppName}/{StreamName}/thumb/{Sequence}.webp"),
