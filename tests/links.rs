@@ -175,6 +175,34 @@ async fn signed_links_serve_pictures_without_the_token_and_nothing_else() {
         "{body}"
     );
 
+    // Pictures the node makes have no storage URL.
+    for path in [
+        img("camA", "latest.webp"),
+        img(
+            "camA",
+            "storyboard.vtt?start_time=2026-01-01T00:00:00Z&end_time=2026-01-01T01:00:00Z",
+        ),
+    ] {
+        let (status, body) = issue(
+            &server,
+            Some(TOKEN),
+            json!({ "path": path, "storage_url": true }),
+        )
+        .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some("storage_url")),
+            "{body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("made by the node"),
+            "{body}"
+        );
+    }
+
     // latest.jpg without a token: the stored overwrite object (the stream ended).
     let f = fetch(&server, &url).await;
     assert_eq!(f.status, 200, "{}", String::from_utf8_lossy(&f.body));
