@@ -91,6 +91,9 @@ pub struct Sweeper {
     known: Mutex<HashMap<StreamId, u64>>,
     /// Per (storage, template, prefix): where finding streams goes on.
     cursors: Mutex<HashMap<(String, String, String), Cursor>>,
+    /// The last stream found in storage that a pass reached: the next pass starts after
+    /// it, so `max_streams_per_pass` never leaves the same streams out every time.
+    resume: Mutex<Option<Scope>>,
 }
 
 impl Sweeper {
@@ -99,6 +102,7 @@ impl Sweeper {
             node,
             known: Mutex::default(),
             cursors: Mutex::default(),
+            resume: Mutex::default(),
         }
     }
 
@@ -121,11 +125,29 @@ impl Sweeper {
         let now = self.node.clock.now_unix();
         let slot = now / cfg.sweep_secs;
         let mut report = PassReport::default();
-        let candidates = self.candidates(&mut report).await;
+        let (mut candidates, seen_live) = self.candidates(&mut report).await;
+        // Streams found in storage: from the one after where the last pass stopped.
+        let resume = self
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(last) = resume {
+            let found = &mut candidates[seen_live..];
+            let start = found.partition_point(|c| c.scope <= last);
+            found.rotate_left(start);
+        }
         let mut budget = cfg.max_deletes_per_pass;
-        for c in candidates.iter().take(cfg.max_streams_per_pass as usize) {
+        for (i, c) in candidates
+            .iter()
+            .take(cfg.max_streams_per_pass as usize)
+            .enumerate()
+        {
             if budget == 0 {
                 break;
+            }
+            if i >= seen_live {
+                *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.scope.clone());
             }
             let result = self
                 .sweep_one(c, now, slot, dry_run, &mut budget, &mut report)
@@ -152,36 +174,38 @@ impl Sweeper {
         report
     }
 
-    /// The streams to sweep: live, remembered, then found in storage; one entry per
-    /// key set, with the window that keeps the most when two rules judge one.
-    async fn candidates(&self, report: &mut PassReport) -> Vec<Candidate> {
+    /// The streams to sweep: live and remembered, then those found in storage (sorted
+    /// by scope); one entry per key set, with the window that keeps the most when two
+    /// rules judge one. Also returns how many come first as seen live.
+    async fn candidates(&self, report: &mut PassReport) -> (Vec<Candidate>, usize) {
         let book = self.node.rules();
         let mut out: Vec<Candidate> = Vec::new();
         let mut index: HashMap<Scope, usize> = HashMap::new();
-        let mut add = |rule: &Rule, domain: &str, app: &str, stream: &str| {
-            let (Some(t), Some(retain)) = (
-                &rule.sequence_object,
-                Retain::of(rule.spec.retain_secs, rule.spec.retain_count),
-            ) else {
-                return;
-            };
-            let scope = Scope::new(rule.storage(), t, domain, app, stream);
-            match index.get(&scope) {
-                Some(&i) => out[i].retain = out[i].retain.keep_more(retain),
-                None => {
-                    index.insert(scope.clone(), out.len());
-                    out.push(Candidate {
-                        scope,
-                        template: t.clone(),
-                        domain: domain.to_string(),
-                        app: app.to_string(),
-                        stream: stream.to_string(),
-                        retain,
-                        rule: rule.describe(),
-                    });
+        let mut add =
+            |out: &mut Vec<Candidate>, rule: &Rule, domain: &str, app: &str, stream: &str| {
+                let (Some(t), Some(retain)) = (
+                    &rule.sequence_object,
+                    Retain::of(rule.spec.retain_secs, rule.spec.retain_count),
+                ) else {
+                    return;
+                };
+                let scope = Scope::new(rule.storage(), t, domain, app, stream);
+                match index.get(&scope) {
+                    Some(&i) => out[i].retain = out[i].retain.keep_more(retain),
+                    None => {
+                        index.insert(scope.clone(), out.len());
+                        out.push(Candidate {
+                            scope,
+                            template: t.clone(),
+                            domain: domain.to_string(),
+                            app: app.to_string(),
+                            stream: stream.to_string(),
+                            retain,
+                            rule: rule.describe(),
+                        });
+                    }
                 }
-            }
-        };
+            };
         let mut seen: Vec<StreamId> = self
             .known
             .lock()
@@ -192,9 +216,10 @@ impl Sweeper {
         seen.sort();
         for id in &seen {
             if let Some(rule) = book.lookup(&id.domain, &id.app) {
-                add(&rule, &id.domain, &id.app, &id.stream);
+                add(&mut out, &rule, &id.domain, &id.app, &id.stream);
             }
         }
+        let seen_live = out.len();
         for rule in self.retention_rules() {
             let Some(target) = self.node.targets.get(rule.storage()) else {
                 continue;
@@ -210,11 +235,12 @@ impl Sweeper {
                 // Only under the rule in force for that stream.
                 let in_force = book.lookup(&d, &a).is_some_and(|r| r.spec == rule.spec);
                 if in_force {
-                    add(&rule, &d, &a, &s);
+                    add(&mut out, &rule, &d, &a, &s);
                 }
             }
         }
-        out
+        out[seen_live..].sort_by(|a, b| a.scope.cmp(&b.scope));
+        (out, seen_live)
     }
 
     /// The rules in force with a sequence template and a retention window, each at its
@@ -330,9 +356,10 @@ impl Sweeper {
         Ok(out)
     }
 
-    /// Sweeps one stream: claims it for this period (unless dry), lists its sequence
-    /// objects, deletes those outside the window, oldest first, within `budget`.
-    /// `Ok(false)` when another node holds the claim.
+    /// Sweeps one stream: lists its sequence objects; when some fall outside the
+    /// window, claims the stream for this period (unless dry) and deletes them, oldest
+    /// first, within `budget`. `Ok(false)` when another node (or an earlier pass of this
+    /// one) holds the claim. A stream with nothing to delete costs one listing, no write.
     async fn sweep_one(
         &self,
         c: &Candidate,
@@ -345,21 +372,6 @@ impl Sweeper {
         let Some(target) = self.node.targets.get(&c.scope.storage) else {
             return Ok(false);
         };
-        if !dry_run {
-            let claim = c.scope.claim_key(slot);
-            let body = Bytes::from(format!("{now}\n"));
-            match target.put_create_only(&claim, body).await? {
-                Created::Yes | Created::LandedEarlier => {}
-                Created::AlreadyExists => return Ok(false),
-            }
-            // Claims of two periods ago are no longer anyone's.
-            if let Some(old) = slot.checked_sub(2) {
-                let old = c.scope.claim_key(old);
-                if let Err(e) = target.op.delete(&old).await {
-                    tracing::debug!(storage = %target.name, key = %old, error = %e, "old sweep claim not deleted");
-                }
-            }
-        }
         let range = Range {
             domain: &c.domain,
             app: &c.app,
@@ -389,7 +401,14 @@ impl Sweeper {
                 }
             })
             .collect();
-        for (item, reason) in policy::doomed(items, c.retain, now) {
+        let doomed = policy::doomed(items, c.retain, now);
+        if doomed.is_empty() {
+            return Ok(true);
+        }
+        if !dry_run && !self.claim(target, &c.scope, now, slot).await? {
+            return Ok(false);
+        }
+        for (item, reason) in doomed {
             if *budget == 0 {
                 break;
             }
@@ -409,6 +428,32 @@ impl Sweeper {
                 rule: c.rule.clone(),
                 reason,
             });
+        }
+        Ok(true)
+    }
+
+    /// Takes the stream's claim for `slot` with a create-only write: whether it is ours.
+    /// The claim of two periods ago is deleted on the way (no one sweeps in it any more).
+    async fn claim(
+        &self,
+        target: &Target,
+        scope: &Scope,
+        now: u64,
+        slot: u64,
+    ) -> Result<bool, StorageError> {
+        let key = scope.claim_key(slot);
+        match target
+            .put_create_only(&key, Bytes::from(format!("{now}\n")))
+            .await?
+        {
+            Created::Yes | Created::LandedEarlier => {}
+            Created::AlreadyExists => return Ok(false),
+        }
+        if let Some(old) = slot.checked_sub(2) {
+            let old = scope.claim_key(old);
+            if let Err(e) = target.op.delete(&old).await {
+                tracing::debug!(storage = %target.name, key = %old, error = %e, "old sweep claim not deleted");
+            }
         }
         Ok(true)
     }
