@@ -8,9 +8,10 @@
 //! number of keys per pass, resuming where the previous pass stopped), so a bucket
 //! whose streams ended before a restart is still swept.
 //!
-//! Several nodes on one storage: a stream is swept by the node whose create-only write
-//! of `_livesnap/sweep/<scope hash>/<slot>` succeeds (slot = now / sweep_secs); the
-//! others count it as skipped. Deletes are idempotent, and what a sweep deletes is
+//! Several nodes on one storage: a stream with something to delete is swept by the node
+//! whose create-only write of `_livesnap/sweep/<scope hash>/<slot>` succeeds (slot =
+//! now / sweep_secs); the others count it as skipped. A stream with nothing to delete
+//! costs a listing and no write. Deletes are idempotent, and what a sweep deletes is
 //! outside the window of any later listing too (a window only moves forward), so even
 //! two sweeps of one stream never delete what should stay. The newest sequence object
 //! of a stream (and its highest `{Sequence}`) always stays; overwrite objects never
