@@ -118,15 +118,15 @@ impl Sweeper {
     }
 
     /// One pass over every stream with a retention rule (within the `[retention]`
-    /// bounds). `dry_run` claims nothing and deletes nothing, and reports what a pass
-    /// would delete.
+    /// bounds). `dry_run` claims nothing, deletes nothing and leaves where the next pass
+    /// starts as it was: it reports what the next pass would delete.
     pub async fn pass(&self, dry_run: bool) -> PassReport {
         self.observe();
         let cfg = &self.node.settings.retention;
         let now = self.node.clock.now_unix();
         let slot = now / cfg.sweep_secs;
         let mut report = PassReport::default();
-        let (mut candidates, seen_live) = self.candidates(&mut report).await;
+        let (mut candidates, seen_live) = self.candidates(dry_run, &mut report).await;
         // Streams found in storage: from the one after where the last pass stopped.
         let resume = self
             .resume
@@ -147,12 +147,13 @@ impl Sweeper {
             if budget == 0 {
                 break;
             }
-            if i >= seen_live {
-                *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.scope.clone());
-            }
             let result = self
                 .sweep_one(c, now, slot, dry_run, &mut budget, &mut report)
                 .await;
+            // The next pass starts after this stream, unless the budget ran out in it.
+            if i >= seen_live && budget > 0 && !dry_run {
+                *self.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.scope.clone());
+            }
             let outcome = match result {
                 Ok(true) => {
                     report.swept += 1;
@@ -178,7 +179,7 @@ impl Sweeper {
     /// The streams to sweep: live and remembered, then those found in storage (sorted
     /// by scope); one entry per key set, with the window that keeps the most when two
     /// rules judge one. Also returns how many come first as seen live.
-    async fn candidates(&self, report: &mut PassReport) -> (Vec<Candidate>, usize) {
+    async fn candidates(&self, dry_run: bool, report: &mut PassReport) -> (Vec<Candidate>, usize) {
         let book = self.node.rules();
         let mut out: Vec<Candidate> = Vec::new();
         let mut index: HashMap<Scope, usize> = HashMap::new();
@@ -225,7 +226,7 @@ impl Sweeper {
             let Some(target) = self.node.targets.get(rule.storage()) else {
                 continue;
             };
-            let found = match self.discover(&rule, target, report).await {
+            let found = match self.discover(&rule, target, dry_run, report).await {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(rule = %rule.describe(), error = %e, "retention: listing the rule's streams failed");
@@ -281,11 +282,12 @@ impl Sweeper {
 
     /// Streams of `rule` found in storage: at most `max_listed_per_pass` keys under the
     /// part of its sequence template that is the same for all its streams, going on from
-    /// where the previous pass stopped.
+    /// where the previous pass stopped (a dry run lists the same and moves nothing on).
     async fn discover(
         &self,
         rule: &Rule,
         target: &Target,
+        dry_run: bool,
         report: &mut PassReport,
     ) -> Result<BTreeSet<(String, String, String)>, StorageError> {
         let Some(t) = &rule.sequence_object else {
@@ -350,10 +352,12 @@ impl Sweeper {
                 skip: cursor.skip + listed,
             },
         };
-        self.cursors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, next);
+        if !dry_run {
+            self.cursors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, next);
+        }
         Ok(out)
     }
 

@@ -532,7 +532,9 @@ async fn bounded_discovery(storage: String) {
     let mut deleted = BTreeSet::new();
     let mut passes = Vec::new();
     for _ in 0..10 {
+        let dry = sweeper.pass(true).await;
         let r = sweeper.pass(false).await;
+        assert_eq!(dry.doomed, r.doomed, "a dry run moves nothing on");
         assert_eq!(r.failed, 0);
         for k in keys(&r) {
             assert!(deleted.insert(k.clone()), "{k} deleted twice");
@@ -717,7 +719,9 @@ async fn streams_take_turns_when_a_pass_cannot_reach_them_all() {
     let sweeper = Sweeper::new(node.node.clone());
     let mut per_pass = Vec::new();
     for _ in 0..3 {
+        let dry = sweeper.pass(true).await;
         let r = sweeper.pass(false).await;
+        assert_eq!(dry.doomed, r.doomed, "a dry run moves nothing on");
         assert_eq!(r.swept + r.skipped + r.failed, 1);
         per_pass.push(keys(&r));
         clock.advance(SWEEP);
