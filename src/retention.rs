@@ -60,7 +60,7 @@ pub struct PassReport {
     pub swept: u64,
     pub skipped: u64,
     pub failed: u64,
-    /// Objects listed and judged.
+    /// Keys listed: to find streams, and each swept stream's objects.
     pub examined: u64,
 }
 
@@ -341,6 +341,9 @@ impl Sweeper {
             }
         }
         report.examined += listed;
+        if !dry_run {
+            self.node.metrics.retention_examined.inc_by(listed);
+        }
         let next = match (complete, from_key) {
             (true, _) => Cursor::default(),
             (false, true) => Cursor {

@@ -226,6 +226,14 @@ async fn exact_window(storage: String) {
         metrics.contains("livesnap_retention_sweeps_total{result=\"run\"} 3"),
         "{metrics}"
     );
+    assert!(real.examined > all.len() as u64 / 2, "{}", real.examined);
+    assert!(
+        metrics.contains(&format!(
+            "livesnap_retention_examined_total {}",
+            real.examined
+        )),
+        "a dry run counts nothing: {metrics}"
+    );
 
     // Nothing left outside the windows: a listing each, no claim, nothing deleted.
     let again = sweeper.pass(false).await;
