@@ -9,7 +9,7 @@
 //! whose streams ended before a restart is still swept.
 //!
 //! Several nodes on one storage: a stream with something to delete is swept by the node
-//! whose create-only write of `_livesnap/sweep/<scope hash>/<slot>` succeeds (slot =
+//! whose create-only write of `_livesnap/sweep/<scope hash>-<slot>` succeeds (slot =
 //! now / sweep_secs); the others count it as skipped. A stream with nothing to delete
 //! costs a listing and no write. Deletes are idempotent, and what a sweep deletes is
 //! outside the window of any later listing too (a window only moves forward), so even
@@ -173,7 +173,33 @@ impl Sweeper {
                 self.node.metrics.retention_sweep(outcome);
             }
         }
+        if !dry_run {
+            self.drop_old_claims(slot).await;
+        }
         report
+    }
+
+    /// Deletes the claims of periods before the last one (those of streams no longer
+    /// swept stay otherwise) on each storage with a retention rule: at most
+    /// `max_listed_per_pass` claims listed per storage and pass, from the start of the
+    /// folder (what is deleted no longer comes first).
+    async fn drop_old_claims(&self, slot: u64) {
+        let mut storages: Vec<String> = self
+            .retention_rules()
+            .iter()
+            .map(|r| r.storage().to_string())
+            .collect();
+        storages.sort();
+        storages.dedup();
+        let cap = self.node.settings.retention.max_listed_per_pass;
+        for name in storages {
+            let Some(target) = self.node.targets.get(&name) else {
+                continue;
+            };
+            if let Err(e) = drop_old_claims_on(target, slot, cap).await {
+                tracing::warn!(storage = %name, error = %e, "retention: old sweep claims not cleaned up");
+            }
+        }
     }
 
     /// The streams to sweep: live and remembered, then those found in storage (sorted
@@ -465,6 +491,37 @@ impl Sweeper {
         }
         Ok(true)
     }
+}
+
+/// [`Sweeper::drop_old_claims`] on one target: returns how many were deleted.
+async fn drop_old_claims_on(target: &Target, slot: u64, cap: u64) -> Result<u64, StorageError> {
+    let path = policy::CLAIM_FOLDER;
+    let fail = |e: opendal::Error| target.err("list", path, e);
+    let mut lister = match target.op.lister_with(path).recursive(true).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(fail(e)),
+    };
+    let (mut listed, mut deleted) = (0u64, 0u64);
+    while let Some(entry) = lister.try_next().await.map_err(fail)? {
+        listed += 1;
+        let key = entry.path();
+        let old = key
+            .rsplit_once('-')
+            .and_then(|(_, s)| s.parse::<u64>().ok())
+            .is_some_and(|s| s + 1 < slot);
+        if entry.metadata().mode() == EntryMode::FILE && old {
+            match target.op.delete(key).await {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(target.err("delete", key, e)),
+            }
+        }
+        if listed >= cap {
+            break;
+        }
+    }
+    Ok(deleted)
 }
 
 /// The node task: remembers live streams every few seconds and sweeps every

@@ -259,6 +259,28 @@ async fn exact_window(storage: String) {
         metrics.contains("livesnap_retention_sweeps_total{result=\"skipped\"} 1"),
         "{metrics}"
     );
+    // Claims: this period's and the last one's stay, older ones go.
+    let claims = || async {
+        let op = &node.node.targets["store"].op;
+        let mut out = BTreeSet::new();
+        let mut l = op
+            .lister_with("_livesnap/sweep/")
+            .recursive(true)
+            .await
+            .unwrap();
+        while let Some(e) = l.try_next().await.unwrap() {
+            if e.metadata().is_file() {
+                out.insert(e.path().rsplit_once('-').unwrap().1.parse::<u64>().unwrap());
+            }
+        }
+        out
+    };
+    let slot = (NOW + SWEEP) / SWEEP;
+    assert_eq!(claims().await, BTreeSet::from([slot - 1, slot]));
+    clock.advance(2 * SWEEP);
+    let idle = sweeper.pass(false).await;
+    assert!(idle.doomed.is_empty());
+    assert!(claims().await.is_empty(), "{:?}", claims().await);
     // `{Sequence}` goes on after the newest kept object.
     let seq = node.node.targets["store"]
         .highest_sequence(
