@@ -332,38 +332,26 @@ impl Sweeper {
             .get(&id)
             .cloned()
             .unwrap_or_default();
-        let path = if prefix.is_empty() { "/" } else { &prefix };
-        let from_key = target.op.info().capability().list_with_start_after;
-        let mut lister = target.op.lister_with(path).recursive(true);
-        if let (true, Some(after)) = (from_key, &cursor.after) {
-            lister = lister.start_after(after);
-        }
-        let fail = |e: opendal::Error| target.err("list", path, e);
-        let mut lister = lister.await.map_err(fail)?;
         let cap = self.node.settings.retention.max_listed_per_pass;
-        let (mut listed, mut passed) = (0u64, 0u64);
-        let mut last = None;
-        let mut complete = true;
+        let (keys, listed, complete, from_key) =
+            match catalog::folder_keys_after(target, &prefix, cursor.after.as_deref(), cap).await {
+                Some(walked) => {
+                    let (keys, complete) = walked?;
+                    let n = keys.len() as u64;
+                    (keys, n, complete, true)
+                }
+                None => list_keys(target, &prefix, &cursor, cap).await?,
+            };
+        let last = keys.last().cloned();
         let mut out = BTreeSet::new();
-        while let Some(entry) = lister.try_next().await.map_err(fail)? {
-            if !from_key && passed < cursor.skip {
-                passed += 1;
-                continue;
-            }
-            listed += 1;
-            let key = entry.path();
-            last = Some(key.to_string());
+        for key in &keys {
             let ours = RESERVED_FOLDERS
                 .iter()
                 .any(|f| key.strip_prefix(f).is_some_and(|r| r.starts_with('/')));
-            if entry.metadata().mode() == EntryMode::FILE && !ours {
+            if !ours {
                 if let Some(names) = policy::names_of(t, key, rule.domain(), rule.app()) {
                     out.insert(names);
                 }
-            }
-            if listed >= cap {
-                complete = false;
-                break;
             }
         }
         report.examined += listed;
@@ -491,6 +479,42 @@ impl Sweeper {
         }
         Ok(true)
     }
+}
+
+/// At most `cap` keys of files under `prefix` through opendal, going on from `cursor`
+/// (from its key where the backend lists from a key, else after as many entries):
+/// (keys, entries listed, whether the listing reached its end, whether it went on from
+/// a key).
+async fn list_keys(
+    target: &Target,
+    prefix: &str,
+    cursor: &Cursor,
+    cap: u64,
+) -> Result<(Vec<String>, u64, bool, bool), StorageError> {
+    let path = if prefix.is_empty() { "/" } else { prefix };
+    let from_key = target.op.info().capability().list_with_start_after;
+    let mut lister = target.op.lister_with(path).recursive(true);
+    if let (true, Some(after)) = (from_key, &cursor.after) {
+        lister = lister.start_after(after);
+    }
+    let fail = |e: opendal::Error| target.err("list", path, e);
+    let mut lister = lister.await.map_err(fail)?;
+    let (mut listed, mut passed) = (0u64, 0u64);
+    let mut keys = Vec::new();
+    while let Some(entry) = lister.try_next().await.map_err(fail)? {
+        if !from_key && passed < cursor.skip {
+            passed += 1;
+            continue;
+        }
+        listed += 1;
+        if entry.metadata().mode() == EntryMode::FILE {
+            keys.push(entry.path().to_string());
+        }
+        if listed >= cap {
+            return Ok((keys, listed, false, from_key));
+        }
+    }
+    Ok((keys, listed, true, from_key))
 }
 
 /// [`Sweeper::drop_old_claims`] on one target: returns how many were deleted.
