@@ -22,6 +22,7 @@
 #                    [--edges "livesnap nginx"] [--fixture FILE.flv] [--out DIR]
 #                    [--no-install] [--no-build]
 #                    [--livesnap-bin PATH]   # measure another livesnap build (implies --no-build)
+#                    [--load-bin PATH]       # another livesnap-load (one with --play-from)
 # Without --fixture, the 60 s 1080p30 High 4 Mbit/s 2 s GOP file (+ AAC) of compare.sh is
 # made in OUT. Ports 19550 (origin), 19551 (livesnap RTMP), 19552 (livesnap HTTP), 19553
 # (nginx edge), 127.0.0.1 only. Everything started is stopped by its PID on exit, also on
@@ -43,6 +44,7 @@ OUT=/tmp/livesnap-relay
 INSTALL=1
 BUILD=1
 SNAP_BIN=""
+LOAD_BIN=""
 ORIGIN_PORT=19550
 SNAP_PORT=19551
 HTTP_PORT=19552
@@ -63,6 +65,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --livesnap-bin) SNAP_BIN=$2; BUILD=0; shift 2 ;;
+    --load-bin) LOAD_BIN=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -88,9 +91,14 @@ if [ "$BUILD" = 1 ]; then
 fi
 # Copies, so that a rebuild during the run does not change what is measured.
 cp "${SNAP_BIN:-$TARGET/release/livesnap}" "$OUT/bin/livesnap"
-cp "$TARGET/release/livesnap-load" "$OUT/bin/"
+cp "${LOAD_BIN:-$TARGET/release/livesnap-load}" "$OUT/bin/livesnap-load"
 SNAP="$OUT/bin/livesnap"
 LOAD="$OUT/bin/livesnap-load"
+# A target dir shared between worktrees may hold another tree's build of the load tool.
+if ! "$LOAD" --help | grep -q -- --play-from; then
+  echo "$LOAD has no --play-from: build this tree's livesnap-load (or pass --load-bin)" >&2
+  exit 1
+fi
 
 if [ -z "$FIXTURE" ]; then
   FIXTURE="$OUT/high_1920x1080_4M.flv"
