@@ -21,6 +21,7 @@
 #                      [--configs "livesnap livesnap-ingest nginx nginx-ffmpeg-key nginx-ffmpeg-all"]
 #                      [--fixture FILE.flv] [--all-max-n 1] [--out DIR] [--no-install] [--no-build]
 #                      [--livesnap-bin PATH]   # measure another livesnap build (implies --no-build)
+#                      [--load-bin PATH]       # another livesnap-load build
 #   benches/compare.sh fixtures DIR     # only make the 720p/1080p Baseline/High test files
 #
 # Without --fixture, a 60 s 1080p30 High-profile, 4 Mbit/s, 2 s GOP file (+ AAC) is made with
@@ -46,6 +47,7 @@ ALL_MAX_N=1
 INSTALL=1
 BUILD=1
 SNAP_BIN=""
+LOAD_BIN=""
 SNAP_PORT=19350
 HTTP_PORT=18935
 NGINX_PORT=19351
@@ -92,6 +94,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --livesnap-bin) SNAP_BIN=$2; BUILD=0; shift 2 ;;
+    --load-bin) LOAD_BIN=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -112,13 +115,14 @@ if [ "$INSTALL" = 1 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$BUILD" = 1 ]; then
   log "building livesnap and livesnap-load (release)"
   (cd "$ROOT" && cargo build --release --bin livesnap --bin livesnap-load 2>&1 | tail -1) >&2
 fi
 # Copies, so that a rebuild in the tree during the run does not change what is measured.
-cp "${SNAP_BIN:-$ROOT/target/release/livesnap}" "$OUT/bin/livesnap"
-cp "$ROOT/target/release/livesnap-load" "$OUT/bin/"
+cp "${SNAP_BIN:-$TARGET/release/livesnap}" "$OUT/bin/livesnap"
+cp "${LOAD_BIN:-$TARGET/release/livesnap-load}" "$OUT/bin/livesnap-load"
 SNAP="$OUT/bin/livesnap"
 LOAD="$OUT/bin/livesnap-load"
 
@@ -335,7 +339,7 @@ run_one() {
 # --- main ------------------------------------------------------------------------------------
 {
   echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# livesnap binary ${SNAP_BIN:-$ROOT/target/release/livesnap} (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?))"
+  echo "# livesnap binary ${SNAP_BIN:-$TARGET/release/livesnap} (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?))"
   echo "# fixture $FIXTURE ($(du -k "$FIXTURE" | cut -f1) KiB), window ${WINDOW}s after ramp + ${WARMUP}s warm-up"
   printf 'config\tN\trep\tcpu_s\twindow_s\tcpu_s_per_stream_hour\trss_mb_per_stream\tpss_mb_per_stream\trss_total_mb\tjpgs\tload_errors\tloadavg\tlivesnap_snapshots\n'
 } >>"$OUT/results.tsv"
