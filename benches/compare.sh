@@ -3,6 +3,8 @@
 #
 #   livesnap          livesnap, a rule taking a snapshot every 5 s (fs storage)
 #   livesnap-ingest   livesnap with no rule (ingest only)
+#   livesnap-rtmps    the same, published over RTMPS (server.rtmps_listen, a self-signed
+#                     certificate made with openssl; livesnap-load --insecure)
 #   nginx             nginx-rtmp ingest only (Debian's nginx + libnginx-mod-rtmp)
 #   nginx-ffmpeg-key  nginx-rtmp + exec_push ffmpeg -skip_frame nokey … select (one JPEG per 5 s,
 #                     decoding keyframes only): the usual recipe
@@ -49,6 +51,7 @@ BUILD=1
 SNAP_BIN=""
 LOAD_BIN=""
 SNAP_PORT=19350
+TLS_PORT=19352
 HTTP_PORT=18935
 NGINX_PORT=19351
 TCK=$(getconf CLK_TCK)
@@ -210,11 +213,18 @@ wait_port() {
 }
 
 # --- server configurations -------------------------------------------------------------------
-write_livesnap_conf() { # FILE RULES(0|1) SNAPDIR
+write_livesnap_conf() { # FILE RULES(0|1) SNAPDIR [TLS_DIR]
+  local tls=""
+  if [ -n "${4:-}" ]; then
+    tls="rtmps_listen = \"127.0.0.1:$TLS_PORT\"
+tls_cert_file = \"$4/cert.pem\"
+tls_key_file = \"$4/key.pem\""
+  fi
   cat >"$1" <<EOF
 [server]
 rtmp_listen = "127.0.0.1:$SNAP_PORT"
 http_listen = "127.0.0.1:$HTTP_PORT"
+$tls
 [limits]
 max_connections = 4096
 max_connections_per_ip = 4096
@@ -276,7 +286,7 @@ run_one() {
   local cfg=$1 n=$2 rep=$3
   local tag="$cfg-n$n-r$rep" dir="$OUT/run/$cfg-n$n-r$rep"
   rm -rf "$dir"; mkdir -p "$dir/snaps"
-  local url metrics="" server_pid
+  local url metrics="" server_pid tls_args=()
   case $cfg in
     livesnap | livesnap-ingest)
       write_livesnap_conf "$dir/livesnap.toml" "$([ "$cfg" = livesnap ] && echo 1 || echo 0)" "$dir/snaps"
@@ -285,6 +295,16 @@ run_one() {
       url="rtmp://127.0.0.1:$SNAP_PORT/live"
       metrics="http://127.0.0.1:$HTTP_PORT/metrics"
       wait_port "$SNAP_PORT"; wait_port "$HTTP_PORT" ;;
+    livesnap-rtmps)
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1
+      write_livesnap_conf "$dir/livesnap.toml" 0 "$dir/snaps" "$dir"
+      "$SNAP" serve --config "$dir/livesnap.toml" >"$dir/server.log" 2>&1 &
+      server_pid=$!
+      url="rtmps://127.0.0.1:$TLS_PORT/live"
+      tls_args=(--insecure)
+      metrics="http://127.0.0.1:$HTTP_PORT/metrics"
+      wait_port "$TLS_PORT"; wait_port "$HTTP_PORT" ;;
     nginx | nginx-ffmpeg-key | nginx-ffmpeg-all)
       local mode=ingest
       [ "$cfg" = nginx-ffmpeg-key ] && mode=key
@@ -304,7 +324,7 @@ run_one() {
   local ramp=$(( n >= 10 ? 10 : 1 ))
   local duration=$(( ramp + WARMUP + WINDOW + 3 ))
   "$LOAD" --url "$url" --streams "$n" --fixture "$FIXTURE" --duration "$duration" \
-    --ramp "$ramp" --metrics "$metrics" --prefix s --quiet >"$dir/load.log" 2>&1 &
+    --ramp "$ramp" --metrics "$metrics" --prefix s --quiet "${tls_args[@]}" >"$dir/load.log" 2>&1 &
   local load_pid=$!
   STARTED+=("$load_pid")
   nap $(( ramp + WARMUP ))
