@@ -40,9 +40,8 @@ async fn run_load(args: &[&str]) -> (bool, String, String) {
 async fn start_tls_node() -> (TestServer, u16, std::path::PathBuf) {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".into()])
-            .unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".into()])
+        .unwrap();
     let cert_file = dir.path().join("node.crt");
     let key_file = dir.path().join("node.key");
     std::fs::write(&cert_file, ck.cert.pem()).unwrap();
@@ -83,7 +82,10 @@ fn keyframes_seen(stdout: &str) -> u64 {
         .lines()
         .find(|l| l.starts_with("final:"))
         .unwrap_or_else(|| panic!("no final metrics line in {stdout}"));
-    let at = line.find(" keyframes=").expect("keyframes in the final line") + 11;
+    let at = line
+        .find(" keyframes=")
+        .expect("keyframes in the final line")
+        + 11;
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
         .next()
@@ -99,14 +101,31 @@ async fn publishes_over_rtmps_trusting_a_ca_file_or_anything() {
     let metrics = format!("http://{}/metrics", server.http);
     let cert = cert.to_str().unwrap();
     let common = [
-        "--url", &url, "--streams", "2", "--duration", "3", "--settle", "1",
+        "--url",
+        &url,
+        "--streams",
+        "2",
+        "--duration",
+        "3",
+        "--settle",
+        "1",
     ];
 
     let mut args = common.to_vec();
-    args.extend(["--metrics", &metrics, "--tls-ca-file", cert, "--prefix", "ca"]);
+    args.extend([
+        "--metrics",
+        &metrics,
+        "--tls-ca-file",
+        cert,
+        "--prefix",
+        "ca",
+    ]);
     let (ok, out, err) = run_load(&args).await;
     assert!(ok, "publish over RTMPS with the CA file: {out}\n{err}");
-    assert!(out.contains("streams started=2 finished=2 errors=0"), "{out}");
+    assert!(
+        out.contains("streams started=2 finished=2 errors=0"),
+        "{out}"
+    );
     // The node itself counted the keyframes: the streams arrived over TLS.
     assert!(keyframes_seen(&out) >= 4, "{out}");
 

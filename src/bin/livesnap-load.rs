@@ -461,7 +461,8 @@ fn tls_connector(opts: &TlsOptions) -> Result<TlsConnector, String> {
             .with_no_client_auth();
         return Ok(TlsConnector::from(Arc::new(config)));
     }
-    livesnap::relay::tls::connector(opts.ca_file.as_deref()).map_err(|e| format!("--tls-ca-file: {e}"))
+    livesnap::relay::tls::connector(opts.ca_file.as_deref())
+        .map_err(|e| format!("--tls-ca-file: {e}"))
 }
 
 /// `--insecure`: any certificate, any name (the handshake's signatures are still checked,
@@ -534,7 +535,11 @@ async fn connect(target: &Target) -> Result<Conn, String> {
 }
 
 /// Connect, handshake, `connect`, `publish`, `@setDataFrame`.
-async fn publish(target: &Target, stream: &str, metadata: &[u8]) -> Result<Publisher<Conn>, String> {
+async fn publish(
+    target: &Target,
+    stream: &str,
+    metadata: &[u8],
+) -> Result<Publisher<Conn>, String> {
     let sock = connect(target).await?;
     let opts = ClientOptions {
         chunk_size: CHUNK_SIZE,
@@ -1302,7 +1307,9 @@ mod tests {
         assert_eq!(p.stream, "s0");
         assert_eq!(p.target.endpoint.app, "live");
         assert_eq!(p.target.addr.port(), 19450);
-        let e = parse_play_url("rtmp://127.0.0.1:19450/live", &TlsOptions::default()).err().unwrap();
+        let e = parse_play_url("rtmp://127.0.0.1:19450/live", &TlsOptions::default())
+            .err()
+            .unwrap();
         assert!(e.contains("--play-url"), "{e}");
         assert!(parse_play_url("rtmp://127.0.0.1:19450/live/", &TlsOptions::default()).is_err());
     }
