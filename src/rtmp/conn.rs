@@ -766,8 +766,8 @@ mod tests {
         assert_eq!(rcvlowat(Some(0)), PUBLISH_RCVLOWAT);
         assert_eq!(rcvlowat(Some(1)), LIVE_RCVLOWAT);
         assert_eq!(rcvlowat(Some(200)), LIVE_RCVLOWAT);
-        // Players and relay targets see a frame once this many bytes follow it at most.
-        assert!(LIVE_RCVLOWAT <= 4096 && LIVE_RCVLOWAT < PUBLISH_RCVLOWAT);
+        // A frame reaches players and relay targets once at most 4 KiB follow it.
+        const { assert!(LIVE_RCVLOWAT <= 4096 && LIVE_RCVLOWAT < PUBLISH_RCVLOWAT) };
     }
 
     #[test]
