@@ -3,6 +3,8 @@
 #
 #   livesnap          livesnap, a rule taking a snapshot every 5 s (fs storage)
 #   livesnap-ingest   livesnap with no rule (ingest only)
+#   livesnap-rtmps    the same, published over RTMPS (server.rtmps_listen, a self-signed
+#                     certificate made with openssl; livesnap-load --insecure)
 #   nginx             nginx-rtmp ingest only (Debian's nginx + libnginx-mod-rtmp)
 #   nginx-ffmpeg-key  nginx-rtmp + exec_push ffmpeg -skip_frame nokey … select (one JPEG per 5 s,
 #                     decoding keyframes only): the usual recipe
@@ -21,6 +23,7 @@
 #                      [--configs "livesnap livesnap-ingest nginx nginx-ffmpeg-key nginx-ffmpeg-all"]
 #                      [--fixture FILE.flv] [--all-max-n 1] [--out DIR] [--no-install] [--no-build]
 #                      [--livesnap-bin PATH]   # measure another livesnap build (implies --no-build)
+#                      [--load-bin PATH]       # another livesnap-load build
 #   benches/compare.sh fixtures DIR     # only make the 720p/1080p Baseline/High test files
 #
 # Without --fixture, a 60 s 1080p30 High-profile, 4 Mbit/s, 2 s GOP file (+ AAC) is made with
@@ -46,7 +49,9 @@ ALL_MAX_N=1
 INSTALL=1
 BUILD=1
 SNAP_BIN=""
+LOAD_BIN=""
 SNAP_PORT=19350
+TLS_PORT=19352
 HTTP_PORT=18935
 NGINX_PORT=19351
 TCK=$(getconf CLK_TCK)
@@ -92,6 +97,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --livesnap-bin) SNAP_BIN=$2; BUILD=0; shift 2 ;;
+    --load-bin) LOAD_BIN=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -112,13 +118,14 @@ if [ "$INSTALL" = 1 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$BUILD" = 1 ]; then
   log "building livesnap and livesnap-load (release)"
   (cd "$ROOT" && cargo build --release --bin livesnap --bin livesnap-load 2>&1 | tail -1) >&2
 fi
 # Copies, so that a rebuild in the tree during the run does not change what is measured.
-cp "${SNAP_BIN:-$ROOT/target/release/livesnap}" "$OUT/bin/livesnap"
-cp "$ROOT/target/release/livesnap-load" "$OUT/bin/"
+cp "${SNAP_BIN:-$TARGET/release/livesnap}" "$OUT/bin/livesnap"
+cp "${LOAD_BIN:-$TARGET/release/livesnap-load}" "$OUT/bin/livesnap-load"
 SNAP="$OUT/bin/livesnap"
 LOAD="$OUT/bin/livesnap-load"
 
@@ -206,11 +213,18 @@ wait_port() {
 }
 
 # --- server configurations -------------------------------------------------------------------
-write_livesnap_conf() { # FILE RULES(0|1) SNAPDIR
+write_livesnap_conf() { # FILE RULES(0|1) SNAPDIR [TLS_DIR]
+  local tls=""
+  if [ -n "${4:-}" ]; then
+    tls="rtmps_listen = \"127.0.0.1:$TLS_PORT\"
+tls_cert_file = \"$4/cert.pem\"
+tls_key_file = \"$4/key.pem\""
+  fi
   cat >"$1" <<EOF
 [server]
 rtmp_listen = "127.0.0.1:$SNAP_PORT"
 http_listen = "127.0.0.1:$HTTP_PORT"
+$tls
 [limits]
 max_connections = 4096
 max_connections_per_ip = 4096
@@ -272,7 +286,7 @@ run_one() {
   local cfg=$1 n=$2 rep=$3
   local tag="$cfg-n$n-r$rep" dir="$OUT/run/$cfg-n$n-r$rep"
   rm -rf "$dir"; mkdir -p "$dir/snaps"
-  local url metrics="" server_pid
+  local url metrics="" server_pid tls_args=()
   case $cfg in
     livesnap | livesnap-ingest)
       write_livesnap_conf "$dir/livesnap.toml" "$([ "$cfg" = livesnap ] && echo 1 || echo 0)" "$dir/snaps"
@@ -281,6 +295,16 @@ run_one() {
       url="rtmp://127.0.0.1:$SNAP_PORT/live"
       metrics="http://127.0.0.1:$HTTP_PORT/metrics"
       wait_port "$SNAP_PORT"; wait_port "$HTTP_PORT" ;;
+    livesnap-rtmps)
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1
+      write_livesnap_conf "$dir/livesnap.toml" 0 "$dir/snaps" "$dir"
+      "$SNAP" serve --config "$dir/livesnap.toml" >"$dir/server.log" 2>&1 &
+      server_pid=$!
+      url="rtmps://127.0.0.1:$TLS_PORT/live"
+      tls_args=(--insecure)
+      metrics="http://127.0.0.1:$HTTP_PORT/metrics"
+      wait_port "$TLS_PORT"; wait_port "$HTTP_PORT" ;;
     nginx | nginx-ffmpeg-key | nginx-ffmpeg-all)
       local mode=ingest
       [ "$cfg" = nginx-ffmpeg-key ] && mode=key
@@ -300,7 +324,7 @@ run_one() {
   local ramp=$(( n >= 10 ? 10 : 1 ))
   local duration=$(( ramp + WARMUP + WINDOW + 3 ))
   "$LOAD" --url "$url" --streams "$n" --fixture "$FIXTURE" --duration "$duration" \
-    --ramp "$ramp" --metrics "$metrics" --prefix s --quiet >"$dir/load.log" 2>&1 &
+    --ramp "$ramp" --metrics "$metrics" --prefix s --quiet "${tls_args[@]}" >"$dir/load.log" 2>&1 &
   local load_pid=$!
   STARTED+=("$load_pid")
   nap $(( ramp + WARMUP ))
@@ -335,7 +359,7 @@ run_one() {
 # --- main ------------------------------------------------------------------------------------
 {
   echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# livesnap binary ${SNAP_BIN:-$ROOT/target/release/livesnap} (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?))"
+  echo "# livesnap binary ${SNAP_BIN:-$TARGET/release/livesnap} (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?))"
   echo "# fixture $FIXTURE ($(du -k "$FIXTURE" | cut -f1) KiB), window ${WINDOW}s after ramp + ${WARMUP}s warm-up"
   printf 'config\tN\trep\tcpu_s\twindow_s\tcpu_s_per_stream_hour\trss_mb_per_stream\tpss_mb_per_stream\trss_total_mb\tjpgs\tload_errors\tloadavg\tlivesnap_snapshots\n'
 } >>"$OUT/results.tsv"

@@ -68,7 +68,7 @@ pub struct Metrics {
     /// Retention sweeps of one stream, by result: run, skipped (claimed by another
     /// node in this period), failed.
     pub retention_sweeps: Family<Reason, Counter>,
-    /// Objects the retention sweeper listed and judged.
+    /// Keys the retention sweeper listed: to find streams, and each swept stream's.
     pub retention_examined: Counter,
 }
 
@@ -298,7 +298,7 @@ impl Metrics {
         );
         r.register(
             "retention_examined",
-            "Objects listed and judged by the retention sweeper",
+            "Keys listed by the retention sweeper (finding streams, and each swept stream's)",
             m.retention_examined.clone(),
         );
         Metrics { registry, ..m }

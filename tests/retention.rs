@@ -226,16 +226,61 @@ async fn exact_window(storage: String) {
         metrics.contains("livesnap_retention_sweeps_total{result=\"run\"} 3"),
         "{metrics}"
     );
+    assert!(real.examined > all.len() as u64 / 2, "{}", real.examined);
+    assert!(
+        metrics.contains(&format!(
+            "livesnap_retention_examined_total {}",
+            real.examined
+        )),
+        "a dry run counts nothing: {metrics}"
+    );
 
+    // Nothing left outside the windows: a listing each, no claim, nothing deleted.
     let again = sweeper.pass(false).await;
-    assert_eq!((again.swept, again.skipped), (0, 3), "claimed this period");
+    assert_eq!((again.swept, again.skipped, again.failed), (3, 0, 0));
     assert!(again.doomed.is_empty());
-
+    // One more old object of cam2 in the same period: cam2 was swept (claimed) in this
+    // period already, so it waits for the next one.
+    let late = format!("live/cam2/{}.jpg", NOW - 86_400 - 100);
+    node.node.targets["store"]
+        .put_overwrite(&late, Bytes::from_static(b"j"))
+        .await
+        .unwrap();
+    let same = sweeper.pass(false).await;
+    assert_eq!((same.swept, same.skipped), (2, 1), "claimed this period");
+    assert!(same.doomed.is_empty());
     clock.advance(SWEEP);
     let next = sweeper.pass(false).await;
     assert_eq!((next.swept, next.skipped, next.failed), (3, 0, 0));
-    assert!(next.doomed.is_empty(), "{:?}", next.doomed);
+    assert_eq!(keys(&next), BTreeSet::from([late]));
     assert_eq!(stored(&node).await, minus(&all, &doomed));
+    let metrics = node.node.metrics.render();
+    assert!(
+        metrics.contains("livesnap_retention_sweeps_total{result=\"skipped\"} 1"),
+        "{metrics}"
+    );
+    // Claims: this period's and the last one's stay, older ones go.
+    let claims = || async {
+        let op = &node.node.targets["store"].op;
+        let mut out = BTreeSet::new();
+        let mut l = op
+            .lister_with("_livesnap/sweep/")
+            .recursive(true)
+            .await
+            .unwrap();
+        while let Some(e) = l.try_next().await.unwrap() {
+            if e.metadata().is_file() {
+                out.insert(e.path().rsplit_once('-').unwrap().1.parse::<u64>().unwrap());
+            }
+        }
+        out
+    };
+    let slot = (NOW + SWEEP) / SWEEP;
+    assert_eq!(claims().await, BTreeSet::from([slot - 1, slot]));
+    clock.advance(2 * SWEEP);
+    let idle = sweeper.pass(false).await;
+    assert!(idle.doomed.is_empty());
+    assert!(claims().await.is_empty(), "{:?}", claims().await);
     // `{Sequence}` goes on after the newest kept object.
     let seq = node.node.targets["store"]
         .highest_sequence(
@@ -312,10 +357,15 @@ async fn two_nodes(storage: String) {
     let (sa, sb) = (Sweeper::new(a.node.clone()), Sweeper::new(b.node.clone()));
     let (ra, rb) = tokio::join!(sa.pass(false), sb.pass(false));
     assert_eq!((ra.failed, rb.failed), (0, 0));
-    assert_eq!(ra.swept + rb.swept, 3, "each stream swept once");
-    assert_eq!(ra.skipped, rb.swept);
-    assert_eq!(rb.skipped, ra.swept);
+    assert_eq!((ra.swept + ra.skipped, rb.swept + rb.skipped), (3, 3));
     let (ka, kb) = (keys(&ra), keys(&rb));
+    // Each stream's deletions come from one node: one sweep per stream.
+    let streams = |k: &BTreeSet<String>| -> BTreeSet<String> {
+        k.iter()
+            .map(|key| key.rsplit_once('/').unwrap().0.to_string())
+            .collect()
+    };
+    assert!(streams(&ka).is_disjoint(&streams(&kb)), "{ka:?} {kb:?}");
     assert!(ka.is_disjoint(&kb), "no object deleted twice");
     assert_eq!(ra.doomed.len() + rb.doomed.len(), doomed.len());
     assert_eq!(&ka | &kb, doomed);
@@ -512,7 +562,9 @@ async fn bounded_discovery(storage: String) {
     let mut deleted = BTreeSet::new();
     let mut passes = Vec::new();
     for _ in 0..10 {
+        let dry = sweeper.pass(true).await;
         let r = sweeper.pass(false).await;
+        assert_eq!(dry.doomed, r.doomed, "a dry run moves nothing on");
         assert_eq!(r.failed, 0);
         for k in keys(&r) {
             assert!(deleted.insert(k.clone()), "{k} deleted twice");
@@ -679,4 +731,39 @@ async fn the_rule_api_sets_retention_and_the_sweeper_applies_it() {
     assert_eq!(r.doomed[0].rule, "domain \"example.com\", app \"live\"");
     assert_eq!(common::list_files(&root.join("live/cam")).len(), 3);
     server.stop().await;
+}
+
+/// `max_streams_per_pass` takes the streams found in storage in turns: each pass goes
+/// on after the last stream the previous one reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_take_turns_when_a_pass_cannot_reach_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let node = start(
+        &fs_storage(&dir.path().join("store")),
+        "max_streams_per_pass = 1",
+        clock.clone(),
+    )
+    .await;
+    let (all, doomed) = plant_old(&node, "s", 3).await;
+    let sweeper = Sweeper::new(node.node.clone());
+    let mut per_pass = Vec::new();
+    for _ in 0..3 {
+        let dry = sweeper.pass(true).await;
+        let r = sweeper.pass(false).await;
+        assert_eq!(dry.doomed, r.doomed, "a dry run moves nothing on");
+        assert_eq!(r.swept + r.skipped + r.failed, 1);
+        per_pass.push(keys(&r));
+        clock.advance(SWEEP);
+    }
+    for (i, k) in per_pass.iter().enumerate() {
+        let want: BTreeSet<String> = doomed
+            .iter()
+            .filter(|d| d.starts_with(&format!("live/s{i:03}/")))
+            .cloned()
+            .collect();
+        assert_eq!(k, &want, "pass {i}");
+    }
+    assert_eq!(stored(&node).await, minus(&all, &doomed));
+    node.shutdown().await;
 }

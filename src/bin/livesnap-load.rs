@@ -27,6 +27,14 @@
 //! player has it whole. Lags go into a fixed histogram (0.1 ms buckets up to 5 s): p50, p99
 //! and max every second and at the end. Nothing is allocated per frame beyond the client's
 //! own receive buffer.
+//!
+//! With `--play-from rtmp://ORIGIN/APP` it measures a relay end to end instead: one player
+//! per published stream plays `PREFIXi` back from the origin the server relays to, and each
+//! video frame's lag is taken from the moment this process sent it on stream i to the
+//! moment it arrived from the origin (matched by timestamp; every stream has its own ring).
+//!
+//! `rtmps://` URLs (publish, play, play-from) go over TLS (rustls): the system's trust
+//! store, or only `--tls-ca-file`'s CA certificates, or `--insecure` (any certificate).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,9 +49,12 @@ use livesnap::rtmp::chunk_writer::PreChunked;
 use livesnap::rtmp::client::{ClientError, ClientOptions, Endpoint, MediaKind, Player, Publisher};
 use livesnap::snapshot::scheduler::Scheduler;
 use rml_rtmp::rml_amf0::{self, Amf0Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::TlsConnector;
 
 /// Chunk size announced by the client and used to pre-chunk the fixture.
 const CHUNK_SIZE: u32 = 4096;
@@ -102,6 +113,19 @@ struct Args {
     /// Seconds over which the players connect, evenly spaced.
     #[arg(long, default_value_t = 2.0)]
     players_ramp: f64,
+    /// Play every published stream back from this server, rtmp://HOST[:PORT]/APP (the
+    /// origin a relay pushes to): one player per stream, `--players-delay` seconds after its
+    /// publish started, and each video frame's lag from its send here to its arrival there
+    /// (matched by timestamp). Not with `--players`.
+    #[arg(long, default_value = "")]
+    play_from: String,
+    /// For rtmps:// URLs: trust only the CA certificates of this PEM file (default: the
+    /// system's trust store).
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
+    /// For rtmps:// URLs: accept any server certificate (a self-signed test certificate).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// One audio or video message of the fixture.
@@ -223,7 +247,7 @@ const SENT_SLOTS: usize = 16384;
 const LAG_BUCKET_US: u64 = 100;
 const LAG_BUCKETS: usize = 50_001;
 
-/// When stream 0 sent each video frame, for the players' lag measurement.
+/// When one stream sent each video frame, for the players' lag measurement.
 struct SendTimes {
     t0: std::time::Instant,
     /// `timestamp << 32 | µs since t0 (mod 2^32)`; 0 when empty.
@@ -248,7 +272,7 @@ impl SendTimes {
         self.slots[ts as usize % SENT_SLOTS].store(v, Ordering::Relaxed);
     }
 
-    /// When `ts` was sent (µs since t0) and how long ago, if stream 0 sent it recently.
+    /// When `ts` was sent (µs since t0) and how long ago, if this stream sent it recently.
     fn lag_us(&self, ts: u32) -> Option<(u32, u64)> {
         let v = self.slots[ts as usize % SENT_SLOTS].load(Ordering::Relaxed);
         if v == 0 || (v >> 32) as u32 != ts {
@@ -391,23 +415,123 @@ struct PlayerTally {
     bytes: u64,
 }
 
-/// Where to publish: the parsed URL and the address it resolved to (once, at start).
+/// Where to publish: the parsed URL, the address it resolved to (once, at start) and, for
+/// `rtmps://`, the TLS client.
 struct Target {
     addr: SocketAddr,
     endpoint: Endpoint,
+    tls: Option<TlsConnector>,
 }
 
-fn parse_url(url: &str) -> Result<Target, String> {
+/// How `rtmps://` servers are trusted.
+#[derive(Debug, Clone, Default)]
+struct TlsOptions {
+    ca_file: Option<PathBuf>,
+    insecure: bool,
+}
+
+fn parse_url(url: &str, tls: &TlsOptions) -> Result<Target, String> {
     let endpoint = Endpoint::parse(url).map_err(|e| format!("--url: {e}"))?;
-    if endpoint.tls {
-        return Err(format!("--url {url:?}: rtmps:// is not supported"));
-    }
     let authority = endpoint.authority();
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&authority)
         .map_err(|e| format!("--url {url:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("--url {url:?}: {authority} resolves to nothing"))?;
-    Ok(Target { addr, endpoint })
+    let tls = if endpoint.tls {
+        Some(tls_connector(tls).map_err(|e| format!("--url {url:?}: {e}"))?)
+    } else {
+        None
+    };
+    Ok(Target {
+        addr,
+        endpoint,
+        tls,
+    })
+}
+
+/// The TLS client for `rtmps://`: the system's roots, a CA file's, or (`--insecure`) none.
+fn tls_connector(opts: &TlsOptions) -> Result<TlsConnector, String> {
+    if opts.insecure {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        return Ok(TlsConnector::from(Arc::new(config)));
+    }
+    livesnap::relay::tls::connector(opts.ca_file.as_deref())
+        .map_err(|e| format!("--tls-ca-file: {e}"))
+}
+
+/// `--insecure`: any certificate, any name (the handshake's signatures are still checked,
+/// so the key exchange is real). For test servers only.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client connection: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
+
+/// TCP (no Nagle) to the target, then TLS for `rtmps://`.
+async fn connect(target: &Target) -> Result<Conn, String> {
+    let io_err = |e| format!("connect to {}: {e}", target.addr);
+    let sock = TcpStream::connect(target.addr).await.map_err(io_err)?;
+    sock.set_nodelay(true).map_err(io_err)?;
+    match &target.tls {
+        None => Ok(Box::new(sock)),
+        Some(c) => livesnap::relay::tls::connect(c, &target.endpoint.host, sock)
+            .await
+            .map(|s| Box::new(s) as Conn)
+            .map_err(|e| format!("TLS to {} ({}): {e}", target.addr, target.endpoint.host)),
+    }
 }
 
 /// Connect, handshake, `connect`, `publish`, `@setDataFrame`.
@@ -415,10 +539,8 @@ async fn publish(
     target: &Target,
     stream: &str,
     metadata: &[u8],
-) -> Result<Publisher<TcpStream>, String> {
-    let io_err = |e| format!("connect to {}: {e}", target.addr);
-    let sock = TcpStream::connect(target.addr).await.map_err(io_err)?;
-    sock.set_nodelay(true).map_err(io_err)?;
+) -> Result<Publisher<Conn>, String> {
+    let sock = connect(target).await?;
     let opts = ClientOptions {
         chunk_size: CHUNK_SIZE,
         ..ClientOptions::default()
@@ -486,7 +608,7 @@ async fn run_stream(
 }
 
 async fn replay_loop(
-    p: &mut Publisher<TcpStream>,
+    p: &mut Publisher<Conn>,
     replay: &Replay,
     counters: &Counters,
     end: Instant,
@@ -551,22 +673,20 @@ struct PlayTarget {
 }
 
 /// `rtmp://HOST[:PORT]/APP/STREAM`: the last path segment is the stream.
-fn parse_play_url(url: &str) -> Result<PlayTarget, String> {
+fn parse_play_url(url: &str, tls: &TlsOptions) -> Result<PlayTarget, String> {
     let (base, stream) = url
         .rsplit_once('/')
         .filter(|(b, s)| !s.is_empty() && b.matches('/').count() >= 3)
         .ok_or_else(|| format!("--play-url {url:?}: expected rtmp://HOST[:PORT]/APP/STREAM"))?;
-    let target = parse_url(base).map_err(|e| e.replace("--url", "--play-url"))?;
+    let target = parse_url(base, tls).map_err(|e| e.replace("--url", "--play-url"))?;
     Ok(PlayTarget {
         target,
         stream: stream.to_string(),
     })
 }
 
-async fn open_player(play: &PlayTarget) -> Result<Player<TcpStream>, String> {
-    let io_err = |e| format!("connect to {}: {e}", play.target.addr);
-    let sock = TcpStream::connect(play.target.addr).await.map_err(io_err)?;
-    sock.set_nodelay(true).map_err(io_err)?;
+async fn open_player(play: &PlayTarget) -> Result<Player<Conn>, String> {
+    let sock = connect(&play.target).await?;
     Player::play(
         sock,
         &play.target.endpoint,
@@ -818,7 +938,26 @@ fn own_cpu_secs() -> Option<f64> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let target = Arc::new(parse_url(&args.url)?);
+    let tls = TlsOptions {
+        ca_file: args.tls_ca_file.clone(),
+        insecure: args.insecure,
+    };
+    let target = Arc::new(parse_url(&args.url, &tls)?);
+    if !args.play_from.is_empty() && args.players > 0 {
+        return Err("--play-from and --players: one player fleet at a time".into());
+    }
+    // --play-from: one player per stream, at the other server.
+    let play_from = if args.play_from.is_empty() {
+        None
+    } else {
+        let t = parse_url(&args.play_from, &tls).map_err(|e| e.replace("--url", "--play-from"))?;
+        Some(Arc::new(t))
+    };
+    let n_players = if play_from.is_some() {
+        args.streams
+    } else {
+        args.players
+    };
     let replay = Arc::new(Replay::load(&args.fixture)?);
     let mbit = replay.bytes_per_loop as f64 * 8.0 / (f64::from(replay.period_ms) / 1000.0) / 1e6;
     println!(
@@ -850,38 +989,74 @@ async fn run(args: Args) -> Result<(), String> {
     let play = if args.players == 0 {
         None
     } else if args.play_url.is_empty() {
-        Some(parse_play_url(&own_stream)?)
+        Some(parse_play_url(&own_stream, &tls)?)
     } else {
-        Some(parse_play_url(&args.play_url)?)
+        Some(parse_play_url(&args.play_url, &tls)?)
     };
-    // Lags are measured when the players play this process's stream 0.
-    let sent = (play.is_some()
+    // Send times: of stream 0 when the players play it; of every stream with --play-from.
+    let sent: Vec<Arc<SendTimes>> = if play_from.is_some() {
+        (0..args.streams)
+            .map(|_| Arc::new(SendTimes::new(t0.into_std())))
+            .collect()
+    } else if play.is_some()
         && args.streams > 0
-        && (args.play_url.is_empty() || args.play_url == own_stream))
-        .then(|| Arc::new(SendTimes::new(t0.into_std())));
+        && (args.play_url.is_empty() || args.play_url == own_stream)
+    {
+        vec![Arc::new(SendTimes::new(t0.into_std()))]
+    } else {
+        Vec::new()
+    };
     let player_counters = Arc::new(PlayerCounters::new());
     let mut tasks = tokio::task::JoinSet::new();
+    let mut players = tokio::task::JoinSet::new();
+    if let Some(from) = &play_from {
+        println!(
+            "{} players of rtmp://{}/{}/{}0… ({} s after each publish starts), frame lag measured",
+            args.streams,
+            from.endpoint.authority(),
+            from.endpoint.app,
+            args.prefix,
+            args.players_delay,
+        );
+    }
     for i in 0..args.streams {
         let offset = if args.streams > 1 {
             args.ramp * i as f64 / args.streams as f64
         } else {
             0.0
         };
+        let start = t0 + Duration::from_secs_f64(offset);
+        let name = format!("{}{i}", args.prefix);
+        if let Some(from) = &play_from {
+            let play = PlayTarget {
+                target: Target {
+                    addr: from.addr,
+                    endpoint: from.endpoint.clone(),
+                    tls: from.tls.clone(),
+                },
+                stream: name.clone(),
+            };
+            players.spawn(run_player(
+                Arc::new(play),
+                player_counters.clone(),
+                sent.get(i).cloned(),
+                i,
+                start + Duration::from_secs_f64(args.players_delay),
+                end,
+            ));
+        }
         tasks.spawn(run_stream(
             target.clone(),
             replay.clone(),
             counters.clone(),
-            format!("{}{i}", args.prefix),
-            Window {
-                start: t0 + Duration::from_secs_f64(offset),
-                end,
-            },
+            name,
+            Window { start, end },
             args.interval,
-            sent.clone().filter(|_| i == 0),
+            sent.get(i).cloned(),
         ));
     }
-    let mut players = tokio::task::JoinSet::new();
     if let Some(play) = play {
+        let sent = sent.first().cloned();
         println!(
             "{} players of rtmp://{}/{}/{} from t={:.1}s over {:.1} s{}",
             args.players,
@@ -909,7 +1084,7 @@ async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let mut tallies = Vec::with_capacity(args.players);
+    let mut tallies = Vec::with_capacity(n_players);
     let mut last_rx = 0u64;
     let mut last_msgs = 0u64;
     let cpu0 = own_cpu_secs();
@@ -949,13 +1124,13 @@ async fn run(args: Args) -> Result<(), String> {
             );
         }
         let second_lags = player_counters.second.drain_into(&player_counters.total);
-        if args.players > 0 && !args.quiet {
+        if n_players > 0 && !args.quiet {
             let rx = player_counters.bytes.load(Ordering::Relaxed);
             let msgs = player_counters.messages.load(Ordering::Relaxed);
             println!(
                 "t={second:>4}s players up={}/{} failed={} closed_early={} rx={:.1} Mbit/s msgs/s={} {second_lags}",
                 player_counters.up.load(Ordering::Relaxed),
-                args.players,
+                n_players,
                 player_counters.failed.load(Ordering::Relaxed),
                 player_counters.closed_early.load(Ordering::Relaxed),
                 (rx - last_rx) as f64 * 8.0 / 1e6,
@@ -1001,7 +1176,7 @@ async fn run(args: Args) -> Result<(), String> {
         counters.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
         counters.keyframes.load(Ordering::Relaxed),
     );
-    if args.players > 0 {
+    if n_players > 0 {
         player_counters.second.drain_into(&player_counters.total);
         let mut per: Vec<u64> = tallies.iter().map(|t| t.messages).collect();
         per.sort_unstable();
@@ -1014,7 +1189,7 @@ async fn run(args: Args) -> Result<(), String> {
         println!(
             "players: {} of {} connected, failed={} closed_early={}; messages per player min={} median={} max={}; received {:.1} MB ({} video frames, {} sent before their player joined, {} without a send time); {}",
             player_counters.connected.load(Ordering::Relaxed),
-            args.players,
+            n_players,
             player_counters.failed.load(Ordering::Relaxed),
             player_counters.closed_early.load(Ordering::Relaxed),
             at(0.0),
@@ -1128,12 +1303,14 @@ mod tests {
 
     #[test]
     fn a_play_url_names_app_and_stream() {
-        let p = parse_play_url("rtmp://127.0.0.1:19450/live/s0").unwrap();
+        let p = parse_play_url("rtmp://127.0.0.1:19450/live/s0", &TlsOptions::default()).unwrap();
         assert_eq!(p.stream, "s0");
         assert_eq!(p.target.endpoint.app, "live");
         assert_eq!(p.target.addr.port(), 19450);
-        let e = parse_play_url("rtmp://127.0.0.1:19450/live").err().unwrap();
+        let e = parse_play_url("rtmp://127.0.0.1:19450/live", &TlsOptions::default())
+            .err()
+            .unwrap();
         assert!(e.contains("--play-url"), "{e}");
-        assert!(parse_play_url("rtmp://127.0.0.1:19450/live/").is_err());
+        assert!(parse_play_url("rtmp://127.0.0.1:19450/live/", &TlsOptions::default()).is_err());
     }
 }

@@ -206,9 +206,10 @@ impl Scope {
         crate::util::hex(&h.finalize()[..16])
     }
 
-    /// The create-only claim of this scope for period `slot`.
+    /// The create-only claim of this scope for period `slot` (one folder for all claims,
+    /// so that deleting them leaves no empty folder behind on fs).
     pub fn claim_key(&self, slot: u64) -> String {
-        format!("{CLAIM_FOLDER}{}/{slot}", self.hash())
+        format!("{CLAIM_FOLDER}{}-{slot}", self.hash())
     }
 }
 
@@ -422,7 +423,7 @@ mod tests {
         assert_ne!(a.hash(), c.hash());
         assert_eq!(a.hash().len(), 32);
         assert!(a.claim_key(7).starts_with(CLAIM_FOLDER));
-        assert!(a.claim_key(7).ends_with("/7"));
+        assert!(a.claim_key(7).ends_with(&format!("{}-7", a.hash())));
     }
 
     #[test]

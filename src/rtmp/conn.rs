@@ -30,6 +30,19 @@ const READ_BUF: usize = 16 * 1024;
 /// message, which cuts ingest CPU (measured in docs/performance.md). Bytes below the
 /// mark are read by the [`DRAIN_TICK`], so nothing waits longer than that.
 const PUBLISH_RCVLOWAT: usize = READ_BUF;
+/// The mark while the publish has readers downstream (players, relay targets): a frame
+/// below the full mark would wait for the next ones (up to a frame interval, or the drain
+/// tick), which is latency those readers see; this one keeps most of the batching.
+const LIVE_RCVLOWAT: usize = 4 * 1024;
+/// The receive low-water mark of a connection: 1 unless it publishes (`Some(readers of
+/// its hub)`), then [`PUBLISH_RCVLOWAT`], or [`LIVE_RCVLOWAT`] while someone reads it.
+fn rcvlowat(publish_readers: Option<usize>) -> usize {
+    match publish_readers {
+        None => 1,
+        Some(0) => PUBLISH_RCVLOWAT,
+        Some(_) => LIVE_RCVLOWAT,
+    }
+}
 /// How often a publishing connection reads whatever is queued below the low-water mark.
 const DRAIN_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -277,6 +290,7 @@ async fn serve<T: Transport>(
     let mut progress_at = Instant::now();
     let mut media_seen = 0;
     let mut was_publishing = false;
+    let mut mark = 1;
     let mut sndbuf_set = false;
     let mut drain = tokio::time::interval(DRAIN_TICK);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -322,8 +336,10 @@ async fn serve<T: Transport>(
         let acted = conn.act(&mut events).await;
         let flushed = conn.flush(&mut socket).await;
         let publishing = conn.stream.is_some();
-        if publishing != was_publishing {
-            socket.set_rcvlowat(if publishing { PUBLISH_RCVLOWAT } else { 1 });
+        let want = rcvlowat(conn.stream.as_ref().map(|st| st.live().hub.subscribers()));
+        if want != mark {
+            socket.set_rcvlowat(want);
+            mark = want;
         }
         if conn.player.is_some() && !sndbuf_set {
             socket.set_sndbuf(PLAYER_SNDBUF);
@@ -743,6 +759,16 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_with_readers_wakes_at_a_lower_mark() {
+        assert_eq!(rcvlowat(None), 1);
+        assert_eq!(rcvlowat(Some(0)), PUBLISH_RCVLOWAT);
+        assert_eq!(rcvlowat(Some(1)), LIVE_RCVLOWAT);
+        assert_eq!(rcvlowat(Some(200)), LIVE_RCVLOWAT);
+        // A frame reaches players and relay targets once at most 4 KiB follow it.
+        const { assert!(LIVE_RCVLOWAT <= 4096 && LIVE_RCVLOWAT < PUBLISH_RCVLOWAT) };
+    }
 
     #[test]
     fn a_player_keeps_no_batch_sized_output_buffer_between_writes() {

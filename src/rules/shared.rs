@@ -152,33 +152,35 @@ impl RulesDoc {
             .position(|r| r.is_for(domain, app, stream))
     }
 
-    /// Remembers `old`'s sequence template unless `new` keeps it (same storage and
-    /// template) or it is remembered already.
+    /// Remembers `old`'s sequence templates (its own and its outputs') that `new` does
+    /// not keep (same storage and template) and that are not remembered already.
     pub fn retire(&mut self, old: &StoredRule, new: Option<&StoredRule>, now: u64) {
-        let (old, new) = (&old.spec, new.map(|n| &n.spec));
-        let Some(tpl) = &old.sequence_object else {
-            return;
-        };
-        if new.is_some_and(|n| n.storage == old.storage && n.sequence_object.as_ref() == Some(tpl))
-        {
-            return;
+        fn templates(r: &RuleSpec) -> impl Iterator<Item = &String> {
+            let outputs = r.outputs.iter().filter_map(|o| o.sequence_object.as_ref());
+            r.sequence_object.iter().chain(outputs)
         }
-        let known = self.history.iter().any(|h| {
-            h.domain == old.domain
-                && h.app == old.app
-                && h.stream == old.stream
-                && h.storage == old.storage
-                && &h.sequence_object == tpl
-        });
-        if !known {
-            self.history.push(RetiredTemplate {
-                domain: old.domain.clone(),
-                app: old.app.clone(),
-                stream: old.stream.clone(),
-                storage: old.storage.clone(),
-                sequence_object: tpl.clone(),
-                retired_time: now,
+        let (old, new) = (&old.spec, new.map(|n| &n.spec));
+        for tpl in templates(old) {
+            if new.is_some_and(|n| n.storage == old.storage && templates(n).any(|t| t == tpl)) {
+                continue;
+            }
+            let known = self.history.iter().any(|h| {
+                h.domain == old.domain
+                    && h.app == old.app
+                    && h.stream == old.stream
+                    && h.storage == old.storage
+                    && &h.sequence_object == tpl
             });
+            if !known {
+                self.history.push(RetiredTemplate {
+                    domain: old.domain.clone(),
+                    app: old.app.clone(),
+                    stream: old.stream.clone(),
+                    storage: old.storage.clone(),
+                    sequence_object: tpl.clone(),
+                    retired_time: now,
+                });
+            }
         }
         if self.history.len() > MAX_HISTORY {
             let excess = self.history.len() - MAX_HISTORY;
@@ -739,7 +741,11 @@ pub fn sequence_templates(
             .map(|h| (&h.domain, &h.app, &h.stream, &h.storage, &h.sequence_object));
         for (d, a, s, storage, tpl) in stored.chain(retired) {
             if matches(d, a, s.as_deref()) {
-                if let Ok(t) = Template::parse_sequential(tpl) {
+                // Outputs' templates end in their format's extension.
+                let ext = crate::rules::output::Format::of_key(tpl)
+                    .unwrap_or_default()
+                    .extension();
+                if let Ok(t) = Template::parse_sequential_ending(tpl, ext) {
                     add(storage, t);
                 }
             }
@@ -927,6 +933,35 @@ mod tests {
         );
         doc.retire(&rule("*", "x", None), None, 7);
         assert_eq!(doc.history.len(), 1);
+    }
+
+    #[test]
+    fn outputs_templates_are_searched_and_retired() {
+        let seq = "{AppName}/{StreamName}/{Sequence}.jpg";
+        let thumb = "{AppName}/{StreamName}/thumb/{Sequence}.webp";
+        let mut with = rule("*", "live", Some(seq));
+        with.spec.outputs.push(crate::rules::output::OutputSpec {
+            width: Some(320),
+            format: Some(crate::rules::output::Format::Webp),
+            sequence_object: Some(thumb.into()),
+            ..Default::default()
+        });
+        let mut doc = RulesDoc::default();
+        doc.rules.push(with.clone());
+        let found = |doc: &RulesDoc| -> Vec<String> {
+            sequence_templates(&[], Some(doc), "d", "live", "cam")
+                .into_iter()
+                .map(|(_, t)| t.as_str().to_string())
+                .collect()
+        };
+        assert_eq!(found(&doc), [seq, thumb]);
+        // The update drops the output: its template is history, still searched.
+        let without = rule("*", "live", Some(seq));
+        doc.retire(&with, Some(&without), 5);
+        doc.rules[0] = without;
+        assert_eq!(doc.history.len(), 1);
+        assert_eq!(doc.history[0].sequence_object, thumb);
+        assert_eq!(found(&doc), [seq, thumb]);
     }
 
     #[test]

@@ -440,6 +440,99 @@ impl Target {
     }
 }
 
+/// On a local folder target: up to `max` keys of files under `prefix` (recursively),
+/// names only, in the order of their `/`-separated segments (each folder sorted), after
+/// the key `after` when given; and whether the walk reached the end. `None` for other
+/// targets (the caller lists through opendal). Finds streams for retention sweeps.
+pub async fn folder_keys_after(
+    target: &Target,
+    prefix: &str,
+    after: Option<&str>,
+    max: u64,
+) -> Option<Result<(Vec<String>, bool), StorageError>> {
+    let Listing::Folder { root, .. } = &target.listing else {
+        return None;
+    };
+    let dir = root.join(prefix);
+    let prefix = prefix.to_string();
+    let after: Option<Vec<String>> = after
+        .and_then(|a| a.strip_prefix(prefix.as_str()))
+        .map(|rest| rest.split('/').map(str::to_owned).collect());
+    let failed = {
+        let (storage, path) = (target.name.clone(), dir.display().to_string());
+        move |message: String| StorageError::Listing {
+            storage: storage.clone(),
+            path: path.clone(),
+            message,
+        }
+    };
+    let in_task = failed.clone();
+    let walked = tokio::task::spawn_blocking(move || {
+        let after: Option<Vec<&str>> = after
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect());
+        let mut out = Vec::new();
+        let complete = walk_sorted(&dir, &prefix, after.as_deref(), max, &mut out)
+            .map_err(|e| in_task(e.to_string()))?;
+        Ok((out, complete))
+    })
+    .await
+    .map_err(|e| failed(format!("listing task: {e}")));
+    Some(walked.and_then(|r| r))
+}
+
+/// [`folder_keys_after`]'s walk: depth first, each folder's names sorted; `after` is the
+/// cursor's segments below this folder. Returns false when `max` keys were taken.
+fn walk_sorted(
+    dir: &Path,
+    key_prefix: &str,
+    after: Option<&[&str]>,
+    max: u64,
+    out: &mut Vec<String>,
+) -> std::io::Result<bool> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let mut entries: Vec<(String, bool)> = read
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            Some((name, e.file_type().ok()?.is_dir()))
+        })
+        .collect();
+    entries.sort();
+    for (name, is_dir) in entries {
+        // Our temp folder and dot files are never snapshots.
+        if name.starts_with('.') || name == FS_TMP_DIR {
+            continue;
+        }
+        let below = match after {
+            Some([first, rest @ ..]) => match name.as_str().cmp(first) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal if is_dir => Some(rest),
+                // The cursor's own key.
+                std::cmp::Ordering::Equal => continue,
+                std::cmp::Ordering::Greater => None,
+            },
+            _ => None,
+        };
+        let key = format!("{key_prefix}{name}");
+        if is_dir {
+            if !walk_sorted(&dir.join(&name), &format!("{key}/"), below, max, out)? {
+                return Ok(false);
+            }
+        } else {
+            out.push(key);
+            if out.len() as u64 >= max {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,5 +742,66 @@ mod tests {
             t.highest_sequence(&tpl, "d", "live", "cam2").await.unwrap(),
             99
         );
+    }
+
+    #[tokio::test]
+    async fn folder_keys_resume_after_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::storage::settings::StorageSettings {
+            name: "t".into(),
+            scheme: "fs".into(),
+            timeout: std::time::Duration::from_secs(5),
+            retries: 0,
+            options: [("root".to_string(), dir.path().display().to_string())].into(),
+        };
+        let t = crate::storage::build(&settings).unwrap();
+        let keys = [
+            "a/b-c/1.jpg",
+            "a/b/1.jpg",
+            "a/b/2.jpg",
+            "a/c.jpg",
+            "a/d/e/3.jpg",
+            "x.jpg",
+        ];
+        for k in keys {
+            t.put_overwrite(k, bytes::Bytes::from_static(b"j"))
+                .await
+                .unwrap();
+        }
+        // Segment order: "a/b/…" before "a/b-c/…" ('b' < 'b-c').
+        let all = vec![
+            "a/b/1.jpg",
+            "a/b/2.jpg",
+            "a/b-c/1.jpg",
+            "a/c.jpg",
+            "a/d/e/3.jpg",
+        ];
+        let (got, complete) = folder_keys_after(&t, "a/", None, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got, complete),
+            (all.iter().map(|s| s.to_string()).collect(), true)
+        );
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (got, complete) = folder_keys_after(&t, "a/", after.as_deref(), 2)
+                .await
+                .unwrap()
+                .unwrap();
+            after = got.last().cloned();
+            seen.extend(got);
+            if complete {
+                break;
+            }
+        }
+        assert_eq!(seen, all);
+        let plain = Target {
+            listing: Listing::Plain,
+            ..t.clone()
+        };
+        assert!(folder_keys_after(&plain, "a/", None, 2).await.is_none());
     }
 }
