@@ -311,6 +311,16 @@ async fn latest_jpg_is_resized_on_request_from_memory_and_from_storage() {
         assert_eq!(g.status, 400, "{query}");
         assert_eq!(g.json()["field"].as_str(), Some(field), "{query}");
     }
+    // Cache busters that pages add (`t`, jQuery's `_`) change nothing.
+    let busted = get(
+        &server,
+        &format!("{thumb_path}&t=1733130000&_=42"),
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(busted.status, 200);
+    assert_eq!(busted.body, thumb.body, "the same cached picture");
     // The admin route keeps its token.
     assert_eq!(get(&server, &thumb_path, false, None).await.status, 401);
 

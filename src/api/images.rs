@@ -182,8 +182,9 @@ async fn admin_latest(
     serve_latest(&state, &id, &headers, resize).await
 }
 
-/// The resizing parameters of `latest.jpg`.
-pub const LATEST_PARAMS: &[&str] = &["width", "height", "fit", "quality"];
+/// The parameters of `latest.jpg`: the resizing ones, and `t` and `_`, which pages add to
+/// defeat caches (jQuery's `cache: false` adds `_`) and which change nothing.
+pub const LATEST_PARAMS: &[&str] = &["width", "height", "fit", "quality", "t", "_"];
 
 /// Made pictures: the cache (bytes: [`CACHE_BYTES`], entries: [`CACHE_ENTRIES`]) and
 /// the permits of the blocking threads that make them ([`PICTURE_WORKERS`]).
