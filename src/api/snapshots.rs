@@ -57,6 +57,41 @@ pub fn candidate_templates(
     }
 }
 
+/// The stored snapshots of `id` between `start` and `end` (Unix seconds), each once with
+/// all its outputs, in time order: the search behind the snapshot query and storyboards.
+pub async fn search(
+    state: &ApiState,
+    id: &crate::names::StreamId,
+    start: u64,
+    end: u64,
+) -> ApiResult<Vec<Group>> {
+    let range = Range {
+        domain: &id.domain,
+        app: &id.app,
+        stream: &id.stream,
+        start,
+        end,
+    };
+    let candidates = candidate_templates(state, id);
+    let mut by_storage: BTreeMap<String, Vec<Template>> = BTreeMap::new();
+    for (storage, t) in &candidates {
+        by_storage
+            .entry(storage.clone())
+            .or_default()
+            .push(t.clone());
+    }
+    let mut found: Vec<Found> = Vec::new();
+    for (storage, templates) in &by_storage {
+        let Some(target) = state.node.targets.get(storage) else {
+            continue;
+        };
+        found.extend(catalog::scan(target, templates, &range).await?);
+    }
+    found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
+    found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
+    Ok(catalog::group(found, &candidates, &range))
+}
+
 /// What pages are cut by: a time in Unix seconds.
 pub trait Timed {
     fn unix(&self) -> u64;
@@ -136,31 +171,7 @@ pub async fn query(
     let limit = p.int_in("limit", 10, 1..=100)? as usize;
     let order = p.order()?;
 
-    let range = Range {
-        domain: &id.domain,
-        app: &id.app,
-        stream: &id.stream,
-        start,
-        end,
-    };
-    let candidates = candidate_templates(&state, &id);
-    let mut by_storage: BTreeMap<String, Vec<Template>> = BTreeMap::new();
-    for (storage, t) in &candidates {
-        by_storage
-            .entry(storage.clone())
-            .or_default()
-            .push(t.clone());
-    }
-    let mut found: Vec<Found> = Vec::new();
-    for (storage, templates) in &by_storage {
-        let Some(target) = state.node.targets.get(storage) else {
-            continue;
-        };
-        found.extend(catalog::scan(target, templates, &range).await?);
-    }
-    found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
-    found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
-    let groups = catalog::group(found, &candidates, &range);
+    let groups = search(&state, &id, start, end).await?;
 
     let (page, next) = cut_page(groups, order, limit);
     // Verdicts are read only where the stream's rule reviews its snapshots.

@@ -16,8 +16,6 @@
 //! tile and sheet sizes; sheets are kept in the `images::Pictures` cache, keyed by
 //! the parameters and the keys found (a new snapshot in the range makes a new sheet).
 
-use std::collections::BTreeMap;
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
@@ -28,14 +26,13 @@ use futures::StreamExt;
 use super::error::{ApiError, ApiResult};
 use super::images::{self, image_response};
 use super::params::Params;
-use super::snapshots::{self, candidate_templates};
+use super::snapshots;
 use super::streams::stream_id;
 use super::ApiState;
 use crate::links::STORYBOARD_PARAMS;
 use crate::names::StreamId;
 use crate::picture::{self, Cached, Format, Grid};
-use crate::storage::catalog::{self, Found, Range};
-use crate::storage::template::Template;
+use crate::storage::catalog::Found;
 
 /// The most tiles in one sheet; more snapshots in the range are sampled evenly.
 pub const MAX_TILES: u32 = 200;
@@ -138,32 +135,9 @@ pub fn sample<T: Clone>(items: &[T], n: usize) -> Vec<T> {
 /// The stored snapshots of `id` in the board's range (one a second, sampled to the
 /// board's tile cap), in time order: the snapshot query's search.
 async fn find(state: &ApiState, id: &StreamId, b: &Board) -> ApiResult<Vec<Found>> {
-    let range = Range {
-        domain: &id.domain,
-        app: &id.app,
-        stream: &id.stream,
-        start: b.start,
-        end: b.end,
-    };
-    let candidates = candidate_templates(state, id);
-    let mut by_storage: BTreeMap<String, Vec<Template>> = BTreeMap::new();
-    for (storage, t) in &candidates {
-        by_storage
-            .entry(storage.clone())
-            .or_default()
-            .push(t.clone());
-    }
-    let mut found: Vec<Found> = Vec::new();
-    for (storage, templates) in &by_storage {
-        let Some(target) = state.node.targets.get(storage) else {
-            continue;
-        };
-        found.extend(catalog::scan(target, templates, &range).await?);
-    }
-    found.sort_by(|a, b| (a.unix, &a.storage, &a.key).cmp(&(b.unix, &b.storage, &b.key)));
-    found.dedup_by(|a, b| a.storage == b.storage && a.key == b.key);
     // One tile a snapshot: its output 0 (the first JPEG of its outputs).
-    let mut found: Vec<Found> = catalog::group(found, &candidates, &range)
+    let mut found: Vec<Found> = snapshots::search(state, id, b.start, b.end)
+        .await?
         .into_iter()
         .filter_map(|g| {
             g.members
