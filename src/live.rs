@@ -236,20 +236,11 @@ mod tests {
         let spec = RuleSpec {
             domain: "*".into(),
             app: "*".into(),
-            stream: None,
             interval_secs: 5,
             storage: storage.into(),
             overwrite_object: Some(overwrite.into()),
             sequence_object: Some(sequence.into()),
-            callback: None,
-            review_url: None,
-            review_every: None,
-            review_kick: None,
-            health: None,
-            exact: false,
-            retain_secs: None,
-            retain_count: None,
-            outputs: Vec::new(),
+            ..Default::default()
         };
         Arc::new(spec.validate("rule", |_| true).unwrap())
     }

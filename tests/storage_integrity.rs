@@ -69,20 +69,10 @@ fn writer(target: Target, template: &str) -> (SnapshotWriter, Arc<Metrics>, Arc<
     let rule = RuleSpec {
         domain: "*".into(),
         app: "*".into(),
-        stream: None,
         interval_secs: 5,
         storage: "default".into(),
-        overwrite_object: None,
         sequence_object: Some(template.into()),
-        callback: None,
-        review_url: None,
-        review_every: None,
-        review_kick: None,
-        health: None,
-        exact: false,
-        retain_secs: None,
-        retain_count: None,
-        outputs: Vec::new(),
+        ..Default::default()
     }
     .validate("rule", |_| true)
     .unwrap();

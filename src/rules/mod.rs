@@ -278,20 +278,10 @@ mod tests {
         RuleSpec {
             domain: domain.into(),
             app: app.into(),
-            stream: None,
             interval_secs: interval,
             storage: "default".into(),
             overwrite_object: Some("{AppName}/{StreamName}.jpg".into()),
-            sequence_object: None,
-            callback: None,
-            review_url: None,
-            review_every: None,
-            review_kick: None,
-            health: None,
-            exact: false,
-            retain_secs: None,
-            retain_count: None,
-            outputs: Vec::new(),
+            ..Default::default()
         }
         .validate("rule", |_| true)
         .unwrap()
@@ -335,20 +325,10 @@ mod tests {
         RuleSpec {
             domain: "*".into(),
             app: app.into(),
-            stream: None,
             interval_secs: 5,
             storage: storage.into(),
             overwrite_object: Some(ow.into()),
-            sequence_object: None,
-            callback: None,
-            review_url: None,
-            review_every: None,
-            review_kick: None,
-            health: None,
-            exact: false,
-            retain_secs: None,
-            retain_count: None,
-            outputs: Vec::new(),
+            ..Default::default()
         }
         .validate("rule", |_| true)
     }

@@ -15,8 +15,9 @@ use crate::storage::template::{Template, Var, RESERVED_FOLDERS};
 /// Seconds between snapshots a rule may ask for.
 pub const INTERVAL_SECS: std::ops::RangeInclusive<i64> = 5..=3600;
 
-/// A snapshot rule as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A snapshot rule as written. (`Default` gives an invalid rule, only a base for
+/// struct literals: `RuleSpec { domain, app, interval_secs, .., ..Default::default() }`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// A host name, or "*" for every domain.
