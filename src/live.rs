@@ -104,16 +104,26 @@ pub const ENDED_KEEP_SECS: u64 = 86_400;
 pub const ENDED_CAP: usize = 10_000;
 
 /// A publish that ended on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Ended {
     pub id: StreamId,
     /// When the publish started and ended, Unix seconds.
     pub started: u64,
     pub ended: u64,
-    /// Snapshots it stored.
-    pub stored: u64,
-    /// When its last snapshot was taken, Unix seconds (none taken: `None`).
-    pub last_snapshot: Option<u64>,
+    /// The publish's counters: snapshots in flight at its end still count when stored.
+    pub stats: Arc<StreamStats>,
+}
+
+impl Ended {
+    /// Snapshots the publish stored.
+    pub fn stored(&self) -> u64 {
+        StreamStats::get(&self.stats.stored)
+    }
+
+    /// When its last snapshot was stored, Unix seconds (`None`: none was).
+    pub fn last_snapshot(&self) -> Option<u64> {
+        Some(StreamStats::get(&self.stats.last_snapshot_unix)).filter(|&t| t > 0)
+    }
 }
 
 /// The record of ended publishes: at most one entry per stream (its latest end),
@@ -197,15 +207,16 @@ impl EndedLog {
     }
 
     /// The entries that ended within the keep time before `now` and at or after
-    /// `since`, newest end first.
+    /// `since`, newest end first (within one second, the one recorded last first).
     pub fn list(&self, now: u64, since: u64) -> Vec<Ended> {
         let mut v: Vec<Ended> = self
             .order
             .values()
+            .rev()
             .filter(|e| now.saturating_sub(e.ended) <= self.keep_secs && e.ended >= since)
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.ended.cmp(&a.ended).then_with(|| a.id.cmp(&b.id)));
+        v.sort_by(|a, b| b.ended.cmp(&a.ended));
         v
     }
 
@@ -259,16 +270,11 @@ impl Drop for PublishGuard {
             .is_some_and(|s| Arc::ptr_eq(s, &self.stream))
         {
             inner.live.remove(id);
-            let st = &self.stream.stats;
-            let last = st
-                .last_snapshot_unix
-                .load(std::sync::atomic::Ordering::Relaxed);
             inner.ended.push(Ended {
                 id: id.clone(),
                 started: unix_of(self.stream.started),
                 ended: self.registry.clock.now_unix(),
-                stored: st.stored.load(std::sync::atomic::Ordering::Relaxed),
-                last_snapshot: (last > 0).then_some(last),
+                stats: self.stream.stats.clone(),
             });
         }
         let name = (id.app.clone(), id.stream.clone());
@@ -529,8 +535,7 @@ mod tests {
             id: StreamId::new("d", "live", stream),
             started: at.saturating_sub(10),
             ended: at,
-            stored: 1,
-            last_snapshot: None,
+            stats: Default::default(),
         }
     }
 
@@ -579,18 +584,25 @@ mod tests {
         let other = reg.claim(live("b")).unwrap();
         assert!(reg.ended(0).0.is_empty(), "live streams are not ended");
         clock.advance(30);
+        let stats = g.stream.stats.clone();
         drop(g);
         let (list, dropped) = reg.ended(0);
         assert_eq!(names(&list), ["a"]);
-        assert_eq!((list[0].ended, list[0].stored, dropped), (5_030, 0, 0));
+        assert_eq!((list[0].ended, list[0].stored(), dropped), (5_030, 0, 0));
+        assert_eq!(list[0].last_snapshot(), None);
+        // A snapshot in flight at the end still counts once stored.
+        stats.stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.last_snapshot_unix.store(5_029, std::sync::atomic::Ordering::Relaxed);
+        let (list, _) = reg.ended(0);
+        assert_eq!((list[0].stored(), list[0].last_snapshot()), (1, Some(5_029)));
         // Publishing again takes it off the record; ending again puts it back, once.
         let g = reg.claim(live("a")).unwrap();
         assert!(reg.ended(0).0.is_empty());
         clock.advance(10);
-        drop(g);
         drop(other);
+        drop(g);
         let (list, _) = reg.ended(0);
-        assert_eq!(names(&list), ["a", "b"]);
+        assert_eq!(names(&list), ["a", "b"], "the one that ended last first");
         assert_eq!(list[0].ended, 5_040);
         // A day later both are gone.
         clock.advance(ENDED_KEEP_SECS + 1);

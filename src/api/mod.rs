@@ -93,6 +93,7 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
         )
         .route("/api/v1/snapshots", get(snapshots::query))
         .route("/api/v1/streams", get(streams::list))
+        .route("/api/v1/streams/ended", get(streams::ended))
         .route(stream, get(streams::get_one).delete(streams::kick))
         .route(&format!("{stream}/latest.jpg"), get(streams::latest))
         .route(&format!("{stream}/snapshot"), post(streams::snapshot))

@@ -15,11 +15,11 @@ use opendal::ErrorKind;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::params::Params;
+use super::params::{parse_time, Params};
 use super::ApiState;
 use crate::clock::rfc3339;
 use crate::clock::unix_of;
-use crate::live::LiveStream;
+use crate::live::{Ended, LiveStream};
 use crate::names::{self, StreamId};
 use crate::snapshot::render::Renderer;
 use crate::snapshot::stats::StreamStats;
@@ -123,6 +123,67 @@ pub async fn list(State(state): State<ApiState>) -> Json<Value> {
         .map(|s| stream_json(s))
         .collect();
     Json(json!({ "total": streams.len(), "items": streams }))
+}
+
+/// A time given as Unix seconds or RFC 3339 (errors name `field`).
+fn unix_or_rfc3339(field: &str, v: &str) -> ApiResult<u64> {
+    match v.parse::<u64>() {
+        Ok(t) => Ok(t),
+        Err(_) if v.bytes().all(|b| b.is_ascii_digit()) => Err(ApiError::invalid(
+            field,
+            format!("{v:?} is too large for Unix seconds"),
+        )),
+        Err(_) => parse_time(field, v),
+    }
+}
+
+/// One ended publish as JSON.
+fn ended_json(e: &Ended) -> Value {
+    json!({
+        "domain": e.id.domain,
+        "app": e.id.app,
+        "stream": e.id.stream,
+        "start_time": rfc3339(e.started),
+        "end_time": rfc3339(e.ended),
+        "snapshots": {"taken": e.stored()},
+        "last_snapshot_time": e.last_snapshot().map(rfc3339),
+    })
+}
+
+/// `GET /api/v1/streams/ended?since=&before=&limit=`: the publishes that ended on this
+/// node in the last 24 h, newest end first (a stream live again is not listed).
+pub async fn ended(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let p = Params::new(query, &["since", "before", "limit"])?;
+    let since = match p.get("since") {
+        Some(v) => unix_or_rfc3339("since", v)?,
+        None => 0,
+    };
+    let before = match p.get("before") {
+        Some(v) => Some(unix_or_rfc3339("before", v)?),
+        None => None,
+    };
+    let limit = p.int_in("limit", 100, 1..=1000)? as usize;
+    let (mut list, dropped) = state.node.registry.ended(since);
+    if let Some(b) = before {
+        list.retain(|e| e.ended < b);
+    }
+    let total = list.len();
+    // A page never ends inside a second: the next one takes what ended before it.
+    let mut n = limit.min(list.len());
+    while n < list.len() && list[n].ended == list[n - 1].ended {
+        n += 1;
+    }
+    let next = (n < list.len()).then(|| list[n - 1].ended);
+    list.truncate(n);
+    Ok(Json(json!({
+        "total": total,
+        "items": list.iter().map(ended_json).collect::<Vec<_>>(),
+        "next_before": next,
+        "dropped": dropped,
+    })))
 }
 
 /// `GET /api/v1/streams/{domain}/{app}/{stream}`
