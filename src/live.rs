@@ -216,7 +216,7 @@ impl EndedLog {
             .filter(|e| now.saturating_sub(e.ended) <= self.keep_secs && e.ended >= since)
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.ended.cmp(&a.ended));
+        v.sort_by_key(|e| std::cmp::Reverse(e.ended));
         v
     }
 
@@ -591,10 +591,17 @@ mod tests {
         assert_eq!((list[0].ended, list[0].stored(), dropped), (5_030, 0, 0));
         assert_eq!(list[0].last_snapshot(), None);
         // A snapshot in flight at the end still counts once stored.
-        stats.stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats.last_snapshot_unix.store(5_029, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .stored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .last_snapshot_unix
+            .store(5_029, std::sync::atomic::Ordering::Relaxed);
         let (list, _) = reg.ended(0);
-        assert_eq!((list[0].stored(), list[0].last_snapshot()), (1, Some(5_029)));
+        assert_eq!(
+            (list[0].stored(), list[0].last_snapshot()),
+            (1, Some(5_029))
+        );
         // Publishing again takes it off the record; ending again puts it back, once.
         let g = reg.claim(live("a")).unwrap();
         assert!(reg.ended(0).0.is_empty());

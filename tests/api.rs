@@ -1247,7 +1247,7 @@ async fn every_route_in_docs_api_md_exists() {
         assert!(status != 405 && !fallback, "{method} {path}: {status}");
         checked += 1;
     }
-    assert_eq!(checked, 25, "the route table of docs/api.md");
+    assert_eq!(checked, 26, "the route table of docs/api.md");
 }
 
 fn stream_rule_body(domain: &str, app: &str, stream: &str) -> Value {
@@ -1643,7 +1643,11 @@ sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
     assert_eq!(list["total"], 1, "only the ended stream: {list}");
     let e = &list["items"][0];
     assert_eq!(
-        (e["domain"].as_str(), e["app"].as_str(), e["stream"].as_str()),
+        (
+            e["domain"].as_str(),
+            e["app"].as_str(),
+            e["stream"].as_str()
+        ),
         (Some("127.0.0.1"), Some("live"), Some("done")),
         "{list}"
     );
@@ -1654,19 +1658,27 @@ sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
     assert!(e["last_snapshot_time"].is_string(), "{list}");
     assert_eq!(list["dropped"], 0);
     assert_eq!(list["next_before"], Value::Null);
-    assert_eq!(api.get("/api/v1/streams").await.1["items"][0]["stream"], "still");
+    assert_eq!(
+        api.get("/api/v1/streams").await.1["items"][0]["stream"],
+        "still"
+    );
 
     // `since` as Unix seconds or RFC 3339; after the end, nothing.
     let rfc = livesnap::clock::rfc3339(end);
     for since in [end.to_string(), rfc.clone()] {
-        let (_, l) = api.get(&format!("/api/v1/streams/ended?since={since}")).await;
+        let (_, l) = api
+            .get(&format!("/api/v1/streams/ended?since={since}"))
+            .await;
         assert_eq!(l["total"], 1, "since={since}: {l}");
     }
     let (_, l) = api
         .get(&format!("/api/v1/streams/ended?since={}", end + 1))
         .await;
     assert_eq!(l["total"], 0, "{l}");
-    assert_invalid(&api.get("/api/v1/streams/ended?since=yesterday").await, "since");
+    assert_invalid(
+        &api.get("/api/v1/streams/ended?since=yesterday").await,
+        "since",
+    );
     assert_invalid(&api.get("/api/v1/streams/ended?limit=0").await, "limit");
     assert_invalid(&api.get("/api/v1/streams/ended?sort=asc").await, "sort");
 

@@ -793,7 +793,11 @@ async fn a_stream_that_ended_between_passes_is_swept_as_seen_live() {
     assert!(common::wait_for(Duration::from_secs(10), || n.registry.is_empty()).await);
     assert_eq!(
         sweeper.observe(),
-        [livesnap::names::StreamId::new("127.0.0.1", "live", "zcam000")]
+        [livesnap::names::StreamId::new(
+            "127.0.0.1",
+            "live",
+            "zcam000"
+        )]
     );
 
     let first = keys(&sweeper.pass(false).await);

@@ -515,7 +515,9 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
     assert_eq!(ended[0], list["items"][0]["end_time"], "{ended} {list}");
     let text = ended[1].as_str().unwrap();
     assert!(
-        text.starts_with("127.0.0.1/live/cam") && text.contains("ended ") && text.contains(" 3 snapshots"),
+        text.starts_with("127.0.0.1/live/cam")
+            && text.contains("ended ")
+            && text.contains(" 3 snapshots"),
         "{text}"
     );
 
