@@ -1675,6 +1675,16 @@ sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
         .get(&format!("/api/v1/streams/ended?since={}", end + 1))
         .await;
     assert_eq!(l["total"], 0, "{l}");
+    // `before` is exclusive.
+    let total = |q: String| {
+        let api = &api;
+        async move {
+            let (_, l) = api.get(&format!("/api/v1/streams/ended?{q}")).await;
+            l["total"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(total(format!("before={}", end + 1)).await, 1);
+    assert_eq!(total(format!("before={rfc}")).await, 0);
     assert_invalid(
         &api.get("/api/v1/streams/ended?since=yesterday").await,
         "since",

@@ -137,6 +137,18 @@ fn unix_or_rfc3339(field: &str, v: &str) -> ApiResult<u64> {
     }
 }
 
+/// Cuts `list` (newest end first) to a page of at least `limit` entries that never ends
+/// inside a second; returns the `before` of the next page (`None`: this is the last).
+fn cut_ended(list: &mut Vec<Ended>, limit: usize) -> Option<u64> {
+    let mut n = limit.min(list.len());
+    while n > 0 && n < list.len() && list[n].ended == list[n - 1].ended {
+        n += 1;
+    }
+    let next = (n < list.len()).then(|| list[n - 1].ended);
+    list.truncate(n);
+    next
+}
+
 /// One ended publish as JSON.
 fn ended_json(e: &Ended) -> Value {
     json!({
@@ -171,13 +183,7 @@ pub async fn ended(
         list.retain(|e| e.ended < b);
     }
     let total = list.len();
-    // A page never ends inside a second: the next one takes what ended before it.
-    let mut n = limit.min(list.len());
-    while n < list.len() && list[n].ended == list[n - 1].ended {
-        n += 1;
-    }
-    let next = (n < list.len()).then(|| list[n - 1].ended);
-    list.truncate(n);
+    let next = cut_ended(&mut list, limit);
     Ok(Json(json!({
         "total": total,
         "items": list.iter().map(ended_json).collect::<Vec<_>>(),
@@ -434,5 +440,37 @@ mod tests {
         assert!(etag_matches(&h, "\"c\""));
         assert!(!etag_matches(&HeaderMap::new(), "\"a\""));
         assert_eq!(md5_etag(b""), "\"d41d8cd98f00b204e9800998ecf8427e\"");
+    }
+
+    #[test]
+    fn ended_pages_never_end_inside_a_second() {
+        let at = |stream: &str, ended: u64| Ended {
+            id: StreamId::new("d", "live", stream),
+            started: 0,
+            ended,
+            stats: Default::default(),
+        };
+        let all = || {
+            vec![
+                at("e", 50),
+                at("d", 40),
+                at("c", 40),
+                at("b", 30),
+                at("a", 20),
+            ]
+        };
+        let names = |v: &[Ended]| v.iter().map(|e| e.id.stream.clone()).collect::<Vec<_>>();
+        let mut page = all();
+        assert_eq!(cut_ended(&mut page, 1), Some(50));
+        assert_eq!(names(&page), ["e"]);
+        // Two ended in the same second: both on one page; the next page is `before=40`.
+        let mut page = all();
+        assert_eq!(cut_ended(&mut page, 2), Some(40));
+        assert_eq!(names(&page), ["e", "d", "c"]);
+        let mut page = all();
+        assert_eq!(cut_ended(&mut page, 5), None);
+        assert_eq!(page.len(), 5);
+        let mut empty = Vec::new();
+        assert_eq!(cut_ended(&mut empty, 3), None);
     }
 }
