@@ -8,8 +8,13 @@
 //! stream here: a second one whose rule would render a key of a live one on the same
 //! storage is refused ([`Taken::SameKeys`]). Keys are compared as languages
 //! (`storage::key_language`), against the live streams of the same app and stream only.
+//!
+//! The registry also keeps a bounded record of the publishes that ended on this node
+//! ([`Ended`]): one entry per stream, for [`ENDED_KEEP_SECS`] and at most [`ENDED_CAP`]
+//! entries (the oldest go first, counted). A stream that publishes again is live, not
+//! ended, and leaves the record until it ends again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -18,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 
+use crate::clock::{unix_of, SharedClock};
 use crate::hub::Hub;
 use crate::media::avc::AvcConfig;
 use crate::names::StreamId;
@@ -70,9 +76,17 @@ impl LiveStream {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// Times the end of a publish (the node's clock).
+    clock: SharedClock,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::with_clock(crate::clock::system())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +94,144 @@ struct Inner {
     live: HashMap<StreamId, Arc<LiveStream>>,
     /// The same streams by (app, stream): where a key of another domain can clash.
     by_name: HashMap<(String, String), Vec<Arc<LiveStream>>>,
+    ended: EndedLog,
+}
+
+/// How long an ended publish stays in the registry's record (24 h).
+pub const ENDED_KEEP_SECS: u64 = 86_400;
+
+/// The most ended publishes the record holds; the oldest go first.
+pub const ENDED_CAP: usize = 10_000;
+
+/// A publish that ended on this node.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub id: StreamId,
+    /// When the publish started and ended, Unix seconds.
+    pub started: u64,
+    pub ended: u64,
+    /// The publish's counters: snapshots in flight at its end still count when stored.
+    pub stats: Arc<StreamStats>,
+}
+
+impl Ended {
+    /// Snapshots the publish stored.
+    pub fn stored(&self) -> u64 {
+        StreamStats::get(&self.stats.stored)
+    }
+
+    /// When its last snapshot was stored, Unix seconds (`None`: none was).
+    pub fn last_snapshot(&self) -> Option<u64> {
+        Some(StreamStats::get(&self.stats.last_snapshot_unix)).filter(|&t| t > 0)
+    }
+}
+
+/// The record of ended publishes: at most one entry per stream (its latest end),
+/// oldest first, bounded in age and count. No I/O; times come from the caller.
+#[derive(Debug)]
+pub struct EndedLog {
+    /// By insertion number: oldest first.
+    order: BTreeMap<u64, Ended>,
+    /// Each stream's entry in `order`.
+    by_id: HashMap<StreamId, u64>,
+    next: u64,
+    keep_secs: u64,
+    cap: usize,
+    /// Entries dropped for the cap (not for their age).
+    dropped: u64,
+}
+
+impl Default for EndedLog {
+    fn default() -> EndedLog {
+        EndedLog::new(ENDED_KEEP_SECS, ENDED_CAP)
+    }
+}
+
+impl EndedLog {
+    pub fn new(keep_secs: u64, cap: usize) -> EndedLog {
+        EndedLog {
+            order: BTreeMap::new(),
+            by_id: HashMap::new(),
+            next: 0,
+            keep_secs,
+            cap: cap.max(1),
+            dropped: 0,
+        }
+    }
+
+    /// Records a publish that ended at `e.ended` (replacing an earlier end of the same
+    /// stream); drops what is older than the keep time at `e.ended` and, past the cap,
+    /// the oldest entries.
+    pub fn push(&mut self, e: Ended) {
+        let now = e.ended;
+        self.remove(&e.id);
+        self.by_id.insert(e.id.clone(), self.next);
+        self.order.insert(self.next, e);
+        self.next += 1;
+        self.expire(now);
+        while self.order.len() > self.cap {
+            if let Some((_, old)) = self.order.pop_first() {
+                self.by_id.remove(&old.id);
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Forgets a stream's entry (it publishes again).
+    pub fn remove(&mut self, id: &StreamId) {
+        if let Some(n) = self.by_id.remove(id) {
+            self.order.remove(&n);
+        }
+    }
+
+    /// Drops the entries that ended more than the keep time before `now`.
+    pub fn expire(&mut self, now: u64) {
+        let keep = self.keep_secs;
+        let old = |e: &Ended| now.saturating_sub(e.ended) > keep;
+        // Mostly in end order: drop from the front, then any stragglers (a clock set back).
+        while self.order.first_key_value().is_some_and(|(_, e)| old(e)) {
+            if let Some((_, e)) = self.order.pop_first() {
+                self.by_id.remove(&e.id);
+            }
+        }
+        if self.order.values().any(old) {
+            let by_id = &mut self.by_id;
+            self.order.retain(|_, e| {
+                let keep = !old(e);
+                if !keep {
+                    by_id.remove(&e.id);
+                }
+                keep
+            });
+        }
+    }
+
+    /// The entries that ended within the keep time before `now` and at or after
+    /// `since`, newest end first (within one second, the one recorded last first).
+    pub fn list(&self, now: u64, since: u64) -> Vec<Ended> {
+        let mut v: Vec<Ended> = self
+            .order
+            .values()
+            .rev()
+            .filter(|e| now.saturating_sub(e.ended) <= self.keep_secs && e.ended >= since)
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.ended));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Entries dropped for the cap so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
 /// Why a publish could not claim its name.
@@ -118,6 +270,12 @@ impl Drop for PublishGuard {
             .is_some_and(|s| Arc::ptr_eq(s, &self.stream))
         {
             inner.live.remove(id);
+            inner.ended.push(Ended {
+                id: id.clone(),
+                started: unix_of(self.stream.started),
+                ended: self.registry.clock.now_unix(),
+                stats: self.stream.stats.clone(),
+            });
         }
         let name = (id.app.clone(), id.stream.clone());
         if let Some(v) = inner.by_name.get_mut(&name) {
@@ -156,6 +314,14 @@ fn shared_key(a: &LiveStream, b: &LiveStream) -> Option<String> {
 }
 
 impl Registry {
+    /// An empty registry whose ended publishes are timed by `clock`.
+    pub fn with_clock(clock: SharedClock) -> Registry {
+        Registry {
+            inner: Mutex::default(),
+            clock,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -180,6 +346,7 @@ impl Registry {
             }
         }
         let stream = Arc::new(stream);
+        inner.ended.remove(&stream.id);
         inner.live.insert(stream.id.clone(), stream.clone());
         inner.by_name.entry(name).or_default().push(stream.clone());
         Ok(PublishGuard {
@@ -205,6 +372,16 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.lock().live.is_empty()
+    }
+
+    /// The publishes that ended on this node in the last [`ENDED_KEEP_SECS`] (by the
+    /// registry's clock), at or after `since`, newest end first; and how many the cap
+    /// has dropped so far.
+    pub fn ended(&self, since: u64) -> (Vec<Ended>, u64) {
+        let now = self.clock.now_unix();
+        let mut inner = self.lock();
+        inner.ended.expire(now);
+        (inner.ended.list(now, since), inner.ended.dropped())
     }
 }
 
@@ -342,5 +519,92 @@ mod tests {
             reg.claim(live_in("x.example", "cam1", Some(spelled))),
             Err(Taken::SameKeys(_))
         ));
+    }
+
+    fn ended(stream: &str, at: u64) -> Ended {
+        Ended {
+            id: StreamId::new("d", "live", stream),
+            started: at.saturating_sub(10),
+            ended: at,
+            stats: Default::default(),
+        }
+    }
+
+    fn names(v: &[Ended]) -> Vec<&str> {
+        v.iter().map(|e| e.id.stream.as_str()).collect()
+    }
+
+    #[test]
+    fn ended_publishes_expire_after_the_keep_time() {
+        let mut log = EndedLog::new(100, 10);
+        log.push(ended("a", 1_000));
+        log.push(ended("b", 1_050));
+        assert_eq!(names(&log.list(1_100, 0)), ["b", "a"]);
+        // `since` bounds the end time.
+        assert_eq!(names(&log.list(1_100, 1_001)), ["b"]);
+        // 101 s after its end, "a" is gone from the list, and from the record once expired.
+        assert_eq!(names(&log.list(1_101, 0)), ["b"]);
+        log.expire(1_101);
+        assert_eq!(log.len(), 1);
+        log.expire(1_151);
+        assert!(log.is_empty());
+        assert_eq!(log.dropped(), 0, "expiry is not a drop");
+    }
+
+    #[test]
+    fn ended_publishes_are_capped_oldest_first_and_counted() {
+        let mut log = EndedLog::new(1_000_000, 3);
+        for (i, s) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            log.push(ended(s, 100 + i as u64));
+        }
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.dropped(), 2);
+        assert_eq!(names(&log.list(200, 0)), ["e", "d", "c"]);
+        // One entry per stream: ending again replaces the earlier end, drops nothing.
+        log.push(ended("c", 300));
+        assert_eq!(names(&log.list(300, 0)), ["c", "e", "d"]);
+        assert_eq!(log.dropped(), 2);
+        assert_eq!(log.by_id.len(), log.order.len());
+    }
+
+    #[test]
+    fn a_republished_stream_is_live_not_ended() {
+        let clock = Arc::new(crate::clock::ManualClock::new(5_000));
+        let reg = Arc::new(Registry::with_clock(clock.clone()));
+        let g = reg.claim(live("a")).unwrap();
+        let other = reg.claim(live("b")).unwrap();
+        assert!(reg.ended(0).0.is_empty(), "live streams are not ended");
+        clock.advance(30);
+        let stats = g.stream.stats.clone();
+        drop(g);
+        let (list, dropped) = reg.ended(0);
+        assert_eq!(names(&list), ["a"]);
+        assert_eq!((list[0].ended, list[0].stored(), dropped), (5_030, 0, 0));
+        assert_eq!(list[0].last_snapshot(), None);
+        // A snapshot in flight at the end still counts once stored.
+        stats
+            .stored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .last_snapshot_unix
+            .store(5_029, std::sync::atomic::Ordering::Relaxed);
+        let (list, _) = reg.ended(0);
+        assert_eq!(
+            (list[0].stored(), list[0].last_snapshot()),
+            (1, Some(5_029))
+        );
+        // Publishing again takes it off the record; ending again puts it back, once.
+        let g = reg.claim(live("a")).unwrap();
+        assert!(reg.ended(0).0.is_empty());
+        clock.advance(10);
+        drop(other);
+        drop(g);
+        let (list, _) = reg.ended(0);
+        assert_eq!(names(&list), ["a", "b"], "the one that ended last first");
+        assert_eq!(list[0].ended, 5_040);
+        // A day later both are gone.
+        clock.advance(ENDED_KEEP_SECS + 1);
+        assert!(reg.ended(0).0.is_empty());
+        assert!(reg.lock().ended.is_empty());
     }
 }

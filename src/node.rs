@@ -91,7 +91,7 @@ impl Node {
             relays,
             targets,
             pool,
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Registry::with_clock(clock.clone())),
             metrics,
             notify,
             review,

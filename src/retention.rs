@@ -3,7 +3,8 @@
 //! query (`storage::catalog`, prefix-bounded on S3/OSS). One node task (`run`) sweeps
 //! every `[retention] sweep_secs`; `livesnap sweep` runs one pass (or a dry run).
 //!
-//! Which streams: the live ones, those this node saw live in the last day, and those
+//! Which streams: the live ones, those that ended on this node in the last day (the
+//! registry's record of ended publishes, `live::Ended`), and those
 //! found in storage under each retention rule's sequence template (listed a bounded
 //! number of keys per pass, resuming where the previous pass stopped), so a bucket
 //! whose streams ended before a restart is still swept.
@@ -35,11 +36,9 @@ use crate::storage::template::{Template, RESERVED_FOLDERS};
 use crate::storage::{Created, StorageError, Target};
 pub use policy::{Reason, Retain, RetentionConfig, Scope};
 
-/// How long a stream that ended stays on the list of streams this node sweeps.
-pub const REMEMBER_ENDED_SECS: u64 = 86_400;
-
-/// How often the node task looks at the live streams (to remember them).
-const OBSERVE_EVERY: Duration = Duration::from_secs(5);
+/// How long a stream that ended stays on the list of streams this node sweeps (as
+/// long as the registry keeps it on its record of ended publishes).
+pub const REMEMBER_ENDED_SECS: u64 = crate::live::ENDED_KEEP_SECS;
 
 /// One object a pass deletes (or, dry, would delete).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +87,6 @@ struct Cursor {
 /// The sweeper's memory between passes.
 pub struct Sweeper {
     node: Arc<Node>,
-    /// Streams seen live, with when.
-    known: Mutex<HashMap<StreamId, u64>>,
     /// Per (storage, template, prefix): where finding streams goes on.
     cursors: Mutex<HashMap<(String, String, String), Cursor>>,
     /// The last stream found in storage that a pass reached: the next pass starts after
@@ -101,27 +98,31 @@ impl Sweeper {
     pub fn new(node: Arc<Node>) -> Sweeper {
         Sweeper {
             node,
-            known: Mutex::default(),
             cursors: Mutex::default(),
             resume: Mutex::default(),
         }
     }
 
-    /// Remembers the live streams; forgets those not seen for a day.
-    pub fn observe(&self) {
-        let now = self.node.clock.now_unix();
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        for live in self.node.registry.list() {
-            known.insert(live.id.clone(), now);
-        }
-        known.retain(|_, seen| now.saturating_sub(*seen) <= REMEMBER_ENDED_SECS);
+    /// The streams this node saw live in the last day, sorted: those live now and those
+    /// on the registry's record of ended publishes (the one copy of that knowledge).
+    pub fn observe(&self) -> Vec<StreamId> {
+        let mut seen: Vec<StreamId> = self
+            .node
+            .registry
+            .list()
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        seen.extend(self.node.registry.ended(0).0.into_iter().map(|e| e.id));
+        seen.sort();
+        seen.dedup();
+        seen
     }
 
     /// One pass over every stream with a retention rule (within the `[retention]`
     /// bounds). `dry_run` claims nothing, deletes nothing and leaves where the next pass
     /// starts as it was: it reports what the next pass would delete.
     pub async fn pass(&self, dry_run: bool) -> PassReport {
-        self.observe();
         let cfg = &self.node.settings.retention;
         let now = self.node.clock.now_unix();
         let slot = now / cfg.sweep_secs;
@@ -234,15 +235,7 @@ impl Sweeper {
                     }
                 }
             };
-        let mut seen: Vec<StreamId> = self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        seen.sort();
-        for id in &seen {
+        for id in &self.observe() {
             if let Some(rule) = book.lookup(&id.domain, &id.app, &id.stream) {
                 add(&mut out, &rule, &id.domain, &id.app, &id.stream);
             }
@@ -557,20 +550,15 @@ async fn drop_old_claims_on(target: &Target, slot: u64, cap: u64) -> Result<u64,
     Ok(deleted)
 }
 
-/// The node task: remembers live streams every few seconds and sweeps every
-/// `[retention] sweep_secs` (the first pass one period after start), until shutdown.
+/// The node task: sweeps every `[retention] sweep_secs` (the first pass one period
+/// after start), until shutdown.
 pub async fn run(node: Arc<Node>) {
     let period = Duration::from_secs(node.settings.retention.sweep_secs);
     let sweeper = Sweeper::new(node.clone());
-    let mut next = tokio::time::Instant::now() + period;
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(OBSERVE_EVERY.min(period)) => {}
-        }
-        sweeper.observe();
-        if tokio::time::Instant::now() < next {
-            continue;
+            _ = tokio::time::sleep(period) => {}
         }
         let report = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -584,6 +572,5 @@ pub async fn run(node: Arc<Node>) {
             examined = report.examined,
             "retention sweep done"
         );
-        next = tokio::time::Instant::now() + period;
     }
 }

@@ -1247,7 +1247,7 @@ async fn every_route_in_docs_api_md_exists() {
         assert!(status != 405 && !fallback, "{method} {path}: {status}");
         checked += 1;
     }
-    assert_eq!(checked, 30, "the route table of docs/api.md");
+    assert_eq!(checked, 31, "the route table of docs/api.md");
 }
 
 fn stream_rule_body(domain: &str, app: &str, stream: &str) -> Value {
@@ -1597,4 +1597,112 @@ async fn a_stream_rule_applies_to_its_stream_only() {
             "cams/seven/5.jpg"
         ]
     );
+}
+
+/// `GET /api/v1/streams/ended`: a publish that ended is listed with its times and the
+/// snapshots it stored; a stream still live is not; `since` takes Unix seconds or
+/// RFC 3339; a stream that ends later comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_streams_are_listed_newest_first_with_their_stored_count() {
+    let rules = r#"
+[[rules]]
+domain = "*"
+app = "live"
+interval_secs = 5
+storage = "default"
+sequence_object = "{AppName}/{StreamName}/{Sequence}.jpg"
+"#;
+    let server = start_server(rules).await;
+    let api = Api::new(&server);
+    let before = livesnap::clock::unix_now();
+    let (status, empty) = api.get("/api/v1/streams/ended").await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(empty["total"], 0, "{empty}");
+
+    // "done" publishes the whole fixture (12 s: 3 snapshots) and ends; "still" then
+    // stays live.
+    let mut done = start_publish(server.rtmp, "live", "done").await;
+    done.replay(&fixture(FIXTURE), 4.0, 0).await.unwrap();
+    done.finish().await;
+    wait_not_live(&server).await;
+    let node = server.node().clone();
+    let stored_of = |name: &str| {
+        let (list, _) = node.registry.ended(0);
+        list.iter()
+            .find(|e| e.id.stream == name)
+            .map_or(0, |e| e.stored())
+    };
+    // Its last snapshot may still be on its way to storage when it ends.
+    assert!(wait_for(Duration::from_secs(10), || stored_of("done") == 3).await);
+    let mut still = start_publish(server.rtmp, "live", "still").await;
+    send_range(&mut still, FIXTURE, 0, 1000).await;
+    assert!(wait_for(Duration::from_secs(10), || first_stream_stored(&node) == 1).await);
+
+    let (status, list) = api.get("/api/v1/streams/ended").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total"], 1, "only the ended stream: {list}");
+    let e = &list["items"][0];
+    assert_eq!(
+        (
+            e["domain"].as_str(),
+            e["app"].as_str(),
+            e["stream"].as_str()
+        ),
+        (Some("127.0.0.1"), Some("live"), Some("done")),
+        "{list}"
+    );
+    assert_eq!(e["snapshots"]["taken"], 3, "{list}");
+    let end = livesnap::clock::parse_rfc3339(e["end_time"].as_str().unwrap()).unwrap();
+    let start = livesnap::clock::parse_rfc3339(e["start_time"].as_str().unwrap()).unwrap();
+    assert!(before <= start && start <= end, "{list}");
+    assert!(e["last_snapshot_time"].is_string(), "{list}");
+    assert_eq!(list["dropped"], 0);
+    assert_eq!(list["next_before"], Value::Null);
+    assert_eq!(
+        api.get("/api/v1/streams").await.1["items"][0]["stream"],
+        "still"
+    );
+
+    // `since` as Unix seconds or RFC 3339; after the end, nothing.
+    let rfc = livesnap::clock::rfc3339(end);
+    for since in [end.to_string(), rfc.clone()] {
+        let (_, l) = api
+            .get(&format!("/api/v1/streams/ended?since={since}"))
+            .await;
+        assert_eq!(l["total"], 1, "since={since}: {l}");
+    }
+    let (_, l) = api
+        .get(&format!("/api/v1/streams/ended?since={}", end + 1))
+        .await;
+    assert_eq!(l["total"], 0, "{l}");
+    // `before` is exclusive.
+    let total = |q: String| {
+        let api = &api;
+        async move {
+            let (_, l) = api.get(&format!("/api/v1/streams/ended?{q}")).await;
+            l["total"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(total(format!("before={}", end + 1)).await, 1);
+    assert_eq!(total(format!("before={rfc}")).await, 0);
+    assert_invalid(
+        &api.get("/api/v1/streams/ended?since=yesterday").await,
+        "since",
+    );
+    assert_invalid(&api.get("/api/v1/streams/ended?limit=0").await, "limit");
+    assert_invalid(&api.get("/api/v1/streams/ended?sort=asc").await, "sort");
+
+    // The other one ends: both are listed, the later end first.
+    still.finish().await;
+    wait_not_live(&server).await;
+    assert!(wait_for(Duration::from_secs(10), || stored_of("still") == 1).await);
+    let (_, both) = api.get("/api/v1/streams/ended").await;
+    let names: Vec<&str> = both["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["still", "done"], "{both}");
+    assert_eq!(both["items"][0]["snapshots"]["taken"], 1, "{both}");
 }

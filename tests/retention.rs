@@ -767,3 +767,43 @@ async fn streams_take_turns_when_a_pass_cannot_reach_them_all() {
     assert_eq!(stored(&node).await, minus(&all, &doomed));
     node.shutdown().await;
 }
+
+/// A stream that lived and ended between two looks of the sweeper (here: never looked
+/// at while live) is still swept as one seen live: the node's record of ended publishes
+/// has it, not a sampling of the live list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_ended_between_passes_is_swept_as_seen_live() {
+    let moto = MotoServer::start().await;
+    moto.create_bucket("live").await;
+    let clock = Arc::new(ManualClock::new(NOW));
+    let node = start(
+        &s3_storage(&moto, "live"),
+        "max_listed_per_pass = 100",
+        clock.clone(),
+    )
+    .await;
+    plant_old(&node, "a", 40).await;
+    let (_, d2) = plant_old(&node, "zcam", 1).await;
+    let sweeper = Sweeper::new(node.node.clone());
+
+    let p = common::start_publish(node.rtmp_addr, "live", "zcam000").await;
+    let n = node.node.clone();
+    assert!(common::wait_for(Duration::from_secs(10), || n.registry.len() == 1).await);
+    p.finish().await;
+    assert!(common::wait_for(Duration::from_secs(10), || n.registry.is_empty()).await);
+    assert_eq!(
+        sweeper.observe(),
+        [livesnap::names::StreamId::new(
+            "127.0.0.1",
+            "live",
+            "zcam000"
+        )]
+    );
+
+    let first = keys(&sweeper.pass(false).await);
+    assert!(d2.is_subset(&first), "the stream that ended: {first:?}");
+    // A day and more after its end, it waits for the listing like any other.
+    clock.advance(livesnap::retention::REMEMBER_ENDED_SECS + 1);
+    assert!(sweeper.observe().is_empty());
+    node.shutdown().await;
+}

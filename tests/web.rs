@@ -346,14 +346,27 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
             "the live stream's history",
         );
         b.run("location.hash = '#/'");
-        // The stream ends; the page keeps it in its recent list.
+        // The stream ends; the page lists it as recently ended...
         tx.blocking_send("end the publish").unwrap();
         done_rx.blocking_recv().unwrap();
+        let item = js("#recent [data-stream=\"127.0.0.1/live/cam\"]");
         let recent = js("#recent [data-stream=\"127.0.0.1/live/cam\"] button");
         b.wait(
             &format!("!document.querySelector('.tile') && document.querySelector({recent})"),
             "the ended stream in the recent list",
         );
+        // ...and so does a browser that never saw it live (a fresh profile): the list
+        // comes from the node, with the stream's end time and stored count.
+        let mut fresh = Browser::start();
+        fresh.navigate(&url);
+        let ended = fresh.wait(
+            &format!(
+                "(() => {{ const li = document.querySelector({item});
+                   return li && [li.dataset.ended, li.textContent]; }})()"
+            ),
+            "the ended stream in a fresh browser's recent list",
+        );
+        b = fresh;
         b.run(&format!("document.querySelector({recent}).click()"));
         b.wait(
             "location.hash === '#/history/127.0.0.1/live/cam'",
@@ -468,7 +481,7 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
             "the rule gone from the list",
         );
         tx.blocking_send("check the deletion").unwrap();
-        (shots, next_to, others, stream_error, extra_error)
+        (shots, next_to, others, stream_error, extra_error, ended)
     });
 
     assert_eq!(rx.recv().await, Some("end the publish"));
@@ -492,8 +505,21 @@ sequence_object = "{{AppName}}/{{StreamName}}/{{Sequence}}.jpg"
     assert_eq!(get(rule_path.clone()).await.1["interval_secs"], 20);
     done_tx.send(()).await.unwrap();
     assert_eq!(rx.recv().await, Some("check the deletion"));
-    let (shots, next_to, others, stream_error, extra_error) = browser.await.unwrap();
+    let (shots, next_to, others, stream_error, extra_error, ended) = browser.await.unwrap();
     assert_eq!(get(rule_path.clone()).await.0, 404);
+
+    // The fresh browser's recent list shows what the node's ended list has.
+    let (status, list) = get("/api/v1/streams/ended".to_string()).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"][0]["stream"], "cam", "{list}");
+    assert_eq!(ended[0], list["items"][0]["end_time"], "{ended} {list}");
+    let text = ended[1].as_str().unwrap();
+    assert!(
+        text.starts_with("127.0.0.1/live/cam")
+            && text.contains("ended ")
+            && text.contains(" 3 snapshots"),
+        "{text}"
+    );
 
     // The history lists what the snapshot query has, newest first, with its times.
     let now = std::time::SystemTime::now()

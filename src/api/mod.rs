@@ -97,6 +97,7 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
         )
         .route("/api/v1/snapshots", get(snapshots::query))
         .route("/api/v1/streams", get(streams::list))
+        .route("/api/v1/streams/ended", get(streams::ended))
         .route(stream, get(streams::get_one).delete(streams::kick))
         .route(&format!("{stream}/latest.jpg"), get(images::latest_admin))
         .route(

@@ -13,11 +13,11 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::params::Params;
+use super::params::{parse_time, Params};
 use super::ApiState;
 use crate::clock::rfc3339;
 use crate::clock::unix_of;
-use crate::live::LiveStream;
+use crate::live::{Ended, LiveStream};
 use crate::names::{self, StreamId};
 use crate::snapshot::render::Renderer;
 use crate::snapshot::stats::StreamStats;
@@ -120,6 +120,73 @@ pub async fn list(State(state): State<ApiState>) -> Json<Value> {
         .map(|s| stream_json(s))
         .collect();
     Json(json!({ "total": streams.len(), "items": streams }))
+}
+
+/// A time given as Unix seconds or RFC 3339 (errors name `field`).
+fn unix_or_rfc3339(field: &str, v: &str) -> ApiResult<u64> {
+    match v.parse::<u64>() {
+        Ok(t) => Ok(t),
+        Err(_) if v.bytes().all(|b| b.is_ascii_digit()) => Err(ApiError::invalid(
+            field,
+            format!("{v:?} is too large for Unix seconds"),
+        )),
+        Err(_) => parse_time(field, v),
+    }
+}
+
+/// Cuts `list` (newest end first) to a page of at least `limit` entries that never ends
+/// inside a second; returns the `before` of the next page (`None`: this is the last).
+fn cut_ended(list: &mut Vec<Ended>, limit: usize) -> Option<u64> {
+    let mut n = limit.min(list.len());
+    while n > 0 && n < list.len() && list[n].ended == list[n - 1].ended {
+        n += 1;
+    }
+    let next = (n < list.len()).then(|| list[n - 1].ended);
+    list.truncate(n);
+    next
+}
+
+/// One ended publish as JSON.
+fn ended_json(e: &Ended) -> Value {
+    json!({
+        "domain": e.id.domain,
+        "app": e.id.app,
+        "stream": e.id.stream,
+        "start_time": rfc3339(e.started),
+        "end_time": rfc3339(e.ended),
+        "snapshots": {"taken": e.stored()},
+        "last_snapshot_time": e.last_snapshot().map(rfc3339),
+    })
+}
+
+/// `GET /api/v1/streams/ended?since=&before=&limit=`: the publishes that ended on this
+/// node in the last 24 h, newest end first (a stream live again is not listed).
+pub async fn ended(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let p = Params::new(query, &["since", "before", "limit"])?;
+    let since = match p.get("since") {
+        Some(v) => unix_or_rfc3339("since", v)?,
+        None => 0,
+    };
+    let before = match p.get("before") {
+        Some(v) => Some(unix_or_rfc3339("before", v)?),
+        None => None,
+    };
+    let limit = p.int_in("limit", 100, 1..=1000)? as usize;
+    let (mut list, dropped) = state.node.registry.ended(since);
+    if let Some(b) = before {
+        list.retain(|e| e.ended < b);
+    }
+    let total = list.len();
+    let next = cut_ended(&mut list, limit);
+    Ok(Json(json!({
+        "total": total,
+        "items": list.iter().map(ended_json).collect::<Vec<_>>(),
+        "next_before": next,
+        "dropped": dropped,
+    })))
 }
 
 /// `GET /api/v1/streams/{domain}/{app}/{stream}`
@@ -228,4 +295,41 @@ pub async fn snapshot(
         h.insert("x-livesnap-stored", HeaderValue::from_static("true"));
     }
     Ok((StatusCode::OK, h, Body::from(pic.jpeg)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_pages_never_end_inside_a_second() {
+        let at = |stream: &str, ended: u64| Ended {
+            id: StreamId::new("d", "live", stream),
+            started: 0,
+            ended,
+            stats: Default::default(),
+        };
+        let all = || {
+            vec![
+                at("e", 50),
+                at("d", 40),
+                at("c", 40),
+                at("b", 30),
+                at("a", 20),
+            ]
+        };
+        let names = |v: &[Ended]| v.iter().map(|e| e.id.stream.clone()).collect::<Vec<_>>();
+        let mut page = all();
+        assert_eq!(cut_ended(&mut page, 1), Some(50));
+        assert_eq!(names(&page), ["e"]);
+        // Two ended in the same second: both on one page; the next page is `before=40`.
+        let mut page = all();
+        assert_eq!(cut_ended(&mut page, 2), Some(40));
+        assert_eq!(names(&page), ["e", "d", "c"]);
+        let mut page = all();
+        assert_eq!(cut_ended(&mut page, 5), None);
+        assert_eq!(page.len(), 5);
+        let mut empty = Vec::new();
+        assert_eq!(cut_ended(&mut empty, 3), None);
+    }
 }
