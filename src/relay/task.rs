@@ -410,11 +410,21 @@ where
 {
     match frame.kind {
         FrameKind::Metadata => {
-            p.queue(MediaKind::Data, frame.timestamp, &set_data_frame(&frame.data))
+            p.queue(
+                MediaKind::Data,
+                frame.timestamp,
+                &set_data_frame(&frame.data),
+            )
+            .await
+        }
+        FrameKind::Audio { .. } => {
+            p.queue(MediaKind::Audio, frame.timestamp, &frame.data)
                 .await
         }
-        FrameKind::Audio { .. } => p.queue(MediaKind::Audio, frame.timestamp, &frame.data).await,
-        FrameKind::Video { .. } => p.queue(MediaKind::Video, frame.timestamp, &frame.data).await,
+        FrameKind::Video { .. } => {
+            p.queue(MediaKind::Video, frame.timestamp, &frame.data)
+                .await
+        }
     }
 }
 

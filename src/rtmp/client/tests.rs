@@ -670,7 +670,11 @@ async fn media_bytes(msgs: &[(MediaKind, u32, Bytes)], batched: bool) -> (Vec<u8
         }
     }
     if batched {
-        assert_eq!(log.lock().unwrap().as_ref().unwrap().len(), 0, "queue wrote");
+        assert_eq!(
+            log.lock().unwrap().as_ref().unwrap().len(),
+            0,
+            "queue wrote"
+        );
         assert!(p.queued_bytes() > 0);
         p.flush().await.unwrap();
         assert_eq!(p.queued_bytes(), 0);
@@ -699,7 +703,10 @@ async fn a_batch_writes_exactly_the_bytes_of_sending_one_by_one() {
     let (batched, log2) = media_bytes(&msgs, true).await;
     assert!(one_by_one.len() > 300_000);
     assert!(one_by_one == batched, "the batch's bytes differ");
-    let sent: Vec<_> = msgs.iter().map(|(k, t, p)| (k.type_id(), *t, p.clone())).collect();
+    let sent: Vec<_> = msgs
+        .iter()
+        .map(|(k, t, p)| (k.type_id(), *t, p.clone()))
+        .collect();
     assert_eq!(log1.media(), sent);
     assert_eq!(log2.media(), sent);
 }
