@@ -23,6 +23,9 @@
 #                    [--no-install] [--no-build]
 #                    [--livesnap-bin PATH]   # measure another livesnap build (implies --no-build)
 #                    [--load-bin PATH]       # another livesnap-load (one with --play-from)
+#                    [--base-bin PATH]       # a second livesnap build, measured as the edge
+#                                            # "livesnap-base" (add it to --edges): before/after
+#                                            # side by side in one run
 # Without --fixture, the 60 s 1080p30 High 4 Mbit/s 2 s GOP file (+ AAC) of compare.sh is
 # made in OUT. Ports 19550 (origin), 19551 (livesnap RTMP), 19552 (livesnap HTTP), 19553
 # (nginx edge), 127.0.0.1 only. Everything started is stopped by its PID on exit, also on
@@ -45,6 +48,7 @@ INSTALL=1
 BUILD=1
 SNAP_BIN=""
 LOAD_BIN=""
+BASE_BIN=""
 ORIGIN_PORT=19550
 SNAP_PORT=19551
 HTTP_PORT=19552
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --livesnap-bin) SNAP_BIN=$2; BUILD=0; shift 2 ;;
     --load-bin) LOAD_BIN=$2; shift 2 ;;
+    --base-bin) BASE_BIN=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -93,6 +98,10 @@ fi
 cp "${SNAP_BIN:-$TARGET/release/livesnap}" "$OUT/bin/livesnap"
 cp "${LOAD_BIN:-$TARGET/release/livesnap-load}" "$OUT/bin/livesnap-load"
 SNAP="$OUT/bin/livesnap"
+if [ -n "$BASE_BIN" ]; then cp "$BASE_BIN" "$OUT/bin/livesnap-base"; fi
+case " $EDGES " in
+  *" livesnap-base "*) [ -n "$BASE_BIN" ] || { echo "edge livesnap-base needs --base-bin" >&2; exit 2; } ;;
+esac
 LOAD="$OUT/bin/livesnap-load"
 # A target dir shared between worktrees may hold another tree's build of the load tool.
 if ! "$LOAD" --help | grep -q -- --play-from; then
@@ -247,9 +256,9 @@ run_one() { # EDGE N REP
   STARTED+=("$origin_pid")
   wait_port "$ORIGIN_PORT"
   case $edge in
-    livesnap)
+    livesnap|livesnap-base)
       write_livesnap_conf "$dir/livesnap.toml" "$dir"
-      "$SNAP" serve --config "$dir/livesnap.toml" >"$dir/server.log" 2>&1 &
+      "$OUT/bin/$edge" serve --config "$dir/livesnap.toml" >"$dir/server.log" 2>&1 &
       edge_pid=$!
       STARTED+=("$edge_pid")
       url="rtmp://127.0.0.1:$SNAP_PORT/live"
@@ -280,7 +289,7 @@ run_one() { # EDGE N REP
   t1=$(date +%s.%N)
   mem=$(rss_kb "$edge_pid")
   local skipped=""
-  if [ "$edge" = livesnap ]; then
+  if [ "$edge" != nginx ]; then
     skipped=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics" \
       | awk '/^livesnap_relay_skipped_bytes_total/ { s += $2 } END { print s + 0 }' || true)
   fi

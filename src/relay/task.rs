@@ -23,10 +23,10 @@ use super::config::{Relay, Target};
 use super::state::RelayState;
 use super::{tls, url};
 use crate::events::{At, Event};
-use crate::hub::{FrameKind, Hub, Item, Subscription};
+use crate::hub::{Frame, FrameKind, Hub, Item, Subscription};
 use crate::names::StreamId;
 use crate::node::Node;
-use crate::rtmp::client::{ClientOptions, Publisher};
+use crate::rtmp::client::{ClientOptions, MediaKind, Publisher};
 
 /// TCP connect (and, for `rtmps://`, the TLS handshake) at most.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -282,7 +282,7 @@ impl RelayTask {
         tracing::info!("relaying");
         self.event_start();
         let mut sent = 0u64;
-        let result: Result<(), String> = loop {
+        let result: Result<(), String> = 'relay: loop {
             enum Next {
                 Item(Option<Item>),
                 Serviced(Result<(), String>),
@@ -292,40 +292,61 @@ impl RelayTask {
                 item = sub.next() => Next::Item(item),
                 r = p.service() => Next::Serviced(r.map_err(|e| e.to_string())),
             };
-            let frame = match next {
+            let mut item = match next {
                 Next::Serviced(Ok(())) => continue,
                 Next::Serviced(Err(e)) => break Err(e),
-                Next::Item(None) => break Ok(()),
-                Next::Item(Some(Item::Resync { frames, bytes })) => {
-                    self.state.skipped_bytes.fetch_add(bytes, Ordering::Relaxed);
-                    m.relay_skipped_bytes.inc_by(bytes);
-                    tracing::warn!(
-                        frames,
-                        bytes,
-                        "relay target fell a whole window behind: skipped to the next keyframe"
-                    );
-                    continue;
-                }
-                Next::Item(Some(Item::Frame(f))) => f,
+                Next::Item(item) => item,
             };
-            let len = frame.data.len() as u64;
-            let r = match frame.kind {
-                FrameKind::Metadata => {
-                    p.send_data(frame.timestamp, &set_data_frame(&frame.data))
-                        .await
+            // One batch: the item awaited, then every item the subscription already
+            // holds (up to BATCH_MESSAGES / BATCH_BYTES), queued in order and written
+            // with one flush.
+            let mut batch = Batch::default();
+            let mut ended = false;
+            loop {
+                match item {
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Item::Resync { frames, bytes }) => {
+                        self.state.skipped_bytes.fetch_add(bytes, Ordering::Relaxed);
+                        m.relay_skipped_bytes.inc_by(bytes);
+                        tracing::warn!(
+                            frames,
+                            bytes,
+                            "relay target fell a whole window behind: skipped to the next keyframe"
+                        );
+                    }
+                    Some(Item::Frame(frame)) => {
+                        if let Err(e) = queue_frame(&mut p, &frame).await {
+                            break 'relay Err(e.to_string());
+                        }
+                        batch.add(frame.data.len());
+                    }
                 }
-                FrameKind::Audio { .. } => p.send_audio(frame.timestamp, &frame.data).await,
-                FrameKind::Video { .. } => p.send_video(frame.timestamp, &frame.data).await,
-            };
-            if let Err(e) = r {
-                break Err(e.to_string());
+                if batch.full() {
+                    break;
+                }
+                match sub.poll_now() {
+                    Some(next) => item = next,
+                    None => break,
+                }
             }
-            sent += len;
-            self.state.sent_bytes.fetch_add(len, Ordering::Relaxed);
-            m.relay_sent_bytes.inc_by(len);
-            self.state
-                .lag_bytes
-                .store(sub.lag_bytes(), Ordering::Relaxed);
+            if batch.messages > 0 {
+                if let Err(e) = p.flush().await {
+                    break Err(e.to_string());
+                }
+                let len = batch.bytes as u64;
+                sent += len;
+                self.state.sent_bytes.fetch_add(len, Ordering::Relaxed);
+                m.relay_sent_bytes.inc_by(len);
+                self.state
+                    .lag_bytes
+                    .store(sub.lag_bytes(), Ordering::Relaxed);
+            }
+            if ended {
+                break Ok(());
+            }
         };
         drop(sub);
         let ended = match result {
@@ -352,6 +373,58 @@ impl RelayTask {
             Ended::Failed(e) => self.event_stop(e, sent),
         }
         ended
+    }
+}
+
+/// At most this many messages are queued before one write…
+const BATCH_MESSAGES: usize = 64;
+/// …or this many payload bytes (the message that crosses it is the last).
+const BATCH_BYTES: usize = 256 << 10;
+
+/// Messages and payload bytes queued since the last flush.
+#[derive(Default)]
+struct Batch {
+    messages: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    fn add(&mut self, len: usize) {
+        self.messages += 1;
+        self.bytes += len;
+    }
+
+    fn full(&self) -> bool {
+        self.messages >= BATCH_MESSAGES || self.bytes >= BATCH_BYTES
+    }
+}
+
+/// Queues one hub frame on `p` (not written until the next flush), with its original
+/// timestamp; metadata goes out as `@setDataFrame`.
+async fn queue_frame<S>(
+    p: &mut Publisher<S>,
+    frame: &Frame,
+) -> Result<(), crate::rtmp::client::ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match frame.kind {
+        FrameKind::Metadata => {
+            p.queue(
+                MediaKind::Data,
+                frame.timestamp,
+                &set_data_frame(&frame.data),
+            )
+            .await
+        }
+        FrameKind::Audio { .. } => {
+            p.queue(MediaKind::Audio, frame.timestamp, &frame.data)
+                .await
+        }
+        FrameKind::Video { .. } => {
+            p.queue(MediaKind::Video, frame.timestamp, &frame.data)
+                .await
+        }
     }
 }
 

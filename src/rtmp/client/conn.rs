@@ -30,6 +30,10 @@ use crate::rtmp::framing::{
 /// Bytes read per read call. Bounds the messages one read can complete (and so `inbox`).
 const READ_BUF_LEN: usize = 16 << 10;
 
+/// Capacity of the write buffer kept between flushes; a larger one (a big batch) is
+/// shrunk back to this once written.
+const OUT_KEEP: usize = 512 << 10;
+
 /// User control event types (RTMP 1.0 §7.1.7).
 const UC_SET_BUFFER_LENGTH: u16 = 3;
 const UC_PING_REQUEST: u16 = 6;
@@ -157,6 +161,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     pub fn stats(&self) -> ClientStats {
         self.stats
+    }
+
+    /// Bytes queued and not yet written (write buffer, pending body, deferred answers).
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len() - self.pos + self.body.len() + self.later.len()
     }
 
     /// One read into `rbuf`; 0 bytes is an error (`Closed`). Cancel-safe.
@@ -393,6 +402,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if self.pos == self.out.len() && self.body.is_empty() {
                 self.out.clear();
                 self.pos = 0;
+                // A batch of keyframes may have grown it: keep at most OUT_KEEP.
+                if self.out.capacity() > OUT_KEEP {
+                    self.out.shrink_to(OUT_KEEP);
+                }
                 if self.later.is_empty() {
                     break;
                 }

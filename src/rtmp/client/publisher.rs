@@ -136,6 +136,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
         self.conn.flush(phase).await
     }
 
+    /// Queues one message of `kind` on our stream without writing it: chunked into the
+    /// write buffer right after what is already queued, so the chunk stream state (header
+    /// compression) carries across exactly as if each had been sent on its own. The bytes
+    /// go out at the next [`Publisher::flush`] (or any send). Waits only if a pre-chunked
+    /// body from a cancelled send is still pending (cancel-safe).
+    pub async fn queue(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        let phase = Phase::Publishing;
+        self.conn.check(phase)?;
+        let header = MessageHeader {
+            csid: kind.csid(),
+            timestamp,
+            type_id: kind.type_id(),
+            stream_id: self.stream_id,
+        };
+        self.conn.queue_message(phase, &header, payload).await
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.conn.queued_bytes()
+    }
+
+    /// Handles readable server input (without waiting), then writes everything queued
+    /// (vectored writes, as few as the socket takes) and flushes. Cancel-safe.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        let phase = Phase::Publishing;
+        self.before_send(phase)?;
+        self.conn.flush(phase).await
+    }
+
     /// Sends a pre-chunked message at `timestamp`: a header built on the stack and the
     /// shared body in vectored writes, nothing copied or allocated. When the message cannot
     /// go out as chunked (another chunk size, or a multi-chunk message at a timestamp
