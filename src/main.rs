@@ -166,7 +166,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Sweep { dry_run }) => {
             init_logging(&settings);
-            let rt = match tokio::runtime::Runtime::new() {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("livesnap: cannot start the runtime: {e}");
@@ -214,8 +214,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads the runtime may start for blocking work (file storage I/O, folder listings,
+/// on-request pictures). Tokio's default (512) lets a burst of storage writes — several
+/// objects per snapshot with `outputs`, at hundreds of streams — leave that many threads
+/// and their memory behind; past the cap, blocking work waits for a thread.
+const MAX_BLOCKING_THREADS: usize = 64;
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+}
+
 fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("livesnap: cannot start the runtime: {e}");
