@@ -135,31 +135,7 @@ if [ -z "$FIXTURE" ]; then
 fi
 
 # --- process bookkeeping ---------------------------------------------------------------------
-STARTED=() # PIDs this script started (servers, load generators)
-
-tree_pids() { # ROOT → ROOT and all its descendants
-  ps -e -o pid=,ppid= | awk -v root="$1" '
-    { parent[$1] = $2 }
-    END {
-      for (p in parent) {
-        q = p; n = 0
-        while (q != "" && q != 0 && n < 64) { if (q == root) { print p; break } q = parent[q]; n++ }
-      }
-    }'
-}
-
-# cpu_ticks ROOT: utime+stime+cutime+cstime summed over the tree (reaped children included).
-cpu_ticks() {
-  local total=0 pid line
-  for pid in $(tree_pids "$1"); do
-    line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    line=${line##*) }
-    # shellcheck disable=SC2086
-    set -- $line
-    total=$((total + ${12} + ${13} + ${14} + ${15}))
-  done
-  echo "$total"
-}
+. "$ROOT/benches/support/proc.sh" # STARTED, cleanup traps, tree_pids, cpu_ticks, rss_kb, nap, …
 
 # mem_kb ROOT: "RSS PSS" in kB summed over the tree.
 mem_kb() {
@@ -169,37 +145,6 @@ mem_kb() {
     v=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null) && pss=$((pss + ${v:-0}))
   done
   echo "$rss $pss"
-}
-
-stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-# stop_tree ROOT: the root first (nginx then stops its workers), then any descendant left
-# (an ffmpeg started by exec_push), each by its PID.
-stop_tree() {
-  local pids p
-  pids=$(tree_pids "$1")
-  stop_pid "$1"
-  for p in $pids; do stop_pid "$p"; done
-}
-
-cleanup() {
-  local pid
-  for pid in "${STARTED[@]}"; do stop_tree "$pid"; done
-  return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A sleep that a signal interrupts at once (bash runs traps only between commands).
-nap() {
-  sleep "$1" &
-  wait $! || true
 }
 
 wait_port() {
@@ -329,9 +274,9 @@ run_one() {
   STARTED+=("$load_pid")
   nap $(( ramp + WARMUP ))
   local c0 c1 t0 t1
-  c0=$(cpu_ticks "$server_pid"); t0=$(date +%s.%N)
+  c0=$(cpu_ticks_with_children "$server_pid"); t0=$(date +%s.%N)
   nap "$WINDOW"
-  c1=$(cpu_ticks "$server_pid"); t1=$(date +%s.%N)
+  c1=$(cpu_ticks_with_children "$server_pid"); t1=$(date +%s.%N)
   local mem
   mem=$(mem_kb "$server_pid")
   wait "$load_pid" || true
