@@ -299,12 +299,31 @@ async fn serve<T: Transport>(
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = node.shutdown.cancelled();
     tokio::pin!(shutdown);
+    // One idle timer per connection, not one per read: when it fires before the deadline
+    // (progress was made since it was set), it is set again to the current deadline.
+    let idle_timer = tokio::time::sleep_until(progress_at + idle);
+    tokio::pin!(idle_timer);
+    // The kick of the stream this connection publishes, waited on by one future for the
+    // whole publish (not a new waiter per read).
+    let mut kick: Option<std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>> =
+        None;
     loop {
-        let kick = conn.stream.as_ref().map(|st| st.live().kick.clone());
+        if kick.is_some() != conn.stream.is_some() {
+            kick = conn
+                .stream
+                .as_ref()
+                .map(|st| Box::pin(st.live().kick.clone().cancelled_owned()));
+        }
         let n = tokio::select! {
-            r = timeout_at(progress_at + idle, socket.read(&mut buf)) => r.map_err(|_| {
-                if conn.stream.is_some() { ConnError::Idle(idle) } else { ConnError::NoPublish(idle) }
-            })??,
+            r = socket.read(&mut buf) => r?,
+            () = &mut idle_timer => {
+                let deadline = progress_at + idle;
+                if Instant::now() >= deadline {
+                    return Err(if conn.stream.is_some() { ConnError::Idle(idle) } else { ConnError::NoPublish(idle) });
+                }
+                idle_timer.as_mut().reset(deadline);
+                continue;
+            }
             _ = drain.tick(), if was_publishing && T::LOWAT => match socket.read_below_mark(&mut buf) {
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
@@ -316,7 +335,7 @@ async fn serve<T: Transport>(
                 Err(e) => return Err(e.into()),
             },
             _ = &mut shutdown => return Ok(()),
-            _ = async { match &kick { Some(k) => k.cancelled().await, None => std::future::pending().await } } => {
+            _ = async { match kick.as_mut() { Some(k) => k.as_mut().await, None => std::future::pending().await } } => {
                 return Err(ConnError::Kicked);
             }
             item = async { match conn.player.as_mut() { Some(p) => p.sub.next().await, None => std::future::pending().await } } => {
