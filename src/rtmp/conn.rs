@@ -818,7 +818,12 @@ mod tests {
         }
         let mut buf = vec![0u8; READ_BUF];
         let got = server.read(&mut buf).await.unwrap();
-        assert_eq!(got, sent.len(), "one read returned {got} of {} bytes", sent.len());
+        assert_eq!(
+            got,
+            sent.len(),
+            "one read returned {got} of {} bytes",
+            sent.len()
+        );
     }
 
     #[test]
