@@ -262,8 +262,13 @@ impl Hub {
         st.frames.push_back((offset, frame));
         let window = self.inner.limits.window_bytes;
         st.trim(window);
+        // Only subscriptions wait on `notify`, and one made after this sees the frame: with
+        // none, ingest alone skips the notifier's lock on every message.
+        let readers = st.subscribers;
         drop(st);
-        self.inner.notify.notify_waiters();
+        if readers > 0 {
+            self.inner.notify.notify_waiters();
+        }
     }
 
     /// Ends the stream: consumers read what is left, then `None`.

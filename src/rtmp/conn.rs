@@ -23,13 +23,16 @@ use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
 use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
 
-const READ_BUF: usize = 16 * 1024;
+/// The read buffer after the handshake: well above [`PUBLISH_RCVLOWAT`], so that one
+/// `read` per wakeup takes everything queued (a buffer the size of the mark took two, the
+/// second for the bytes that arrived meanwhile; docs/performance.md "Ingest alone").
+const READ_BUF: usize = 64 * 1024;
 
 /// While a connection publishes, the kernel wakes its task only once this many bytes are
 /// queued (`SO_RCVLOWAT`; about 30 ms of a 4 Mbit/s stream) instead of once per RTMP
 /// message, which cuts ingest CPU (measured in docs/performance.md). Bytes below the
 /// mark are read by the [`DRAIN_TICK`], so nothing waits longer than that.
-const PUBLISH_RCVLOWAT: usize = READ_BUF;
+const PUBLISH_RCVLOWAT: usize = 16 * 1024;
 /// The mark while the publish has readers downstream (players, relay targets): a frame
 /// below the full mark would wait for the next ones (up to a frame interval, or the drain
 /// tick), which is latency those readers see; this one keeps most of the batching.
@@ -296,12 +299,31 @@ async fn serve<T: Transport>(
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = node.shutdown.cancelled();
     tokio::pin!(shutdown);
+    // One idle timer per connection, not one per read: when it fires before the deadline
+    // (progress was made since it was set), it is set again to the current deadline.
+    let idle_timer = tokio::time::sleep_until(progress_at + idle);
+    tokio::pin!(idle_timer);
+    // The kick of the stream this connection publishes, waited on by one future for the
+    // whole publish (not a new waiter per read).
+    let mut kick: Option<std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>> =
+        None;
     loop {
-        let kick = conn.stream.as_ref().map(|st| st.live().kick.clone());
+        if kick.is_some() != conn.stream.is_some() {
+            kick = conn
+                .stream
+                .as_ref()
+                .map(|st| Box::pin(st.live().kick.clone().cancelled_owned()));
+        }
         let n = tokio::select! {
-            r = timeout_at(progress_at + idle, socket.read(&mut buf)) => r.map_err(|_| {
-                if conn.stream.is_some() { ConnError::Idle(idle) } else { ConnError::NoPublish(idle) }
-            })??,
+            r = socket.read(&mut buf) => r?,
+            () = &mut idle_timer => {
+                let deadline = progress_at + idle;
+                if Instant::now() >= deadline {
+                    return Err(if conn.stream.is_some() { ConnError::Idle(idle) } else { ConnError::NoPublish(idle) });
+                }
+                idle_timer.as_mut().reset(deadline);
+                continue;
+            }
             _ = drain.tick(), if was_publishing && T::LOWAT => match socket.read_below_mark(&mut buf) {
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
@@ -313,7 +335,7 @@ async fn serve<T: Transport>(
                 Err(e) => return Err(e.into()),
             },
             _ = &mut shutdown => return Ok(()),
-            _ = async { match &kick { Some(k) => k.cancelled().await, None => std::future::pending().await } } => {
+            _ = async { match kick.as_mut() { Some(k) => k.as_mut().await, None => std::future::pending().await } } => {
                 return Err(ConnError::Kicked);
             }
             item = async { match conn.player.as_mut() { Some(p) => p.sub.next().await, None => std::future::pending().await } } => {
@@ -768,6 +790,40 @@ mod tests {
         assert_eq!(rcvlowat(Some(200)), LIVE_RCVLOWAT);
         // A frame reaches players and relay targets once at most 4 KiB follow it.
         const { assert!(LIVE_RCVLOWAT <= 4096 && LIVE_RCVLOWAT < PUBLISH_RCVLOWAT) };
+    }
+
+    /// A publisher woken at the mark takes everything queued in one `read`: the buffer is
+    /// larger than the mark, so the bytes that arrived after it need no second read.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn one_read_takes_more_than_the_mark() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        server.set_rcvlowat(rcvlowat(Some(0)));
+        let sent = vec![5u8; 2 * PUBLISH_RCVLOWAT + 1000];
+        client.write_all(&sent).await.unwrap();
+        // Wait until the kernel holds all of it (FIONREAD), as after a wakeup that came late.
+        loop {
+            let mut queued: libc::c_int = 0;
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid socket descriptor and a c_int for the answer.
+            let rc = unsafe { libc::ioctl(server.as_raw_fd(), libc::FIONREAD, &mut queued) };
+            assert_eq!(rc, 0);
+            if queued as usize >= sent.len() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let mut buf = vec![0u8; READ_BUF];
+        let got = server.read(&mut buf).await.unwrap();
+        assert_eq!(
+            got,
+            sent.len(),
+            "one read returned {got} of {} bytes",
+            sent.len()
+        );
     }
 
     #[test]
