@@ -61,18 +61,7 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # make_fixture OUT NAME SIZE PROFILE RATE SECS: testsrc2 with light temporal noise (so the
 # encoder spends its bits like on a camera), 30 fps, IDR every 2 s, x264 veryfast (OBS's
 # default preset), constrained to RATE, AAC 128k stereo.
-make_fixture() {
-  local dir=$1 name=$2 size=$3 profile=$4 rate=$5 secs=$6
-  [ -s "$dir/$name.flv" ] && return 0
-  log "making $dir/$name.flv ($size $profile $rate, ${secs}s)"
-  ffmpeg -nostdin -hide_banner -loglevel error -y \
-    -f lavfi -i "testsrc2=size=$size:rate=30,noise=alls=6:allf=t" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$secs" \
-    -c:v libx264 -preset veryfast -profile:v "$profile" -pix_fmt yuv420p \
-    -g 60 -keyint_min 60 -sc_threshold 0 -b:v "$rate" -maxrate "$rate" -bufsize "$rate" \
-    -c:a aac -b:a 128k -ac 2 -map_metadata -1 -f flv "$dir/$name.flv.tmp"
-  mv "$dir/$name.flv.tmp" "$dir/$name.flv"
-}
+. "$ROOT/benches/support/setup.sh" # install_missing, release_bins, make_fixture
 
 if [ "${1:-}" = fixtures ]; then
   dir=${2:?usage: compare.sh fixtures DIR}
@@ -105,27 +94,9 @@ done
 mkdir -p "$OUT/bin" "$OUT/logs"
 
 # --- what it needs ---------------------------------------------------------------------------
-if [ "$INSTALL" = 1 ]; then
-  need=()
-  command -v ffmpeg >/dev/null || need+=(ffmpeg)
-  command -v nginx >/dev/null || need+=(nginx)
-  [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
-  command -v nasm >/dev/null || need+=(nasm)
-  if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
-fi
+if [ "$INSTALL" = 1 ]; then install_missing nasm; fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ "$BUILD" = 1 ]; then
-  log "building livesnap and livesnap-load (release)"
-  (cd "$ROOT" && cargo build --release --bin livesnap --bin livesnap-load 2>&1 | tail -1) >&2
-fi
-# Copies, so that a rebuild in the tree during the run does not change what is measured.
-cp "${SNAP_BIN:-$TARGET/release/livesnap}" "$OUT/bin/livesnap"
-cp "${LOAD_BIN:-$TARGET/release/livesnap-load}" "$OUT/bin/livesnap-load"
+release_bins "$ROOT" "$OUT" "$BUILD" "$SNAP_BIN" "$LOAD_BIN"
 SNAP="$OUT/bin/livesnap"
 LOAD="$OUT/bin/livesnap-load"
 

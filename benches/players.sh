@@ -50,6 +50,7 @@ NGINX_PORT=19452
 TCK=$(getconf CLK_TCK)
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+. "$ROOT/benches/support/setup.sh" # install_missing, release_bins, make_fixture
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -70,41 +71,14 @@ done
 mkdir -p "$OUT/bin"
 
 # --- what it needs ---------------------------------------------------------------------------
-if [ "$INSTALL" = 1 ]; then
-  need=()
-  command -v ffmpeg >/dev/null || need+=(ffmpeg)
-  command -v nginx >/dev/null || need+=(nginx)
-  [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
-  if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
-fi
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ "$BUILD" = 1 ]; then
-  log "building livesnap and livesnap-load (release)"
-  (cd "$ROOT" && cargo build --release --bin livesnap --bin livesnap-load 2>&1 | tail -1) >&2
-fi
-# Copies, so that a rebuild during the run does not change what is measured.
-cp "${SNAP_BIN:-$TARGET/release/livesnap}" "$OUT/bin/livesnap"
-cp "$TARGET/release/livesnap-load" "$OUT/bin/"
+if [ "$INSTALL" = 1 ]; then install_missing; fi
+release_bins "$ROOT" "$OUT" "$BUILD" "$SNAP_BIN" ""
 SNAP="$OUT/bin/livesnap"
 LOAD="$OUT/bin/livesnap-load"
 
 if [ -z "$FIXTURE" ]; then
+  make_fixture "$OUT" high_1920x1080_4M 1920x1080 high 4M 60
   FIXTURE="$OUT/high_1920x1080_4M.flv"
-  if [ ! -s "$FIXTURE" ]; then
-    log "making $FIXTURE (1080p30 High, 4 Mbit/s, 2 s GOP, AAC, 60 s)"
-    ffmpeg -nostdin -hide_banner -loglevel error -y \
-      -f lavfi -i "testsrc2=size=1920x1080:rate=30,noise=alls=6:allf=t" \
-      -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 60 \
-      -c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p \
-      -g 60 -keyint_min 60 -sc_threshold 0 -b:v 4M -maxrate 4M -bufsize 4M \
-      -c:a aac -b:a 128k -ac 2 -map_metadata -1 -f flv "$FIXTURE.tmp"
-    mv "$FIXTURE.tmp" "$FIXTURE"
-  fi
 fi
 
 # --- process bookkeeping (benches/support/proc.sh) --------------------------------------------------
