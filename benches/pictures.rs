@@ -26,7 +26,7 @@ use livesnap::hub::Hub;
 use livesnap::live::{LiveStream, PublishGuard};
 use livesnap::names::StreamId;
 use livesnap::snapshot::render::Renderer;
-use livesnap::snapshot::writer::Snapshot;
+use livesnap::snapshot::writer::LatestPicture;
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -99,14 +99,8 @@ impl Bench {
             stream,
             version,
         );
-        *self.latest[stream].lock().unwrap() = Some(Snapshot {
-            jpeg,
-            width: 1920,
-            height: 1080,
-            unix_ts: 1_700_000_000 + version as u64,
-            arrived: Instant::now(),
-            outputs: Vec::new(),
-        });
+        *self.latest[stream].lock().unwrap() =
+            Some(LatestPicture::new(jpeg, 1_700_000_000 + version as u64));
     }
 
     /// One GET; (ms, status, ETag).

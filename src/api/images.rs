@@ -324,43 +324,19 @@ pub(super) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t.trim() == "*" || strip(t) == want)
 }
 
-/// The ETag of a live stream's in-memory picture: the MD5 of its bytes, computed once
-/// per picture (the cache keeps it with a reference to the bytes, so a match by
-/// address is a match by content).
-fn memory_etag(cache: &Cache, id: &StreamId, jpeg: &Bytes) -> String {
-    let key = format!("etag\n{id}");
-    if let Some(c) = cache.get(&key) {
-        if c.body.as_ptr() == jpeg.as_ptr() && c.body.len() == jpeg.len() {
-            return c.etag;
-        }
-    }
-    let etag = format!("\"{}\"", md5_hex(jpeg));
-    cache.put(
-        key,
-        Cached {
-            body: jpeg.clone(),
-            etag: etag.clone(),
-            width: 0,
-            height: 0,
-        },
-    );
-    etag
-}
-
 /// The newest picture of `id` and its ETag: from memory while the stream is live and
 /// has a snapshot, else its rule's overwrite object in storage (404 when none).
 async fn newest(state: &ApiState, id: &StreamId) -> ApiResult<(Source, String)> {
     let live = state.node.registry.get(id);
     if let Some(l) = &live {
         let snap = l.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(snap) = snap {
-            let etag = memory_etag(&state.pictures.cache, id, &snap.jpeg);
+        if let Some(latest) = snap {
             return Ok((
                 Source::Memory {
-                    jpeg: snap.jpeg,
-                    unix: snap.unix_ts,
+                    jpeg: latest.jpeg,
+                    unix: latest.unix_ts,
                 },
-                etag,
+                latest.etag,
             ));
         }
     }

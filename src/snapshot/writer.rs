@@ -84,9 +84,30 @@ impl Stored {
     }
 }
 
-/// Where the newest stored snapshot of a stream is kept for readers (the admin API):
-/// its output 0 (the full-size JPEG, shared `Bytes`), without the other outputs.
-pub type Latest = Arc<std::sync::Mutex<Option<Snapshot>>>;
+/// Where the newest stored snapshot of a stream is kept for readers (the admin API).
+pub type Latest = Arc<std::sync::Mutex<Option<LatestPicture>>>;
+
+/// The newest stored picture of a live stream: its output 0 (the full-size JPEG, shared
+/// `Bytes`; the API makes every other size and format from it on request) and its ETag.
+#[derive(Debug, Clone)]
+pub struct LatestPicture {
+    pub jpeg: Bytes,
+    pub unix_ts: u64,
+    /// `"MD5 of the bytes"`, computed once here rather than by every reader.
+    pub etag: String,
+}
+
+impl LatestPicture {
+    pub fn new(jpeg: Bytes, unix_ts: u64) -> Self {
+        use md5::Digest;
+        let etag = format!("\"{}\"", crate::util::hex(&md5::Md5::digest(&jpeg)));
+        LatestPicture {
+            jpeg,
+            unix_ts,
+            etag,
+        }
+    }
+}
 
 /// The keys a snapshot was stored under; `None` when nothing could be written (the
 /// reason is logged and counted).
@@ -310,13 +331,8 @@ impl SnapshotWriter {
                 .store(snap.unix_ts, Ordering::Relaxed);
             self.review(&stored, &snap);
             let cx = &self.cx;
-            // The newest picture for readers: output 0 only (the API makes every
-            // other size and format from it on request).
-            let snap = Snapshot {
-                outputs: Vec::new(),
-                ..snap
-            };
-            *cx.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
+            let latest = LatestPicture::new(snap.jpeg, snap.unix_ts);
+            *cx.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(latest);
         }
         self.cx.stats.finish();
         wrote.then_some(stored)
