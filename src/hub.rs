@@ -2,8 +2,11 @@
 //! (RTMP players, relays to upstream origins). No I/O: the ingest side pushes
 //! [`Frame`]s, each consumer reads them through its own [`Subscription`] at its own pace.
 //!
-//! Memory is bounded by one shared window per stream, measured in bytes: the hub keeps
-//! the frames of the last `window_bytes` and trims the oldest beyond that. A consumer
+//! Memory is bounded by one shared window per stream, measured in bytes: the hub keeps a
+//! frame only while a consumer has still to read it or a new consumer would start at or
+//! before it (the newest keyframe onward), and never more than the last `window_bytes`
+//! of frames. So a stream whose consumers keep up holds about one group of pictures, and
+//! the window is only filled by a consumer that lags. A consumer
 //! that falls so far behind that its next frame was trimmed does not hold the window
 //! back: it is told how much it lost ([`Item::Resync`]) and resumes at the newest
 //! keyframe still in the window (or waits for the next one), after the stream's
@@ -142,7 +145,13 @@ struct State {
     video_header: Option<Frame>,
     closed: bool,
     subscribers: usize,
+    /// Per subscription slot, the index of the next frame it reads (`FREE`: no
+    /// subscription); updated under the lock whenever a subscription reads.
+    cursors: Vec<u64>,
 }
+
+/// A free slot in `State::cursors`.
+const FREE: u64 = u64::MAX;
 
 impl State {
     fn next_index(&self) -> u64 {
@@ -155,6 +164,12 @@ impl State {
             .flatten()
     }
 
+    fn pop_front(&mut self) {
+        let (_, f) = self.frames.pop_front().expect("non-empty");
+        self.bytes -= f.data.len();
+        self.first += 1;
+    }
+
     /// The stream offset of frame `index` (`pushed` for the next one).
     fn offset(&self, index: u64) -> u64 {
         match self.frames.get((index - self.first) as usize) {
@@ -164,10 +179,15 @@ impl State {
     }
 
     fn trim(&mut self, window: usize) {
+        // Frames every subscription has read that lie before the newest keyframe (where a
+        // new subscription starts) are needed by nobody.
+        let slowest = self.cursors.iter().copied().min().unwrap_or(FREE);
+        let needed = slowest.min(self.last_keyframe.unwrap_or_else(|| self.next_index()));
+        while self.first < needed {
+            self.pop_front();
+        }
         while self.bytes > window && self.frames.len() > 1 {
-            let (_, f) = self.frames.pop_front().expect("non-empty");
-            self.bytes -= f.data.len();
-            self.first += 1;
+            self.pop_front();
         }
         if self.last_keyframe.is_some_and(|k| k < self.first) {
             self.last_keyframe = None;
@@ -214,6 +234,7 @@ impl Hub {
                     video_header: None,
                     closed: false,
                     subscribers: 0,
+                    cursors: Vec::new(),
                 }),
                 notify: Notify::new(),
                 limits,
@@ -286,8 +307,17 @@ impl Hub {
         let pending = st.headers().cloned().collect();
         let waiting_keyframe = st.last_keyframe.is_none();
         let offset = st.offset(cursor);
+        let slot = match st.cursors.iter().position(|&c| c == FREE) {
+            Some(slot) => slot,
+            None => {
+                st.cursors.push(FREE);
+                st.cursors.len() - 1
+            }
+        };
+        st.cursors[slot] = cursor;
         Subscription {
             hub: self.clone(),
+            slot,
             cursor,
             offset,
             pending,
@@ -299,6 +329,8 @@ impl Hub {
 /// One consumer's place in the stream.
 pub struct Subscription {
     hub: Hub,
+    /// Its slot in the hub's `cursors`.
+    slot: usize,
     cursor: u64,
     /// Stream offset of the frame at `cursor`.
     offset: u64,
@@ -331,7 +363,14 @@ impl Subscription {
             return Some(Some(Item::Frame(f)));
         }
         let hub = self.hub.clone();
-        let st = hub.state();
+        let mut st = hub.state();
+        let found = self.read_locked(&st);
+        st.cursors[self.slot] = self.cursor;
+        found
+    }
+
+    /// `poll_now` after the pending headers, under the hub's lock.
+    fn read_locked(&mut self, st: &State) -> Option<Option<Item>> {
         if self.cursor < st.first {
             // Trimmed under us: skip to the newest keyframe still there, or wait for one.
             let to = st.last_keyframe.unwrap_or_else(|| st.next_index());
@@ -375,6 +414,10 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let mut st = self.hub.state();
         st.subscribers = st.subscribers.saturating_sub(1);
+        st.cursors[self.slot] = FREE;
+        while st.cursors.last() == Some(&FREE) {
+            st.cursors.pop();
+        }
     }
 }
 
@@ -478,6 +521,38 @@ mod tests {
         assert_eq!((frames, bytes), (30, 300));
         assert_eq!(items[2], Item::Frame(header(0)));
         assert_eq!(timestamps(&items[3..]), vec![1200]);
+    }
+
+    #[test]
+    fn frames_every_consumer_read_go_at_the_next_keyframe() {
+        let hub = Hub::new(HubLimits::default());
+        hub.push(video(0, true, 10));
+        let mut a = hub.subscribe();
+        let mut b = hub.subscribe();
+        // 3 GOPs of 10 frames; `a` reads everything, `b` stops after the first 15.
+        for i in 1..30u32 {
+            hub.push(video(i * 40, i % 10 == 0, 10));
+            frames(&mut a);
+            if i < 15 {
+                frames(&mut b);
+            }
+        }
+        // Kept: from `b`'s place (frame 15), the newest keyframe (20) being later.
+        assert_eq!(hub.state().first, 15);
+        assert_eq!(hub.state().bytes, 150);
+        assert_eq!(timestamps(&frames(&mut b))[0], 15 * 40);
+        hub.push(video(30 * 40, true, 10));
+        // Both read everything: only the newest keyframe stays, for a new consumer.
+        frames(&mut a);
+        frames(&mut b);
+        hub.push(video(31 * 40, false, 10));
+        assert_eq!(hub.state().first, 30);
+        let mut c = hub.subscribe();
+        assert_eq!(timestamps(&frames(&mut c)), vec![30 * 40, 31 * 40]);
+        // A dropped consumer no longer holds frames back.
+        drop(b);
+        drop(c);
+        assert_eq!(hub.state().cursors.len(), 1);
     }
 
     #[test]
