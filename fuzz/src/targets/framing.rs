@@ -7,8 +7,11 @@
 //! Invariants:
 //! - no panic (debug assertions are on under cargo-fuzz and in `cargo test`);
 //! - memory: after every push, `buffered_bytes()` is at most one chunk header (18 bytes)
-//!   plus twice the bytes pushed so far, and at most 18 + `max_chunk_streams` × the
-//!   largest cap; after an error it is 0 and the reader stays poisoned;
+//!   plus the declared lengths of the partial messages (what the budget was charged:
+//!   a buffer is allocated at its message's declared length, up to
+//!   `framing::PREALLOC_MAX`, and grows with bytes pushed beyond that), and at most
+//!   18 + `max_chunk_streams` × the largest cap; after an error it is 0 and the reader
+//!   stays poisoned;
 //! - every message is within its type's cap, on a chunk stream id 2..=65599, and
 //!   `chunk_size()` stays within 128..=16 MiB;
 //! - the same messages, the same error and the same final chunk size whatever the split;
@@ -63,8 +66,14 @@ fn read(limits: FramingLimits, pieces: &[&[u8]]) -> Outcome {
             assert_eq!(reader.push(&[], &mut out), Err(FramingError::Poisoned));
             return (out, Some(e), reader.chunk_size());
         }
+        let declared = reader.partial_declared();
         assert!(
-            held <= MAX_HEADER_LEN + 2 * pushed,
+            held <= MAX_HEADER_LEN + declared,
+            "{held} bytes held with {declared} declared by partial messages"
+        );
+        // Beyond the preallocation, buffers grow only with what arrived.
+        assert!(
+            held <= MAX_HEADER_LEN + 2 * pushed + limits.max_chunk_streams * framing::PREALLOC_MAX,
             "{held} bytes held after {pushed} pushed"
         );
         assert!(
