@@ -26,6 +26,9 @@
 #                    [--base-bin PATH]       # a second livesnap build, measured as the edge
 #                                            # "livesnap-base" (add it to --edges): before/after
 #                                            # side by side in one run
+#                    [--variant NAME=PATH]   # any number of further builds (or wrapper scripts
+#                                            # that exec one), measured as the edge
+#                                            # "livesnap-NAME" (add it to --edges)
 # Without --fixture, the 60 s 1080p30 High 4 Mbit/s 2 s GOP file (+ AAC) of compare.sh is
 # made in OUT. Ports 19550 (origin), 19551 (livesnap RTMP), 19552 (livesnap HTTP), 19553
 # (nginx edge), 127.0.0.1 only. Everything started is stopped by its PID on exit, also on
@@ -49,6 +52,7 @@ BUILD=1
 SNAP_BIN=""
 LOAD_BIN=""
 BASE_BIN=""
+VARIANTS=()
 ORIGIN_PORT=19550
 SNAP_PORT=19551
 HTTP_PORT=19552
@@ -72,6 +76,7 @@ while [ $# -gt 0 ]; do
     --livesnap-bin) SNAP_BIN=$2; BUILD=0; shift 2 ;;
     --load-bin) LOAD_BIN=$2; shift 2 ;;
     --base-bin) BASE_BIN=$2; shift 2 ;;
+    --variant) VARIANTS+=("$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -82,9 +87,14 @@ if [ "$INSTALL" = 1 ]; then install_missing; fi
 release_bins "$ROOT" "$OUT" "$BUILD" "$SNAP_BIN" "$LOAD_BIN"
 SNAP="$OUT/bin/livesnap"
 if [ -n "$BASE_BIN" ]; then cp "$BASE_BIN" "$OUT/bin/livesnap-base"; fi
-case " $EDGES " in
-  *" livesnap-base "*) [ -n "$BASE_BIN" ] || { echo "edge livesnap-base needs --base-bin" >&2; exit 2; } ;;
-esac
+for v in "${VARIANTS[@]}"; do cp "${v#*=}" "$OUT/bin/livesnap-${v%%=*}"; done
+for e in $EDGES; do
+  case $e in
+    livesnap|nginx) ;;
+    livesnap-*) [ -x "$OUT/bin/$e" ] || { echo "edge $e needs --base-bin or --variant ${e#livesnap-}=PATH" >&2; exit 2; } ;;
+    *) echo "unknown edge $e" >&2; exit 2 ;;
+  esac
+done
 LOAD="$OUT/bin/livesnap-load"
 # A target dir shared between worktrees may hold another tree's build of the load tool.
 if ! "$LOAD" --help | grep -q -- --play-from; then
@@ -170,7 +180,7 @@ run_one() { # EDGE N REP
   STARTED+=("$origin_pid")
   wait_port "$ORIGIN_PORT"
   case $edge in
-    livesnap|livesnap-base)
+    livesnap|livesnap-*)
       write_livesnap_conf "$dir/livesnap.toml" "$dir"
       "$OUT/bin/$edge" serve --config "$dir/livesnap.toml" >"$dir/server.log" 2>&1 &
       edge_pid=$!
