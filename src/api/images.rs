@@ -307,11 +307,6 @@ impl Source {
     }
 }
 
-fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest;
-    crate::util::hex(&md5::Md5::digest(data))
-}
-
 /// Whether an `If-None-Match` header matches `etag` (weak comparison).
 pub(super) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
@@ -456,7 +451,7 @@ pub async fn serve_latest(
     let params = resize.canonical();
     let etag = format!(
         "\"{}\"",
-        md5_hex(format!("{src_etag}\n{params}").as_bytes())
+        crate::util::md5_hex(format!("{src_etag}\n{params}").as_bytes())
     );
     if etag_matches(headers, &etag) {
         return Ok(image_response(
@@ -689,6 +684,9 @@ mod tests {
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(etag_matches(&h, "\"c\""));
         assert!(!etag_matches(&HeaderMap::new(), "\"a\""));
-        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            crate::util::md5_hex(b""),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
     }
 }

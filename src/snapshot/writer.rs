@@ -99,8 +99,7 @@ pub struct LatestPicture {
 
 impl LatestPicture {
     pub fn new(jpeg: Bytes, unix_ts: u64) -> Self {
-        use md5::Digest;
-        let etag = format!("\"{}\"", crate::util::hex(&md5::Md5::digest(&jpeg)));
+        let etag = format!("\"{}\"", crate::util::md5_hex(&jpeg));
         LatestPicture {
             jpeg,
             unix_ts,
