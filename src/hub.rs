@@ -144,6 +144,8 @@ struct State {
     audio_header: Option<Frame>,
     video_header: Option<Frame>,
     closed: bool,
+    /// Subscriptions now: the non-`FREE` entries of `cursors`, counted apart because the
+    /// publishing connection asks on every read.
     subscribers: usize,
     /// Per subscription slot, the index of the next frame it reads (`FREE`: no
     /// subscription); updated under the lock whenever a subscription reads.
@@ -180,11 +182,16 @@ impl State {
 
     fn trim(&mut self, window: usize) {
         // Frames every subscription has read that lie before the newest keyframe (where a
-        // new subscription starts) are needed by nobody.
-        let slowest = self.cursors.iter().copied().min().unwrap_or(FREE);
-        let needed = slowest.min(self.last_keyframe.unwrap_or_else(|| self.next_index()));
-        while self.first < needed {
-            self.pop_front();
+        // new subscription starts) are needed by nobody. Once the previous group of
+        // pictures is gone, nothing lies before the keyframe, and the subscriptions'
+        // places are not looked at again until the next keyframe (or a lagging reader
+        // still holds some), so a push costs no scan.
+        let start = self.last_keyframe.unwrap_or_else(|| self.next_index());
+        if self.first < start {
+            let slowest = self.cursors.iter().copied().min().unwrap_or(FREE);
+            while self.first < start.min(slowest) {
+                self.pop_front();
+            }
         }
         while self.bytes > window && self.frames.len() > 1 {
             self.pop_front();
