@@ -23,12 +23,11 @@
 #                    [--no-install] [--no-build]
 #                    [--livesnap-bin PATH]   # measure another livesnap build (implies --no-build)
 #                    [--load-bin PATH]       # another livesnap-load (one with --play-from)
-#                    [--base-bin PATH]       # a second livesnap build, measured as the edge
-#                                            # "livesnap-base" (add it to --edges): before/after
-#                                            # side by side in one run
 #                    [--variant NAME=PATH]   # any number of further builds (or wrapper scripts
 #                                            # that exec one), measured as the edge
-#                                            # "livesnap-NAME" (add it to --edges)
+#                                            # "livesnap-NAME" (add it to --edges): before/after
+#                                            # side by side in one run
+#                    [--base-bin PATH]       # the same as --variant base=PATH
 # Without --fixture, the 60 s 1080p30 High 4 Mbit/s 2 s GOP file (+ AAC) of compare.sh is
 # made in OUT. Ports 19550 (origin), 19551 (livesnap RTMP), 19552 (livesnap HTTP), 19553
 # (nginx edge), 127.0.0.1 only. Everything started is stopped by its PID on exit, also on
@@ -51,7 +50,6 @@ INSTALL=1
 BUILD=1
 SNAP_BIN=""
 LOAD_BIN=""
-BASE_BIN=""
 VARIANTS=()
 ORIGIN_PORT=19550
 SNAP_PORT=19551
@@ -75,7 +73,7 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --livesnap-bin) SNAP_BIN=$2; BUILD=0; shift 2 ;;
     --load-bin) LOAD_BIN=$2; shift 2 ;;
-    --base-bin) BASE_BIN=$2; shift 2 ;;
+    --base-bin) VARIANTS+=("base=$2"); shift 2 ;;
     --variant) VARIANTS+=("$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -86,12 +84,16 @@ mkdir -p "$OUT/bin"
 if [ "$INSTALL" = 1 ]; then install_missing; fi
 release_bins "$ROOT" "$OUT" "$BUILD" "$SNAP_BIN" "$LOAD_BIN"
 SNAP="$OUT/bin/livesnap"
-if [ -n "$BASE_BIN" ]; then cp "$BASE_BIN" "$OUT/bin/livesnap-base"; fi
-for v in "${VARIANTS[@]}"; do cp "${v#*=}" "$OUT/bin/livesnap-${v%%=*}"; done
+# Only the variants given now: a copy left in OUT/bin by an earlier run is never measured.
+given=" "
+for v in "${VARIANTS[@]}"; do
+  cp "${v#*=}" "$OUT/bin/livesnap-${v%%=*}"
+  given+="livesnap-${v%%=*} "
+done
 for e in $EDGES; do
   case $e in
     livesnap|nginx) ;;
-    livesnap-*) [ -x "$OUT/bin/$e" ] || { echo "edge $e needs --base-bin or --variant ${e#livesnap-}=PATH" >&2; exit 2; } ;;
+    livesnap-*) [[ "$given" == *" $e "* ]] || { echo "edge $e needs --variant ${e#livesnap-}=PATH" >&2; exit 2; } ;;
     *) echo "unknown edge $e" >&2; exit 2 ;;
   esac
 done
