@@ -664,3 +664,19 @@ async fn serve_logs_carry_no_secret_and_no_colour_codes() {
         "ANSI escape codes in a log file:\n{log:?}"
     );
 }
+
+/// The server turns transparent huge pages off for itself (`THP_enabled: 0` in
+/// /proc/PID/status): its allocator's refaults would otherwise zero 2 MiB at a time.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let serving = serve(dir.path(), &root, 1).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", serving.child.id())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line (kernel older than 5.0?):\n{status}"));
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
