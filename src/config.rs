@@ -138,6 +138,10 @@ pub struct ServerConfig {
     pub tls_cert_file: Option<String>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`. Default: none.
     pub tls_key_file: Option<String>,
+    /// Threads of the network runtime (connections, relays, players, HTTP), 1..=256.
+    /// Default: none, one per CPU core (or `TOKIO_WORKER_THREADS` when set). The
+    /// snapshot pool (`snapshot.workers`) has threads of its own either way.
+    pub runtime_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -153,6 +157,7 @@ impl Default for ServerConfig {
             rtmps_listen: None,
             tls_cert_file: None,
             tls_key_file: None,
+            runtime_threads: None,
         }
     }
 }
@@ -282,6 +287,9 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `server.runtime_threads`: the network runtime's threads; `None` for tokio's
+    /// default (one per core, or `TOKIO_WORKER_THREADS`).
+    pub runtime_threads: Option<usize>,
     pub limits: LimitsConfig,
     pub quality: u8,
     pub workers: usize,
@@ -449,6 +457,14 @@ impl Config {
         ] {
             if !range.contains(&v) {
                 return Err(invalid(key, format!("must be {range:?}, got {v}")));
+            }
+        }
+        if let Some(n) = s.runtime_threads {
+            if !(1..=256).contains(&n) {
+                return Err(invalid(
+                    "server.runtime_threads",
+                    format!("must be 1..=256 (or left out for one per core), got {n}"),
+                ));
             }
         }
 
@@ -674,6 +690,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(s.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+            runtime_threads: s.runtime_threads,
             limits: self.limits.clone(),
             quality: sn.quality,
             workers,
@@ -1046,6 +1063,16 @@ scheme = "memory"
         assert!(err_of("[storage.x]\nscheme = \"ftp\"").starts_with("storage.x.scheme"));
         assert!(err_of("[storage.x]\nscheme = \"fs\"").starts_with("storage.x.root"));
         assert!(err_of("[storage.x]\nscheme = \"s3\"").starts_with("storage.x.bucket"));
+        assert!(err_of("[server]\nruntime_threads = 0").starts_with("server.runtime_threads"));
+        assert!(err_of("[server]\nruntime_threads = 257").starts_with("server.runtime_threads"));
+    }
+
+    #[test]
+    fn runtime_threads_default_to_none_and_pass_through() {
+        let s = Config::embedded_default().validate().unwrap();
+        assert_eq!(s.runtime_threads, None);
+        let c = Config::parse(&format!("{BASE}\n[server]\nruntime_threads = 1\n")).unwrap();
+        assert_eq!(c.validate().unwrap().runtime_threads, Some(1));
     }
 
     #[test]

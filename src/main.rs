@@ -193,7 +193,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Sweep { dry_run }) => {
             init_logging(&settings);
-            let rt = match runtime() {
+            let rt = match runtime(settings.runtime_threads) {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("livesnap: cannot start the runtime: {e}");
@@ -216,7 +216,7 @@ fn main() -> ExitCode {
         }
         None | Some(Command::Serve) => {
             init_logging(&settings);
-            run_async(livesnap::cli::serve(settings))
+            run_async(settings.runtime_threads, livesnap::cli::serve(settings))
         }
         Some(Command::Snapshot {
             file,
@@ -230,13 +230,16 @@ fn main() -> ExitCode {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "file".into())
             });
-            run_async(livesnap::cli::snapshot_file(
-                settings,
-                file.clone(),
-                domain.clone(),
-                app.clone(),
-                stream,
-            ))
+            run_async(
+                settings.runtime_threads,
+                livesnap::cli::snapshot_file(
+                    settings,
+                    file.clone(),
+                    domain.clone(),
+                    app.clone(),
+                    stream,
+                ),
+            )
         }
     }
 }
@@ -247,15 +250,23 @@ fn main() -> ExitCode {
 /// and their memory behind; past the cap, blocking work waits for a thread.
 const MAX_BLOCKING_THREADS: usize = 64;
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+/// The multi-threaded runtime, with `threads` workers (`server.runtime_threads`), or
+/// tokio's default when `None`: one per core, or `TOKIO_WORKER_THREADS`.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    b.enable_all()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
 }
 
-fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match runtime() {
+fn run_async(
+    threads: Option<usize>,
+    fut: impl std::future::Future<Output = Result<(), String>>,
+) -> ExitCode {
+    let rt = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("livesnap: cannot start the runtime: {e}");
@@ -268,5 +279,18 @@ fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> Exit
             eprintln!("livesnap: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_has_the_configured_threads() {
+        assert_eq!(runtime(Some(1)).unwrap().metrics().num_workers(), 1);
+        assert_eq!(runtime(Some(3)).unwrap().metrics().num_workers(), 3);
+        let default = runtime(None).unwrap().metrics().num_workers();
+        assert!(default >= 1, "{default}");
     }
 }
