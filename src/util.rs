@@ -37,6 +37,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn md5_hex_is_the_lower_case_digest() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
     fn compares_whole_values() {
         assert!(constant_time_eq(b"secret-token", b"secret-token"));
         assert!(!constant_time_eq(b"secret-token", b"secret-tokex"));

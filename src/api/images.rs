@@ -684,9 +684,5 @@ mod tests {
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(etag_matches(&h, "\"c\""));
         assert!(!etag_matches(&HeaderMap::new(), "\"a\""));
-        assert_eq!(
-            crate::util::md5_hex(b""),
-            "d41d8cd98f00b204e9800998ecf8427e"
-        );
     }
 }
