@@ -146,6 +146,49 @@ async fn a_player_is_told_when_the_publish_ends() {
     assert!(player.recv().await.is_err());
 }
 
+/// Bytes below the publisher's receive low-water mark still reach a player when the
+/// publisher pauses: one small audio message and then nothing arrives within the drain's
+/// 200 ms (here: within 1.5 s), not only when more media follows or the idle timeout (5 s
+/// on the test server) ends the publish.
+#[tokio::test]
+async fn a_small_message_before_a_pause_reaches_the_player() {
+    let server = start_server(DEFAULT_RULES).await;
+    let mut publisher = start_publish(server.rtmp, "live", "pause").await;
+    send_range(&mut publisher, FIXTURE, 0, 1000).await;
+    let mut player = play(&server, "live", "pause").await.unwrap();
+    // Let the publisher's connection settle with readers (and their lower mark) attached.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tag = fixture_tags(FIXTURE)
+        .into_iter()
+        .find(|t| t.tag_type == 8 && t.timestamp_ms >= 1000)
+        .expect("an audio tag after 1 s");
+    assert!(
+        tag.data.len() < 1024,
+        "a small message: {} bytes",
+        tag.data.len()
+    );
+    publisher
+        .audio(tag.timestamp_ms, tag.data.clone())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            let m = player
+                .recv()
+                .await
+                .unwrap()
+                .expect("the publish is still on");
+            if m.kind == MediaKind::Audio && m.timestamp == tag.timestamp_ms {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the message sent before the pause did not arrive within 1.5 s"));
+    assert_eq!(got.payload, tag.data);
+    publisher.finish().await;
+}
+
 #[tokio::test]
 async fn a_play_of_a_stream_that_is_not_live_is_refused() {
     let server = start_server(DEFAULT_RULES).await;

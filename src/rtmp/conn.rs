@@ -46,7 +46,9 @@ fn rcvlowat(publish_readers: Option<usize>) -> usize {
         Some(_) => LIVE_RCVLOWAT,
     }
 }
-/// How often a publishing connection reads whatever is queued below the low-water mark.
+/// How long bytes may wait below the low-water mark: a publishing connection that has read
+/// nothing for this long reads whatever is queued. The deadline moves with every read, so a
+/// steady stream never reaches it and its thread is woken by data alone.
 const DRAIN_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Why a connection ended.
@@ -295,8 +297,11 @@ async fn serve<T: Transport>(
     let mut was_publishing = false;
     let mut mark = 1;
     let mut sndbuf_set = false;
-    let mut drain = tokio::time::interval(DRAIN_TICK);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The drain deadline (publishing over plain TCP only). Replaced, not reset, after every
+    // read: tokio's `reset` to a later time leaves the timer where it was in the wheel, which
+    // then wakes the thread at the old time only to move it; a new timer is registered
+    // afresh and the replaced one leaves the wheel before it falls due.
+    let mut drain: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let shutdown = node.shutdown.cancelled();
     tokio::pin!(shutdown);
     // One idle timer per connection, not one per read: when it fires before the deadline
@@ -324,11 +329,15 @@ async fn serve<T: Transport>(
                 idle_timer.as_mut().reset(deadline);
                 continue;
             }
-            _ = drain.tick(), if was_publishing && T::LOWAT => match socket.read_below_mark(&mut buf) {
+            () = async { match drain.as_mut() { Some(d) => d.as_mut().await, None => std::future::pending().await } } => match socket.read_below_mark(&mut buf) {
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
                     if Instant::now() >= progress_at + idle {
                         return Err(ConnError::Idle(idle));
+                    }
+                    // Nothing below the mark: look again a tick later (the stream pauses).
+                    if let Some(d) = drain.as_mut() {
+                        d.as_mut().reset(Instant::now() + DRAIN_TICK);
                     }
                     continue;
                 }
@@ -358,6 +367,8 @@ async fn serve<T: Transport>(
         let acted = conn.act(&mut events).await;
         let flushed = conn.flush(&mut socket).await;
         let publishing = conn.stream.is_some();
+        // Bytes were read: the drain is due a tick from now. Only a publisher has a mark.
+        drain = (T::LOWAT && publishing).then(|| Box::pin(tokio::time::sleep(DRAIN_TICK)));
         let want = rcvlowat(conn.stream.as_ref().map(|st| st.live().hub.subscribers()));
         if want != mark {
             socket.set_rcvlowat(want);
