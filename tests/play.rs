@@ -36,6 +36,18 @@ fn recording() -> Recording {
     Recording::load(fixture(FIXTURE)).unwrap()
 }
 
+/// Publishes `live/STREAM` with the fixture's first second (as fast as possible, the
+/// publish left open), then starts a player of it.
+async fn live_second_and_player(
+    server: &TestServer,
+    stream: &str,
+) -> (Publisher, Player<TcpStream>) {
+    let mut publisher = start_publish(server.rtmp, "live", stream).await;
+    send_range(&mut publisher, FIXTURE, 0, 1000).await;
+    let player = play(server, "live", stream).await.unwrap();
+    (publisher, player)
+}
+
 /// Waits until `app/stream` is live on the node.
 async fn wait_live(server: &TestServer, stream: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -121,9 +133,7 @@ async fn a_player_joining_mid_stream_gets_headers_then_every_message_from_a_keyf
 #[tokio::test]
 async fn a_player_is_told_when_the_publish_ends() {
     let server = start_server(DEFAULT_RULES).await;
-    let mut publisher = start_publish(server.rtmp, "live", "short").await;
-    send_range(&mut publisher, FIXTURE, 0, 1000).await;
-    let mut player = play(&server, "live", "short").await.unwrap();
+    let (publisher, mut player) = live_second_and_player(&server, "short").await;
     let mut pictures = 0;
     // What was live when it joined: headers and the first keyframe's group.
     let first = loop {
@@ -153,9 +163,7 @@ async fn a_player_is_told_when_the_publish_ends() {
 #[tokio::test]
 async fn a_small_message_before_a_pause_reaches_the_player() {
     let server = start_server(DEFAULT_RULES).await;
-    let mut publisher = start_publish(server.rtmp, "live", "pause").await;
-    send_range(&mut publisher, FIXTURE, 0, 1000).await;
-    let mut player = play(&server, "live", "pause").await.unwrap();
+    let (mut publisher, mut player) = live_second_and_player(&server, "pause").await;
     // Let the publisher's connection settle with readers (and their lower mark) attached.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tag = fixture_tags(FIXTURE)

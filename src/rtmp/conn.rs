@@ -329,7 +329,7 @@ async fn serve<T: Transport>(
                 idle_timer.as_mut().reset(deadline);
                 continue;
             }
-            () = async { match drain.as_mut() { Some(d) => d.as_mut().await, None => std::future::pending().await } } => match socket.read_below_mark(&mut buf) {
+            () = unless_none(drain.as_mut()) => match socket.read_below_mark(&mut buf) {
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
                     if Instant::now() >= progress_at + idle {
@@ -344,7 +344,7 @@ async fn serve<T: Transport>(
                 Err(e) => return Err(e.into()),
             },
             _ = &mut shutdown => return Ok(()),
-            _ = async { match kick.as_mut() { Some(k) => k.as_mut().await, None => std::future::pending().await } } => {
+            () = unless_none(kick.as_mut()) => {
                 return Err(ConnError::Kicked);
             }
             item = async { match conn.player.as_mut() { Some(p) => p.sub.next().await, None => std::future::pending().await } } => {
@@ -391,6 +391,15 @@ async fn serve<T: Transport>(
         r?;
         acted?;
         flushed?;
+    }
+}
+
+/// Waits for the future if there is one; without one, never finishes (a `select!` branch
+/// that is off until the future exists).
+async fn unless_none<F: std::future::Future>(f: Option<&mut std::pin::Pin<Box<F>>>) -> F::Output {
+    match f {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
