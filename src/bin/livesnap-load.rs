@@ -9,7 +9,7 @@
 //! a type-0 header built on the stack (timestamp and message stream id patched in) plus the
 //! shared body, in vectored writes. Nothing is allocated per frame. Past 0xFFFFFF ms
 //! (4.6 h) a multi-chunk message needs its extended timestamp repeated on every chunk, so
-//! the client re-chunks it into its write buffer (a copy, still no allocation).
+//! the client re-chunks it into its write queue (a copy).
 //!
 //! Between frames a stream waits in `Publisher::service`, so the server's pings are
 //! answered and an error status or a close shows up at once.

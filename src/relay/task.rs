@@ -318,7 +318,7 @@ impl RelayTask {
                         );
                     }
                     Some(Item::Frame(frame)) => {
-                        if let Err(e) = queue_frame(&mut p, &frame).await {
+                        if let Err(e) = queue_frame(&mut p, &frame) {
                             break 'relay Err(e.to_string());
                         }
                         batch.add(frame.data.len());
@@ -400,32 +400,24 @@ impl Batch {
 }
 
 /// Queues one hub frame on `p` (not written until the next flush), with its original
-/// timestamp; metadata goes out as `@setDataFrame`.
-async fn queue_frame<S>(
+/// timestamp; metadata goes out as `@setDataFrame`. Audio and video payloads are queued
+/// shared, not copied.
+fn queue_frame<S>(
     p: &mut Publisher<S>,
     frame: &Frame,
 ) -> Result<(), crate::rtmp::client::ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    match frame.kind {
+    let kind = match frame.kind {
         FrameKind::Metadata => {
-            p.queue(
-                MediaKind::Data,
-                frame.timestamp,
-                &set_data_frame(&frame.data),
-            )
-            .await
+            let body = set_data_frame(&frame.data);
+            return p.queue(MediaKind::Data, frame.timestamp, &body);
         }
-        FrameKind::Audio { .. } => {
-            p.queue(MediaKind::Audio, frame.timestamp, &frame.data)
-                .await
-        }
-        FrameKind::Video { .. } => {
-            p.queue(MediaKind::Video, frame.timestamp, &frame.data)
-                .await
-        }
-    }
+        FrameKind::Audio { .. } => MediaKind::Audio,
+        FrameKind::Video { .. } => MediaKind::Video,
+    };
+    p.queue_shared(kind, frame.timestamp, &frame.data)
 }
 
 /// A connected upstream publish, plain or over TLS.

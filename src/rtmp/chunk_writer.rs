@@ -10,7 +10,8 @@
 //! the header compression of the next one.
 //!
 //! Output goes into a caller's growable buffer (`Vec<u8>`, `BytesMut`, any `BufMut`) without
-//! allocating when it has the capacity; [`PreChunked`] chunks a message once so that it can
+//! allocating when it has the capacity, or, with [`ChunkWriter::write_shared`], into an
+//! [`Outbox`] as headers around slices of the shared payload (no copy per receiver); [`PreChunked`] chunks a message once so that it can
 //! be sent many times with another timestamp and message stream id (only a header of at most
 //! 18 bytes is built per send, on the stack).
 
@@ -19,6 +20,7 @@ use std::ops::Deref;
 use bytes::{BufMut, Bytes};
 
 use crate::rtmp::framing::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, TYPE_SET_CHUNK_SIZE};
+use crate::rtmp::outbox::Outbox;
 
 /// Longest payload a message header can declare (24-bit length).
 pub const MAX_PAYLOAD_LEN: usize = 0x00FF_FFFF;
@@ -161,6 +163,34 @@ impl ChunkWriter {
             }
         }
         debug_assert_eq!(written, len, "pieces must total the declared length");
+        Ok(())
+    }
+}
+
+impl ChunkWriter {
+    /// Queues `payload` as one message on `out` without copying it: the chunk headers
+    /// go into the outbox's own buffer, the payload as slices of `payload` between them
+    /// (the same bytes [`ChunkWriter::write`] produces).
+    pub fn write_shared(
+        &self,
+        header: &MessageHeader,
+        payload: &Bytes,
+        out: &mut Outbox,
+    ) -> Result<(), ChunkWriteError> {
+        check(header, payload.len())?;
+        let mut first = [0u8; MAX_HEADER_LEN];
+        let n = type0_header(header, payload.len(), &mut first);
+        out.put_own(&first[..n]);
+        let chunk = self.chunk_size as usize;
+        let mut at = 0;
+        while at < payload.len() {
+            if at > 0 {
+                out.own(|b| continuation_header(header.csid, header.timestamp, b));
+            }
+            let end = payload.len().min(at + chunk);
+            out.put_shared(payload.slice(at..end));
+            at = end;
+        }
         Ok(())
     }
 }
@@ -475,6 +505,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shared_writes_are_the_copied_bytes_and_copy_no_payload() {
+        for size in [128, 1000, 4096, 65536] {
+            let w = ChunkWriter::with_chunk_size(size);
+            for (h, p) in cases() {
+                let mut copied = Vec::new();
+                w.write(&h, &p, &mut copied).unwrap();
+                let payload = Bytes::from(p);
+                let mut out = Outbox::new();
+                w.write_shared(&h, &payload, &mut out).unwrap();
+                assert_eq!(out.len(), copied.len(), "size {size} {h:?}");
+                let mut slices = [std::io::IoSlice::new(&[]); 4096];
+                let k = out.io_slices(&mut slices);
+                let mut shared = 0;
+                let mut got = Vec::new();
+                for s in &slices[..k] {
+                    let range = payload.as_ptr_range();
+                    if range.contains(&s.as_ptr()) {
+                        shared += s.len();
+                    }
+                    got.extend_from_slice(s);
+                }
+                assert_eq!(got, copied, "size {size} {h:?}");
+                assert_eq!(
+                    shared,
+                    payload.len(),
+                    "every payload byte is a shared slice"
+                );
+            }
+        }
+        let mut out = Outbox::new();
+        let bad = header(1, 0, TYPE_VIDEO, 1);
+        assert_eq!(
+            ChunkWriter::new().write_shared(&bad, &Bytes::from_static(b"x"), &mut out),
+            Err(ChunkWriteError::ChunkStreamId { csid: 1 })
+        );
+        assert!(out.is_empty(), "an error queues nothing");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `limits`), the per-connection task that moves bytes (`conn`), our bounded chunk
 //! framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
 //! (`session`) that turns rml_rtmp events into publish/media events without doing I/O.
-//! The outbound side: `chunk_writer` (messages → chunks, no I/O) and `client` (an RTMP
+//! The outbound side: `chunk_writer` (messages → chunks, no I/O), `outbox` (what a
+//! connection has queued: its own bytes and shared payload slices) and `client` (an RTMP
 //! publisher and player for relays, the load tool and tests).
 
 pub mod amf;
@@ -12,5 +13,6 @@ pub mod conn;
 pub mod framing;
 pub mod limits;
 pub mod listener;
+pub mod outbox;
 pub mod session;
 pub mod tls;

@@ -20,6 +20,7 @@ pub use crate::rtmp::client::MediaKind;
 use crate::rtmp::framing::{
     self, ChunkReader, FramingError, FramingLimits, Message, PartialBudget,
 };
+use crate::rtmp::outbox::Outbox;
 
 /// Chunk size of the canonical stream we feed rml_rtmp: every message fits one chunk.
 const FEED_CHUNK_SIZE: u32 = 16 << 20;
@@ -457,13 +458,17 @@ impl Session {
         self.apply(results, &mut events)
     }
 
-    /// Queues one media message for the player, its payload as given.
+    /// Queues one media message for the player on `out`, after whatever the session has
+    /// queued itself (moved there first, so the order holds); the payload is shared, not
+    /// copied (see `rtmp::outbox`).
     pub fn send_media(
         &mut self,
         kind: MediaKind,
         timestamp: u32,
-        data: &[u8],
+        data: &Bytes,
+        out: &mut Outbox,
     ) -> Result<(), SessionError> {
+        self.move_output(out);
         let Some(stream_id) = self.playing else {
             return Ok(());
         };
@@ -478,11 +483,17 @@ impl Session {
             type_id: kind.type_id(),
             stream_id,
         };
-        self.out
-            .reserve(self.media_writer.encoded_len(&header, data.len()));
         self.media_writer
-            .write(&header, data, &mut self.out)
+            .write_shared(&header, data, out)
             .map_err(|e| SessionError::Rml(format!("chunking media for a player: {e}")))
+    }
+
+    /// Moves what the session has queued to the end of `out`.
+    pub fn move_output(&mut self, out: &mut Outbox) {
+        if !self.out.is_empty() {
+            out.put_own(&self.out);
+            self.out.clear();
+        }
     }
 
     /// Ends the play: the player is told the stream ended (`NetStream.Play.Complete`

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::FutureExt;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,12 +26,13 @@ use crate::rtmp::framing::{
     TYPE_AMF0_COMMAND, TYPE_SET_CHUNK_SIZE, TYPE_SET_PEER_BANDWIDTH, TYPE_USER_CONTROL,
     TYPE_WINDOW_ACK_SIZE,
 };
+use crate::rtmp::outbox::{Outbox, MAX_SLICES};
 
 /// Bytes read per read call. Bounds the messages one read can complete (and so `inbox`).
 const READ_BUF_LEN: usize = 16 << 10;
 
-/// Capacity of the write buffer kept between flushes; a larger one (a big batch) is
-/// shrunk back to this once written.
+/// Own-buffer capacity the write queue keeps between flushes: a message sent by copy
+/// (`Publisher::send`) up to this size then allocates nothing; a bigger one is given back.
 const OUT_KEEP: usize = 512 << 10;
 
 /// User control event types (RTMP 1.0 §7.1.7).
@@ -64,10 +65,8 @@ pub(super) struct Conn<S> {
     completed: Vec<Message>,
     rbuf: Box<[u8]>,
     writer: ChunkWriter,
-    out: Vec<u8>,
-    pos: usize,
-    body: Bytes,
-    later: Vec<u8>,
+    /// Queued for the server: our own bytes and shared payload slices, in order.
+    out: Outbox,
     stats: ClientStats,
     /// `stats.bytes_in` when we last acknowledged.
     acked: u64,
@@ -94,10 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             completed: Vec::new(),
             rbuf: vec![0u8; READ_BUF_LEN].into_boxed_slice(),
             writer: ChunkWriter::new(),
-            out: Vec::new(),
-            pos: 0,
-            body: Bytes::new(),
-            later: Vec::new(),
+            out: Outbox::keeping(OUT_KEEP),
             stats: ClientStats::default(),
             acked: 0,
             ack_window: None,
@@ -109,26 +105,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         };
         // rml_rtmp's handshake holds only what we feed it: ≤ 3073 bytes plus one read.
         let mut hs = Handshake::new(PeerType::Client);
-        conn.out = hs.generate_outbound_p0_and_p1().map_err(hs_err)?;
+        conn.out
+            .put_own(&hs.generate_outbound_p0_and_p1().map_err(hs_err)?);
         conn.flush(phase).await?;
         let rest = loop {
             let n = conn.read_raw(phase, Some(deadline)).await?;
             match hs.process_bytes(&conn.rbuf[..n]).map_err(hs_err)? {
                 HandshakeProcessResult::InProgress { response_bytes } => {
-                    conn.out.extend_from_slice(&response_bytes);
+                    conn.out.put_own(&response_bytes);
                     conn.flush(phase).await?;
                 }
                 HandshakeProcessResult::Completed {
                     response_bytes,
                     remaining_bytes,
                 } => {
-                    conn.out.extend_from_slice(&response_bytes);
+                    conn.out.put_own(&response_bytes);
                     break remaining_bytes;
                 }
             }
         };
-        conn.writer
-            .set_chunk_size(size, &mut conn.out)
+        let writer = &mut conn.writer;
+        conn.out
+            .own(|b| writer.set_chunk_size(size, b))
             .map_err(|source| ClientError::Write { phase, source })?;
         conn.flush(phase).await?;
         tracing::debug!(chunk_size = size, "RTMP handshake done");
@@ -163,9 +161,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         self.stats
     }
 
-    /// Bytes queued and not yet written (write buffer, pending body, deferred answers).
+    /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.out.len() - self.pos + self.body.len() + self.later.len()
+        self.out.len()
     }
 
     /// One read into `rbuf`; 0 bytes is an error (`Closed`). Cancel-safe.
@@ -320,13 +318,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             type_id,
             stream_id: 0,
         };
-        let target = if self.body.is_empty() {
-            &mut self.out
-        } else {
-            &mut self.later
-        };
-        self.writer
-            .write(&header, payload, target)
+        let writer = &self.writer;
+        self.out
+            .own(|b| writer.write(&header, payload, b))
             .expect("control messages are tiny and csid 2 is valid");
     }
 
@@ -339,24 +333,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         self.queue_control(TYPE_USER_CONTROL, &p);
     }
 
-    /// Queues a whole message. A pre-chunked body still pending is written first, so this
-    /// may wait (cancel-safe: nothing is queued until it returns).
-    pub async fn queue_message(
+    /// Queues a whole message (copied into the queue).
+    pub fn queue_message(
         &mut self,
         phase: Phase,
         header: &MessageHeader,
         payload: &[u8],
     ) -> Result<(), ClientError> {
-        if !self.body.is_empty() {
-            self.flush(phase).await?;
-        }
+        let writer = &self.writer;
+        self.out
+            .own(|b| writer.write(header, payload, b))
+            .map_err(|source| ClientError::Write { phase, source })
+    }
+
+    /// Queues a whole message whose payload is shared: only its chunk headers are built,
+    /// the payload is written from `payload` itself (no copy).
+    pub fn queue_shared(
+        &mut self,
+        phase: Phase,
+        header: &MessageHeader,
+        payload: &Bytes,
+    ) -> Result<(), ClientError> {
         self.writer
-            .write(header, payload, &mut self.out)
+            .write_shared(header, payload, &mut self.out)
             .map_err(|source| ClientError::Write { phase, source })
     }
 
     /// Queues a command on csid 3.
-    pub async fn queue_command(
+    pub fn queue_command(
         &mut self,
         phase: Phase,
         stream_id: u32,
@@ -368,28 +372,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             type_id: TYPE_AMF0_COMMAND,
             stream_id,
         };
-        self.queue_message(phase, &header, payload).await
+        self.queue_message(phase, &header, payload)
     }
 
     /// Queues a pre-chunked message: its header is copied, its body is shared (no copy),
     /// unless it must be re-chunked (see `PreChunked::is_direct`).
-    pub async fn queue_prechunked(
+    pub fn queue_prechunked(
         &mut self,
         phase: Phase,
         msg: &PreChunked,
         timestamp: u32,
         stream_id: u32,
     ) -> Result<(), ClientError> {
-        if !self.body.is_empty() {
-            self.flush(phase).await?;
-        }
         if msg.is_direct(timestamp, self.writer.chunk_size()) {
-            self.out
-                .extend_from_slice(&msg.header(timestamp, stream_id));
-            self.body = msg.body().clone();
+            self.out.put_own(&msg.header(timestamp, stream_id));
+            self.out.put_shared(msg.body().clone());
             Ok(())
         } else {
-            msg.write_to(&self.writer, timestamp, stream_id, &mut self.out)
+            let writer = &self.writer;
+            self.out
+                .own(|b| msg.write_to(writer, timestamp, stream_id, b))
                 .map_err(|source| ClientError::Write { phase, source })
         }
     }
@@ -398,23 +400,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// within `write_timeout`. Cancel-safe.
     pub async fn flush(&mut self, phase: Phase) -> Result<(), ClientError> {
         let after = self.opts.write_timeout;
-        loop {
-            if self.pos == self.out.len() && self.body.is_empty() {
-                self.out.clear();
-                self.pos = 0;
-                // A batch of keyframes may have grown it: keep at most OUT_KEEP.
-                if self.out.capacity() > OUT_KEEP {
-                    self.out.shrink_to(OUT_KEEP);
-                }
-                if self.later.is_empty() {
-                    break;
-                }
-                std::mem::swap(&mut self.out, &mut self.later);
-                continue;
-            }
-            let head = &self.out[self.pos..];
-            let slices = [IoSlice::new(head), IoSlice::new(&self.body)];
-            let n = match tokio::time::timeout(after, self.io.write_vectored(&slices)).await {
+        while !self.out.is_empty() {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let k = self.out.io_slices(&mut slices);
+                tokio::time::timeout(after, self.io.write_vectored(&slices[..k])).await
+            };
+            let n = match written {
                 Err(_) => return Err(ClientError::WriteTimeout { phase, after }),
                 Ok(Err(source)) => return Err(self.fail(ClientError::Io { phase, source })),
                 Ok(Ok(0)) => {
@@ -424,12 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 Ok(Ok(n)) => n,
             };
             self.stats.bytes_out += n as u64;
-            let from_head = n.min(head.len());
-            self.pos += from_head;
-            self.body.advance(n - from_head);
-            if self.body.is_empty() {
-                self.body = Bytes::new();
-            }
+            self.out.advance(n);
         }
         match tokio::time::timeout(after, self.io.flush()).await {
             Err(_) => Err(ClientError::WriteTimeout { phase, after }),
@@ -459,7 +446,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let mut conn = Conn::handshake(io, opts).await?;
         let phase = Phase::Connect;
         let connect = command::connect(tid, &endpoint.app, &endpoint.tc_url, role);
-        conn.queue_command(phase, 0, &connect).await?;
+        conn.queue_command(phase, 0, &connect)?;
         conn.flush(phase).await?;
         conn.await_result(phase, tid).await?;
         tracing::debug!(app = %crate::names::redact(&endpoint.app), "connected");
@@ -475,10 +462,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     ) -> Result<u32, ClientError> {
         let phase = Phase::CreateStream;
         for c in before {
-            self.queue_command(phase, 0, c).await?;
+            self.queue_command(phase, 0, c)?;
         }
         let create = command::call("createStream", tid, Vec::new());
-        self.queue_command(phase, 0, &create).await?;
+        self.queue_command(phase, 0, &create)?;
         self.flush(phase).await?;
         let reply = self.await_result(phase, tid).await?;
         match reply.number() {

@@ -65,7 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Player<S> {
             TID_PLAY,
             vec![command::string(stream), command::number(PLAY_START_ANY)],
         );
-        conn.queue_command(phase, stream_id, &play).await?;
+        conn.queue_command(phase, stream_id, &play)?;
         let buffer_ms = conn.opts.buffer_ms;
         conn.queue_buffer_length(stream_id, buffer_ms);
         conn.flush(phase).await?;
@@ -154,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Player<S> {
             TID_DELETE,
             vec![command::number(f64::from(self.stream_id))],
         );
-        self.conn.queue_command(phase, 0, &delete).await?;
+        self.conn.queue_command(phase, 0, &delete)?;
         self.conn.flush(phase).await?;
         self.conn.close(phase).await
     }

@@ -4,6 +4,7 @@
 //! and `createStream` in one go (answers to the first two are ignored: servers differ),
 //! `publish(key, "live")`, and at the end `FCUnpublish` and `deleteStream`.
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::command::{self, Role};
@@ -55,7 +56,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
 
         let phase = Phase::Publish;
         let publish = command::call("publish", TID_PUBLISH, vec![key, command::string("live")]);
-        conn.queue_command(phase, stream_id, &publish).await?;
+        conn.queue_command(phase, stream_id, &publish)?;
         conn.flush(phase).await?;
         let deadline = super::conn::Deadline::after(conn.opts.command_timeout);
         loop {
@@ -116,8 +117,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
     }
 
     /// Sends one message of `kind` on our stream: handles readable server input first
-    /// (without waiting), copies the chunked message into the write buffer (no allocation
-    /// once it has grown to the largest message) and writes it out.
+    /// (without waiting), copies the chunked message into the write queue and writes it
+    /// out.
     pub async fn send(
         &mut self,
         kind: MediaKind,
@@ -126,22 +127,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
     ) -> Result<(), ClientError> {
         let phase = Phase::Publishing;
         self.before_send(phase)?;
-        let header = MessageHeader {
-            csid: kind.csid(),
-            timestamp,
-            type_id: kind.type_id(),
-            stream_id: self.stream_id,
-        };
-        self.conn.queue_message(phase, &header, payload).await?;
+        let header = self.header(kind, timestamp);
+        self.conn.queue_message(phase, &header, payload)?;
         self.conn.flush(phase).await
     }
 
-    /// Queues one message of `kind` on our stream without writing it: chunked into the
-    /// write buffer right after what is already queued, so the chunk stream state (header
-    /// compression) carries across exactly as if each had been sent on its own. The bytes
-    /// go out at the next [`Publisher::flush`] (or any send). Waits only if a pre-chunked
-    /// body from a cancelled send is still pending (cancel-safe).
-    pub async fn queue(
+    /// Queues one message of `kind` on our stream without writing it, after what is
+    /// already queued (copied into the queue). The bytes go out at the next
+    /// [`Publisher::flush`] (or any send).
+    pub fn queue(
         &mut self,
         kind: MediaKind,
         timestamp: u32,
@@ -149,13 +143,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
     ) -> Result<(), ClientError> {
         let phase = Phase::Publishing;
         self.conn.check(phase)?;
-        let header = MessageHeader {
+        let header = self.header(kind, timestamp);
+        self.conn.queue_message(phase, &header, payload)
+    }
+
+    /// [`Publisher::queue`] for a shared payload (a hub frame's): only the chunk headers
+    /// are built; the payload is written from `payload` itself, so relaying a frame to
+    /// several targets copies it to none of them.
+    pub fn queue_shared(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: &Bytes,
+    ) -> Result<(), ClientError> {
+        let phase = Phase::Publishing;
+        self.conn.check(phase)?;
+        let header = self.header(kind, timestamp);
+        self.conn.queue_shared(phase, &header, payload)
+    }
+
+    fn header(&self, kind: MediaKind, timestamp: u32) -> MessageHeader {
+        MessageHeader {
             csid: kind.csid(),
             timestamp,
             type_id: kind.type_id(),
             stream_id: self.stream_id,
-        };
-        self.conn.queue_message(phase, &header, payload).await
+        }
     }
 
     /// Bytes queued and not yet written.
@@ -174,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
     /// Sends a pre-chunked message at `timestamp`: a header built on the stack and the
     /// shared body in vectored writes, nothing copied or allocated. When the message cannot
     /// go out as chunked (another chunk size, or a multi-chunk message at a timestamp
-    /// ≥ 0xFFFFFF) it is re-chunked into the write buffer instead (a copy).
+    /// ≥ 0xFFFFFF) it is re-chunked into the write queue instead (a copy).
     pub async fn send_prechunked(
         &mut self,
         msg: &PreChunked,
@@ -183,8 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
         let phase = Phase::Publishing;
         self.before_send(phase)?;
         self.conn
-            .queue_prechunked(phase, msg, timestamp, self.stream_id)
-            .await?;
+            .queue_prechunked(phase, msg, timestamp, self.stream_id)?;
         self.conn.flush(phase).await
     }
 
@@ -242,8 +254,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Publisher<S> {
             TID_DELETE,
             vec![command::number(f64::from(self.stream_id))],
         );
-        self.conn.queue_command(phase, 0, &fcunpublish).await?;
-        self.conn.queue_command(phase, 0, &delete).await?;
+        self.conn.queue_command(phase, 0, &fcunpublish)?;
+        self.conn.queue_command(phase, 0, &delete)?;
         self.conn.flush(phase).await?;
         self.conn.close(phase).await?;
         tracing::debug!(stream_id = self.stream_id, "publish finished");

@@ -664,7 +664,7 @@ async fn media_bytes(msgs: &[(MediaKind, u32, Bytes)], batched: bool) -> (Vec<u8
     *log.lock().unwrap() = Some(Vec::new());
     for (kind, ts, payload) in msgs {
         if batched {
-            p.queue(*kind, *ts, payload).await.unwrap();
+            p.queue(*kind, *ts, payload).unwrap();
         } else {
             p.send(*kind, *ts, payload).await.unwrap();
         }
