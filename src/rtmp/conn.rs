@@ -21,7 +21,6 @@ use crate::names;
 use crate::node::Node;
 use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
-use crate::rtmp::outbox::{self, Outbox};
 use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
 
 /// The read buffer after the handshake: well above [`PUBLISH_RCVLOWAT`], so that one
@@ -283,7 +282,6 @@ async fn serve<T: Transport>(
         peer,
         stream: None,
         player: None,
-        outbox: Outbox::new(),
     };
     conn.session.set_partial_budget(partial_budget);
     let mut events = Vec::new();
@@ -459,6 +457,14 @@ const PLAYER_SNDBUF: usize = 128 << 10;
 /// A player's read buffer (it sends commands and acknowledgements only).
 const PLAYER_READ_BUF: usize = 2048;
 
+/// What a player's output buffer keeps between batches; a bigger one goes back to
+/// `BATCH_BUFFERS` after each write, so an idle player holds no copy of a frame (the frames
+/// themselves are the hub's, shared by every player).
+const PLAYER_OUT_KEEP: usize = 4096;
+/// Batch buffers kept for reuse, and the largest kept.
+const POOL_BUFFERS: usize = 16;
+const POOL_BUFFER_MAX: usize = 1 << 20;
+
 /// Reads what is queued without waiting. Not `TcpStream::try_read`: tokio answers that from
 /// its readiness cache, which stays "not ready" while fewer bytes than the mark are queued.
 #[cfg(target_os = "linux")]
@@ -494,9 +500,6 @@ struct Conn {
     stream: Option<Ingest>,
     /// The live stream this connection plays, if it is a player.
     player: Option<Playing>,
-    /// What is queued for the socket: the session's bytes and, for a player, media as
-    /// chunk headers around slices of the hub's frames (shared by every player, not copied).
-    outbox: Outbox,
 }
 
 /// A player's place in its stream; counted in `livesnap_players_active` while it lasts.
@@ -528,11 +531,73 @@ impl Drop for Playing {
 const PLAYER_BATCH: usize = 64;
 const PLAYER_BATCH_BYTES: usize = 64 << 10;
 
+/// Players' batch buffers between batches, shared by every player of the node: a player
+/// takes one for a batch and gives it back once the batch is written, so only the players
+/// writing at that moment hold one. Hundreds of players each keeping the capacity of their
+/// largest batch (a keyframe) was most of their memory, and freeing it after each write
+/// instead left the allocator's heap full of holes (`benches/players.sh`,
+/// docs/performance.md "Players").
+struct BatchBuffers {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl BatchBuffers {
+    const fn new() -> BatchBuffers {
+        BatchBuffers {
+            free: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        // A panic while holding it cannot leave the list inconsistent.
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An empty buffer, with the capacity of an earlier batch when one is free.
+    fn take(&self) -> Vec<u8> {
+        self.free().pop().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for the next batch, unless it is small, huge, or enough are kept.
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() <= PLAYER_OUT_KEEP || buf.capacity() > POOL_BUFFER_MAX {
+            return;
+        }
+        buf.clear();
+        let mut free = self.free();
+        if free.len() < POOL_BUFFERS {
+            free.push(buf);
+        }
+    }
+}
+
+static BATCH_BUFFERS: BatchBuffers = BatchBuffers::new();
+
+/// Before a player's batch: an empty output buffer is swapped for a pooled one.
+fn batch_buffer(out: &mut Vec<u8>, pool: &BatchBuffers) {
+    if out.is_empty() && out.capacity() <= PLAYER_OUT_KEEP {
+        let pooled = pool.take();
+        if pooled.capacity() > out.capacity() {
+            *out = pooled;
+        }
+    }
+}
+
+/// Empties the output buffer once it is written; a player's goes back to the pool when it
+/// is bigger than `PLAYER_OUT_KEEP`.
+fn written(out: &mut Vec<u8>, playing: bool, pool: &BatchBuffers) {
+    out.clear();
+    if playing && out.capacity() > PLAYER_OUT_KEEP {
+        pool.give(std::mem::take(out));
+    }
+}
+
 impl Conn {
     /// Queues `item` and whatever else is ready for the player; true when the stream
     /// ended (the player was told, the connection closes).
     fn send_to_player(&mut self, item: Option<Item>) -> Result<bool, ConnError> {
         let play = &self.node.settings.play;
+        batch_buffer(self.session.output(), &BATCH_BUFFERS);
         let mut next = Some(item);
         let mut sent = 0;
         while let Some(item) = next.take() {
@@ -543,8 +608,7 @@ impl Conn {
                         FrameKind::Audio { .. } => MediaKind::Audio,
                         FrameKind::Video { .. } => MediaKind::Video,
                     };
-                    self.session
-                        .send_media(kind, f.timestamp, &f.data, &mut self.outbox)?;
+                    self.session.send_media(kind, f.timestamp, &f.data)?;
                     self.node.metrics.bytes_played.inc_by(f.data.len() as u64);
                 }
                 Some(Item::Resync { frames, bytes }) => {
@@ -576,7 +640,7 @@ impl Conn {
                 {
                     p.behind_since = None;
                 }
-                if sent < PLAYER_BATCH && self.outbox.len() < PLAYER_BATCH_BYTES {
+                if sent < PLAYER_BATCH && self.session.output().len() < PLAYER_BATCH_BYTES {
                     next = p.sub.poll_now();
                 }
             }
@@ -587,7 +651,8 @@ impl Conn {
     async fn flush<T: Transport>(&mut self, socket: &mut T) -> Result<(), ConnError> {
         // A player that takes nothing is closed after lag_close_secs, anyone else after
         // the idle timeout.
-        let (limit, stalled): (_, fn(_) -> _) = if self.player.is_some() {
+        let playing = self.player.is_some();
+        let (limit, stalled): (_, fn(_) -> _) = if playing {
             (
                 self.node.settings.play.lag_close(),
                 ConnError::PlayerLagging,
@@ -595,11 +660,12 @@ impl Conn {
         } else {
             (self.node.settings.idle_timeout, ConnError::Idle)
         };
-        self.session.move_output(&mut self.outbox);
-        if !self.outbox.is_empty() {
-            timeout(limit, outbox::write_all(socket, &mut self.outbox))
+        let out = self.session.output();
+        if !out.is_empty() {
+            timeout(limit, write_out(socket, out))
                 .await
                 .map_err(|_| stalled(limit))??;
+            written(out, playing, &BATCH_BUFFERS);
         }
         Ok(())
     }
@@ -778,5 +844,57 @@ mod tests {
             "one read returned {got} of {} bytes",
             sent.len()
         );
+    }
+
+    #[test]
+    fn a_player_keeps_no_batch_sized_output_buffer_between_writes() {
+        let pool = BatchBuffers::new();
+        // A 1080p keyframe batch: 150 KiB.
+        let mut out = Vec::with_capacity(150 << 10);
+        out.extend_from_slice(&[7u8; 150 << 10]);
+        let at = out.as_ptr();
+        written(&mut out, true, &pool);
+        assert!(out.is_empty());
+        assert!(
+            out.capacity() <= PLAYER_OUT_KEEP,
+            "a player kept {} bytes of output buffer",
+            out.capacity()
+        );
+        // The next batch, of this player or another, reuses that memory: no allocation.
+        let mut next = Vec::new();
+        batch_buffer(&mut next, &pool);
+        assert_eq!(next.as_ptr(), at);
+        assert!(next.capacity() >= 150 << 10);
+        // Nothing pooled: the buffer stays as it is.
+        let mut other = Vec::new();
+        batch_buffer(&mut other, &pool);
+        assert_eq!(other.capacity(), 0);
+        // Small batches (audio) keep their buffer: no allocation per message.
+        let mut small = Vec::with_capacity(1024);
+        small.extend_from_slice(&[1u8; 700]);
+        written(&mut small, true, &pool);
+        assert!(small.is_empty());
+        assert_eq!(small.capacity(), 1024);
+        // A publisher's (acknowledgements, answers) is left alone.
+        let mut publisher = Vec::with_capacity(150 << 10);
+        publisher.push(1);
+        written(&mut publisher, false, &pool);
+        assert!(publisher.is_empty());
+        assert_eq!(publisher.capacity(), 150 << 10);
+    }
+
+    #[test]
+    fn the_batch_pool_is_bounded() {
+        let pool = BatchBuffers::new();
+        for _ in 0..POOL_BUFFERS + 5 {
+            pool.give(Vec::with_capacity(64 << 10));
+        }
+        pool.give(Vec::with_capacity(POOL_BUFFER_MAX + 1));
+        pool.give(Vec::with_capacity(PLAYER_OUT_KEEP));
+        let kept = pool.free();
+        assert_eq!(kept.len(), POOL_BUFFERS);
+        assert!(kept
+            .iter()
+            .all(|b| b.capacity() == 64 << 10 && b.is_empty()));
     }
 }

@@ -3,7 +3,7 @@
 //! framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
 //! (`session`) that turns rml_rtmp events into publish/media events without doing I/O.
 //! The outbound side: `chunk_writer` (messages → chunks, no I/O), `outbox` (what a
-//! connection has queued: its own bytes and shared payload slices) and `client` (an RTMP
+//! client connection has queued: its own bytes and shared payload slices) and `client` (an RTMP
 //! publisher and player for relays, the load tool and tests).
 
 pub mod amf;

@@ -1,13 +1,16 @@
-//! What one connection has queued for its socket, in order: bytes of its own (chunk
-//! headers, commands, control messages) and slices of shared payloads (a hub frame's
-//! `Bytes`, which every player and relay target of a stream holds by reference).
+//! What one client connection has queued for its socket, in order: bytes of its own
+//! (chunk headers, commands, control messages) and slices of shared payloads (a hub
+//! frame's `Bytes`, which every relay target of a stream holds by reference).
 //!
 //! A media message is queued by [`ChunkWriter::write_shared`]: its chunk headers are
 //! built into the outbox's own buffer and its payload goes in as slices of the shared
-//! frame, so fanning a frame out to 200 players copies nothing but ≈ 1 byte per chunk per
-//! player; the socket gets it all in vectored writes. The queue itself does no I/O:
-//! [`Outbox::io_slices`] and [`Outbox::advance`] are what a writer loop calls, and
-//! [`write_all`] is that loop for a caller with one deadline for the whole write.
+//! frame, so relaying a frame copies nothing in user space but ≈ 1 byte per chunk; the
+//! socket gets it in vectored writes. The queue does no I/O: [`Outbox::io_slices`] and
+//! [`Outbox::advance`] are what the client connection's write loop calls.
+//!
+//! Players do not use it: for a player's small batches one copy into a contiguous buffer
+//! and a plain `send` measured cheaper than a vectored write of many small slices
+//! (docs/performance.md, "Players").
 //!
 //! [`ChunkWriter::write_shared`]: crate::rtmp::chunk_writer::ChunkWriter::write_shared
 
@@ -16,7 +19,6 @@ use std::io::IoSlice;
 use std::ops::Range;
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// At most this many slices go to one vectored write (Linux takes up to 1024).
 pub const MAX_SLICES: usize = 256;
@@ -145,30 +147,6 @@ impl Outbox {
     }
 }
 
-/// Writes everything queued to `io` (vectored writes of at most [`MAX_SLICES`] slices)
-/// and flushes it; returns the bytes written. Cancel-safe: what was written is advanced
-/// past, the rest stays queued.
-pub async fn write_all<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    outbox: &mut Outbox,
-) -> std::io::Result<usize> {
-    let mut total = 0;
-    while !outbox.is_empty() {
-        let n = {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let k = outbox.io_slices(&mut slices);
-            io.write_vectored(&slices[..k]).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        outbox.advance(n);
-        total += n;
-    }
-    io.flush().await?;
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,22 +234,5 @@ mod tests {
         let mut o = Outbox::new();
         o.put_own(b"abc");
         o.advance(4);
-    }
-
-    #[tokio::test]
-    async fn write_all_takes_a_slow_socket_to_the_end() {
-        let (mut o, want) = filled();
-        let (mut a, mut b) = tokio::io::duplex(64);
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut got)
-                .await
-                .unwrap();
-            got
-        });
-        assert_eq!(write_all(&mut a, &mut o).await.unwrap(), want.len());
-        drop(a);
-        assert_eq!(reader.await.unwrap(), want);
-        assert!(o.is_empty());
     }
 }

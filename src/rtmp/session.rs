@@ -20,7 +20,6 @@ pub use crate::rtmp::client::MediaKind;
 use crate::rtmp::framing::{
     self, ChunkReader, FramingError, FramingLimits, Message, PartialBudget,
 };
-use crate::rtmp::outbox::Outbox;
 
 /// Chunk size of the canonical stream we feed rml_rtmp: every message fits one chunk.
 const FEED_CHUNK_SIZE: u32 = 16 << 20;
@@ -458,17 +457,13 @@ impl Session {
         self.apply(results, &mut events)
     }
 
-    /// Queues one media message for the player on `out`, after whatever the session has
-    /// queued itself (moved there first, so the order holds); the payload is shared, not
-    /// copied (see `rtmp::outbox`).
+    /// Queues one media message for the player, its payload as given.
     pub fn send_media(
         &mut self,
         kind: MediaKind,
         timestamp: u32,
-        data: &Bytes,
-        out: &mut Outbox,
+        data: &[u8],
     ) -> Result<(), SessionError> {
-        self.move_output(out);
         let Some(stream_id) = self.playing else {
             return Ok(());
         };
@@ -483,17 +478,11 @@ impl Session {
             type_id: kind.type_id(),
             stream_id,
         };
+        self.out
+            .reserve(self.media_writer.encoded_len(&header, data.len()));
         self.media_writer
-            .write_shared(&header, data, out)
+            .write(&header, data, &mut self.out)
             .map_err(|e| SessionError::Rml(format!("chunking media for a player: {e}")))
-    }
-
-    /// Moves what the session has queued to the end of `out`.
-    pub fn move_output(&mut self, out: &mut Outbox) {
-        if !self.out.is_empty() {
-            out.put_own(&self.out);
-            self.out.clear();
-        }
     }
 
     /// Ends the play: the player is told the stream ended (`NetStream.Play.Complete`
