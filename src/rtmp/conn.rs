@@ -23,16 +23,19 @@ use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
 use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
 
-/// The read buffer after the handshake: well above [`PUBLISH_RCVLOWAT`], so that one
-/// `read` per wakeup takes everything queued (a buffer the size of the mark took two, the
-/// second for the bytes that arrived meanwhile; docs/performance.md "Ingest alone").
+/// The read buffer after the handshake: twice [`PUBLISH_RCVLOWAT`], so that one `read`
+/// per wakeup takes everything queued (a buffer the size of the mark took two, the second
+/// for the bytes that arrived meanwhile; docs/performance.md "Ingest alone").
 const READ_BUF: usize = 64 * 1024;
 
 /// While a connection publishes, the kernel wakes its task only once this many bytes are
-/// queued (`SO_RCVLOWAT`; about 30 ms of a 4 Mbit/s stream) instead of once per RTMP
-/// message, which cuts ingest CPU (measured in docs/performance.md). Bytes below the
-/// mark are read by the [`DRAIN_TICK`], so nothing waits longer than that.
-const PUBLISH_RCVLOWAT: usize = 16 * 1024;
+/// queued (`SO_RCVLOWAT`; about 60 ms of a 4 Mbit/s stream) instead of once per RTMP
+/// message, which cuts ingest CPU (measured in docs/performance.md: 32 KiB took 30 % off
+/// 16 KiB's, 64 KiB little more). Bytes below the mark are read by the [`DRAIN_TICK`], so
+/// nothing waits longer than that. At most a quarter of the kernel's default receive
+/// buffer (128 KiB), so the window the sender sees stays open while the mark fills.
+const PUBLISH_RCVLOWAT: usize = 32 * 1024;
+const _: () = assert!(READ_BUF >= 2 * PUBLISH_RCVLOWAT);
 /// The mark while the publish has readers downstream (players, relay targets): a frame
 /// below the full mark would wait for the next ones (up to a frame interval, or the drain
 /// tick), which is latency those readers see; this one keeps most of the batching.
@@ -822,7 +825,7 @@ mod tests {
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         server.set_rcvlowat(rcvlowat(Some(0)));
-        let sent = vec![5u8; 2 * PUBLISH_RCVLOWAT + 1000];
+        let sent = vec![5u8; READ_BUF];
         client.write_all(&sent).await.unwrap();
         // Wait until the kernel holds all of it (FIONREAD), as after a wakeup that came late.
         loop {
