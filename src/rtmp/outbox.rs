@@ -2,17 +2,15 @@
 //! (chunk headers, commands, control messages) and slices of shared payloads (a hub
 //! frame's `Bytes`, which every relay target of a stream holds by reference).
 //!
-//! A media message is queued by [`ChunkWriter::write_shared`]: its chunk headers are
-//! built into the outbox's own buffer and its payload goes in as slices of the shared
-//! frame, so relaying a frame copies nothing in user space but ≈ 1 byte per chunk; the
-//! socket gets it in vectored writes. The queue does no I/O: [`Outbox::io_slices`] and
+//! A media message is queued by `ChunkWriter::write_shared` (in `chunk_writer`, which
+//! builds on this queue): its chunk headers go into the outbox's own buffer and its
+//! payload in as slices of the shared frame, so relaying a frame copies nothing in user
+//! space but ≈ 1 byte per chunk; the socket gets it in vectored writes. The queue does no I/O: [`Outbox::io_slices`] and
 //! [`Outbox::advance`] are what the client connection's write loop calls.
 //!
 //! Players do not use it: for a player's small batches one copy into a contiguous buffer
 //! and a plain `send` measured cheaper than a vectored write of many small slices
 //! (docs/performance.md, "Players").
-//!
-//! [`ChunkWriter::write_shared`]: crate::rtmp::chunk_writer::ChunkWriter::write_shared
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
