@@ -11,9 +11,10 @@
 //!
 //! Output goes into a caller's growable buffer (`Vec<u8>`, `BytesMut`, any `BufMut`) without
 //! allocating when it has the capacity, or, with [`ChunkWriter::write_shared`], into an
-//! [`Outbox`] as headers around slices of the shared payload (no copy per receiver); [`PreChunked`] chunks a message once so that it can
-//! be sent many times with another timestamp and message stream id (only a header of at most
-//! 18 bytes is built per send, on the stack).
+//! [`Outbox`] as headers around slices of the shared payload (no copy per receiver);
+//! [`PreChunked`] chunks a message once so that it can be sent many times with another
+//! timestamp and message stream id (only a header of at most 18 bytes is built per send,
+//! on the stack).
 
 use std::ops::Deref;
 
@@ -165,9 +166,7 @@ impl ChunkWriter {
         debug_assert_eq!(written, len, "pieces must total the declared length");
         Ok(())
     }
-}
 
-impl ChunkWriter {
     /// Queues `payload` as one message on `out` without copying it: the chunk headers
     /// go into the outbox's own buffer, the payload as slices of `payload` between them
     /// (the same bytes [`ChunkWriter::write`] produces).
@@ -515,7 +514,7 @@ mod tests {
                 let mut copied = Vec::new();
                 w.write(&h, &p, &mut copied).unwrap();
                 let payload = Bytes::from(p);
-                let mut out = Outbox::new();
+                let mut out = Outbox::new(0);
                 w.write_shared(&h, &payload, &mut out).unwrap();
                 assert_eq!(out.len(), copied.len(), "size {size} {h:?}");
                 let mut slices = [std::io::IoSlice::new(&[]); 4096];
@@ -537,7 +536,7 @@ mod tests {
                 );
             }
         }
-        let mut out = Outbox::new();
+        let mut out = Outbox::new(0);
         let bad = header(1, 0, TYPE_VIDEO, 1);
         assert_eq!(
             ChunkWriter::new().write_shared(&bad, &Bytes::from_static(b"x"), &mut out),

@@ -5,8 +5,9 @@
 //! A media message is queued by `ChunkWriter::write_shared` (in `chunk_writer`, which
 //! builds on this queue): its chunk headers go into the outbox's own buffer and its
 //! payload in as slices of the shared frame, so relaying a frame copies nothing in user
-//! space but ≈ 1 byte per chunk; the socket gets it in vectored writes. The queue does no I/O: [`Outbox::io_slices`] and
-//! [`Outbox::advance`] are what the client connection's write loop calls.
+//! space but ≈ 1 byte per chunk; the socket gets it in vectored writes. The queue does no
+//! I/O: [`Outbox::io_slices`] and [`Outbox::advance`] are what the client connection's
+//! write loop calls.
 //!
 //! Players do not use it: for a player's small batches one copy into a contiguous buffer
 //! and a plain `send` measured cheaper than a vectored write of many small slices
@@ -21,9 +22,6 @@ use bytes::{Buf, Bytes};
 /// At most this many slices go to one vectored write (Linux takes up to 1024).
 pub const MAX_SLICES: usize = 256;
 
-/// Own-buffer capacity kept once everything is written, unless the outbox was made with
-/// another; a bigger one (a message that had to be copied) is given back.
-pub const OWN_KEEP: usize = 4096;
 /// Part-queue capacity kept once everything is written (a keyframe batch needs more).
 const PARTS_KEEP: usize = 64;
 
@@ -43,21 +41,11 @@ pub struct Outbox {
     own_keep: usize,
 }
 
-impl Default for Outbox {
-    fn default() -> Self {
-        Outbox::keeping(OWN_KEEP)
-    }
-}
-
 impl Outbox {
-    pub fn new() -> Outbox {
-        Outbox::default()
-    }
-
-    /// An outbox that keeps up to `own_keep` bytes of own-buffer capacity between writes
-    /// (a client that copies whole messages in keeps its largest, so it does not allocate
-    /// per message).
-    pub fn keeping(own_keep: usize) -> Outbox {
+    /// An empty outbox that keeps up to `own_keep` bytes of own-buffer capacity once
+    /// everything is written (a client that copies whole messages in keeps its largest,
+    /// so it does not allocate per message); a bigger buffer is given back.
+    pub fn new(own_keep: usize) -> Outbox {
         Outbox {
             own: Vec::new(),
             parts: VecDeque::new(),
@@ -105,15 +93,15 @@ impl Outbox {
 
     /// The next slices to write, at most `out.len()`; returns how many were filled.
     pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (slot, part) in out.iter_mut().zip(&self.parts) {
-            *slot = IoSlice::new(match part {
-                Part::Own(r) => &self.own[r.clone()],
-                Part::Shared(b) => b,
-            });
-            n += 1;
-        }
-        n
+        out.iter_mut()
+            .zip(&self.parts)
+            .map(|(slot, part)| {
+                *slot = IoSlice::new(match part {
+                    Part::Own(r) => &self.own[r.clone()],
+                    Part::Shared(b) => b,
+                })
+            })
+            .count()
     }
 
     /// Drops the first `n` queued bytes (they were written). Once everything is written
@@ -149,6 +137,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    const KEEP: usize = 4096;
+
     /// Everything queued, as one buffer, through `io_slices` in windows of `max` slices
     /// and advances of at most `step` bytes (a socket that takes a little at a time).
     fn drain(o: &mut Outbox, max: usize, step: usize) -> Vec<u8> {
@@ -174,7 +164,7 @@ mod tests {
     }
 
     fn filled() -> (Outbox, Vec<u8>) {
-        let mut o = Outbox::new();
+        let mut o = Outbox::new(KEEP);
         let shared = Bytes::from((0..=255u8).cycle().take(5000).collect::<Vec<_>>());
         o.put_own(b"head");
         o.put_shared(shared.slice(0..4000));
@@ -212,14 +202,14 @@ mod tests {
 
     #[test]
     fn a_written_outbox_gives_back_big_buffers_and_can_be_filled_again() {
-        let mut o = Outbox::new();
+        let mut o = Outbox::new(KEEP);
         o.put_own(&vec![1u8; 1 << 20]);
         for _ in 0..1000 {
             o.put_shared(Bytes::from_static(b"x"));
         }
         let n = o.len();
         o.advance(n);
-        assert!(o.own.capacity() <= OWN_KEEP, "{}", o.own.capacity());
+        assert!(o.own.capacity() <= KEEP, "{}", o.own.capacity());
         assert!(o.parts.capacity() < 1000, "{}", o.parts.capacity());
         o.put_own(b"ab");
         o.put_shared(Bytes::from_static(b"cd"));
@@ -229,7 +219,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "past")]
     fn advancing_past_the_queue_is_a_bug() {
-        let mut o = Outbox::new();
+        let mut o = Outbox::new(KEEP);
         o.put_own(b"abc");
         o.advance(4);
     }

@@ -93,7 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             completed: Vec::new(),
             rbuf: vec![0u8; READ_BUF_LEN].into_boxed_slice(),
             writer: ChunkWriter::new(),
-            out: Outbox::keeping(OUT_KEEP),
+            out: Outbox::new(OUT_KEEP),
             stats: ClientStats::default(),
             acked: 0,
             ack_window: None,
@@ -318,10 +318,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             type_id,
             stream_id: 0,
         };
-        let writer = &self.writer;
-        self.out
-            .own(|b| writer.write(&header, payload, b))
+        self.copy_in(&header, payload)
             .expect("control messages are tiny and csid 2 is valid");
+    }
+
+    /// Chunks a whole message into the queue's own buffer (a copy).
+    fn copy_in(&mut self, header: &MessageHeader, payload: &[u8]) -> Result<(), ChunkWriteError> {
+        let writer = &self.writer;
+        self.out.own(|b| writer.write(header, payload, b))
     }
 
     /// Queues `SetBufferLength` for `stream_id`.
@@ -340,9 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         header: &MessageHeader,
         payload: &[u8],
     ) -> Result<(), ClientError> {
-        let writer = &self.writer;
-        self.out
-            .own(|b| writer.write(header, payload, b))
+        self.copy_in(header, payload)
             .map_err(|source| ClientError::Write { phase, source })
     }
 
