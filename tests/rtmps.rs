@@ -205,6 +205,76 @@ async fn a_player_over_tls_gets_every_message_of_a_plain_publish() {
     server.stop().await;
 }
 
+/// A publish over RTMPS uses the receive low-water mark too, and bytes below it reach a
+/// player when the publisher pauses: the drain reads them through TLS. One small audio
+/// message, then nothing: it must arrive within 1.5 s (the drain is due 200 ms after the
+/// last read), not only when more media follows or the idle timeout (5 s) ends the publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_message_before_a_pause_of_a_tls_publish_reaches_a_player() {
+    const AAC_FIXTURE: &str = "high_1280x720_bframes_aac.flv";
+    let (mut server, tls, cert) = start_tls_node(3, "").await;
+    let io = tls_connect(tls, &cert).await.expect("TLS handshake");
+    let endpoint = Endpoint {
+        tls: true,
+        host: "localhost".into(),
+        port: tls.port(),
+        app: "live".into(),
+        // The domain the plain player below names too.
+        tc_url: format!("rtmps://{tls}/live"),
+    };
+    let mut publisher =
+        client::Publisher::publish(io, &endpoint, "pause", ClientOptions::default())
+            .await
+            .expect("publish accepted over TLS");
+    let tags = fixture_tags(AAC_FIXTURE);
+    for tag in tags.iter().filter(|t| t.timestamp_ms < 1000) {
+        match tag.tag_type {
+            9 => publisher
+                .send_video(tag.timestamp_ms, &tag.data)
+                .await
+                .unwrap(),
+            8 => publisher
+                .send_audio(tag.timestamp_ms, &tag.data)
+                .await
+                .unwrap(),
+            _ => {}
+        }
+    }
+    let io = TcpStream::connect(server.rtmp).await.unwrap();
+    let plain = Endpoint::parse(&format!("rtmp://{}/live", server.rtmp)).unwrap();
+    let mut player = client::Player::play(io, &plain, "pause", ClientOptions::default())
+        .await
+        .expect("play accepted");
+    // Let the publishing connection settle with a reader (and its lower mark) attached.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tag = tags
+        .iter()
+        .find(|t| t.tag_type == 8 && t.timestamp_ms >= 1000)
+        .expect("an audio tag after 1 s");
+    assert!(tag.data.len() < 1024, "a small message: {}", tag.data.len());
+    publisher
+        .send_audio(tag.timestamp_ms, &tag.data)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            let m = player
+                .recv()
+                .await
+                .unwrap()
+                .expect("the publish is still on");
+            if m.kind == MediaKind::Audio && m.timestamp == tag.timestamp_ms {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the message sent before the pause did not arrive within 1.5 s"));
+    assert_eq!(got.payload, tag.data);
+    publisher.finish().await.unwrap();
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_publishes_over_rtmps() {
     let (mut server, tls, _cert) = start_tls_node(3, "").await;

@@ -12,6 +12,7 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
 use crate::admission::{self, Refusal, Refused};
@@ -112,17 +113,18 @@ impl ConnError {
     }
 }
 
-/// What a connection runs over. Plain TCP uses the receive low-water mark while a
-/// connection publishes ([`PUBLISH_RCVLOWAT`], read below the mark by the [`DRAIN_TICK`]);
-/// other transports (TLS, whose records only a read can decrypt) read normally, and the
-/// defaults here make the mark and the tick no-ops for them.
+/// What a connection runs over: plain TCP (RTMP) or TLS over TCP (RTMPS). Both use the
+/// receive low-water mark while a connection publishes ([`PUBLISH_RCVLOWAT`], read below
+/// the mark by the [`DRAIN_TICK`]); the mark is set on the TCP socket, and TLS reads what
+/// is below it through its decryption ([`tls_read_below_mark`]). The defaults make the mark
+/// and the tick no-ops for a transport without them.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether publishing connections use the low-water mark (and so the drain tick).
     const LOWAT: bool = false;
     /// Sets the receive low-water mark (best effort: a failure only costs CPU).
     fn set_rcvlowat(&self, _bytes: usize) {}
     /// Reads what is queued below the mark without waiting (`WouldBlock` when nothing).
-    fn read_below_mark(&self, _buf: &mut [u8]) -> std::io::Result<usize> {
+    fn read_below_mark(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
         Err(std::io::ErrorKind::WouldBlock.into())
     }
     /// Caps the kernel's send buffer (for players; best effort).
@@ -134,7 +136,7 @@ impl Transport for TcpStream {
     fn set_rcvlowat(&self, bytes: usize) {
         set_rcvlowat(self, bytes)
     }
-    fn read_below_mark(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    fn read_below_mark(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         read_below_mark(self, buf)
     }
     fn set_sndbuf(&self, bytes: usize) {
@@ -142,10 +144,51 @@ impl Transport for TcpStream {
     }
 }
 
-/// RTMPS: reads go through rustls, so no low-water mark.
-impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+/// RTMPS: the mark on the TCP socket under the TLS stream.
+impl Transport for TlsStream<TcpStream> {
+    const LOWAT: bool = LOWAT;
+    fn set_rcvlowat(&self, bytes: usize) {
+        set_rcvlowat(self.get_ref().0, bytes)
+    }
+    fn read_below_mark(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        tls_read_below_mark(self, buf)
+    }
     fn set_sndbuf(&self, bytes: usize) {
         set_sndbuf(self.get_ref().0, bytes)
+    }
+}
+
+/// Reads through TLS what is queued below the mark, without waiting: the plaintext rustls
+/// already holds, else the socket's queued bytes handed to rustls, which decrypts the
+/// records they complete. A record still incomplete stays in rustls's buffer (nothing is
+/// lost); the next read, by the mark or the drain, completes it. `WouldBlock` when no
+/// plaintext came of it, `Ok(0)` at the end of the stream.
+fn tls_read_below_mark(tls: &mut TlsStream<TcpStream>, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::{ErrorKind, Read};
+    /// The socket as rustls reads it: only what is queued now.
+    struct Queued<'a>(&'a TcpStream);
+    impl Read for Queued<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            read_below_mark(self.0, buf)
+        }
+    }
+    let (tcp, session) = tls.get_mut();
+    loop {
+        match session.reader().read(buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+        if session.read_tls(&mut Queued(tcp))? == 0 {
+            // The peer closed the TCP connection: whatever rustls makes of it (the end of
+            // the stream after a close_notify, an unexpected end without one).
+            return match session.reader().read(buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(0),
+                done => done,
+            };
+        }
+        session
+            .process_new_packets()
+            .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
     }
 }
 
