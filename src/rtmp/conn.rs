@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
 use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
+use crate::rtmp::socket;
 
 /// The read buffer after the handshake: twice [`PUBLISH_RCVLOWAT`], so that one `read`
 /// per wakeup takes everything queued (a buffer the size of the mark took two, the second
@@ -122,7 +123,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether publishing connections use the low-water mark (and so the drain tick).
     const LOWAT: bool = false;
     /// Sets the receive low-water mark (best effort: a failure only costs CPU).
-    fn set_rcvlowat(&self, _bytes: usize) {}
+    fn set_rcvlowat(&mut self, _bytes: usize) {}
     /// Reads what is queued below the mark without waiting (`WouldBlock` when nothing).
     fn read_below_mark(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
         Err(std::io::ErrorKind::WouldBlock.into())
@@ -132,29 +133,29 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl Transport for TcpStream {
-    const LOWAT: bool = LOWAT;
-    fn set_rcvlowat(&self, bytes: usize) {
-        set_rcvlowat(self, bytes)
+    const LOWAT: bool = socket::LOWAT;
+    fn set_rcvlowat(&mut self, bytes: usize) {
+        socket::set_rcvlowat(self, bytes)
     }
     fn read_below_mark(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        read_below_mark(self, buf)
+        socket::recv_queued(self, buf)
     }
     fn set_sndbuf(&self, bytes: usize) {
-        set_sndbuf(self, bytes)
+        socket::set_sndbuf(self, bytes)
     }
 }
 
 /// RTMPS: the mark on the TCP socket under the TLS stream.
 impl Transport for TlsStream<TcpStream> {
-    const LOWAT: bool = LOWAT;
-    fn set_rcvlowat(&self, bytes: usize) {
-        set_rcvlowat(self.get_ref().0, bytes)
+    const LOWAT: bool = socket::LOWAT;
+    fn set_rcvlowat(&mut self, bytes: usize) {
+        socket::set_rcvlowat(self.get_ref().0, bytes)
     }
     fn read_below_mark(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         tls_read_below_mark(self, buf)
     }
     fn set_sndbuf(&self, bytes: usize) {
-        set_sndbuf(self.get_ref().0, bytes)
+        socket::set_sndbuf(self.get_ref().0, bytes)
     }
 }
 
@@ -165,11 +166,11 @@ impl Transport for TlsStream<TcpStream> {
 /// plaintext came of it, `Ok(0)` at the end of the stream.
 fn tls_read_below_mark(tls: &mut TlsStream<TcpStream>, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::io::{ErrorKind, Read};
-    /// The socket as rustls reads it: only what is queued now.
+    /// The socket as rustls reads it here: only what is queued now.
     struct Queued<'a>(&'a TcpStream);
     impl Read for Queued<'_> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            read_below_mark(self.0, buf)
+            socket::recv_queued(self.0, buf)
         }
     }
     let (tcp, session) = tls.get_mut();
@@ -449,53 +450,6 @@ async fn unless_none<F: std::future::Future>(f: Option<&mut std::pin::Pin<Box<F>
     }
 }
 
-/// Sets the socket's receive low-water mark (best effort: a failure only costs CPU).
-#[cfg(target_os = "linux")]
-fn set_rcvlowat(socket: &TcpStream, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid, open socket descriptor owned by `socket`, and a c_int option value
-    // whose size is passed alongside it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "SO_RCVLOWAT not set");
-    }
-}
-
-/// Caps the kernel's send buffer of a player's socket: what the kernel holds counts as
-/// sent, so a small buffer lets a stalled player show as behind quickly, and keeps the
-/// memory a player costs small (best effort).
-#[cfg(target_os = "linux")]
-fn set_sndbuf(socket: &TcpStream, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid, open socket descriptor owned by `socket`, and a c_int option value
-    // whose size is passed alongside it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "SO_SNDBUF not set");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_sndbuf(_socket: &TcpStream, _bytes: usize) {}
-
 /// The send buffer a player's socket gets (the kernel doubles it for its bookkeeping):
 /// about 0.5 s of a 4 Mbit/s stream, above the bandwidth-delay product of most links.
 const PLAYER_SNDBUF: usize = 128 << 10;
@@ -510,34 +464,6 @@ const PLAYER_OUT_KEEP: usize = 4096;
 /// Batch buffers kept for reuse, and the largest kept.
 const POOL_BUFFERS: usize = 16;
 const POOL_BUFFER_MAX: usize = 1 << 20;
-
-/// Reads what is queued without waiting. Not `TcpStream::try_read`: tokio answers that from
-/// its readiness cache, which stays "not ready" while fewer bytes than the mark are queued.
-#[cfg(target_os = "linux")]
-fn read_below_mark(socket: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid, open socket descriptor, and a writable buffer of the length passed.
-    let n = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
-}
-
-/// Whether publishing connections use the low-water mark (and so the drain tick).
-const LOWAT: bool = cfg!(target_os = "linux");
-
-#[cfg(not(target_os = "linux"))]
-fn set_rcvlowat(_socket: &TcpStream, _bytes: usize) {}
-
-#[cfg(not(target_os = "linux"))]
-fn read_below_mark(_socket: &TcpStream, _buf: &mut [u8]) -> std::io::Result<usize> {
-    Err(std::io::ErrorKind::WouldBlock.into())
-}
 
 struct Conn {
     node: Arc<Node>,

@@ -1,5 +1,6 @@
 //! RTMP. The server side: the accept loop and its connection limits (`listener`,
-//! `limits`), the per-connection task that moves bytes (`conn`), our bounded chunk
+//! `limits`), the per-connection task that moves bytes (`conn`) and its socket (`socket`:
+//! options, a read that does not wait), our bounded chunk
 //! framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
 //! (`session`) that turns rml_rtmp events into publish/media events without doing I/O.
 //! The outbound side: `chunk_writer` (messages → chunks, no I/O), `outbox` (what a
@@ -15,4 +16,5 @@ pub mod limits;
 pub mod listener;
 pub mod outbox;
 pub mod session;
+pub mod socket;
 pub mod tls;
