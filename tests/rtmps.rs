@@ -80,6 +80,11 @@ root = "{}"
 
 /// A TLS connection to `addr` that trusts only `cert` (and checks the name "localhost").
 async fn tls_connect(addr: SocketAddr, cert: &Cert) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_on(TcpStream::connect(addr).await?, cert).await
+}
+
+/// [`tls_connect`] on an already connected socket.
+async fn tls_connect_on(tcp: TcpStream, cert: &Cert) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -89,7 +94,6 @@ async fn tls_connect(addr: SocketAddr, cert: &Cert) -> std::io::Result<TlsStream
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     connector.connect(name, tcp).await
 }
@@ -272,6 +276,61 @@ async fn a_small_message_before_a_pause_of_a_tls_publish_reaches_a_player() {
     .unwrap_or_else(|_| panic!("the message sent before the pause did not arrive within 1.5 s"));
     assert_eq!(got.payload, tag.data);
     publisher.finish().await.unwrap();
+    server.stop().await;
+}
+
+/// A forged TLS record below the receive mark of a publish (no readers: 32 KiB) is read by
+/// the drain through rustls, fails to decrypt, and ends that connection within 1.5 s (the
+/// idle timeout is 5 s); the node goes on taking publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_record_below_the_mark_ends_the_tls_publish_at_once() {
+    use std::io::Write;
+    let (mut server, tls, cert) = start_tls_node(3, "").await;
+    let std_tcp = std::net::TcpStream::connect(tls).unwrap();
+    std_tcp.set_nonblocking(true).unwrap();
+    // A second descriptor of the same socket, to write past the TLS layer.
+    let mut raw = std_tcp.try_clone().unwrap();
+    let io = tls_connect_on(TcpStream::from_std(std_tcp).unwrap(), &cert)
+        .await
+        .expect("TLS handshake");
+    let endpoint = Endpoint {
+        tls: true,
+        host: "localhost".into(),
+        port: tls.port(),
+        app: "live".into(),
+        tc_url: format!("rtmps://{tls}/live"),
+    };
+    let mut publisher =
+        client::Publisher::publish(io, &endpoint, "forged", ClientOptions::default())
+            .await
+            .expect("publish accepted over TLS");
+    for tag in fixture_tags(FIXTURE)
+        .iter()
+        .filter(|t| t.timestamp_ms < 500)
+    {
+        if tag.tag_type == 9 {
+            publisher
+                .send_video(tag.timestamp_ms, &tag.data)
+                .await
+                .unwrap();
+        }
+    }
+    let node = server.node().clone();
+    assert!(wait_for(Duration::from_secs(5), || node.registry.len() == 1).await);
+    // An application-data record whose contents are no encryption of anything.
+    let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x50];
+    forged.extend_from_slice(&[0xab; 0x50]);
+    assert_eq!(raw.write(&forged).unwrap(), forged.len());
+    assert!(
+        wait_for(Duration::from_millis(1500), || node.registry.is_empty()).await,
+        "the publish was not ended by its forged record"
+    );
+    drop(publisher);
+    // The node still takes publishes.
+    let mut p = start_publish(server.rtmp, "live", "after").await;
+    send_range(&mut p, FIXTURE, 0, 500).await;
+    assert!(wait_for(Duration::from_secs(5), || node.registry.len() == 1).await);
+    p.finish().await;
     server.stop().await;
 }
 
