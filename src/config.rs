@@ -138,6 +138,10 @@ pub struct ServerConfig {
     pub tls_cert_file: Option<String>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`. Default: none.
     pub tls_key_file: Option<String>,
+    /// How often (seconds) the two TLS files are looked at for a change (modification
+    /// time, size); changed files that load and match are used for new connections.
+    /// 0 = never (a restart then reloads them). Default 60, at most 86400.
+    pub tls_reload_secs: u64,
     /// Threads of the network runtime (connections, relays, players, HTTP), 1..=256.
     /// Default: none, one per CPU core (or `TOKIO_WORKER_THREADS` when set). The
     /// snapshot pool (`snapshot.workers`) has threads of its own either way.
@@ -157,6 +161,7 @@ impl Default for ServerConfig {
             rtmps_listen: None,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_reload_secs: 60,
             runtime_threads: None,
         }
     }
@@ -270,11 +275,12 @@ impl Default for LogConfig {
 }
 
 /// The RTMPS listener: its address and the certificate and key it serves (loaded and
-/// checked once, at validation; replacing the files needs a restart).
+/// checked at validation, looked at for a change every `reload`, none = never).
 #[derive(Debug, Clone)]
 pub struct RtmpsSettings {
     pub listen: SocketAddr,
     pub tls: TlsServer,
+    pub reload: Option<Duration>,
 }
 
 /// The validated, immutable runtime view of a `Config`.
@@ -454,6 +460,7 @@ impl Config {
             ),
             ("server.idle_timeout_secs", s.idle_timeout_secs, 1..=3600),
             ("server.shutdown_grace_secs", s.shutdown_grace_secs, 0..=600),
+            ("server.tls_reload_secs", s.tls_reload_secs, 0..=86400),
         ] {
             if !range.contains(&v) {
                 return Err(invalid(key, format!("must be {range:?}, got {v}")));
@@ -751,7 +758,12 @@ fn validate_rtmps(s: &ServerConfig, listen: SocketAddr) -> Result<RtmpsSettings,
         };
         invalid(key, e.to_string())
     })?;
-    Ok(RtmpsSettings { listen, tls })
+    let reload = (s.tls_reload_secs > 0).then(|| Duration::from_secs(s.tls_reload_secs));
+    Ok(RtmpsSettings {
+        listen,
+        tls,
+        reload,
+    })
 }
 
 #[cfg(test)]
@@ -1065,6 +1077,7 @@ scheme = "memory"
         assert!(err_of("[storage.x]\nscheme = \"s3\"").starts_with("storage.x.bucket"));
         assert!(err_of("[server]\nruntime_threads = 0").starts_with("server.runtime_threads"));
         assert!(err_of("[server]\nruntime_threads = 257").starts_with("server.runtime_threads"));
+        assert!(err_of("[server]\ntls_reload_secs = 86401").starts_with("server.tls_reload_secs"));
     }
 
     #[test]

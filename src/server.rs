@@ -178,6 +178,15 @@ pub async fn start_with_clock(
         rtmp,
         None,
     ));
+    if let Some(r) = &node.settings.rtmps {
+        if let Some(every) = r.reload {
+            tokio::spawn(crate::rtmp::tls::watch(
+                r.tls.clone(),
+                every,
+                node.shutdown.clone(),
+            ));
+        }
+    }
     if let Some((listener, _, acceptor)) = rtmps {
         tokio::spawn(crate::rtmp::listener::accept_loop(
             node.clone(),

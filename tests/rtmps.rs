@@ -43,6 +43,15 @@ fn make_cert(dir: &Path, name: &str) -> Cert {
 /// A node with an RTMP and an RTMPS listener; returns it, its RTMPS address and the
 /// certificate it serves.
 async fn start_tls_node(handshake_secs: u64, extra: &str) -> (TestServer, SocketAddr, Cert) {
+    start_tls_node_with(handshake_secs, "", extra).await
+}
+
+/// [`start_tls_node`] with more `[server]` keys.
+async fn start_tls_node_with(
+    handshake_secs: u64,
+    server_extra: &str,
+    extra: &str,
+) -> (TestServer, SocketAddr, Cert) {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert(dir.path(), "node");
@@ -56,6 +65,7 @@ tls_key_file = "{}"
 http_listen = "127.0.0.1:0"
 handshake_timeout_secs = {handshake_secs}
 idle_timeout_secs = 5
+{server_extra}
 [snapshot]
 workers = 2
 [storage.default]
@@ -331,6 +341,40 @@ async fn a_forged_record_below_the_mark_ends_the_tls_publish_at_once() {
     send_range(&mut p, FIXTURE, 0, 500).await;
     assert!(wait_for(Duration::from_secs(5), || node.registry.len() == 1).await);
     p.finish().await;
+    server.stop().await;
+}
+
+/// Renewed certificate files are picked up without a restart (`server.tls_reload_secs`),
+/// but only as a matching pair: a renewal caught halfway (the new certificate, the old key)
+/// leaves the old pair in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_files_are_used_without_a_restart() {
+    let (mut server, tls, old) = start_tls_node_with(3, "tls_reload_secs = 1", "").await;
+    tls_connect(tls, &old)
+        .await
+        .expect("the certificate loaded at start");
+    let dir = tempfile::tempdir().unwrap();
+    let new = make_cert(dir.path(), "renewed");
+    // Halfway: the new certificate is in place, its key is not yet.
+    std::fs::copy(&new.cert_file, &old.cert_file).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tls_connect(tls, &old)
+        .await
+        .expect("the old pair stays in use while the files do not match");
+    assert!(tls_connect(tls, &new).await.is_err());
+    std::fs::copy(&new.key_file, &old.key_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = tls_connect(tls, &new).await {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served within 5 s: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        tls_connect(tls, &old).await.is_err(),
+        "the old certificate is no longer served"
+    );
     server.stop().await;
 }
 

@@ -1,18 +1,24 @@
 //! RTMPS, the server side: loading the certificate chain and private key (PEM) into a
 //! rustls server configuration, checked at config time (files readable, PEM parses, the
-//! key matches the certificate), and the TLS handshake of an accepted socket under a
-//! deadline. The accept loop and the connection task are the plain ones
-//! (`rtmp::listener`, `rtmp::conn`); this module imports nothing else of livesnap.
+//! key matches the certificate), reloading them when the files change, and the TLS
+//! handshake of an accepted socket under a deadline. The accept loop and the connection
+//! task are the plain ones (`rtmp::listener`, `rtmp::conn`); this module imports nothing
+//! else of livesnap.
 //!
-//! The certificate is read once at start: replacing the files needs a restart (no hot
-//! reload).
+//! Reload: [`watch`] looks at the two files' modification times and sizes every
+//! `server.tls_reload_secs`; when they changed, it loads them again and, only when they
+//! load and match, new handshakes use them (connections already up keep theirs). A pair
+//! that fails (a renewal caught between writing the certificate and the key) is logged
+//! and tried again at the next look, while the last good pair stays in use.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -33,10 +39,12 @@ pub struct TlsFilesError {
     pub message: String,
 }
 
-/// A loaded TLS server configuration (cheap to clone).
+/// A loaded TLS server configuration (cheap to clone; clones share the certificate, so a
+/// reload through one is seen by all).
 #[derive(Clone)]
 pub struct TlsServer {
     config: Arc<rustls::ServerConfig>,
+    certs: Arc<Certs>,
 }
 
 impl std::fmt::Debug for TlsServer {
@@ -45,66 +53,170 @@ impl std::fmt::Debug for TlsServer {
     }
 }
 
+/// The files and the pair loaded from them last, which every new handshake is given.
+#[derive(Debug)]
+struct Certs {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The files' modification time and size when `current` was loaded.
+    stamp: RwLock<(Option<Stamp>, Option<Stamp>)>,
+}
+
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Reads a PEM certificate chain and private key and checks that they are a pair.
+fn load_pair(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, TlsFilesError> {
+    let fail = |file, path: &Path, message: String| TlsFilesError {
+        file,
+        path: path.display().to_string(),
+        message,
+    };
+    let cert_pem = std::fs::read(cert_file)
+        .map_err(|e| fail(TlsFile::Cert, cert_file, format!("cannot read: {e}")))?;
+    let key_pem = std::fs::read(key_file)
+        .map_err(|e| fail(TlsFile::Key, key_file, format!("cannot read: {e}")))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            fail(
+                TlsFile::Cert,
+                cert_file,
+                format!("not a PEM certificate: {e}"),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(fail(
+            TlsFile::Cert,
+            cert_file,
+            "no CERTIFICATE block found (expected a PEM certificate chain)".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        fail(
+            TlsFile::Key,
+            key_file,
+            format!("no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+        )
+    })?;
+    CertifiedKey::from_der(certs, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => fail(
+            TlsFile::Key,
+            key_file,
+            format!(
+                "the private key does not match the certificate in {}",
+                cert_file.display()
+            ),
+        ),
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => fail(
+            TlsFile::Cert,
+            cert_file,
+            format!("unusable certificate: {e}"),
+        ),
+        other => fail(
+            TlsFile::Key,
+            key_file,
+            format!("unusable certificate or key: {other}"),
+        ),
+    })
+}
+
 impl TlsServer {
     /// Reads a PEM certificate chain (end-entity first) and a PEM private key (PKCS#8,
     /// PKCS#1 or SEC1) and checks that the key belongs to the certificate.
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<TlsServer, TlsFilesError> {
-        let fail = |file, path: &Path, message: String| TlsFilesError {
-            file,
-            path: path.display().to_string(),
-            message,
-        };
-        let cert_pem = std::fs::read(cert_file)
-            .map_err(|e| fail(TlsFile::Cert, cert_file, format!("cannot read: {e}")))?;
-        let key_pem = std::fs::read(key_file)
-            .map_err(|e| fail(TlsFile::Key, key_file, format!("cannot read: {e}")))?;
-        let certs = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                fail(
-                    TlsFile::Cert,
-                    cert_file,
-                    format!("not a PEM certificate: {e}"),
-                )
-            })?;
-        if certs.is_empty() {
-            return Err(fail(
-                TlsFile::Cert,
-                cert_file,
-                "no CERTIFICATE block found (expected a PEM certificate chain)".into(),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            fail(
-                TlsFile::Key,
-                key_file,
-                format!("no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
-            )
-        })?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let stamps = (stamp(cert_file), stamp(key_file));
+        let pair = load_pair(cert_file, key_file, &provider)?;
+        let certs = Arc::new(Certs {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            provider: provider.clone(),
+            current: RwLock::new(Arc::new(pair)),
+            stamp: RwLock::new(stamps),
+        });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| fail(TlsFile::Key, key_file, e.to_string()))?
+            .map_err(|e| TlsFilesError {
+                file: TlsFile::Key,
+                path: key_file.display().to_string(),
+                message: e.to_string(),
+            })?
             .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| {
-                let message = match e {
-                    rustls::Error::InconsistentKeys(_) => format!(
-                        "the private key does not match the certificate in {}",
-                        cert_file.display()
-                    ),
-                    other => format!("unusable certificate or key: {other}"),
-                };
-                fail(TlsFile::Key, key_file, message)
-            })?;
+            .with_cert_resolver(certs.clone());
         Ok(TlsServer {
             config: Arc::new(config),
+            certs,
         })
     }
 
     /// The acceptor for sockets of the RTMPS listener.
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.clone())
+    }
+
+    /// Loads the files again if their modification time or size changed since the pair in
+    /// use was loaded: `Ok(true)` when new handshakes now get the new pair, `Ok(false)`
+    /// when nothing changed, an error (and the old pair kept) when the new files do not
+    /// load or do not match; then the next call tries again.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsFilesError> {
+        let c = &self.certs;
+        let now = (stamp(&c.cert_file), stamp(&c.key_file));
+        if *c.stamp.read().unwrap_or_else(|e| e.into_inner()) == now {
+            return Ok(false);
+        }
+        let pair = load_pair(&c.cert_file, &c.key_file, &c.provider)?;
+        *c.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pair);
+        *c.stamp.write().unwrap_or_else(|e| e.into_inner()) = now;
+        Ok(true)
+    }
+}
+
+/// Reloads the certificate and key when their files change, looking every `every`, until
+/// `stop` is cancelled. Logs each reload and each failed one (with the file and why).
+pub async fn watch(tls: TlsServer, every: Duration, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let files = &tls.certs;
+        match tls.reload_if_changed() {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(
+                cert = %files.cert_file.display(),
+                key = %files.key_file.display(),
+                "RTMPS certificate reloaded; new connections use it"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "RTMPS certificate files changed but do not load; the previous pair stays in use"
+            ),
+        }
     }
 }
 
