@@ -179,20 +179,7 @@ async fn a_small_message_before_a_pause_reaches_the_player() {
         .audio(tag.timestamp_ms, tag.data.clone())
         .await
         .unwrap();
-    let got = tokio::time::timeout(Duration::from_millis(1500), async {
-        loop {
-            let m = player
-                .recv()
-                .await
-                .unwrap()
-                .expect("the publish is still on");
-            if m.kind == MediaKind::Audio && m.timestamp == tag.timestamp_ms {
-                return m;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the message sent before the pause did not arrive within 1.5 s"));
+    let got = audio_at(&mut player, tag.timestamp_ms, Duration::from_millis(1500)).await;
     assert_eq!(got.payload, tag.data);
     publisher.finish().await;
 }

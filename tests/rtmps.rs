@@ -111,16 +111,7 @@ async fn tls_connect_on(tcp: TcpStream, cert: &Cert) -> std::io::Result<TlsStrea
 /// Publishes the fixture as live/`stream` over RTMPS with the library's client.
 async fn publish_over_tls(addr: SocketAddr, cert: &Cert, stream: &str) {
     let io = tls_connect(addr, cert).await.expect("TLS handshake");
-    let endpoint = Endpoint {
-        tls: true,
-        host: "localhost".into(),
-        port: addr.port(),
-        app: "live".into(),
-        tc_url: format!("rtmps://localhost:{}/live", addr.port()),
-    };
-    let mut p = client::Publisher::publish(io, &endpoint, stream, ClientOptions::default())
-        .await
-        .expect("publish accepted over TLS");
+    let mut p = tls_publisher(io, addr, stream).await;
     let rec = Recording::load(fixture(FIXTURE)).unwrap();
     let opts = ReplayOptions {
         speed: 4.0,
@@ -130,6 +121,30 @@ async fn publish_over_tls(addr: SocketAddr, cert: &Cert, stream: &str) {
     let sent = replay(&mut p, &rec, opts).await.unwrap();
     assert!(sent.keyframes > 0);
     p.finish().await.unwrap();
+}
+
+/// The app `live` at the node's RTMPS address `tls`: the certificate's name "localhost",
+/// and the tcUrl `rtmps://ADDR/live`, whose domain a plain client of the node names too.
+fn tls_endpoint(tls: SocketAddr) -> Endpoint {
+    Endpoint {
+        tls: true,
+        host: "localhost".into(),
+        port: tls.port(),
+        app: "live".into(),
+        tc_url: format!("rtmps://{tls}/live"),
+    }
+}
+
+/// A publish of live/`stream` on an open TLS connection to the node's RTMPS address `tls`
+/// ([`tls_endpoint`]).
+async fn tls_publisher(
+    io: TlsStream<TcpStream>,
+    tls: SocketAddr,
+    stream: &str,
+) -> client::Publisher<TlsStream<TcpStream>> {
+    client::Publisher::publish(io, &tls_endpoint(tls), stream, ClientOptions::default())
+        .await
+        .expect("publish accepted over TLS")
 }
 
 /// Waits up to `limit` for the peer to close; returns what it sent meanwhile, or None
@@ -177,15 +192,8 @@ async fn a_player_over_tls_gets_every_message_of_a_plain_publish() {
     let node = server.node().clone();
     assert!(wait_for(Duration::from_secs(10), || node.registry.len() == 1).await);
     let io = tls_connect(tls, &cert).await.expect("TLS handshake");
-    let endpoint = Endpoint {
-        tls: true,
-        host: "localhost".into(),
-        port: tls.port(),
-        app: "live".into(),
-        // The publisher's domain (its tcUrl names 127.0.0.1), not the TLS name.
-        tc_url: format!("rtmps://{tls}/live"),
-    };
-    let mut player = client::Player::play(io, &endpoint, "cam", ClientOptions::default())
+    // The publisher's domain (its tcUrl names 127.0.0.1), not the TLS name.
+    let mut player = client::Player::play(io, &tls_endpoint(tls), "cam", ClientOptions::default())
         .await
         .expect("play accepted over TLS");
     let mut got = Vec::new();
@@ -228,18 +236,7 @@ async fn a_small_message_before_a_pause_of_a_tls_publish_reaches_a_player() {
     const AAC_FIXTURE: &str = "high_1280x720_bframes_aac.flv";
     let (mut server, tls, cert) = start_tls_node(3, "").await;
     let io = tls_connect(tls, &cert).await.expect("TLS handshake");
-    let endpoint = Endpoint {
-        tls: true,
-        host: "localhost".into(),
-        port: tls.port(),
-        app: "live".into(),
-        // The domain the plain player below names too.
-        tc_url: format!("rtmps://{tls}/live"),
-    };
-    let mut publisher =
-        client::Publisher::publish(io, &endpoint, "pause", ClientOptions::default())
-            .await
-            .expect("publish accepted over TLS");
+    let mut publisher = tls_publisher(io, tls, "pause").await;
     let tags = fixture_tags(AAC_FIXTURE);
     for tag in tags.iter().filter(|t| t.timestamp_ms < 1000) {
         match tag.tag_type {
@@ -270,20 +267,7 @@ async fn a_small_message_before_a_pause_of_a_tls_publish_reaches_a_player() {
         .send_audio(tag.timestamp_ms, &tag.data)
         .await
         .unwrap();
-    let got = tokio::time::timeout(Duration::from_millis(1500), async {
-        loop {
-            let m = player
-                .recv()
-                .await
-                .unwrap()
-                .expect("the publish is still on");
-            if m.kind == MediaKind::Audio && m.timestamp == tag.timestamp_ms {
-                return m;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the message sent before the pause did not arrive within 1.5 s"));
+    let got = audio_at(&mut player, tag.timestamp_ms, Duration::from_millis(1500)).await;
     assert_eq!(got.payload, tag.data);
     publisher.finish().await.unwrap();
     server.stop().await;
@@ -303,17 +287,7 @@ async fn a_forged_record_below_the_mark_ends_the_tls_publish_at_once() {
     let io = tls_connect_on(TcpStream::from_std(std_tcp).unwrap(), &cert)
         .await
         .expect("TLS handshake");
-    let endpoint = Endpoint {
-        tls: true,
-        host: "localhost".into(),
-        port: tls.port(),
-        app: "live".into(),
-        tc_url: format!("rtmps://{tls}/live"),
-    };
-    let mut publisher =
-        client::Publisher::publish(io, &endpoint, "forged", ClientOptions::default())
-            .await
-            .expect("publish accepted over TLS");
+    let mut publisher = tls_publisher(io, tls, "forged").await;
     for tag in fixture_tags(FIXTURE)
         .iter()
         .filter(|t| t.timestamp_ms < 500)

@@ -57,6 +57,34 @@ pub fn free_addr() -> SocketAddr {
     livesnap::testing::probe::free_addr().expect("bind 127.0.0.1:0")
 }
 
+/// The audio message at `timestamp` (ms) as `player` receives it, skipping the others;
+/// panics when it has not come within `limit` or the play ends first.
+#[allow(dead_code)]
+pub async fn audio_at<S>(
+    player: &mut livesnap::rtmp::client::Player<S>,
+    timestamp: u32,
+    limit: Duration,
+) -> livesnap::rtmp::client::Media
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let wait = async {
+        loop {
+            let m = player
+                .recv()
+                .await
+                .unwrap()
+                .expect("the publish is still on");
+            if m.kind == livesnap::rtmp::client::MediaKind::Audio && m.timestamp == timestamp {
+                return m;
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
+        panic!("the audio message at {timestamp} ms did not arrive within {limit:?}")
+    })
+}
+
 /// Waits until `cond` holds or the timeout passes; returns whether it held.
 pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
