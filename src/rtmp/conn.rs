@@ -123,7 +123,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether publishing connections use the low-water mark (and so the drain tick).
     const LOWAT: bool = false;
     /// Sets the receive low-water mark (best effort: a failure only costs CPU).
-    fn set_rcvlowat(&mut self, _bytes: usize) {}
+    fn set_rcvlowat(&self, _bytes: usize) {}
     /// Reads what is queued below the mark without waiting (`WouldBlock` when nothing).
     fn read_below_mark(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
         Err(std::io::ErrorKind::WouldBlock.into())
@@ -134,7 +134,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl Transport for TcpStream {
     const LOWAT: bool = socket::LOWAT;
-    fn set_rcvlowat(&mut self, bytes: usize) {
+    fn set_rcvlowat(&self, bytes: usize) {
         socket::set_rcvlowat(self, bytes)
     }
     fn read_below_mark(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -148,7 +148,7 @@ impl Transport for TcpStream {
 /// RTMPS: the mark on the TCP socket under the TLS stream.
 impl Transport for TlsStream<TcpStream> {
     const LOWAT: bool = socket::LOWAT;
-    fn set_rcvlowat(&mut self, bytes: usize) {
+    fn set_rcvlowat(&self, bytes: usize) {
         socket::set_rcvlowat(self.get_ref().0, bytes)
     }
     fn read_below_mark(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -451,7 +451,9 @@ async fn unless_none<F: std::future::Future>(f: Option<&mut std::pin::Pin<Box<F>
 }
 
 /// The send buffer a player's socket gets (the kernel doubles it for its bookkeeping):
-/// about 0.5 s of a 4 Mbit/s stream, above the bandwidth-delay product of most links.
+/// about 0.5 s of a 4 Mbit/s stream, above the bandwidth-delay product of most links. What
+/// the kernel holds counts as sent, so a small buffer lets a stalled player show as behind
+/// quickly, and keeps the memory a player costs small.
 const PLAYER_SNDBUF: usize = 128 << 10;
 
 /// A player's read buffer (it sends commands and acknowledgements only).
