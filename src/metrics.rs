@@ -16,6 +16,11 @@ fn reason(r: &'static str) -> Reason {
     vec![("reason", r)]
 }
 
+/// The `result` label of a reload: `ok` or `error`.
+fn reload_result(ok: bool) -> Reason {
+    vec![("result", if ok { "ok" } else { "error" })]
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_accepted: Counter,
@@ -35,6 +40,8 @@ pub struct Metrics {
     pub callbacks_failed: Counter,
     pub callbacks_dropped: Counter,
     pub rule_store_reloads: Family<Reason, Counter>,
+    /// RTMPS certificate reloads after the files changed, by result.
+    pub tls_reloads: Family<Reason, Counter>,
     /// Create-only puts that found their key taken, by what followed.
     pub keys_taken: Family<Reason, Counter>,
     /// Create-only puts whose earlier, timed-out attempt had stored the object.
@@ -101,6 +108,7 @@ impl Metrics {
             callbacks_failed: Counter::default(),
             callbacks_dropped: Counter::default(),
             rule_store_reloads: Family::default(),
+            tls_reloads: Family::default(),
             keys_taken: Family::default(),
             creates_landed_earlier: Counter::default(),
             publisher_paced_seconds: Counter::default(),
@@ -236,6 +244,12 @@ impl Metrics {
             m.rule_store_reloads.clone(),
         );
         r.register(
+            "tls_reloads",
+            "RTMPS certificate and key loaded again after their files changed, by result: ok \
+             (new connections use them) or error (the previous pair stays in use)",
+            m.tls_reloads.clone(),
+        );
+        r.register(
             "keys_taken",
             "Create-only puts that found their key taken: sequence_next (moved to the next \
              number) or already_stored (a {UnixTimestamp} key: that second is stored)",
@@ -344,8 +358,22 @@ impl Metrics {
 
     pub fn reload(&self, ok: bool) {
         self.rule_store_reloads
-            .get_or_create(&vec![("result", if ok { "ok" } else { "error" })])
+            .get_or_create(&reload_result(ok))
             .inc();
+    }
+
+    /// One load of changed RTMPS certificate files: used (`ok`) or refused (`error`).
+    pub fn tls_reload(&self, ok: bool) {
+        self.tls_reloads
+            .get_or_create(&reason(if ok { "ok" } else { "error" }))
+            .inc();
+    }
+
+    /// How many loads of changed RTMPS certificate files ended `ok` (or `error`).
+    pub fn tls_reload_count(&self, ok: bool) -> u64 {
+        self.tls_reloads
+            .get_or_create(&reason(if ok { "ok" } else { "error" }))
+            .get()
     }
 
     /// One health condition started (`"start"`) or ended (`"end"`).

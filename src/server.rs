@@ -180,10 +180,12 @@ pub async fn start_with_clock(
     ));
     if let Some(r) = &node.settings.rtmps {
         if let Some(every) = r.reload {
+            let metrics = node.metrics.clone();
             tokio::spawn(crate::rtmp::tls::watch(
                 r.tls.clone(),
                 every,
                 node.shutdown.clone(),
+                move |ok| metrics.tls_reload(ok),
             ));
         }
     }

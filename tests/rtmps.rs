@@ -336,6 +336,12 @@ async fn renewed_certificate_files_are_used_without_a_restart() {
         .await
         .expect("the old pair stays in use while the files do not match");
     assert!(tls_connect(tls, &new).await.is_err());
+    let metrics = server.node().metrics.clone();
+    assert!(
+        metrics.tls_reload_count(false) >= 1,
+        "the failed load is counted"
+    );
+    assert_eq!(metrics.tls_reload_count(true), 0);
     std::fs::copy(&new.key_file, &old.key_file).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while let Err(e) = tls_connect(tls, &new).await {
@@ -349,6 +355,7 @@ async fn renewed_certificate_files_are_used_without_a_restart() {
         tls_connect(tls, &old).await.is_err(),
         "the old certificate is no longer served"
     );
+    assert_eq!(metrics.tls_reload_count(true), 1, "one reload used");
     server.stop().await;
 }
 

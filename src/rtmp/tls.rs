@@ -9,7 +9,8 @@
 //! `server.tls_reload_secs`; when they changed, it loads them again and, only when they
 //! load and match, new handshakes use them (connections already up keep theirs). A pair
 //! that fails (a renewal caught between writing the certificate and the key) is logged
-//! and tried again at the next look, while the last good pair stays in use.
+//! once and tried again when the files change again, while the last good pair stays in
+//! use.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -60,11 +61,15 @@ struct Certs {
     key_file: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
-    /// The files' modification time and size when `current` was loaded.
-    stamp: RwLock<(Option<Stamp>, Option<Stamp>)>,
+    /// The files' modification time and size when `current` was loaded, and when they
+    /// last failed to load (not tried again until they change again).
+    stamp: RwLock<Stamps>,
+    failed: RwLock<Option<Stamps>>,
 }
 
 type Stamp = (SystemTime, u64);
+/// The certificate file's and the key file's [`Stamp`].
+type Stamps = (Option<Stamp>, Option<Stamp>);
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
@@ -155,6 +160,7 @@ impl TlsServer {
             provider: provider.clone(),
             current: RwLock::new(Arc::new(pair)),
             stamp: RwLock::new(stamps),
+            failed: RwLock::new(None),
         });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -178,15 +184,24 @@ impl TlsServer {
 
     /// Loads the files again if their modification time or size changed since the pair in
     /// use was loaded: `Ok(true)` when new handshakes now get the new pair, `Ok(false)`
-    /// when nothing changed, an error (and the old pair kept) when the new files do not
-    /// load or do not match; then the next call tries again.
+    /// when nothing changed (or the files are as they were when they last failed), an
+    /// error (and the old pair kept) when the new files do not load or do not match; they
+    /// are tried again once they change again.
     pub fn reload_if_changed(&self) -> Result<bool, TlsFilesError> {
         let c = &self.certs;
         let now = (stamp(&c.cert_file), stamp(&c.key_file));
-        if *c.stamp.read().unwrap_or_else(|e| e.into_inner()) == now {
+        if *c.stamp.read().unwrap_or_else(|e| e.into_inner()) == now
+            || *c.failed.read().unwrap_or_else(|e| e.into_inner()) == Some(now)
+        {
             return Ok(false);
         }
-        let pair = load_pair(&c.cert_file, &c.key_file, &c.provider)?;
+        let pair = match load_pair(&c.cert_file, &c.key_file, &c.provider) {
+            Ok(pair) => pair,
+            Err(e) => {
+                *c.failed.write().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                return Err(e);
+            }
+        };
         *c.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pair);
         *c.stamp.write().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(true)
@@ -194,8 +209,14 @@ impl TlsServer {
 }
 
 /// Reloads the certificate and key when their files change, looking every `every`, until
-/// `stop` is cancelled. Logs each reload and each failed one (with the file and why).
-pub async fn watch(tls: TlsServer, every: Duration, stop: tokio_util::sync::CancellationToken) {
+/// `stop` is cancelled. Logs each load of changed files (with the file and why when it
+/// failed) and tells `counted` whether its pair was used.
+pub async fn watch(
+    tls: TlsServer,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+    counted: impl Fn(bool) + Send + 'static,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await;
@@ -207,15 +228,21 @@ pub async fn watch(tls: TlsServer, every: Duration, stop: tokio_util::sync::Canc
         let files = &tls.certs;
         match tls.reload_if_changed() {
             Ok(false) => {}
-            Ok(true) => tracing::info!(
-                cert = %files.cert_file.display(),
-                key = %files.key_file.display(),
-                "RTMPS certificate reloaded; new connections use it"
-            ),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "RTMPS certificate files changed but do not load; the previous pair stays in use"
-            ),
+            Ok(true) => {
+                counted(true);
+                tracing::info!(
+                    cert = %files.cert_file.display(),
+                    key = %files.key_file.display(),
+                    "RTMPS certificate reloaded; new connections use it"
+                )
+            }
+            Err(e) => {
+                counted(false);
+                tracing::warn!(
+                    error = %e,
+                    "RTMPS certificate files changed but do not load; the previous pair stays in use"
+                )
+            }
         }
     }
 }
