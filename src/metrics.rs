@@ -364,16 +364,12 @@ impl Metrics {
 
     /// One load of changed RTMPS certificate files: used (`ok`) or refused (`error`).
     pub fn tls_reload(&self, ok: bool) {
-        self.tls_reloads
-            .get_or_create(&reason(if ok { "ok" } else { "error" }))
-            .inc();
+        self.tls_reloads.get_or_create(&reload_result(ok)).inc();
     }
 
     /// How many loads of changed RTMPS certificate files ended `ok` (or `error`).
     pub fn tls_reload_count(&self, ok: bool) -> u64 {
-        self.tls_reloads
-            .get_or_create(&reason(if ok { "ok" } else { "error" }))
-            .get()
+        self.tls_reloads.get_or_create(&reload_result(ok)).get()
     }
 
     /// One health condition started (`"start"`) or ended (`"end"`).

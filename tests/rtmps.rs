@@ -356,6 +356,13 @@ async fn renewed_certificate_files_are_used_without_a_restart() {
         "the old certificate is no longer served"
     );
     assert_eq!(metrics.tls_reload_count(true), 1, "one reload used");
+    let text = metrics.render();
+    for line in [
+        "livesnap_tls_reloads_total{result=\"ok\"} 1",
+        "livesnap_tls_reloads_total{result=\"error\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in /metrics");
+    }
     server.stop().await;
 }
 
