@@ -116,24 +116,19 @@ impl ConnError {
 
 /// What a connection runs over: plain TCP (RTMP) or TLS over TCP (RTMPS). Both use the
 /// receive low-water mark while a connection publishes ([`PUBLISH_RCVLOWAT`], read below
-/// the mark by the [`DRAIN_TICK`]); the mark is set on the TCP socket, and TLS reads what
-/// is below it through its decryption ([`tls_read_below_mark`]). The defaults make the mark
-/// and the tick no-ops for a transport without them.
+/// the mark by the [`DRAIN_TICK`]; on platforms with the mark, [`socket::LOWAT`]): the mark
+/// is set on the TCP socket, and TLS reads what is below it through its decryption
+/// ([`tls_read_below_mark`]).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Whether publishing connections use the low-water mark (and so the drain tick).
-    const LOWAT: bool = false;
     /// Sets the receive low-water mark (best effort: a failure only costs CPU).
-    fn set_rcvlowat(&self, _bytes: usize) {}
+    fn set_rcvlowat(&self, bytes: usize);
     /// Reads what is queued below the mark without waiting (`WouldBlock` when nothing).
-    fn read_below_mark(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
-        Err(std::io::ErrorKind::WouldBlock.into())
-    }
+    fn read_below_mark(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
     /// Caps the kernel's send buffer (for players; best effort).
     fn set_sndbuf(&self, bytes: usize);
 }
 
 impl Transport for TcpStream {
-    const LOWAT: bool = socket::LOWAT;
     fn set_rcvlowat(&self, bytes: usize) {
         socket::set_rcvlowat(self, bytes)
     }
@@ -147,7 +142,6 @@ impl Transport for TcpStream {
 
 /// RTMPS: the mark on the TCP socket under the TLS stream.
 impl Transport for TlsStream<TcpStream> {
-    const LOWAT: bool = socket::LOWAT;
     fn set_rcvlowat(&self, bytes: usize) {
         socket::set_rcvlowat(self.get_ref().0, bytes)
     }
@@ -415,7 +409,7 @@ async fn serve<T: Transport>(
         let flushed = conn.flush(&mut socket).await;
         let publishing = conn.stream.is_some();
         // Bytes were read: the drain is due a tick from now. Only a publisher has a mark.
-        drain = (T::LOWAT && publishing).then(|| Box::pin(tokio::time::sleep(DRAIN_TICK)));
+        drain = (socket::LOWAT && publishing).then(|| Box::pin(tokio::time::sleep(DRAIN_TICK)));
         let want = rcvlowat(conn.stream.as_ref().map(|st| st.live().hub.subscribers()));
         if want != mark {
             socket.set_rcvlowat(want);
