@@ -61,10 +61,16 @@ struct Certs {
     key_file: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
-    /// The files' modification time and size when `current` was loaded, and when they
-    /// last failed to load (not tried again until they change again).
-    stamp: RwLock<Stamps>,
-    failed: RwLock<Option<Stamps>>,
+    /// The files' modification times and sizes when they were loaded at start.
+    loaded_at: Stamps,
+}
+
+/// What the watcher last saw of the files: their stamps when the pair in use was loaded,
+/// and when a load last failed (not tried again until the files change again).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    loaded: Stamps,
+    failed: Option<Stamps>,
 }
 
 type Stamp = (SystemTime, u64);
@@ -159,8 +165,7 @@ impl TlsServer {
             key_file: key_file.to_path_buf(),
             provider: provider.clone(),
             current: RwLock::new(Arc::new(pair)),
-            stamp: RwLock::new(stamps),
-            failed: RwLock::new(None),
+            loaded_at: stamps,
         });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -186,25 +191,27 @@ impl TlsServer {
     /// use was loaded: `Ok(true)` when new handshakes now get the new pair, `Ok(false)`
     /// when nothing changed (or the files are as they were when they last failed), an
     /// error (and the old pair kept) when the new files do not load or do not match; they
-    /// are tried again once they change again.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsFilesError> {
+    /// are tried again once they change again. Reads files: call it off the runtime.
+    fn reload_if_changed(&self, seen: &mut Seen) -> Result<bool, TlsFilesError> {
         let c = &self.certs;
         let now = (stamp(&c.cert_file), stamp(&c.key_file));
-        if *c.stamp.read().unwrap_or_else(|e| e.into_inner()) == now
-            || *c.failed.read().unwrap_or_else(|e| e.into_inner()) == Some(now)
-        {
+        if now == seen.loaded || Some(now) == seen.failed {
             return Ok(false);
         }
-        let pair = match load_pair(&c.cert_file, &c.key_file, &c.provider) {
-            Ok(pair) => pair,
-            Err(e) => {
-                *c.failed.write().unwrap_or_else(|e| e.into_inner()) = Some(now);
-                return Err(e);
+        match load_pair(&c.cert_file, &c.key_file, &c.provider) {
+            Ok(pair) => {
+                *c.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pair);
+                *seen = Seen {
+                    loaded: now,
+                    failed: None,
+                };
+                Ok(true)
             }
-        };
-        *c.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pair);
-        *c.stamp.write().unwrap_or_else(|e| e.into_inner()) = now;
-        Ok(true)
+            Err(e) => {
+                seen.failed = Some(now);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -217,6 +224,10 @@ pub async fn watch(
     stop: tokio_util::sync::CancellationToken,
     counted: impl Fn(bool) + Send + 'static,
 ) {
+    let mut seen = Seen {
+        loaded: tls.certs.loaded_at,
+        failed: None,
+    };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await;
@@ -225,8 +236,26 @@ pub async fn watch(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
+        // Metadata and file reads are blocking I/O: on the blocking pool.
+        let t = tls.clone();
+        let mut look = seen;
+        let result = match tokio::task::spawn_blocking(move || {
+            let r = t.reload_if_changed(&mut look);
+            (r, look)
+        })
+        .await
+        {
+            Ok((r, after)) => {
+                seen = after;
+                r
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "RTMPS certificate check failed to run");
+                continue;
+            }
+        };
         let files = &tls.certs;
-        match tls.reload_if_changed() {
+        match result {
             Ok(false) => {}
             Ok(true) => {
                 counted(true);
