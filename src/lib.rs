@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod names;
 pub mod picture;
 pub mod util;
+pub mod x509;
 
 pub mod auth;
 pub mod notify;
