@@ -18,10 +18,14 @@ use crate::server;
 
 /// Runs the server until SIGINT/SIGTERM. First signal: stop accepting, close
 /// connections, let snapshots in flight be stored within the grace period. A second
-/// signal exits at once.
+/// signal exits at once. SIGHUP reloads what can change without a restart
+/// ([`server::Running::reload_now`]) and ends nothing.
 pub async fn serve(settings: Settings) -> Result<(), String> {
     let running = server::start(settings).await.map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = reload_on_hangup(&running) => {}
+    }
     tracing::info!("shutting down: no new connections; storing snapshots in flight");
     let grace = running.node.settings.shutdown_grace;
     tokio::select! {
@@ -35,6 +39,31 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
     }
     Ok(())
+}
+
+/// Answers every SIGHUP with a reload; never returns (nor when SIGHUP cannot be watched,
+/// which is logged: the signal then keeps its default action).
+async fn reload_on_hangup(running: &server::Running) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    tracing::info!(
+                        "SIGHUP: loading the RTMPS certificate and the rule store again"
+                    );
+                    running.reload_now();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot be watched; it will end the process")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = running;
+    std::future::pending::<()>().await
 }
 
 async fn wait_for_signal() {

@@ -140,7 +140,7 @@ pub struct ServerConfig {
     pub tls_key_file: Option<String>,
     /// How often (seconds) the two TLS files are looked at for a change (modification
     /// time, size); changed files that load and match are used for new connections.
-    /// 0 = never (a restart then reloads them). Default 60, at most 86400.
+    /// 0 = never by itself (SIGHUP still loads them at once). Default 60, at most 86400.
     pub tls_reload_secs: u64,
     /// Threads of the network runtime (connections, relays, players, HTTP), 1..=256.
     /// Default: none, one per CPU core (or `TOKIO_WORKER_THREADS` when set). The

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub rule_store_reloads: Family<Reason, Counter>,
     /// RTMPS certificate reloads after the files changed, by result.
     pub tls_reloads: Family<Reason, Counter>,
+    /// When the RTMPS certificate in use expires (its `notAfter`, Unix seconds); no series
+    /// on a node without RTMPS.
+    pub tls_certificate_expiry: Family<Reason, Gauge>,
     /// Create-only puts that found their key taken, by what followed.
     pub keys_taken: Family<Reason, Counter>,
     /// Create-only puts whose earlier, timed-out attempt had stored the object.
@@ -109,6 +112,7 @@ impl Metrics {
             callbacks_dropped: Counter::default(),
             rule_store_reloads: Family::default(),
             tls_reloads: Family::default(),
+            tls_certificate_expiry: Family::default(),
             keys_taken: Family::default(),
             creates_landed_earlier: Counter::default(),
             publisher_paced_seconds: Counter::default(),
@@ -250,6 +254,11 @@ impl Metrics {
             m.tls_reloads.clone(),
         );
         r.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the RTMPS certificate in use expires (its notAfter), in Unix seconds",
+            m.tls_certificate_expiry.clone(),
+        );
+        r.register(
             "keys_taken",
             "Create-only puts that found their key taken: sequence_next (moved to the next \
              number) or already_stored (a {UnixTimestamp} key: that second is stored)",
@@ -370,6 +379,13 @@ impl Metrics {
     /// How many loads of changed RTMPS certificate files ended `ok` (or `error`).
     pub fn tls_reload_count(&self, ok: bool) -> u64 {
         self.tls_reloads.get_or_create(&reload_result(ok)).get()
+    }
+
+    /// The RTMPS certificate in use expires at `not_after` (Unix seconds).
+    pub fn set_tls_certificate_expiry(&self, not_after: u64) {
+        self.tls_certificate_expiry
+            .get_or_create(&vec![("listener", "rtmps")])
+            .set(i64::try_from(not_after).unwrap_or(i64::MAX));
     }
 
     /// One health condition started (`"start"`) or ended (`"end"`).

@@ -41,9 +41,24 @@ pub struct Running {
     /// The health check task (`health_check::run`): not one of `node.tasks`, which
     /// tell when the publish work is done; awaited at shutdown for its `end` events.
     health_check: tokio::task::JoinHandle<()>,
+    /// Asks the RTMPS certificate watcher to load the files now.
+    tls_reloader: Option<crate::rtmp::tls::Reloader>,
 }
 
 impl Running {
+    /// What SIGHUP does: the RTMPS certificate and key are loaded again at once (new
+    /// connections get them if they load and match) and the rule store is read again at
+    /// once. Live streams, connections and the rest of the configuration are untouched;
+    /// the outcome is logged and counted as for the periodic reloads.
+    pub fn reload_now(&self) {
+        if let Some(r) = &self.tls_reloader {
+            r.reload_now();
+        }
+        if let Some(shared) = &self.node.shared_rules {
+            shared.wake();
+        }
+    }
+
     /// First stage: stop accepting, end connections (their streams unpublish), let
     /// snapshots in flight be stored, then deliver the events all this produced
     /// (`unpublish`, `snapshot`, the `end` of every active health condition), everything
@@ -178,17 +193,17 @@ pub async fn start_with_clock(
         rtmp,
         None,
     ));
-    if let Some(r) = &node.settings.rtmps {
-        if let Some(every) = r.reload {
-            let metrics = node.metrics.clone();
-            tokio::spawn(crate::rtmp::tls::watch(
-                r.tls.clone(),
-                every,
-                node.shutdown.clone(),
-                move |ok| metrics.tls_reload(ok),
-            ));
-        }
-    }
+    let tls_reloader = node.settings.rtmps.as_ref().map(|r| {
+        let asked = crate::rtmp::tls::Reloader::default();
+        tokio::spawn(crate::rtmp::tls::watch(
+            r.tls.clone(),
+            r.reload,
+            asked.clone(),
+            node.shutdown.clone(),
+            node.metrics.clone(),
+        ));
+        asked
+    });
     if let Some((listener, _, acceptor)) = rtmps {
         tokio::spawn(crate::rtmp::listener::accept_loop(
             node.clone(),
@@ -210,5 +225,6 @@ pub async fn start_with_clock(
         rtmps_addr,
         http_addr,
         health_check,
+        tls_reloader,
     })
 }

@@ -494,6 +494,69 @@ async fn serve_health_ffmpeg_publish_and_sigterm() {
     assert!(!log.contains("snapshot not stored"), "{log}");
 }
 
+/// SIGHUP (what `systemctl reload` and log rotation send) reloads and ends nothing: a
+/// live ffmpeg publish goes on to its end with its snapshots, the node keeps answering,
+/// and the log says what was reloaded each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_ends_no_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut serving = serve(dir.path(), &root, 2).await;
+    let url = format!("rtmp://{}/live/hup", serving.rtmp);
+    let ffmpeg = ffmpeg_publish("baseline_640x360_gop1s.flv", &url)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg runs");
+    let first = root.join("live/hup/1.jpg");
+    assert!(
+        wait_for(Duration::from_secs(10), || first.exists()).await,
+        "no first snapshot: {}",
+        serving.log_text()
+    );
+    for n in 1..=2 {
+        let kill = Command::new("kill")
+            .args(["-HUP", &serving.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success());
+        assert!(
+            wait_for(Duration::from_secs(3), || serving
+                .log_text()
+                .matches("SIGHUP: loading")
+                .count()
+                == n)
+            .await,
+            "SIGHUP {n} not logged: {}",
+            serving.log_text()
+        );
+        assert!(
+            serving.child.try_wait().unwrap().is_none(),
+            "SIGHUP ended livesnap"
+        );
+        assert_eq!(healthz(serving.http).await["live_streams"], 1);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), ffmpeg.wait_with_output())
+        .await
+        .expect("ffmpeg ends with its file")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the publish was cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 12 s with a keyframe every second, a snapshot every 5 s: 0, 5 and 10 s.
+    assert!(
+        wait_for(Duration::from_secs(5), || list_files(&root)
+            == snapshot_keys("hup", 3))
+        .await,
+        "{:?}",
+        list_files(&root)
+    );
+    assert!(serving.child.try_wait().unwrap().is_none());
+}
+
 /// kill -9 of livesnap mid-stream, then a restart on the same folder: the encoder
 /// publishes again, `{Sequence}` continues without replacing anything, every stored
 /// object is a whole JPEG, and a stale temporary file left by the kill is cleaned up.

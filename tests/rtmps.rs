@@ -29,12 +29,25 @@ struct Cert {
 
 fn make_cert(dir: &Path, name: &str) -> Cert {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    write_cert(dir, name, &ck.cert, &ck.signing_key)
+}
+
+/// [`make_cert`] valid until midnight (UTC) of `(year, month, day)`.
+fn make_cert_until(dir: &Path, name: &str, (y, m, d): (i32, u8, u8)) -> Cert {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    write_cert(dir, name, &cert, &key)
+}
+
+fn write_cert(dir: &Path, name: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> Cert {
     let cert_file = dir.join(format!("{name}.crt"));
     let key_file = dir.join(format!("{name}.key"));
-    std::fs::write(&cert_file, ck.cert.pem()).unwrap();
-    std::fs::write(&key_file, ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
     Cert {
-        der: ck.cert.der().clone(),
+        der: cert.der().clone(),
         cert_file,
         key_file,
     }
@@ -363,6 +376,68 @@ async fn renewed_certificate_files_are_used_without_a_restart() {
     ] {
         assert!(text.contains(line), "{line} not in /metrics");
     }
+    server.stop().await;
+}
+
+/// A reload asked for (what SIGHUP does) loads the files at once, on a node that never
+/// looks at them by itself (`tls_reload_secs = 0`); a pair that does not match is refused
+/// and counted, the one in use stays; the expiry gauge follows the certificate in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_request_loads_the_files_at_once_and_the_expiry_gauge_follows() {
+    let (mut server, tls, old) = start_tls_node_with(3, "tls_reload_secs = 0", "").await;
+    let metrics = server.node().metrics.clone();
+    let gauge = |t: u64| {
+        format!("livesnap_tls_certificate_expiry_timestamp_seconds{{listener=\"rtmps\"}} {t}")
+    };
+    let until = |date: &str| livesnap::clock::parse_rfc3339(date).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(2), || metrics.render().contains(
+            "livesnap_tls_certificate_expiry_timestamp_seconds{listener=\"rtmps\"}"
+        ))
+        .await,
+        "the gauge is set at start"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let new = make_cert_until(dir.path(), "renewed", (2027, 1, 1));
+    std::fs::copy(&new.cert_file, &old.cert_file).unwrap();
+    std::fs::copy(&new.key_file, &old.key_file).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls_connect(tls, &old)
+        .await
+        .expect("with tls_reload_secs = 0 the node does not look at the files by itself");
+    server.running.as_ref().unwrap().reload_now();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Err(e) = tls_connect(tls, &new).await {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served within 3 s of the request: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tls_connect(tls, &old).await.is_err());
+    assert_eq!(metrics.tls_reload_count(true), 1);
+    let text = metrics.render();
+    assert!(
+        text.contains(&gauge(until("2027-01-01T00:00:00Z"))),
+        "{text}"
+    );
+    // A key of another certificate: refused when asked, counted, the pair in use stays.
+    let other = make_cert_until(dir.path(), "other", (2030, 6, 1));
+    std::fs::copy(&other.key_file, &old.key_file).unwrap();
+    server.running.as_ref().unwrap().reload_now();
+    assert!(
+        wait_for(Duration::from_secs(3), || metrics.tls_reload_count(false)
+            == 1)
+        .await,
+        "the refused pair is counted"
+    );
+    tls_connect(tls, &new)
+        .await
+        .expect("the pair in use stays after a refused reload");
+    assert_eq!(metrics.tls_reload_count(true), 1);
+    assert!(metrics
+        .render()
+        .contains(&gauge(until("2027-01-01T00:00:00Z"))));
     server.stop().await;
 }
 

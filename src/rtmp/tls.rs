@@ -1,20 +1,25 @@
 //! RTMPS, the server side: loading the certificate chain and private key (PEM) into a
 //! rustls server configuration, checked at config time (files readable, PEM parses, the
-//! key matches the certificate), reloading them when the files change, and the TLS
-//! handshake of an accepted socket under a deadline. The accept loop and the connection
-//! task are the plain ones (`rtmp::listener`, `rtmp::conn`); this module imports nothing
-//! else of livesnap.
+//! key matches the certificate), reloading them when the files change or when asked
+//! (SIGHUP), and the TLS handshake of an accepted socket under a deadline. The accept
+//! loop and the connection task are the plain ones (`rtmp::listener`, `rtmp::conn`); of
+//! the rest of livesnap this module uses only `x509` (the certificate's validity),
+//! `clock` and `metrics`.
 //!
 //! Reload: [`watch`] looks at the two files' modification times and sizes every
 //! `server.tls_reload_secs`; when they changed, it loads them again and, only when they
 //! load and match, new handshakes use them (connections already up keep theirs). A pair
 //! that fails (a renewal caught between writing the certificate and the key) is logged
 //! once and tried again when the files change again, while the last good pair stays in
-//! use.
+//! use. Asked to reload ([`Reloader::reload_now`]), it loads the files whatever their
+//! stamps say. It also sets `livesnap_tls_certificate_expiry_timestamp_seconds` and warns,
+//! at most once a day, while the certificate in use expires within [`EXPIRY_WARNING`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,6 +28,9 @@ use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::clock::{rfc3339, unix_now};
+use crate::metrics::Metrics;
 
 /// Which of the two files a [`TlsFilesError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +190,18 @@ impl TlsServer {
         })
     }
 
+    /// The validity period of the certificate new handshakes get (the chain's first),
+    /// `None` when its DER is not one [`crate::x509::validity`] reads.
+    pub fn validity(&self) -> Option<crate::x509::Validity> {
+        let pair = self
+            .certs
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        pair.cert.first().and_then(|c| crate::x509::validity(c))
+    }
+
     /// The acceptor for sockets of the RTMPS listener.
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.clone())
@@ -191,11 +211,12 @@ impl TlsServer {
     /// use was loaded: `Ok(true)` when new handshakes now get the new pair, `Ok(false)`
     /// when nothing changed (or the files are as they were when they last failed), an
     /// error (and the old pair kept) when the new files do not load or do not match; they
-    /// are tried again once they change again. Reads files: call it off the runtime.
-    fn reload_if_changed(&self, seen: &mut Seen) -> Result<bool, TlsFilesError> {
+    /// are tried again once they change again. `force` loads them whatever their stamps.
+    /// Reads files: call it off the runtime.
+    fn reload_if_changed(&self, seen: &mut Seen, force: bool) -> Result<bool, TlsFilesError> {
         let c = &self.certs;
         let now = (stamp(&c.cert_file), stamp(&c.key_file));
-        if now == seen.loaded || Some(now) == seen.failed {
+        if !force && (now == seen.loaded || Some(now) == seen.failed) {
             return Ok(false);
         }
         match load_pair(&c.cert_file, &c.key_file, &c.provider) {
@@ -215,63 +236,124 @@ impl TlsServer {
     }
 }
 
-/// Reloads the certificate and key when their files change, looking every `every`, until
-/// `stop` is cancelled. Logs each load of changed files (with the file and why when it
-/// failed) and tells `counted` whether its pair was used.
+/// A certificate that expires within this is warned about (once a day while it is in use).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+/// Asks a running [`watch`] to load the files now (cheap to clone).
+#[derive(Clone, Default)]
+pub struct Reloader(Arc<Notify>);
+
+impl Reloader {
+    /// The watcher loads the files at once, even if their stamps did not change. A request
+    /// made while it is loading is served right after that load.
+    pub fn reload_now(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// When the certificate in use expires: sets the gauge, and warns (or, once expired, logs
+/// an error) while it expires within [`EXPIRY_WARNING`].
+fn report_expiry(tls: &TlsServer, metrics: &Metrics, now: u64) {
+    let cert = tls.certs.cert_file.display();
+    let Some(v) = tls.validity() else {
+        tracing::warn!(%cert, "RTMPS certificate: its validity period is not readable; no expiry gauge");
+        return;
+    };
+    metrics.set_tls_certificate_expiry(v.not_after);
+    let expires = rfc3339(v.not_after);
+    if v.not_after <= now {
+        tracing::error!(%cert, %expires, "RTMPS certificate has expired: clients that check it refuse the node");
+    } else if v.not_after - now < EXPIRY_WARNING.as_secs() {
+        let days_left = (v.not_after - now) / 86_400;
+        tracing::warn!(%cert, %expires, days_left, "RTMPS certificate expires soon");
+    }
+}
+
+/// Keeps the RTMPS certificate fresh until `stop` is cancelled: reloads the certificate
+/// and key when their files change, looking every `every` (`None`: only when asked
+/// through `asked`), and loads them whatever their stamps when asked. Logs each load (with
+/// the file and why when it failed), counts it in `livesnap_tls_reloads_total{result}`,
+/// and keeps `livesnap_tls_certificate_expiry_timestamp_seconds` on the pair in use.
 pub async fn watch(
     tls: TlsServer,
-    every: Duration,
+    every: Option<Duration>,
+    asked: Reloader,
     stop: tokio_util::sync::CancellationToken,
-    counted: impl Fn(bool) + Send + 'static,
+    metrics: Arc<Metrics>,
 ) {
     let mut seen = Seen {
         loaded: tls.certs.loaded_at,
         failed: None,
     };
-    let mut tick = tokio::time::interval(every);
+    const DAY: u64 = 86_400;
+    report_expiry(&tls, &metrics, unix_now());
+    let mut reported_at = unix_now();
+    // Without a look at the files, the tick only repeats the expiry report once a day.
+    let period = every.unwrap_or(Duration::from_secs(DAY));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tick.tick().await;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            _ = asked.0.notified() => true,
             _ = stop.cancelled() => return,
-        }
-        // Metadata and file reads are blocking I/O: on the blocking pool.
-        let t = tls.clone();
-        let mut look = seen;
-        let result = match tokio::task::spawn_blocking(move || {
-            let r = t.reload_if_changed(&mut look);
-            (r, look)
-        })
-        .await
-        {
-            Ok((r, after)) => {
-                seen = after;
-                r
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "RTMPS certificate check failed to run");
-                continue;
-            }
         };
-        let files = &tls.certs;
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                counted(true);
-                tracing::info!(
-                    cert = %files.cert_file.display(),
-                    key = %files.key_file.display(),
-                    "RTMPS certificate reloaded; new connections use it"
-                )
-            }
-            Err(e) => {
-                counted(false);
-                tracing::warn!(
-                    error = %e,
-                    "RTMPS certificate files changed but do not load; the previous pair stays in use"
-                )
-            }
+        if force {
+            tracing::info!("RTMPS certificate reload asked for: loading the files");
+        }
+        let reloaded = if force || every.is_some() {
+            look(&tls, &mut seen, force, &metrics).await
+        } else {
+            false
+        };
+        let now = unix_now();
+        if reloaded || now >= reported_at + DAY {
+            report_expiry(&tls, &metrics, now);
+            reported_at = now;
+        }
+    }
+}
+
+/// One look at the files (a load when they changed, or when `force`), logged and counted;
+/// whether new handshakes now get a new pair.
+async fn look(tls: &TlsServer, seen: &mut Seen, force: bool, metrics: &Metrics) -> bool {
+    // Metadata and file reads are blocking I/O: on the blocking pool.
+    let t = tls.clone();
+    let mut after = *seen;
+    let result = match tokio::task::spawn_blocking(move || {
+        let r = t.reload_if_changed(&mut after, force);
+        (r, after)
+    })
+    .await
+    {
+        Ok((r, after)) => {
+            *seen = after;
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "RTMPS certificate check failed to run");
+            return false;
+        }
+    };
+    let files = &tls.certs;
+    match result {
+        Ok(false) => false,
+        Ok(true) => {
+            metrics.tls_reload(true);
+            tracing::info!(
+                cert = %files.cert_file.display(),
+                key = %files.key_file.display(),
+                "RTMPS certificate reloaded; new connections use it"
+            );
+            true
+        }
+        Err(e) => {
+            metrics.tls_reload(false);
+            tracing::warn!(
+                error = %e,
+                "RTMPS certificate files do not load; the previous pair stays in use"
+            );
+            false
         }
     }
 }
