@@ -474,6 +474,11 @@ async fn rule_added_through_the_api_applies_from_the_next_publish() {
 
 /// A node whose rule store is `shared` (an fs folder another node uses too).
 async fn start_shared(shared: &Path) -> TestServer {
+    start_shared_every(shared, 1).await
+}
+
+/// [`start_shared`] reading the rule store every `reload_secs`.
+async fn start_shared_every(shared: &Path, reload_secs: u64) -> TestServer {
     start_server(&format!(
         r#"
 [storage.shared]
@@ -482,11 +487,41 @@ root = "{}"
 [rule_store]
 storage = "shared"
 key = "_livesnap/rules.json"
-reload_secs = 1
+reload_secs = {reload_secs}
 "#,
         shared.display()
     ))
     .await
+}
+
+/// A reload asked for (what SIGHUP does) reads the rule store at once: a node that would
+/// read it again only in an hour sees another node's new rule right after the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_request_reads_the_rule_store_at_once() {
+    let shared = tempfile::tempdir().unwrap();
+    let a_server = start_shared(shared.path()).await;
+    let b_server = start_shared_every(shared.path(), 3600).await;
+    let (a, b) = (Api::new(&a_server), Api::new(&b_server));
+    let base = "/api/v1/snapshot-configs";
+    assert_eq!(
+        a.call("POST", base, Some(rule_body("*", "asked"))).await.0,
+        201
+    );
+    let total = |v: &Value| v["total"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(total(&b.get(base).await.1), 0, "B read the store by itself");
+    b_server.running.as_ref().unwrap().reload_now();
+    let mut seen = false;
+    for _ in 0..40 {
+        if total(&b.get(base).await.1) == 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "B did not read the store within 2 s of the request");
+    let (_, on_b) = b.get(&format!("{base}/*/asked")).await;
+    assert_eq!(on_b["in_force"], true, "{on_b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
