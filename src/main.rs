@@ -34,6 +34,65 @@ fn no_transparent_huge_pages() {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit. A node holds a file
+/// descriptor per connection (publishers, players, each relay target, HTTP clients) and a
+/// few more for storage writes; the soft limit most systems start a service with (1024
+/// under systemd) would have accepts fail with EMFILE well before `[limits]
+/// max_connections`. Returns the soft limit in force afterwards (`None` when it cannot
+/// be read). Unix only.
+fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write only the struct passed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            // An unlimited hard limit cannot be the soft one for files: ask for a million.
+            let want = if lim.rlim_max == libc::RLIM_INFINITY {
+                1 << 20
+            } else {
+                lim.rlim_max
+            };
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+        Some(lim.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Descriptors a node needs beyond `[limits] max_connections`: listeners, HTTP clients,
+/// storage writes, logs (each relay target adds one per relayed stream on top).
+const OPEN_FILES_HEADROOM: u64 = 256;
+
+/// Warns when the open-file limit is below what the connection cap lets in.
+fn check_open_file_limit(limit: Option<u64>, settings: &Settings) {
+    let Some(limit) = limit else { return };
+    let wanted = settings.limits.max_connections as u64 + OPEN_FILES_HEADROOM;
+    if limit < wanted {
+        tracing::warn!(
+            open_files = limit,
+            wanted,
+            "the open file limit is below limits.max_connections + {OPEN_FILES_HEADROOM}: \
+             connections past it cannot be accepted (EMFILE); raise it (LimitNOFILE= in a \
+             systemd unit, ulimit -n) or lower limits.max_connections"
+        );
+    } else {
+        tracing::debug!(open_files = limit, "open file limit");
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "livesnap",
@@ -207,7 +266,9 @@ fn main() -> ExitCode {
             }
         }
         None | Some(Command::Serve) => {
+            let open_files = raise_open_file_limit();
             init_logging(&settings);
+            check_open_file_limit(open_files, &settings);
             exit_code(run_async(
                 settings.runtime_threads,
                 livesnap::cli::serve(settings),

@@ -338,6 +338,17 @@ async fn serve(dir: &Path, root: &Path, grace_secs: u64) -> Serving {
 /// [`serve`] with `extra` appended to the config. Debug logs go to a file, as when
 /// stderr is redirected (NO_COLOR is not set: colour must depend on the terminal).
 async fn serve_with(dir: &Path, root: &Path, grace_secs: u64, extra: &str) -> Serving {
+    serve_custom(dir, root, grace_secs, extra, |_| {}).await
+}
+
+/// [`serve_with`] with `setup` applied to the command before it is spawned.
+async fn serve_custom(
+    dir: &Path,
+    root: &Path,
+    grace_secs: u64,
+    extra: &str,
+    setup: impl Fn(&mut Command),
+) -> Serving {
     let mut failures = Vec::new();
     for attempt in 0..3 {
         let (rtmp, http) = (free_addr(), free_addr());
@@ -348,7 +359,8 @@ async fn serve_with(dir: &Path, root: &Path, grace_secs: u64, extra: &str) -> Se
         );
         let config = write_config(dir, &config);
         let log = dir.join(format!("serve-{attempt}.log"));
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("--config")
             .arg(&config)
             .current_dir(dir)
@@ -356,9 +368,9 @@ async fn serve_with(dir: &Path, root: &Path, grace_secs: u64, extra: &str) -> Se
             .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("run livesnap");
+            .stderr(std::fs::File::create(&log).unwrap());
+        setup(&mut command);
+        let child = command.spawn().expect("run livesnap");
         let mut serving = Serving {
             child,
             rtmp,
@@ -555,6 +567,82 @@ async fn sighup_reloads_and_ends_no_stream() {
         list_files(&root)
     );
     assert!(serving.child.try_wait().unwrap().is_none());
+}
+
+/// Starts the child with the open-file limits `soft` and `hard`.
+fn open_files(soft: u64, hard: u64) -> impl Fn(&mut Command) {
+    move |c: &mut Command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only the struct passed.
+        unsafe {
+            c.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+}
+
+/// (soft, hard) "Max open files" of a process.
+fn max_open_files(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (v[0], v[1])
+}
+
+/// `serve` raises the soft open-file limit to the hard one (services usually start with
+/// 1024, less than `[limits] max_connections` needs), and warns, naming the key, when even
+/// the hard limit is below what the connection cap lets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_the_open_file_limit_and_warns_when_it_is_too_low() {
+    const WARNING: &str = "open file limit is below limits.max_connections";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let serving = serve_custom(dir.path(), &root, 1, "", open_files(512, 4096)).await;
+    assert_eq!(max_open_files(serving.child.id()), (4096, 4096));
+    assert!(
+        !serving.log_text().contains(WARNING),
+        "{}",
+        serving.log_text()
+    );
+    drop(serving);
+
+    // The default max_connections (1024) + 256 does not fit in 600.
+    let serving = serve_custom(dir.path(), &root, 1, "", open_files(600, 600)).await;
+    assert_eq!(max_open_files(serving.child.id()), (600, 600));
+    let log = serving.log_text();
+    assert!(log.contains(WARNING), "{log}");
+    assert!(log.contains("open_files=600"), "{log}");
+    drop(serving);
+
+    // With the cap lowered to fit, no warning.
+    let serving = serve_custom(
+        dir.path(),
+        &root,
+        1,
+        "[limits]\nmax_connections = 300\n",
+        open_files(600, 600),
+    )
+    .await;
+    assert!(
+        !serving.log_text().contains(WARNING),
+        "{}",
+        serving.log_text()
+    );
 }
 
 /// kill -9 of livesnap mid-stream, then a restart on the same folder: the encoder
