@@ -66,6 +66,8 @@ fn raise_open_file_limit() -> Option<u64> {
                 lim.rlim_cur = want;
             }
         }
+        // rlim_t is u64 on 64-bit targets only.
+        #[allow(clippy::unnecessary_cast)]
         Some(lim.rlim_cur as u64)
     }
     #[cfg(not(unix))]
