@@ -65,9 +65,22 @@ async fn start_tls_node_with(
     server_extra: &str,
     extra: &str,
 ) -> (TestServer, SocketAddr, Cert) {
+    start_tls_node_cert(handshake_secs, server_extra, extra, |dir| {
+        make_cert(dir, "node")
+    })
+    .await
+}
+
+/// [`start_tls_node_with`] serving the certificate `make` writes into the node's folder.
+async fn start_tls_node_cert(
+    handshake_secs: u64,
+    server_extra: &str,
+    extra: &str,
+    make: impl FnOnce(&Path) -> Cert,
+) -> (TestServer, SocketAddr, Cert) {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path(), "node");
+    let cert = make(dir.path());
     let text = format!(
         r#"
 [server]
@@ -389,7 +402,10 @@ async fn a_reload_request_loads_the_files_at_once_and_the_expiry_gauge_follows()
     let gauge = |t: u64| {
         format!("livesnap_tls_certificate_expiry_timestamp_seconds{{listener=\"rtmps\"}} {t}")
     };
-    let until = |date: &str| livesnap::clock::parse_rfc3339(date).unwrap();
+    let midnight = |(y, m, d): (i32, u8, u8)| {
+        livesnap::clock::parse_rfc3339(&format!("{y:04}-{m:02}-{d:02}T00:00:00Z")).unwrap()
+    };
+    let renewed_until = date_in(400);
     assert!(
         wait_for(Duration::from_secs(2), || metrics.render().contains(
             "livesnap_tls_certificate_expiry_timestamp_seconds{listener=\"rtmps\"}"
@@ -398,7 +414,7 @@ async fn a_reload_request_loads_the_files_at_once_and_the_expiry_gauge_follows()
         "the gauge is set at start"
     );
     let dir = tempfile::tempdir().unwrap();
-    let new = make_cert_until(dir.path(), "renewed", (2027, 1, 1));
+    let new = make_cert_until(dir.path(), "renewed", renewed_until);
     std::fs::copy(&new.cert_file, &old.cert_file).unwrap();
     std::fs::copy(&new.key_file, &old.key_file).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -417,12 +433,9 @@ async fn a_reload_request_loads_the_files_at_once_and_the_expiry_gauge_follows()
     assert!(tls_connect(tls, &old).await.is_err());
     assert_eq!(metrics.tls_reload_count(true), 1);
     let text = metrics.render();
-    assert!(
-        text.contains(&gauge(until("2027-01-01T00:00:00Z"))),
-        "{text}"
-    );
+    assert!(text.contains(&gauge(midnight(renewed_until))), "{text}");
     // A key of another certificate: refused when asked, counted, the pair in use stays.
-    let other = make_cert_until(dir.path(), "other", (2030, 6, 1));
+    let other = make_cert_until(dir.path(), "other", date_in(500));
     std::fs::copy(&other.key_file, &old.key_file).unwrap();
     server.running.as_ref().unwrap().reload_now();
     assert!(
@@ -435,9 +448,61 @@ async fn a_reload_request_loads_the_files_at_once_and_the_expiry_gauge_follows()
         .await
         .expect("the pair in use stays after a refused reload");
     assert_eq!(metrics.tls_reload_count(true), 1);
-    assert!(metrics
-        .render()
-        .contains(&gauge(until("2027-01-01T00:00:00Z"))));
+    assert!(metrics.render().contains(&gauge(midnight(renewed_until))));
+    server.stop().await;
+}
+
+/// (year, month, day) of `days` from now (UTC).
+fn date_in(days: i64) -> (i32, u8, u8) {
+    let t = livesnap::clock::unix_now() as i64 + days * 86_400;
+    let date = livesnap::clock::rfc3339(t as u64);
+    let part = |r: std::ops::Range<usize>| date[r].parse::<u32>().unwrap();
+    (part(0..4) as i32, part(5..7) as u8, part(8..10) as u8)
+}
+
+/// A certificate close to its end is warned about at start, naming the file and the days
+/// left; an expired one is logged as an error (and still served: the operator decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_close_to_its_end_is_warned_about() {
+    let (mut server, _tls, cert) =
+        start_tls_node_cert(3, "", "", |dir| make_cert_until(dir, "soon", date_in(4))).await;
+    assert!(
+        wait_for(Duration::from_secs(2), || !logs::about_cert(
+            &cert.cert_file
+        )
+        .is_empty())
+        .await,
+        "no warning about {}",
+        cert.cert_file.display()
+    );
+    let logged = logs::about_cert(&cert.cert_file);
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].level, tracing::Level::WARN);
+    assert_eq!(logged[0].message, "RTMPS certificate expires soon");
+    server.stop().await;
+
+    let (mut server, tls, cert) =
+        start_tls_node_cert(3, "", "", |dir| make_cert_until(dir, "old", (2020, 1, 1))).await;
+    assert!(
+        wait_for(Duration::from_secs(2), || !logs::about_cert(
+            &cert.cert_file
+        )
+        .is_empty())
+        .await
+    );
+    let logged = logs::about_cert(&cert.cert_file);
+    assert_eq!(logged[0].level, tracing::Level::ERROR);
+    assert!(logged[0].message.contains("has expired"), "{logged:?}");
+    // Served all the same; a client that checks validity refuses it.
+    let err = tls_connect(tls, &cert).await.unwrap_err();
+    assert!(err.to_string().contains("xpired"), "{err}");
+    server.stop().await;
+
+    // Far from its end: nothing logged.
+    let (mut server, _tls, cert) =
+        start_tls_node_cert(3, "", "", |dir| make_cert_until(dir, "far", date_in(60))).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(logs::about_cert(&cert.cert_file).is_empty());
     server.stop().await;
 }
 

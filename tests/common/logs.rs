@@ -1,6 +1,7 @@
 //! Captures the warnings and errors the node logs about connections, keyed by the peer
 //! address they name (the `peer` field of the event or of its `rtmp` span), so that tests
-//! can check that an offender was closed with a logged reason.
+//! can check that an offender was closed with a logged reason; and those about a
+//! certificate file (the `cert` field).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -24,7 +25,15 @@ static LOGGED: Mutex<Vec<(String, Logged)>> = Mutex::new(Vec::new());
 
 /// What was logged at WARN or above about `peer`.
 pub fn about(peer: SocketAddr) -> Vec<Logged> {
-    let key = peer.to_string();
+    about_key(&peer.to_string())
+}
+
+/// What was logged at WARN or above about the certificate file `path`.
+pub fn about_cert(path: &std::path::Path) -> Vec<Logged> {
+    about_key(&format!("cert:{}", path.display()))
+}
+
+fn about_key(key: &str) -> Vec<Logged> {
     LOGGED
         .lock()
         .unwrap()
@@ -37,6 +46,7 @@ pub fn about(peer: SocketAddr) -> Vec<Logged> {
 #[derive(Default)]
 struct Fields {
     peer: Option<String>,
+    cert: Option<String>,
     message: String,
     reason: String,
 }
@@ -45,6 +55,7 @@ impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let slot = match field.name() {
             "peer" => self.peer.get_or_insert_with(String::new),
+            "cert" => self.cert.get_or_insert_with(String::new),
             "message" => &mut self.message,
             "reason" => &mut self.reason,
             _ => return,
@@ -56,6 +67,7 @@ impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "peer" => self.peer = Some(value.to_string()),
+            "cert" => self.cert = Some(value.to_string()),
             "message" => self.message = value.to_string(),
             "reason" => self.reason = value.to_string(),
             _ => {}
@@ -84,7 +96,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         }
         let mut f = Fields::default();
         event.record(&mut f);
-        let peer = f.peer.or_else(|| {
+        let cert = f.cert.map(|c| format!("cert:{c}"));
+        let peer = f.peer.or(cert).or_else(|| {
             ctx.event_scope(event)?
                 .find_map(|s| s.extensions().get::<SpanPeer>().map(|p| p.0.clone()))
         });
