@@ -38,9 +38,9 @@ pub struct Running {
     /// The RTMPS listener's address, when `server.rtmps_listen` is set.
     pub rtmps_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
-    /// The health check task (`health_check::run`): not one of `node.tasks`, which
+    /// The health check's end (`health_check::start`): not one of `node.tasks`, which
     /// tell when the publish work is done; awaited at shutdown for its `end` events.
-    health_check: tokio::task::JoinHandle<()>,
+    health_check: tokio::sync::oneshot::Receiver<()>,
     /// Asks the RTMPS certificate watcher to load the files now.
     tls_reloader: Option<crate::rtmp::tls::Reloader>,
 }
@@ -213,7 +213,7 @@ pub async fn start_with_clock(
         ));
     }
     tokio::spawn(crate::api::serve(node.clone(), http));
-    let health_check = tokio::spawn(crate::health_check::run(node.clone()));
+    let health_check = crate::health_check::start(node.clone());
     if node.settings.retention.enabled {
         tokio::spawn(crate::retention::run(node.clone()));
     }
