@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -494,6 +494,20 @@ reload_secs = {reload_secs}
     .await
 }
 
+/// Whether `api` lists `n` entries under `base` within `limit`.
+async fn lists_within(api: &Api, base: &str, n: u64, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if api.get(base).await.1["total"].as_u64() == Some(n) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A reload asked for (what SIGHUP does) reads the rule store at once: a node that would
 /// read it again only in an hour sees another node's new rule right after the request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,15 +525,10 @@ async fn a_reload_request_reads_the_rule_store_at_once() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(total(&b.get(base).await.1), 0, "B read the store by itself");
     b_server.running.as_ref().unwrap().reload_now();
-    let mut seen = false;
-    for _ in 0..40 {
-        if total(&b.get(base).await.1) == 1 {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen, "B did not read the store within 2 s of the request");
+    assert!(
+        lists_within(&b, base, 1, Duration::from_secs(2)).await,
+        "B did not read the store within 2 s of the request"
+    );
     let (_, on_b) = b.get(&format!("{base}/*/asked")).await;
     assert_eq!(on_b["in_force"], true, "{on_b}");
 }
@@ -537,15 +546,10 @@ async fn two_nodes_share_rules_and_concurrent_updates_are_not_lost() {
         201
     );
     let total = |v: &Value| v["total"].as_u64().unwrap();
-    let mut seen_on_b = false;
-    for _ in 0..60 {
-        if total(&b.get(base).await.1) == 1 {
-            seen_on_b = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen_on_b, "node B did not see node A's rule");
+    assert!(
+        lists_within(&b, base, 1, Duration::from_secs(6)).await,
+        "node B did not see node A's rule"
+    );
     let (_, on_b) = b.get(&format!("{base}/*/first")).await;
     assert_eq!(on_b["in_force"], true, "{on_b}");
 

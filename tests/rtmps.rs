@@ -344,6 +344,19 @@ async fn a_forged_record_below_the_mark_ends_the_tls_publish_at_once() {
     server.stop().await;
 }
 
+/// Waits until `cert` is what the node at `tls` serves; fails after `limit`.
+async fn served_within(tls: SocketAddr, cert: &Cert, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while let Err(e) = tls_connect(tls, cert).await {
+        assert!(
+            Instant::now() < deadline,
+            "{} was not served within {limit:?}: {e}",
+            cert.cert_file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Renewed certificate files are picked up without a restart (`server.tls_reload_secs`),
 /// but only as a matching pair: a renewal caught halfway (the new certificate, the old key)
 /// leaves the old pair in use.
@@ -369,14 +382,7 @@ async fn renewed_certificate_files_are_used_without_a_restart() {
     );
     assert_eq!(metrics.tls_reload_count(true), 0);
     std::fs::copy(&new.key_file, &old.key_file).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Err(e) = tls_connect(tls, &new).await {
-        assert!(
-            Instant::now() < deadline,
-            "the renewed certificate was not served within 5 s: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    served_within(tls, &new, Duration::from_secs(5)).await;
     assert!(
         tls_connect(tls, &old).await.is_err(),
         "the old certificate is no longer served"
@@ -422,14 +428,7 @@ async fn a_reload_request_loads_the_files_at_once_and_the_expiry_gauge_follows()
         .await
         .expect("with tls_reload_secs = 0 the node does not look at the files by itself");
     server.running.as_ref().unwrap().reload_now();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while let Err(e) = tls_connect(tls, &new).await {
-        assert!(
-            Instant::now() < deadline,
-            "the renewed certificate was not served within 3 s of the request: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_within(tls, &new, Duration::from_secs(3)).await;
     assert!(tls_connect(tls, &old).await.is_err());
     assert_eq!(metrics.tls_reload_count(true), 1);
     let text = metrics.render();
