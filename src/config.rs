@@ -275,7 +275,8 @@ impl Default for LogConfig {
 }
 
 /// The RTMPS listener: its address and the certificate and key it serves (loaded and
-/// checked at validation, looked at for a change every `reload`, none = never).
+/// checked at validation, looked at for a change every `reload`; none = only when asked,
+/// on SIGHUP).
 #[derive(Debug, Clone)]
 pub struct RtmpsSettings {
     pub listen: SocketAddr,

@@ -40,7 +40,7 @@ pub struct Metrics {
     pub callbacks_failed: Counter,
     pub callbacks_dropped: Counter,
     pub rule_store_reloads: Family<Reason, Counter>,
-    /// RTMPS certificate reloads after the files changed, by result.
+    /// RTMPS certificate loads after the files changed or on SIGHUP, by result.
     pub tls_reloads: Family<Reason, Counter>,
     /// When the RTMPS certificate in use expires (its `notAfter`, Unix seconds); no series
     /// on a node without RTMPS.
@@ -249,8 +249,8 @@ impl Metrics {
         );
         r.register(
             "tls_reloads",
-            "RTMPS certificate and key loaded again after their files changed, by result: ok \
-             (new connections use them) or error (the previous pair stays in use)",
+            "RTMPS certificate and key loaded again after their files changed or on SIGHUP, by \
+             result: ok (new connections use them) or error (the previous pair stays in use)",
             m.tls_reloads.clone(),
         );
         r.register(
@@ -371,12 +371,13 @@ impl Metrics {
             .inc();
     }
 
-    /// One load of changed RTMPS certificate files: used (`ok`) or refused (`error`).
+    /// One load of the RTMPS certificate files (changed, or on SIGHUP): used (`ok`) or
+    /// refused (`error`).
     pub fn tls_reload(&self, ok: bool) {
         self.tls_reloads.get_or_create(&reload_result(ok)).inc();
     }
 
-    /// How many loads of changed RTMPS certificate files ended `ok` (or `error`).
+    /// How many loads of the RTMPS certificate files ended `ok` (or `error`).
     pub fn tls_reload_count(&self, ok: bool) -> u64 {
         self.tls_reloads.get_or_create(&reload_result(ok)).get()
     }

@@ -1,7 +1,8 @@
 //! The validity period of an X.509 certificate, read from its DER encoding: what the
 //! RTMPS side needs to say when its certificate expires (a gauge and a warning), without
 //! a certificate-parsing dependency. Reads only the fields in front of `validity`,
-//! checking every tag and length against the bytes there are; no I/O, no allocation.
+//! checking every tag and length against the bytes there are; no I/O (the two times are
+//! turned into Unix seconds through `clock::parse_rfc3339`).
 //!
 //! ```text
 //! Certificate    ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }

@@ -236,8 +236,11 @@ impl TlsServer {
     }
 }
 
+/// Seconds in a day.
+const DAY: u64 = 86_400;
+
 /// A certificate that expires within this is warned about (once a day while it is in use).
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * DAY);
 
 /// Asks a running [`watch`] to load the files now (cheap to clone).
 #[derive(Clone, Default)]
@@ -264,7 +267,7 @@ fn report_expiry(tls: &TlsServer, metrics: &Metrics, now: u64) {
     if v.not_after <= now {
         tracing::error!(%cert, %expires, "RTMPS certificate has expired: clients that check it refuse the node");
     } else if v.not_after - now < EXPIRY_WARNING.as_secs() {
-        let days_left = (v.not_after - now) / 86_400;
+        let days_left = (v.not_after - now) / DAY;
         tracing::warn!(%cert, %expires, days_left, "RTMPS certificate expires soon");
     }
 }
@@ -285,9 +288,8 @@ pub async fn watch(
         loaded: tls.certs.loaded_at,
         failed: None,
     };
-    const DAY: u64 = 86_400;
-    report_expiry(&tls, &metrics, unix_now());
     let mut reported_at = unix_now();
+    report_expiry(&tls, &metrics, reported_at);
     // Without a look at the files, the tick only repeats the expiry report once a day.
     let period = every.unwrap_or(Duration::from_secs(DAY));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
