@@ -87,7 +87,20 @@ impl FsCreate {
             f.write_all(bytes)?;
             f.sync_all()?;
             drop(f);
-            match std::fs::hard_link(&tmp, &path) {
+            // The parent folder can vanish between its creation above and the link: another
+            // node or sweep on the same folder removes folders it leaves empty (the
+            // create-only probe's, retention's). Create it again and link again, a few times.
+            let mut linked = std::fs::hard_link(&tmp, &path);
+            for _ in 0..PARENT_RETRIES {
+                match (&linked, path.parent()) {
+                    (Err(e), Some(parent)) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(parent)?;
+                        linked = std::fs::hard_link(&tmp, &path);
+                    }
+                    _ => break,
+                }
+            }
+            match linked {
                 Ok(()) => {
                     // Make the new name durable too (best effort: not every
                     // filesystem lets a folder be opened for fsync).
@@ -110,6 +123,9 @@ impl FsCreate {
         result
     }
 }
+
+/// How many times a create-only link is tried again after its parent folder vanished.
+const PARENT_RETRIES: usize = 3;
 
 /// Removes regular files older than `age` from livesnap's temp folder under `root`
 /// (`ROOT/.livesnap-tmp`), and nothing else: not the folder's neighbours, not what a
