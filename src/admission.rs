@@ -88,7 +88,8 @@ pub async fn check(
     peer: SocketAddr,
 ) -> Result<(), Refused> {
     let id = &req.id;
-    match node.settings.auth.requirement(&id.domain) {
+    let access = node.access();
+    match access.auth.requirement(&id.domain) {
         Requirement::None => {}
         Requirement::Signature(entry) => auth::check(
             entry,
@@ -109,7 +110,7 @@ pub async fn check(
             ))
         }
     }
-    if let Some(url) = &node.settings.on_publish {
+    if let Some(url) = &access.on_publish {
         ask_hook(url, req, peer).await.map_err(|why| {
             Refused::new(
                 Refusal::Unauthorized,
@@ -129,7 +130,7 @@ pub fn check_play(node: &Node, req: &PublishRequest, tc_url: Option<&str>) -> Re
         return Ok(());
     }
     let id = &req.id;
-    match node.settings.auth.play_requirement(&id.domain) {
+    match node.access().auth.play_requirement(&id.domain) {
         Requirement::None => Ok(()),
         Requirement::Signature(entry) => auth::check(
             entry,

@@ -18,13 +18,15 @@ use crate::server;
 
 /// Runs the server until SIGINT/SIGTERM. First signal: stop accepting, close
 /// connections, let snapshots in flight be stored within the grace period. A second
-/// signal exits at once. SIGHUP reloads what can change without a restart
-/// ([`server::Running::reload_now`]) and ends nothing.
-pub async fn serve(settings: Settings) -> Result<(), String> {
+/// signal exits at once. SIGHUP reloads what can change without a restart and ends
+/// nothing: the config file's rules, relays, `[[auth]]` and hooks (when the node was
+/// started from a file, `file`: [`server::Running::reload_config`]), the RTMPS
+/// certificate and the rule store ([`server::Running::reload_now`]).
+pub async fn serve(settings: Settings, file: Option<server::ConfigFile>) -> Result<(), String> {
     let running = server::start(settings).await.map_err(|e| e.to_string())?;
     tokio::select! {
         _ = wait_for_signal() => {}
-        _ = reload_on_hangup(&running) => {}
+        _ = reload_on_hangup(&running, file.as_ref()) => {}
     }
     tracing::info!("shutting down: no new connections; storing snapshots in flight");
     let grace = running.node.settings.shutdown_grace;
@@ -43,7 +45,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
 
 /// Answers every SIGHUP with a reload; never returns (nor when SIGHUP cannot be watched,
 /// which is logged: the signal then keeps its default action).
-async fn reload_on_hangup(running: &server::Running) {
+async fn reload_on_hangup(running: &server::Running, file: Option<&server::ConfigFile>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -51,8 +53,14 @@ async fn reload_on_hangup(running: &server::Running) {
             Ok(mut hup) => {
                 while hup.recv().await.is_some() {
                     tracing::info!(
-                        "SIGHUP: loading the RTMPS certificate and the rule store again"
+                        "SIGHUP: loading the config file, the RTMPS certificate and the rule store again"
                     );
+                    match file {
+                        Some(file) => reload_config(running, file).await,
+                        None => tracing::info!(
+                            "started without a config file: the embedded default stays"
+                        ),
+                    }
                     running.reload_now();
                 }
             }
@@ -62,8 +70,37 @@ async fn reload_on_hangup(running: &server::Running) {
         }
     }
     #[cfg(not(unix))]
-    let _ = running;
+    let _ = (running, file);
     std::future::pending::<()>().await
+}
+
+/// Reads the config file again and logs what it changed, what waits for a restart, or
+/// why it changed nothing.
+async fn reload_config(running: &server::Running, file: &server::ConfigFile) {
+    let path = file.path.display();
+    match running.reload_config(file).await {
+        Ok(r) => {
+            tracing::info!(
+                %path,
+                rules = r.rules,
+                relays = r.relays,
+                auth_entries = r.auth_entries,
+                "config file reloaded: its rules, relays, [[auth]] and hooks apply from the next publish"
+            );
+            if !r.restart_only.is_empty() {
+                tracing::warn!(
+                    %path,
+                    sections = %r.restart_only.join(", "),
+                    "the config file changed in sections a reload does not apply; they take effect at the next restart"
+                );
+            }
+        }
+        Err(e) => tracing::error!(
+            %path,
+            error = %e,
+            "config file not reloaded; the configuration in force stays"
+        ),
+    }
 }
 
 async fn wait_for_signal() {

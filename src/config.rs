@@ -20,7 +20,7 @@ pub use crate::relay::config::{Relay, RelaySpec};
 pub use crate::retention::policy::RetentionConfig;
 use crate::rtmp::tls::{TlsFile, TlsServer};
 pub use crate::rules::shared::RuleStoreConfig;
-use crate::rules::{Rule, RuleSet, RuleSpec};
+use crate::rules::{Rule, RuleSpec};
 use crate::snapshot::exact::ExactLimits;
 use crate::snapshot::pool::QueueLimits;
 use crate::storage::settings::{self, StorageConfig, StorageSettings};
@@ -308,8 +308,8 @@ pub struct Settings {
     pub exact: ExactLimits,
     pub log: LogConfig,
     pub storage: BTreeMap<String, StorageSettings>,
-    pub rules: RuleSet,
-    /// The rules of the config file, in order (the API lists them as read-only).
+    /// The rules of the config file, in order (the API lists them as read-only). A
+    /// config reload replaces them in the node's `RuleBook`, not here.
     pub static_rules: Vec<Rule>,
     /// None when no rule store is configured and there is no "default" storage.
     pub rule_store: Option<RuleStoreConfig>,
@@ -412,6 +412,47 @@ impl Config {
             ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
             other => other,
         })
+    }
+
+    /// The sections that differ between `self` (in force) and `new` (a reloaded file)
+    /// and that a reload does not apply: only `[[rules]]`, `[[relays]]`, `[[auth]]` and
+    /// `[hooks]` change without a restart.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        // Destructured so that a new section must be placed on one side or the other.
+        let Config {
+            server,
+            limits,
+            snapshot,
+            log,
+            storage,
+            rules: _,
+            rule_store,
+            auth: _,
+            hooks: _,
+            notify,
+            play,
+            relays: _,
+            health,
+            links,
+            retention,
+        } = new;
+        let sections = [
+            ("server", self.server != *server),
+            ("limits", self.limits != *limits),
+            ("snapshot", self.snapshot != *snapshot),
+            ("log", self.log != *log),
+            ("storage", self.storage != *storage),
+            ("rule_store", self.rule_store != *rule_store),
+            ("notify", self.notify != *notify),
+            ("play", self.play != *play),
+            ("health", self.health != *health),
+            ("links", self.links != *links),
+            ("retention", self.retention != *retention),
+        ];
+        sections
+            .into_iter()
+            .filter_map(|(name, changed)| changed.then_some(name))
+            .collect()
     }
 
     /// The embedded default.
@@ -714,7 +755,6 @@ impl Config {
             },
             log: self.log.clone(),
             storage,
-            rules: RuleSet::new(rules.clone()),
             static_rules: rules,
             rule_store,
             admin_token,
@@ -770,6 +810,7 @@ fn validate_rtmps(s: &ServerConfig, listen: SocketAddr) -> Result<RtmpsSettings,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleSet;
 
     fn err_of(text: &str) -> String {
         match Config::parse(text).and_then(|c| c.validate().map(|_| ())) {
@@ -794,7 +835,9 @@ scheme = "memory"
         assert_eq!(s.http_listen.to_string(), "127.0.0.1:8935");
         assert_eq!(s.storage["default"].scheme, "fs");
         assert_eq!(s.storage["default"].options["root"], "./snapshots");
-        let r = s.rules.lookup("any.host", "live", "cam").unwrap();
+        let r = RuleSet::new(s.static_rules)
+            .lookup("any.host", "live", "cam")
+            .unwrap();
         assert_eq!(r.interval_secs, 5);
         assert_eq!(
             r.overwrite_object.as_ref().unwrap().as_str(),
@@ -889,11 +932,12 @@ scheme = "memory"
         let cam7 = format!("{app}\nstream=\"cam7\"");
         let both = format!("{BASE}\n[[rules]]\n{app}\n[[rules]]\n{cam7}\n");
         let s = Config::parse(&both).unwrap().validate().unwrap();
+        let rules = RuleSet::new(s.static_rules);
         assert_eq!(
-            s.rules.lookup("x", "live", "cam7").unwrap().stream(),
+            rules.lookup("x", "live", "cam7").unwrap().stream(),
             Some("cam7")
         );
-        assert_eq!(s.rules.lookup("x", "live", "cam8").unwrap().stream(), None);
+        assert_eq!(rules.lookup("x", "live", "cam8").unwrap().stream(), None);
         let dup = format!("{BASE}\n[[rules]]\n{cam7}\n[[rules]]\n{cam7}\n");
         let e = err_of(&dup);
         assert!(
@@ -1079,6 +1123,29 @@ scheme = "memory"
         assert!(err_of("[server]\nruntime_threads = 0").starts_with("server.runtime_threads"));
         assert!(err_of("[server]\nruntime_threads = 257").starts_with("server.runtime_threads"));
         assert!(err_of("[server]\ntls_reload_secs = 86401").starts_with("server.tls_reload_secs"));
+    }
+
+    #[test]
+    fn a_reload_names_the_sections_it_cannot_apply() {
+        let base = Config::embedded_default();
+        let with = |extra: &str| {
+            let text = format!("{DEFAULT_CONFIG}\n{extra}");
+            Config::parse(&text).unwrap()
+        };
+        let reloadable = with(
+            "[[auth]]\ndomain = \"*\"\nprimary_key = \"12345678\"\n\
+             [hooks]\non_publish = \"http://127.0.0.1:9/p\"\n\
+             [[relays]]\ndomain = \"*\"\napp = \"live\"\ntargets = [\"rtmp://o/{AppName}/{StreamName}\"]\n",
+        );
+        assert!(base.restart_only_changes(&reloadable).is_empty());
+        assert!(base.restart_only_changes(&base).is_empty());
+        let mut other = with("[play]\nenabled = false\n[retention]\nenabled = false\n");
+        other.server.idle_timeout_secs += 1;
+        other.rules.clear();
+        assert_eq!(
+            base.restart_only_changes(&other),
+            ["server", "play", "retention"]
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn start_relays(node: &Arc<Node>, live: &LiveStream, query: &str) -> DropGuard {
     let stop = CancellationToken::new();
     if let Some(relay) = node.relays.lookup(&live.id.domain, &live.id.app) {
         // A signature livesnap checked is its own; an origin's passes through untouched.
-        let query = match node.settings.auth.requirement(&live.id.domain) {
+        let query = match node.access().auth.requirement(&live.id.domain) {
             crate::auth::Requirement::Signature(_) => relay::url::without_auth_key(query),
             _ => query.to_owned(),
         };

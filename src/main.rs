@@ -224,7 +224,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let (_, settings) = match load(&cli) {
+    let (config, settings) = match load(&cli) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("livesnap: configuration error: {e}");
@@ -236,7 +236,7 @@ fn main() -> ExitCode {
             println!(
                 "configuration OK: {} storage target(s), {} rule(s)",
                 settings.storage.len(),
-                settings.rules.len()
+                settings.static_rules.len()
             );
             ExitCode::SUCCESS
         }
@@ -271,9 +271,14 @@ fn main() -> ExitCode {
             let open_files = raise_open_file_limit();
             init_logging(&settings);
             check_open_file_limit(open_files, &settings);
+            // SIGHUP reads the file again; the embedded default has none.
+            let file = cli.config.clone().map(|path| livesnap::server::ConfigFile {
+                path,
+                started: config,
+            });
             exit_code(run_async(
                 settings.runtime_threads,
-                livesnap::cli::serve(settings),
+                livesnap::cli::serve(settings, file),
             ))
         }
         Some(Command::Snapshot {

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub rule_store_reloads: Family<Reason, Counter>,
     /// RTMPS certificate loads after the files changed or on SIGHUP, by result.
     pub tls_reloads: Family<Reason, Counter>,
+    /// Config file reloads (SIGHUP), by result.
+    pub config_reloads: Family<Reason, Counter>,
     /// When the RTMPS certificate in use expires (its `notAfter`, Unix seconds); no series
     /// on a node without RTMPS.
     pub tls_certificate_expiry: Family<Reason, Gauge>,
@@ -112,6 +114,7 @@ impl Metrics {
             callbacks_dropped: Counter::default(),
             rule_store_reloads: Family::default(),
             tls_reloads: Family::default(),
+            config_reloads: Family::default(),
             tls_certificate_expiry: Family::default(),
             keys_taken: Family::default(),
             creates_landed_earlier: Counter::default(),
@@ -254,6 +257,12 @@ impl Metrics {
             m.tls_reloads.clone(),
         );
         r.register(
+            "config_reloads",
+            "Config file reloads on SIGHUP, by result: ok (its rules, relays, [[auth]] and \
+             hooks apply from the next publish) or error (nothing changed)",
+            m.config_reloads.clone(),
+        );
+        r.register(
             "tls_certificate_expiry_timestamp_seconds",
             "When the RTMPS certificate in use expires (its notAfter), in Unix seconds",
             m.tls_certificate_expiry.clone(),
@@ -380,6 +389,16 @@ impl Metrics {
     /// How many loads of the RTMPS certificate files ended `ok` (or `error`).
     pub fn tls_reload_count(&self, ok: bool) -> u64 {
         self.tls_reloads.get_or_create(&reload_result(ok)).get()
+    }
+
+    /// One reload of the config file: put in force (`ok`) or refused (`error`).
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads.get_or_create(&reload_result(ok)).inc();
+    }
+
+    /// How many config file reloads ended `ok` (or `error`).
+    pub fn config_reload_count(&self, ok: bool) -> u64 {
+        self.config_reloads.get_or_create(&reload_result(ok)).get()
     }
 
     /// The RTMPS certificate in use expires at `not_after` (Unix seconds).

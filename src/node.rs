@@ -6,28 +6,41 @@
 //! the API, and builds no listener (`server` wires those).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::AuthPolicy;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::live::Registry;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::relay::config::RelayBook;
+use crate::relay::config::{Relay, RelayBook};
 use crate::review::Reviewer;
 use crate::rules::shared::{SharedRules, SharedRulesParts};
-use crate::rules::{RuleBook, RuleSet};
+use crate::rules::{Rule, RuleBook, RuleSet};
 use crate::snapshot::pool::Pool;
 use crate::storage::{self, StorageError, Targets};
 
+/// Who may publish and play: the config file's `[[auth]]` and `on_publish` hook, in force
+/// until a config reload replaces them. A publish or a play reads them once, at its start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    pub auth: AuthPolicy,
+    pub on_publish: Option<String>,
+}
+
 /// State shared by every task of the node.
 pub struct Node {
+    /// The configuration as read at start. A config reload replaces the file's rules,
+    /// relays, `[[auth]]` and `on_publish` hook: read those from `rules`, `relays` and
+    /// [`Node::access`], never from here.
     pub settings: Settings,
     /// The rules in force (the config file's, plus the shared document's).
     pub rules: Arc<RuleBook>,
+    access: RwLock<Arc<Access>>,
     /// The rule document shared with other nodes (None when none is configured).
     pub shared_rules: Option<Arc<SharedRules>>,
     /// Where publishes are relayed: the config file's `[[relays]]` and the API's.
@@ -69,14 +82,13 @@ impl Node {
             clock.clone(),
         );
         let shutdown = CancellationToken::new();
-        let rules = Arc::new(RuleBook::new(settings.rules.clone()));
+        let rules = Arc::new(RuleBook::new(settings.static_rules.clone()));
         let relays = Arc::new(RelayBook::new(settings.relays.clone()));
         let shared_rules = settings.rule_store.as_ref().and_then(|cfg| {
             Some(SharedRules::new(SharedRulesParts {
                 config: cfg.clone(),
                 target: targets.get(&cfg.storage)?.clone(),
                 target_settings: settings.storage.get(&cfg.storage)?.clone(),
-                static_rules: settings.static_rules.clone(),
                 storage_names: settings.storage.keys().cloned().collect::<BTreeSet<_>>(),
                 book: rules.clone(),
                 relays: relays.clone(),
@@ -84,9 +96,14 @@ impl Node {
                 clock: clock.clone(),
             }))
         });
+        let access = RwLock::new(Arc::new(Access {
+            auth: settings.auth.clone(),
+            on_publish: settings.on_publish.clone(),
+        }));
         Ok(Arc::new(Node {
             settings,
             rules,
+            access,
             shared_rules,
             relays,
             targets,
@@ -104,5 +121,29 @@ impl Node {
     /// The rules in force now; a publish takes its rule once, at its start.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.rules.get()
+    }
+
+    /// Who may publish and play now.
+    pub fn access(&self) -> Arc<Access> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded config file's rules, relays and access in force, from the next
+    /// publish (and, for access, the next play); live streams keep what they started
+    /// with. The caller checked that every rule's storage target exists on this node.
+    pub fn set_config(&self, rules: Vec<Rule>, relays: Vec<Relay>, access: Access) {
+        match &self.shared_rules {
+            Some(shared) => shared.set_config(rules, relays),
+            None => {
+                let set = RuleSet::new(rules.iter().cloned());
+                self.rules.set_config(rules, set);
+                // Without a rule store there is no stored relay to leave out.
+                let _ = self.relays.set_config(relays);
+            }
+        }
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
     }
 }

@@ -270,8 +270,8 @@ impl Sweeper {
         let book = self.node.rules();
         let mut scopes: Vec<(String, String, Option<String>)> = self
             .node
-            .settings
-            .static_rules
+            .rules
+            .config()
             .iter()
             .map(|r| {
                 (

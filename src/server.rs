@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::clock::SharedClock;
-use crate::config::Settings;
-use crate::node::Node;
+use crate::config::{Config, ConfigError, Settings};
+use crate::node::{Access, Node};
 use crate::rtmp::limits::ConnLimits;
 use crate::storage::probe::{verify, ProbeError};
 use crate::storage::StorageError;
@@ -59,6 +59,58 @@ impl Running {
         }
     }
 
+    /// Reads the config file again and puts it in force (SIGHUP): its `[[rules]]`,
+    /// `[[relays]]`, `[[auth]]` and `[hooks]` apply from the next publish (and play), as
+    /// rule changes through the API do; live streams keep what they started with. A file
+    /// that cannot be read, does not validate, or whose rules name a storage target this
+    /// node was not started with changes nothing. Sections that differ from the file the
+    /// node was started with in anything else are named in the result: they need a
+    /// restart. Counted in `livesnap_config_reloads_total`.
+    pub async fn reload_config(&self, file: &ConfigFile) -> Result<ConfigReload, ConfigError> {
+        let path = file.path.clone();
+        let read = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigError::Read {
+                    path: file.path.display().to_string(),
+                    message: e.to_string(),
+                })
+            });
+        let result = read.and_then(|new| self.apply_config(&file.started, &new));
+        self.node.metrics.config_reload(result.is_ok());
+        result
+    }
+
+    fn apply_config(&self, started: &Config, new: &Config) -> Result<ConfigReload, ConfigError> {
+        let settings = new.validate()?;
+        for (i, r) in settings.static_rules.iter().enumerate() {
+            if !self.node.targets.contains_key(r.storage()) {
+                return Err(ConfigError::Invalid {
+                    key: format!("rules[{i}].storage"),
+                    message: format!(
+                        "storage target {:?} is not one this node started with; a new [storage] target needs a restart",
+                        r.storage()
+                    ),
+                });
+            }
+        }
+        let report = ConfigReload {
+            rules: settings.static_rules.len(),
+            relays: settings.relays.len(),
+            auth_entries: new.auth.len(),
+            restart_only: started.restart_only_changes(new),
+        };
+        self.node.set_config(
+            settings.static_rules,
+            settings.relays,
+            Access {
+                auth: settings.auth,
+                on_publish: settings.on_publish,
+            },
+        );
+        Ok(report)
+    }
+
     /// First stage: stop accepting, end connections (their streams unpublish), let
     /// snapshots in flight be stored, then deliver the events all this produced
     /// (`unpublish`, `snapshot`, the `end` of every active health condition), everything
@@ -79,6 +131,24 @@ impl Running {
         let delivered = self.node.notify.drain(deadline).await;
         tasks_done && health_done && delivered
     }
+}
+
+/// The config file a node was started from: where to read it again, and what it said.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: std::path::PathBuf,
+    pub started: Config,
+}
+
+/// What a config reload put in force, and what it could not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigReload {
+    /// The file's `[[rules]]`, `[[relays]]` and `[[auth]]` entries now in force.
+    pub rules: usize,
+    pub relays: usize,
+    pub auth_entries: usize,
+    /// Sections whose changes wait for a restart (`server`, `storage`, …).
+    pub restart_only: Vec<&'static str>,
 }
 
 /// Connections the kernel may queue before the accept loop takes them (capped by

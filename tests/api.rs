@@ -533,6 +533,100 @@ async fn a_reload_request_reads_the_rule_store_at_once() {
     assert_eq!(on_b["in_force"], true, "{on_b}");
 }
 
+/// A reloaded config file (SIGHUP) and the rule store: a config rule the file gains takes
+/// its scope from a stored rule (which stays in the document, not in force) and gives it
+/// back when the file drops it; its relays are listed as the config's; a file whose rule
+/// names a storage target the node was not started with changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_config_file_takes_a_stored_rules_scope_and_gives_it_back() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        r#"
+[server]
+rtmp_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+[storage.default]
+scheme = "fs"
+root = "{}"
+[rule_store]
+storage = "default"
+"#,
+        dir.path().join("snapshots").display()
+    );
+    let path = dir.path().join("livesnap.toml");
+    let file = livesnap::server::ConfigFile {
+        path: path.clone(),
+        started: livesnap::config::Config::parse(&base).unwrap(),
+    };
+    let server = TestServer::start(dir, &base).await;
+    let running = server.running.as_ref().unwrap();
+    let api = Api::new(&server);
+    let rules = "/api/v1/snapshot-configs";
+    assert_eq!(
+        api.call("POST", rules, Some(rule_body("*", "tv"))).await.0,
+        201
+    );
+    let template = |stream: &str| {
+        running
+            .node
+            .rules()
+            .lookup("d", "tv", stream)
+            .map(|r| r.overwrite_object.as_ref().unwrap().as_str().to_string())
+    };
+    assert_eq!(template("s").as_deref(), Some("{AppName}/{StreamName}.jpg"));
+
+    let with_rule = format!(
+        "{base}\n[[rules]]\ndomain = \"*\"\napp = \"tv\"\nstorage = \"default\"\ninterval_secs = 10\n\
+         overwrite_object = \"file/{{StreamName}}.jpg\"\n\
+         [[relays]]\ndomain = \"*\"\napp = \"tv\"\ntargets = [\"rtmp://127.0.0.1:9/{{AppName}}/{{StreamName}}\"]\n"
+    );
+    std::fs::write(&path, &with_rule).unwrap();
+    let report = running.reload_config(&file).await.unwrap();
+    assert_eq!((report.rules, report.relays), (1, 1));
+    assert!(report.restart_only.is_empty(), "{report:?}");
+    assert_eq!(template("s").as_deref(), Some("file/{StreamName}.jpg"));
+    let (_, listed) = api.get(rules).await;
+    let sources: Vec<(&str, bool)> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap(),
+                r["in_force"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sources, [("config", true), ("api", false)], "{listed}");
+    let (_, relays) = api.get("/api/v1/relay-configs").await;
+    assert_eq!(relays["items"][0]["source"], "config", "{relays}");
+    // The API refuses a stored rule of a scope the file now holds.
+    assert_eq!(
+        api.call("POST", rules, Some(rule_body("*", "tv"))).await.0,
+        409
+    );
+
+    // A rule on a storage target the node does not have: refused, nothing changes.
+    let elsewhere = format!("{with_rule}\n[storage.other]\nscheme = \"memory\"\n").replace(
+        "storage = \"default\"\ninterval_secs = 10",
+        "storage = \"other\"\ninterval_secs = 10",
+    );
+    std::fs::write(&path, &elsewhere).unwrap();
+    let e = running.reload_config(&file).await.unwrap_err().to_string();
+    assert!(e.starts_with("rules[0].storage"), "{e}");
+    assert_eq!(template("s").as_deref(), Some("file/{StreamName}.jpg"));
+    assert_eq!(running.node.metrics.config_reload_count(false), 1);
+
+    // The file drops its rule: the stored one is in force again.
+    std::fs::write(&path, &base).unwrap();
+    running.reload_config(&file).await.unwrap();
+    assert_eq!(template("s").as_deref(), Some("{AppName}/{StreamName}.jpg"));
+    let (_, listed) = api.get(rules).await;
+    assert_eq!(listed["items"][0]["in_force"], true, "{listed}");
+    assert_eq!(running.node.metrics.config_reload_count(true), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_rules_and_concurrent_updates_are_not_lost() {
     let shared = tempfile::tempdir().unwrap();

@@ -527,6 +527,14 @@ async fn sighup_reloads_and_ends_no_stream() {
         "no first snapshot: {}",
         serving.log_text()
     );
+    // The file's rule changes before the first SIGHUP: the live stream keeps its own.
+    let config = dir.path().join("livesnap.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text
+        .replace("interval_secs = 5", "interval_secs = 10")
+        .replace("{StreamName}.jpg", "{StreamName}-changed.jpg");
+    assert_ne!(text, changed);
+    std::fs::write(&config, changed).unwrap();
     for n in 1..=2 {
         let kill = Command::new("kill")
             .args(["-HUP", &serving.child.id().to_string()])
@@ -558,13 +566,182 @@ async fn sighup_reloads_and_ends_no_stream() {
         "the publish was cut: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 12 s with a keyframe every second, a snapshot every 5 s: 0, 5 and 10 s.
+    // 12 s with a keyframe every second, a snapshot every 5 s: 0, 5 and 10 s, under the
+    // rule the publish started with.
     assert!(
         wait_for(Duration::from_secs(5), || list_files(&root)
             == snapshot_keys("hup", 3))
         .await,
         "{:?}",
         list_files(&root)
+    );
+    assert_eq!(
+        serving.log_text().matches("config file reloaded").count(),
+        2,
+        "{}",
+        serving.log_text()
+    );
+    assert!(serving.child.try_wait().unwrap().is_none());
+}
+
+/// `ffmpeg` publishing `file` to `url` as fast as it can read it (no `-re`).
+fn ffmpeg_burst(file: &str, url: &str) -> tokio::process::Command {
+    let mut ffmpeg = tokio::process::Command::new("ffmpeg");
+    ffmpeg
+        .args(["-v", "error", "-i"])
+        .arg(fixture(file))
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    ffmpeg
+}
+
+async fn hangup_and_wait_for(serving: &Serving, what: &str, n: usize) {
+    let kill = Command::new("kill")
+        .args(["-HUP", &serving.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    assert!(
+        wait_for(Duration::from_secs(5), || serving
+            .log_text()
+            .matches(what)
+            .count()
+            == n)
+        .await,
+        "{what:?} not logged {n} time(s): {}",
+        serving.log_text()
+    );
+}
+
+async fn metrics_line(serving: &Serving, series: &str) -> String {
+    let (status, body) = http_request(serving.http, "GET", "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .unwrap_or_else(|| panic!("no {series} in {body}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_puts_the_files_rules_and_auth_in_force_from_the_next_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshots");
+    let mut serving = serve(dir.path(), &root, 2).await;
+    let config = dir.path().join("livesnap.toml");
+    let started = std::fs::read_to_string(&config).unwrap();
+    let reloaded = format!(
+        "{}\n[[auth]]\ndomain = \"*\"\nprimary_key = \"reload-secret\"\nvalidity_secs = 60\n",
+        started
+            .replace("{StreamName}.jpg", "{StreamName}-v2.jpg")
+            .replace(
+                "{StreamName}/{Sequence}.jpg",
+                "{StreamName}/v2-{Sequence}.jpg"
+            )
+    );
+    std::fs::write(&config, &reloaded).unwrap();
+    hangup_and_wait_for(&serving, "config file reloaded", 1).await;
+    assert!(
+        !serving
+            .log_text()
+            .contains("take effect at the next restart"),
+        "{}",
+        serving.log_text()
+    );
+
+    // [[auth]] now applies: an unsigned publish is refused and stores nothing.
+    let unsigned = format!("rtmp://{}/live/plain", serving.rtmp);
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        ffmpeg_burst("baseline_640x360_gop1s.flv", &unsigned).output(),
+    )
+    .await
+    .expect("ffmpeg ends")
+    .unwrap();
+    assert!(!out.status.success(), "an unsigned publish was accepted");
+    assert!(
+        serving.log_text().contains("unauthorized"),
+        "{}",
+        serving.log_text()
+    );
+
+    // A signed one is taken, under the reloaded rule's keys.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = livesnap::auth::sign_url(
+        &format!("rtmp://{}/live/signed", serving.rtmp),
+        "reload-secret",
+        now,
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        ffmpeg_burst("baseline_640x360_gop1s.flv", &signed).output(),
+    )
+    .await
+    .expect("ffmpeg ends")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the signed publish failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<String> = [
+        "live/signed-v2.jpg",
+        "live/signed/v2-1.jpg",
+        "live/signed/v2-2.jpg",
+        "live/signed/v2-3.jpg",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert!(
+        wait_for(Duration::from_secs(10), || list_files(&root) == expected).await,
+        "{:?}",
+        list_files(&root)
+    );
+
+    // A file that does not validate changes nothing, and says which key is wrong.
+    std::fs::write(
+        &config,
+        reloaded.replace("interval_secs = 5", "interval_secs = 0"),
+    )
+    .unwrap();
+    hangup_and_wait_for(&serving, "config file not reloaded", 1).await;
+    assert!(
+        serving.log_text().contains("rules[0].interval_secs"),
+        "{}",
+        serving.log_text()
+    );
+    let (status, body) = http_request(serving.http, "GET", "/api/v1/snapshot-configs")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("{StreamName}-v2.jpg"), "{body}");
+    assert!(
+        metrics_line(&serving, "livesnap_config_reloads_total{result=\"error\"}")
+            .await
+            .ends_with(" 1")
+    );
+
+    // A change a reload cannot apply is named, and the rest is still put in force.
+    std::fs::write(
+        &config,
+        reloaded.replace("shutdown_grace_secs = 2", "shutdown_grace_secs = 3"),
+    )
+    .unwrap();
+    hangup_and_wait_for(&serving, "take effect at the next restart", 1).await;
+    assert!(
+        serving.log_text().contains("sections=server"),
+        "{}",
+        serving.log_text()
+    );
+    assert!(
+        metrics_line(&serving, "livesnap_config_reloads_total{result=\"ok\"}")
+            .await
+            .ends_with(" 2")
     );
     assert!(serving.child.try_wait().unwrap().is_none());
 }

@@ -92,18 +92,14 @@ fn store(state: &ApiState) -> ApiResult<&std::sync::Arc<SharedRules>> {
     })
 }
 
-fn static_rule<'a>(
-    state: &'a ApiState,
-    domain: &str,
-    app: &str,
-    stream: Option<&str>,
-) -> Option<&'a Rule> {
+fn static_rule(state: &ApiState, domain: &str, app: &str, stream: Option<&str>) -> Option<Rule> {
     state
         .node
-        .settings
-        .static_rules
+        .rules
+        .config()
         .iter()
         .find(|r| r.scope_key() == (domain, app, stream))
+        .cloned()
 }
 
 fn map_update(e: UpdateError<ApiError>) -> ApiError {
@@ -137,8 +133,8 @@ pub async fn list(
 
     let mut items: Vec<Value> = state
         .node
-        .settings
-        .static_rules
+        .rules
+        .config()
         .iter()
         .filter(|r| keep(r.domain(), r.app(), r.stream()))
         .map(config_json)
@@ -185,7 +181,7 @@ pub async fn get_one(
     Path(at): Path<ScopePath>,
 ) -> ApiResult<Json<Value>> {
     if let Some(r) = static_rule(&state, &at.domain, &at.app, at.stream()) {
-        return Ok(Json(config_json(r)));
+        return Ok(Json(config_json(&r)));
     }
     let doc = state.node.shared_rules.as_ref().map(|s| s.doc());
     match doc
@@ -265,7 +261,7 @@ fn check_keys_apart(state: &ApiState, rule: &Rule, doc: &RulesDoc) -> ApiResult<
         .collect();
     crate::rules::keys_apart_from_all(
         rule,
-        state.node.settings.static_rules.iter().chain(&stored),
+        state.node.rules.config().iter().chain(&stored),
         |a, b| crate::config::same_place(storage, a, b),
     )
     .map_err(|c| ApiError::invalid(c.field, c.to_string()))

@@ -48,7 +48,7 @@ pub fn candidate_templates(
     match &state.node.shared_rules {
         Some(shared) => shared.sequence_templates(domain, app, stream),
         None => crate::rules::shared::sequence_templates(
-            &state.node.settings.static_rules,
+            &state.node.rules.config_with_retired(),
             None,
             domain,
             app,

@@ -228,29 +228,28 @@ pub struct ApiRelay {
 
 #[derive(Debug, Default)]
 struct BookState {
+    /// The config file's relays, in order.
+    config: Arc<[Arc<Relay>]>,
+    /// The shared document's relays as last given, kept to be checked again against a
+    /// reloaded config file.
+    stored: Vec<StoredRelay>,
     api: Vec<ApiRelay>,
     current: Arc<RelaySet>,
 }
 
-/// The relays in force on this node: the config file's (read-only, the static base)
-/// and those of the shared rule document (added through the API).
+/// The relays in force on this node: the config file's (read-only through the API,
+/// replaced by a config reload) and those of the shared rule document (added through
+/// the API).
 #[derive(Debug, Default)]
 pub struct RelayBook {
-    config: Vec<Arc<Relay>>,
     state: RwLock<BookState>,
 }
 
 impl RelayBook {
     pub fn new(config: Vec<Relay>) -> RelayBook {
-        let config: Vec<Arc<Relay>> = config.into_iter().map(Arc::new).collect();
-        let current = Arc::new(RelaySet::new(config.iter().cloned()));
-        RelayBook {
-            config,
-            state: RwLock::new(BookState {
-                api: Vec::new(),
-                current,
-            }),
-        }
+        let book = RelayBook::default();
+        book.set_config(config);
+        book
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BookState> {
@@ -263,15 +262,13 @@ impl RelayBook {
     }
 
     /// The config file's relays, in order.
-    pub fn config(&self) -> &[Arc<Relay>] {
-        &self.config
+    pub fn config(&self) -> Arc<[Arc<Relay>]> {
+        self.read().config.clone()
     }
 
     /// Whether the config file has a relay for exactly (domain, app).
     pub fn config_has(&self, domain: &str, app: &str) -> bool {
-        self.config
-            .iter()
-            .any(|r| r.spec.domain == domain && r.spec.app == app)
+        has(&self.read().config, domain, app)
     }
 
     /// The stored relays in force, in document order.
@@ -282,11 +279,38 @@ impl RelayBook {
     /// Puts the shared document's relays in force (beside the config file's); returns
     /// why any was left out (invalid here, or shadowing a config relay or an earlier one).
     pub fn set_stored(&self, stored: &[StoredRelay]) -> Vec<String> {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let config = st.config.clone();
+        let (next, skipped) = BookState::build(config, stored.to_vec());
+        *st = next;
+        skipped
+    }
+
+    /// Puts a (reloaded) config file's relays in force, from the next publish; the
+    /// stored relays are checked against them again. Returns why any stored relay was
+    /// left out.
+    pub fn set_config(&self, config: Vec<Relay>) -> Vec<String> {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let stored = std::mem::take(&mut st.stored);
+        let (next, skipped) = BookState::build(config.into_iter().map(Arc::new).collect(), stored);
+        *st = next;
+        skipped
+    }
+}
+
+fn has(config: &[Arc<Relay>], domain: &str, app: &str) -> bool {
+    config
+        .iter()
+        .any(|r| r.spec.domain == domain && r.spec.app == app)
+}
+
+impl BookState {
+    fn build(config: Arc<[Arc<Relay>]>, stored: Vec<StoredRelay>) -> (BookState, Vec<String>) {
         let mut skipped = Vec::new();
         let mut api: Vec<ApiRelay> = Vec::new();
         for (i, s) in stored.iter().enumerate() {
             let (d, a) = (&s.spec.domain, &s.spec.app);
-            if self.config_has(d, a)
+            if has(&config, d, a)
                 || api
                     .iter()
                     .any(|r| &r.relay.spec.domain == d && &r.relay.spec.app == a)
@@ -306,13 +330,18 @@ impl RelayBook {
             }
         }
         let current = Arc::new(RelaySet::new(
-            self.config
+            config
                 .iter()
                 .cloned()
                 .chain(api.iter().map(|a| a.relay.clone())),
         ));
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = BookState { api, current };
-        skipped
+        let state = BookState {
+            config,
+            stored,
+            api,
+            current,
+        };
+        (state, skipped)
     }
 }
 
@@ -468,6 +497,42 @@ targets = [
             url("b.com", "live").as_deref(),
             Some("rtmp://any/a/{StreamName}")
         );
+    }
+
+    #[test]
+    fn a_reloaded_config_checks_the_stored_relays_again() {
+        let v = |s: RelaySpec| s.validate("r").unwrap();
+        let book = RelayBook::new(vec![v(spec("*", "*", "rtmp://any/a/{StreamName}"))]);
+        let stored = |id, s: RelaySpec| StoredRelay {
+            id,
+            create_time: 1,
+            spec: s,
+        };
+        let skipped = book.set_stored(&[
+            stored(1, spec("*", "live", "rtmp://app/a/{StreamName}")),
+            stored(2, spec("*", "tv", "rtmp://tv/a/{StreamName}")),
+        ]);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let url = |d, a| book.lookup(d, a).map(|r| r.targets[0].url.clone());
+        // The new file takes (*, live) itself and drops (*, *).
+        let skipped = book.set_config(vec![v(spec("*", "live", "rtmp://file/a/{StreamName}"))]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].contains("\"live\""), "{skipped:?}");
+        assert_eq!(
+            url("d", "live").as_deref(),
+            Some("rtmp://file/a/{StreamName}")
+        );
+        assert_eq!(url("d", "tv").as_deref(), Some("rtmp://tv/a/{StreamName}"));
+        assert_eq!(url("d", "radio"), None);
+        assert_eq!(book.api().iter().map(|a| a.id).collect::<Vec<_>>(), [2]);
+        assert!(book.config_has("*", "live") && !book.config_has("*", "*"));
+        // Without it the stored relay is in force again.
+        assert!(book.set_config(Vec::new()).is_empty());
+        assert_eq!(
+            url("d", "live").as_deref(),
+            Some("rtmp://app/a/{StreamName}")
+        );
+        assert_eq!(book.config().len(), 0);
     }
 
     #[test]

@@ -242,31 +242,84 @@ impl RuleSet {
     }
 }
 
-/// The rules in force on this node, replaced as a whole when the shared document
-/// changes. Cheap to read: a publish takes an `Arc` of the set at its start.
+/// The rules in force on this node, replaced as a whole when the shared document or the
+/// config file (a reload) changes. Cheap to read: a publish takes an `Arc` of the set at
+/// its start.
+///
+/// It also holds the config file's rules, the base every stored rule is checked against,
+/// and the config rules a reload replaced or removed since the start (their sequence
+/// templates still name where snapshots were stored).
 #[derive(Debug, Default)]
 pub struct RuleBook {
-    current: RwLock<Arc<RuleSet>>,
+    current: RwLock<Current>,
+}
+
+#[derive(Debug, Default)]
+struct Current {
+    set: Arc<RuleSet>,
+    config: Arc<[Rule]>,
+    retired: Arc<[Rule]>,
 }
 
 impl RuleBook {
-    pub fn new(rules: RuleSet) -> RuleBook {
+    /// A book whose rules are the config file's `config`.
+    pub fn new(config: Vec<Rule>) -> RuleBook {
         RuleBook {
-            current: RwLock::new(Arc::new(rules)),
+            current: RwLock::new(Current {
+                set: Arc::new(RuleSet::new(config.iter().cloned())),
+                config: config.into(),
+                retired: Arc::new([]),
+            }),
         }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Current> {
+        self.current.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The rules in force now.
     pub fn get(&self) -> Arc<RuleSet> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.read().set.clone()
     }
 
-    /// Replaces the rules; live streams keep theirs until they publish again.
+    /// The config file's rules in force, in file order.
+    pub fn config(&self) -> Arc<[Rule]> {
+        self.read().config.clone()
+    }
+
+    /// The config rules in force, then those a reload replaced or removed (each rule
+    /// once): whose sequence templates may hold snapshots.
+    pub fn config_with_retired(&self) -> Vec<Rule> {
+        let c = self.read();
+        c.config.iter().chain(c.retired.iter()).cloned().collect()
+    }
+
+    /// Replaces the rules in force; live streams keep theirs until they publish again.
     pub fn set(&self, rules: RuleSet) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+        self.write().set = Arc::new(rules);
+    }
+
+    /// Replaces the config file's rules and, in the same step, the rules in force (the
+    /// caller computed `rules` from `config`). A config rule no longer in force is kept
+    /// as retired.
+    pub fn set_config(&self, config: Vec<Rule>, rules: RuleSet) {
+        let mut c = self.write();
+        let mut retired: Vec<Rule> = c.retired.to_vec();
+        for old in c.config.iter() {
+            if !config.contains(old) && !retired.contains(old) {
+                retired.push(old.clone());
+            }
+        }
+        retired.retain(|r| !config.contains(r));
+        *c = Current {
+            set: Arc::new(rules),
+            config: config.into(),
+            retired: retired.into(),
+        };
     }
 }
 
@@ -533,10 +586,43 @@ mod tests {
 
     #[test]
     fn the_book_swaps_whole_sets() {
-        let book = RuleBook::new(RuleSet::new([rule("*", "*", 5)]));
+        let book = RuleBook::new(vec![rule("*", "*", 5)]);
         let before = book.get();
         book.set(RuleSet::default());
         assert_eq!(before.len(), 1, "a reader keeps the set it took");
         assert!(book.get().is_empty());
+    }
+
+    #[test]
+    fn a_config_reload_swaps_the_set_and_remembers_the_rules_it_ended() {
+        let (a, b, c) = (
+            rule("*", "*", 5),
+            rule("*", "live", 10),
+            rule("*", "tv", 60),
+        );
+        let book = RuleBook::new(vec![a.clone(), b.clone()]);
+        let taken = book.get();
+        book.set_config(
+            vec![a.clone(), c.clone()],
+            RuleSet::new([a.clone(), c.clone()]),
+        );
+        assert_eq!(taken.len(), 2, "a reader keeps the set it took");
+        assert_eq!(book.config().to_vec(), vec![a.clone(), c.clone()]);
+        assert!(book.get().lookup("d", "tv", "s").is_some());
+        assert_eq!(
+            book.get()
+                .lookup("d", "live", "s")
+                .unwrap()
+                .spec
+                .interval_secs,
+            5
+        );
+        assert_eq!(
+            book.config_with_retired(),
+            vec![a.clone(), c.clone(), b.clone()]
+        );
+        // A retired rule that comes back is in force again, and listed once.
+        book.set_config(vec![b.clone()], RuleSet::new([b.clone()]));
+        assert_eq!(book.config_with_retired(), vec![b, a, c]);
     }
 }

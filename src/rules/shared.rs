@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
-use crate::relay::config::{RelayBook, StoredRelay};
+use crate::relay::config::{Relay, RelayBook, StoredRelay};
 use crate::rules::{Rule, RuleBook, RuleSet, RuleSpec, ANY};
 use crate::storage::settings::StorageSettings;
 use crate::storage::template::Template;
@@ -259,8 +259,6 @@ pub struct SharedRules {
     read_if_match: bool,
     pub key: String,
     reload: Duration,
-    /// The config file's rules, in force whatever the document says.
-    static_rules: Vec<Rule>,
     /// Storage targets configured on this node (a stored rule naming another is skipped).
     storage_names: BTreeSet<String>,
     book: Arc<RuleBook>,
@@ -277,7 +275,6 @@ pub struct SharedRulesParts {
     /// The document's storage target, built, and its settings.
     pub target: Target,
     pub target_settings: StorageSettings,
-    pub static_rules: Vec<Rule>,
     pub storage_names: BTreeSet<String>,
     pub book: Arc<RuleBook>,
     /// Where the document's relay configs are put in force.
@@ -306,7 +303,6 @@ impl SharedRules {
             target: p.target,
             key: p.config.key.clone(),
             reload: Duration::from_secs(p.config.reload_secs),
-            static_rules: p.static_rules,
             storage_names: p.storage_names,
             book: p.book,
             relays: p.relays,
@@ -368,7 +364,11 @@ impl SharedRules {
     /// The rules in force for a document: the config rules, then every stored rule
     /// that validates on this node and does not shadow a config rule.
     pub fn rules_in_force(&self, doc: &RulesDoc) -> (RuleSet, Vec<String>) {
-        let mut rules = self.static_rules.clone();
+        self.rules_in_force_with(&self.book.config(), doc)
+    }
+
+    fn rules_in_force_with(&self, config: &[Rule], doc: &RulesDoc) -> (RuleSet, Vec<String>) {
+        let mut rules = config.to_vec();
         let mut skipped = Vec::new();
         for (i, r) in doc.rules.iter().enumerate() {
             let r = &r.spec;
@@ -396,6 +396,14 @@ impl SharedRules {
         (RuleSet::new(rules), skipped)
     }
 
+    /// Logs the stored rules and relay configs newly left out and keeps the list.
+    fn note_skipped(st: &mut State, skipped: Vec<String>) {
+        for s in skipped.iter().filter(|s| !st.skipped.contains(s)) {
+            tracing::warn!(rule = %s, "stored rule not applied");
+        }
+        st.skipped = skipped;
+    }
+
     /// Makes `doc` the document in force and publishes its rules to the book. A
     /// document this node wrote is applied unless a newer one already is; a document
     /// read from storage is the truth (even an older or a missing one, put back by an
@@ -415,9 +423,7 @@ impl SharedRules {
         }
         let (set, mut skipped) = self.rules_in_force(&doc);
         skipped.extend(self.relays.set_stored(&doc.relays));
-        for s in skipped.iter().filter(|s| !st.skipped.contains(s)) {
-            tracing::warn!(rule = %s, "stored rule not applied");
-        }
+        Self::note_skipped(&mut st, skipped);
         tracing::info!(
             version = doc.version,
             rules = set.len(),
@@ -429,8 +435,18 @@ impl SharedRules {
             "relay configs in force updated from the rule store"
         );
         st.doc = doc;
-        st.skipped = skipped;
         st.generation += 1;
+    }
+
+    /// Puts a reloaded config file's rules and relays in force beside the document's
+    /// (from the next publish). Stored rules and relays the new ones shadow are left
+    /// out and logged, as when the document changes.
+    pub fn set_config(&self, rules: Vec<Rule>, relays: Vec<Relay>) {
+        let mut st = self.state();
+        let (set, mut skipped) = self.rules_in_force_with(&rules, &st.doc);
+        skipped.extend(self.relays.set_config(relays));
+        self.book.set_config(rules, set);
+        Self::note_skipped(&mut st, skipped);
     }
 
     fn record_ok(&self) {
@@ -694,7 +710,13 @@ impl SharedRules {
         app: &str,
         stream: &str,
     ) -> Vec<(String, Template)> {
-        sequence_templates(&self.static_rules, Some(&self.doc()), domain, app, stream)
+        sequence_templates(
+            &self.book.config_with_retired(),
+            Some(&self.doc()),
+            domain,
+            app,
+            stream,
+        )
     }
 }
 
@@ -785,7 +807,6 @@ mod tests {
             config: RuleStoreConfig::default(),
             target,
             target_settings: settings,
-            static_rules: Vec::new(),
             storage_names: ["default".to_string()].into(),
             book: book.clone(),
             relays: Default::default(),
