@@ -1,5 +1,6 @@
-//! Whether a publish may start: URL signing (`[[auth]]`, see `auth`) and the
-//! `on_publish` HTTP hook, in that order. The connection task asks once per publish
+//! Whether a publish may start: the peer's address (`[access] publish_from`), URL
+//! signing (`[[auth]]`, see `auth`) and the `on_publish` HTTP hook, in that order; and
+//! whether a play may (`[access] play_from`, then signing). The connection task asks once per publish
 //! and answers the client with the refusal's status code.
 
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub enum Refusal {
     Duplicate,
     /// Another domain's live publish of the same app and stream would share its keys.
     DuplicateKeys,
+    /// The peer's address is not in `[access] publish_from` (or `play_from`).
+    AddressNotAllowed,
 }
 
 impl Refusal {
@@ -34,7 +37,9 @@ impl Refusal {
             Refusal::BadName | Refusal::Duplicate | Refusal::DuplicateKeys => {
                 "NetStream.Publish.BadName"
             }
-            Refusal::Unauthorized | Refusal::UnlistedDomain => "NetStream.Publish.Unauthorized",
+            Refusal::Unauthorized | Refusal::UnlistedDomain | Refusal::AddressNotAllowed => {
+                "NetStream.Publish.Unauthorized"
+            }
         }
     }
 
@@ -46,6 +51,7 @@ impl Refusal {
             Refusal::UnlistedDomain => "unlisted_domain",
             Refusal::Duplicate => "duplicate",
             Refusal::DuplicateKeys => "duplicate_keys",
+            Refusal::AddressNotAllowed => "address_not_allowed",
         }
     }
 }
@@ -78,9 +84,9 @@ struct HookRequest<'a> {
     peer: String,
 }
 
-/// Checks the publish's signature as the `[[auth]]` policy requires for its domain
-/// (refusing a domain no entry covers), then asks the `on_publish` hook (when
-/// configured).
+/// Checks the peer's address against `[access] publish_from`, the publish's signature
+/// as the `[[auth]]` policy requires for its domain (refusing a domain no entry covers),
+/// then asks the `on_publish` hook (when configured).
 pub async fn check(
     node: &Node,
     req: &PublishRequest,
@@ -89,6 +95,15 @@ pub async fn check(
 ) -> Result<(), Refused> {
     let id = &req.id;
     let access = node.access();
+    if !access.publish_from.allows(peer.ip()) {
+        return Err(Refused::new(
+            Refusal::AddressNotAllowed,
+            format!(
+                "unauthorized: address {} is not in [access] publish_from",
+                peer.ip()
+            ),
+        ));
+    }
     match access.auth.requirement(&id.domain) {
         Requirement::None => {}
         Requirement::Signature(entry) => auth::check(
@@ -121,16 +136,31 @@ pub async fn check(
     Ok(())
 }
 
-/// Whether a play may start: once `[[auth]]` exists, a player signs its URL like a
-/// publisher (with the entry's `play_key`, else its publish keys) and a domain without
-/// an entry is refused, unless `[play] public = true`. The `on_publish` hook is not
-/// asked.
-pub fn check_play(node: &Node, req: &PublishRequest, tc_url: Option<&str>) -> Result<(), Refused> {
+/// Whether a play may start: the peer's address must be in `[access] play_from` (when
+/// set); then, once `[[auth]]` exists, a player signs its URL like a publisher (with the
+/// entry's `play_key`, else its publish keys) and a domain without an entry is refused,
+/// unless `[play] public = true`. The `on_publish` hook is not asked.
+pub fn check_play(
+    node: &Node,
+    req: &PublishRequest,
+    tc_url: Option<&str>,
+    peer: SocketAddr,
+) -> Result<(), Refused> {
+    let access = node.access();
+    if !access.play_from.allows(peer.ip()) {
+        return Err(Refused::new(
+            Refusal::AddressNotAllowed,
+            format!(
+                "unauthorized: address {} is not in [access] play_from",
+                peer.ip()
+            ),
+        ));
+    }
     if node.settings.play.public {
         return Ok(());
     }
     let id = &req.id;
-    match node.access().auth.play_requirement(&id.domain) {
+    match access.auth.play_requirement(&id.domain) {
         Requirement::None => Ok(()),
         Requirement::Signature(entry) => auth::check(
             entry,

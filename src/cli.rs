@@ -19,8 +19,8 @@ use crate::server;
 /// Runs the server until SIGINT/SIGTERM. First signal: stop accepting, close
 /// connections, let snapshots in flight be stored within the grace period. A second
 /// signal exits at once. SIGHUP reloads what can change without a restart and ends
-/// nothing: the config file's rules, relays, `[[auth]]` and hooks (when the node was
-/// started from a file, `file`: [`server::Running::reload_config`]), the RTMPS
+/// nothing: the config file's rules, relays, `[access]`, `[[auth]]` and hooks (when the
+/// node was started from a file, `file`: [`server::Running::reload_config`]), the RTMPS
 /// certificate and the rule store ([`server::Running::reload_now`]).
 pub async fn serve(settings: Settings, file: Option<server::ConfigFile>) -> Result<(), String> {
     let running = server::start(settings).await.map_err(|e| e.to_string())?;
@@ -85,7 +85,7 @@ async fn reload_config(running: &server::Running, file: &server::ConfigFile) {
                 rules = r.rules,
                 relays = r.relays,
                 auth_entries = r.auth_entries,
-                "config file reloaded: its rules, relays, [[auth]] and hooks apply from the next publish"
+                "config file reloaded: its rules, relays, [access], [[auth]] and hooks apply from the next publish"
             );
             if !r.restart_only.is_empty() {
                 tracing::warn!(

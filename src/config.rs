@@ -14,6 +14,7 @@ use crate::error::Invalid;
 pub use crate::health::HealthConfig;
 pub use crate::links::{LinksConfig, Signer};
 use crate::names;
+use crate::netlist::NetList;
 pub use crate::notify::NotifyConfig;
 pub use crate::play::PlayConfig;
 pub use crate::relay::config::{Relay, RelaySpec};
@@ -89,6 +90,9 @@ pub struct Config {
     /// Serving live streams to RTMP players.
     #[serde(default)]
     pub play: PlayConfig,
+    /// Which addresses may publish and play. Default: any.
+    #[serde(default)]
+    pub access: AccessConfig,
     /// Relays of every publish to upstream origins, per (domain, app). Default: none.
     #[serde(default)]
     pub relays: Vec<RelaySpec>,
@@ -101,6 +105,17 @@ pub struct Config {
     /// The retention sweeper (rules' `retain_secs` / `retain_count`).
     #[serde(default)]
     pub retention: RetentionConfig,
+}
+
+/// `[access]`: the networks publishers and players may connect from (CIDR such as
+/// `10.0.0.0/8` or `2001:db8::/32`, or single addresses), checked before any signature
+/// or hook. An empty list (the default) allows any address. The address is the TCP
+/// peer's: behind a proxy it is the proxy's.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    pub publish_from: Vec<String>,
+    pub play_from: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -318,6 +333,9 @@ pub struct Settings {
     pub http_hosts: Vec<HttpHost>,
     pub auth: AuthPolicy,
     pub on_publish: Option<String>,
+    /// `[access] publish_from` and `play_from`, parsed.
+    pub publish_from: NetList,
+    pub play_from: NetList,
     pub notify: NotifyConfig,
     pub play: PlayConfig,
     /// The config file's relays, in order.
@@ -415,8 +433,8 @@ impl Config {
     }
 
     /// The sections that differ between `self` (in force) and `new` (a reloaded file)
-    /// and that a reload does not apply: only `[[rules]]`, `[[relays]]`, `[[auth]]` and
-    /// `[hooks]` change without a restart.
+    /// and that a reload does not apply: only `[[rules]]`, `[[relays]]`, `[[auth]]`,
+    /// `[access]` and `[hooks]` change without a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
         // Destructured so that a new section must be placed on one side or the other.
         let Config {
@@ -429,6 +447,7 @@ impl Config {
             rule_store,
             auth: _,
             hooks: _,
+            access: _,
             notify,
             play,
             relays: _,
@@ -763,6 +782,8 @@ impl Config {
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),
             play: self.play.clone(),
+            publish_from: NetList::parse("access.publish_from", &self.access.publish_from)?,
+            play_from: NetList::parse("access.play_from", &self.access.play_from)?,
             relays,
             health: self.health.clone(),
             links,
@@ -1126,6 +1147,26 @@ scheme = "memory"
     }
 
     #[test]
+    fn access_lists_parse_and_errors_name_the_entry() {
+        let s = Config::parse(&format!(
+            "{BASE}\n[access]\npublish_from = [\"10.0.0.0/8\", \"::1\"]\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(s.publish_from.allows("10.9.8.7".parse().unwrap()));
+        assert!(!s.publish_from.allows("192.0.2.1".parse().unwrap()));
+        assert!(s.play_from.is_empty());
+        let e = err_of(&format!(
+            "{BASE}\n[access]\nplay_from = [\"192.0.2.0/24\", \"192.0.2.1/24\"]\n"
+        ));
+        assert!(
+            e.starts_with("access.play_from[1]:") && e.contains("192.0.2.0/24"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_reload_names_the_sections_it_cannot_apply() {
         let base = Config::embedded_default();
         let with = |extra: &str| {
@@ -1135,6 +1176,7 @@ scheme = "memory"
         let reloadable = with(
             "[[auth]]\ndomain = \"*\"\nprimary_key = \"12345678\"\n\
              [hooks]\non_publish = \"http://127.0.0.1:9/p\"\n\
+             [access]\npublish_from = [\"10.0.0.0/8\"]\n\
              [[relays]]\ndomain = \"*\"\napp = \"live\"\ntargets = [\"rtmp://o/{AppName}/{StreamName}\"]\n",
         );
         assert!(base.restart_only_changes(&reloadable).is_empty());

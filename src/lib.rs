@@ -17,6 +17,7 @@ pub mod links;
 pub mod media;
 pub mod metrics;
 pub mod names;
+pub mod netlist;
 pub mod picture;
 pub mod util;
 pub mod x509;

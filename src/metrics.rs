@@ -258,8 +258,8 @@ impl Metrics {
         );
         r.register(
             "config_reloads",
-            "Config file reloads on SIGHUP, by result: ok (its rules, relays, [[auth]] and \
-             hooks apply from the next publish) or error (nothing changed)",
+            "Config file reloads on SIGHUP, by result: ok (its rules, relays, [access], [[auth]] \
+             and hooks apply from the next publish) or error (nothing changed)",
             m.config_reloads.clone(),
         );
         r.register(

@@ -16,6 +16,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::live::Registry;
 use crate::metrics::Metrics;
+use crate::netlist::NetList;
 use crate::notify::Notifier;
 use crate::relay::config::{Relay, RelayBook};
 use crate::review::Reviewer;
@@ -24,19 +25,34 @@ use crate::rules::{Rule, RuleBook, RuleSet};
 use crate::snapshot::pool::Pool;
 use crate::storage::{self, StorageError, Targets};
 
-/// Who may publish and play: the config file's `[[auth]]` and `on_publish` hook, in force
-/// until a config reload replaces them. A publish or a play reads them once, at its start.
+/// Who may publish and play: the config file's `[access]` address lists, `[[auth]]` and
+/// `on_publish` hook, in force until a config reload replaces them. A publish or a play
+/// reads them once, at its start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Access {
+    pub publish_from: NetList,
+    pub play_from: NetList,
     pub auth: AuthPolicy,
     pub on_publish: Option<String>,
+}
+
+impl Access {
+    /// The access a config (as validated) gives.
+    pub fn of(settings: &Settings) -> Access {
+        Access {
+            publish_from: settings.publish_from.clone(),
+            play_from: settings.play_from.clone(),
+            auth: settings.auth.clone(),
+            on_publish: settings.on_publish.clone(),
+        }
+    }
 }
 
 /// State shared by every task of the node.
 pub struct Node {
     /// The configuration as read at start. A config reload replaces the file's rules,
-    /// relays, `[[auth]]` and `on_publish` hook: read those from `rules`, `relays` and
-    /// [`Node::access`], never from here.
+    /// relays, `[access]`, `[[auth]]` and `on_publish` hook: read those from `rules`,
+    /// `relays` and [`Node::access`], never from here.
     pub settings: Settings,
     /// The rules in force (the config file's, plus the shared document's).
     pub rules: Arc<RuleBook>,
@@ -96,10 +112,7 @@ impl Node {
                 clock: clock.clone(),
             }))
         });
-        let access = RwLock::new(Arc::new(Access {
-            auth: settings.auth.clone(),
-            on_publish: settings.on_publish.clone(),
-        }));
+        let access = RwLock::new(Arc::new(Access::of(&settings)));
         Ok(Arc::new(Node {
             settings,
             rules,

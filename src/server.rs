@@ -60,12 +60,12 @@ impl Running {
     }
 
     /// Reads the config file again and puts it in force (SIGHUP): its `[[rules]]`,
-    /// `[[relays]]`, `[[auth]]` and `[hooks]` apply from the next publish (and play), as
-    /// rule changes through the API do; live streams keep what they started with. A file
-    /// that cannot be read, does not validate, or whose rules name a storage target this
-    /// node was not started with changes nothing. Sections that differ from the file the
-    /// node was started with in anything else are named in the result: they need a
-    /// restart. Counted in `livesnap_config_reloads_total`.
+    /// `[[relays]]`, `[access]`, `[[auth]]` and `[hooks]` apply from the next publish (and
+    /// play), as rule changes through the API do; live streams keep what they started
+    /// with. A file that cannot be read, does not validate, or whose rules name a storage
+    /// target this node was not started with changes nothing. Sections that differ from
+    /// the file the node was started with in anything else are named in the result: they
+    /// need a restart. Counted in `livesnap_config_reloads_total`.
     pub async fn reload_config(&self, file: &ConfigFile) -> Result<ConfigReload, ConfigError> {
         let path = file.path.clone();
         let read = tokio::task::spawn_blocking(move || Config::load(&path))
@@ -100,14 +100,9 @@ impl Running {
             auth_entries: new.auth.len(),
             restart_only: started.restart_only_changes(new),
         };
-        self.node.set_config(
-            settings.static_rules,
-            settings.relays,
-            Access {
-                auth: settings.auth,
-                on_publish: settings.on_publish,
-            },
-        );
+        let access = Access::of(&settings);
+        self.node
+            .set_config(settings.static_rules, settings.relays, access);
         Ok(report)
     }
 

@@ -404,3 +404,70 @@ async fn with_auth_players_sign_with_the_play_key_unless_play_is_public() {
         .expect("public play needs no signature");
     publisher.finish().await;
 }
+
+/// `[access]`: a publish or play from an address outside the lists is refused before
+/// anything else, counted, and the lists follow a config reload (SIGHUP's path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_lists_refuse_publishers_and_players_from_elsewhere_and_follow_a_reload() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |access: &str| {
+        format!(
+            "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             [storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n{DEFAULT_RULES}\n[access]\n{access}\n",
+            dir.path().join("snapshots").display()
+        )
+    };
+    let started = config("publish_from = [\"10.0.0.0/8\"]");
+    let path = dir.path().join("livesnap.toml");
+    let file = livesnap::server::ConfigFile {
+        path: path.clone(),
+        started: livesnap::config::Config::parse(&started).unwrap(),
+    };
+    let server = TestServer::start(tempfile::tempdir().unwrap(), &started).await;
+    let running = server.running.as_ref().unwrap();
+    let tc = format!("rtmp://{}/live", server.rtmp);
+
+    let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "cam").await;
+    let PublishOutcome::Refused(why) = out else {
+        panic!("a publish from 127.0.0.1 was accepted");
+    };
+    assert!(
+        why.contains("NetStream.Publish.Unauthorized")
+            && why.contains("127.0.0.1")
+            && why.contains("publish_from"),
+        "{why}"
+    );
+    let rejected = || running.node.metrics.rejected_count("address_not_allowed");
+    assert_eq!(rejected(), 1);
+
+    // Loopback may publish now; players only from a network the test is not on.
+    std::fs::write(
+        &path,
+        config("publish_from = [\"127.0.0.0/8\", \"::1\"]\nplay_from = [\"192.0.2.0/24\"]"),
+    )
+    .unwrap();
+    let report = running.reload_config(&file).await.unwrap();
+    assert!(report.restart_only.is_empty(), "{report:?}");
+    let mut publisher = start_publish(server.rtmp, "live", "cam").await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    let err = play(&server, "live", "cam")
+        .await
+        .err()
+        .expect("a player from 127.0.0.1 was accepted");
+    assert_eq!(err.status().unwrap().code, "NetStream.Play.Unauthorized");
+
+    // With no play list, anyone plays: the first media is the stream's.
+    std::fs::write(&path, config("publish_from = [\"127.0.0.0/8\"]")).unwrap();
+    running.reload_config(&file).await.unwrap();
+    let mut player = play(&server, "live", "cam").await.unwrap();
+    let first = loop {
+        let m = player.recv().await.unwrap().expect("media");
+        if m.kind != MediaKind::Data {
+            break m;
+        }
+    };
+    assert_eq!(first.kind, MediaKind::Video);
+    assert_eq!(rejected(), 1);
+    publisher.finish().await;
+}

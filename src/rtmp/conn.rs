@@ -701,7 +701,9 @@ impl Conn {
         span.record("domain", req.id.domain.as_str());
         span.record("app", req.id.app.as_str());
         span.record("stream", req.id.stream.as_str());
-        if let Err(refused) = admission::check_play(&self.node, &req, self.session.tc_url()) {
+        if let Err(refused) =
+            admission::check_play(&self.node, &req, self.session.tc_url(), self.peer)
+        {
             return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
         }
         let Some(live) = self.node.registry.get(&req.id) else {
