@@ -110,7 +110,7 @@ pub struct Config {
 /// `[access]`: the networks publishers and players may connect from (CIDR such as
 /// `10.0.0.0/8` or `2001:db8::/32`, or single addresses), checked before any signature
 /// or hook. An empty list (the default) allows any address. The address is the TCP
-/// peer's: behind a proxy it is the proxy's.
+/// peer's, or the client a `server.proxy_protocol_from` balancer's PROXY header names.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
@@ -161,6 +161,12 @@ pub struct ServerConfig {
     /// Default: none, one per CPU core (or `TOKIO_WORKER_THREADS` when set). The
     /// snapshot pool (`snapshot.workers`) has threads of its own either way.
     pub runtime_threads: Option<usize>,
+    /// Load balancers (CIDR or addresses) whose connections, on both RTMP listeners,
+    /// start with a PROXY protocol header (v1 or v2) naming the client: its address then
+    /// counts for the per-address cap, `[access]`, the hook and the logs. A connection
+    /// from such an address without a valid header within the handshake timeout is
+    /// closed. Default: none (no connection is read for a header).
+    pub proxy_protocol_from: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -173,6 +179,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             admin_token: None,
             http_hosts: Vec::new(),
+            proxy_protocol_from: Vec::new(),
             rtmps_listen: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -331,6 +338,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// `server.http_hosts`, parsed.
     pub http_hosts: Vec<HttpHost>,
+    /// `server.proxy_protocol_from`, parsed.
+    pub proxy_protocol_from: NetList,
     pub auth: AuthPolicy,
     pub on_publish: Option<String>,
     /// `[access] publish_from` and `play_from`, parsed.
@@ -778,6 +787,10 @@ impl Config {
             rule_store,
             admin_token,
             http_hosts,
+            proxy_protocol_from: NetList::parse(
+                "server.proxy_protocol_from",
+                &s.proxy_protocol_from,
+            )?,
             auth,
             on_publish: self.hooks.on_publish.clone(),
             notify: self.notify.clone(),

@@ -115,6 +115,11 @@ impl NetList {
         self.nets.is_empty() || self.nets.iter().any(|n| n.contains(peer))
     }
 
+    /// Whether the list names `peer` (an empty list names no one).
+    pub fn allows_listed(&self, peer: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.contains(peer))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
     }

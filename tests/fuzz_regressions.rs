@@ -107,6 +107,11 @@ fn auth_key_inputs() {
     replay("auth_key");
 }
 
+#[test]
+fn proxy_header_inputs() {
+    replay("proxy_header");
+}
+
 // Each input under fuzz/artifacts-regressions/ as a named case, with what it was (the
 // replays above run them too; these name them and fail on their own).
 

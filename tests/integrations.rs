@@ -451,3 +451,85 @@ async fn callbacks_are_retried_and_a_dead_target_slows_nothing() {
     );
     server.stop().await;
 }
+
+/// `server.proxy_protocol_from`: behind a load balancer, the PROXY header (v1 or v2)
+/// names the client, and the client's address is what `[access]`, the per-address cap and
+/// the API see; a connection from the balancer without a header is closed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_balancers_proxy_header_names_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+         handshake_timeout_secs = 2\nproxy_protocol_from = [\"127.0.0.0/8\"]\n\
+         [limits]\nmax_connections_per_ip = 1\n\
+         [storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n{DEFAULT_RULES}\n\
+         [access]\npublish_from = [\"198.51.100.0/24\", \"2001:db8::/32\"]\n",
+        dir.path().join("snapshots").display()
+    );
+    let mut server = TestServer::start(dir, &config).await;
+    let tc = format!("rtmp://{}/live", server.rtmp);
+    let behind = |header: Vec<u8>| async move {
+        let mut sock = tokio::net::TcpStream::connect(server.rtmp).await.unwrap();
+        sock.write_all(&header).await.unwrap();
+        sock
+    };
+    let v1 = |client: &str| format!("PROXY TCP4 {client} 10.0.0.1 5555 1935\r\n").into_bytes();
+    let node_addr: SocketAddr = "10.0.0.1:1935".parse().unwrap();
+    let v2 = |client: &str| livesnap::rtmp::proxy::v2_header(client.parse().unwrap(), node_addr);
+
+    // Two clients behind one balancer, each within its own per-address cap of 1.
+    let (a, out) =
+        Publisher::connect_on(behind(v1("198.51.100.7")).await, &tc, "live", "cam").await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    let (b, out) =
+        Publisher::connect_on(behind(v2("[2001:db8::7]:4000")).await, &tc, "live", "cam2").await;
+    assert_eq!(out, PublishOutcome::Accepted);
+    let (_, body) = http_request(server.http, "GET", "/api/v1/streams")
+        .await
+        .unwrap();
+    assert!(
+        body.contains("198.51.100.7:5555") && body.contains("[2001:db8::7]:4000"),
+        "{body}"
+    );
+
+    // [access] judges the client, not the balancer.
+    let (_, out) =
+        Publisher::connect_on(behind(v1("203.0.113.9")).await, &tc, "live", "cam3").await;
+    let why = status_of(&out);
+    assert!(
+        why.contains("Unauthorized") && why.contains("203.0.113.9"),
+        "{why}"
+    );
+
+    // The first client again: over its own cap, closed after the header.
+    let closed = |mut sock: tokio::net::TcpStream| async move {
+        let _ = sock.write_all(&[3u8; 1537]).await;
+        let mut buf = [0u8; 16];
+        tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .expect("the connection is closed")
+            .map_or(true, |n| n == 0)
+    };
+    assert!(closed(behind(v1("198.51.100.7")).await).await);
+    // No header at all from the balancer's address.
+    assert!(closed(behind(Vec::new()).await).await);
+    let text = metrics(&server).await;
+    for (reason, n) in [
+        ("per_ip_limit", 1.0),
+        ("proxy_protocol", 1.0),
+        ("address_not_allowed", 1.0),
+    ] {
+        assert_eq!(
+            metric(
+                &text,
+                &format!("livesnap_connections_rejected_total{{reason=\"{reason}\"}}")
+            ),
+            n,
+            "{reason}"
+        );
+    }
+    a.finish().await;
+    b.finish().await;
+    server.stop().await;
+}

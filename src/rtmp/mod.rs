@@ -15,6 +15,7 @@ pub mod framing;
 pub mod limits;
 pub mod listener;
 pub mod outbox;
+pub mod proxy;
 pub mod session;
 pub mod socket;
 pub mod tls;

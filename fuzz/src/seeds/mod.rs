@@ -34,6 +34,7 @@ pub fn all(root: &Path) -> Vec<Seed> {
     media::keyframe_to_jpeg(&fixtures, &mut seeds);
     text::template(&mut seeds);
     text::auth_key(&mut seeds);
+    text::proxy_header(&mut seeds);
     seeds
 }
 

@@ -184,3 +184,34 @@ pub(super) fn auth_key(seeds: &mut Vec<Seed>) {
         seeds.push(("auth_key", name.into(), join_fields(&f)));
     }
 }
+
+/// PROXY headers as balancers send them (v1 both families and UNKNOWN, v2 both families
+/// and LOCAL), each followed by the start of an RTMP handshake.
+pub(super) fn proxy_header(seeds: &mut Vec<Seed>) {
+    use livesnap::rtmp::proxy::v2_header;
+    let node: std::net::SocketAddr = "10.0.0.1:1935".parse().expect("addr");
+    let mut add = |name: &str, mut header: Vec<u8>| {
+        header.extend_from_slice(&[3, 0, 0, 0, 0]);
+        seeds.push(("proxy_header", name.to_string(), header));
+    };
+    add(
+        "v1_tcp4",
+        b"PROXY TCP4 198.51.100.7 10.0.0.1 5555 1935\r\n".to_vec(),
+    );
+    add(
+        "v1_tcp6",
+        b"PROXY TCP6 2001:db8::7 2001:db8::1 4000 1935\r\n".to_vec(),
+    );
+    add("v1_unknown", b"PROXY UNKNOWN\r\n".to_vec());
+    add(
+        "v2_tcp4",
+        v2_header("198.51.100.7:5555".parse().expect("addr"), node),
+    );
+    add(
+        "v2_tcp6",
+        v2_header("[2001:db8::7]:4000".parse().expect("addr"), node),
+    );
+    let mut local = v2_header("198.51.100.7:5555".parse().expect("addr"), node);
+    local[12] = 0x20;
+    add("v2_local", local);
+}

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod handshake;
 pub mod input;
 pub mod keyframe_to_jpeg;
+pub mod proxy_header;
 pub mod session;
 pub mod sps;
 pub mod template;
@@ -31,4 +32,5 @@ pub const ALL: &[(&str, Run)] = &[
     ("keyframe_to_jpeg", keyframe_to_jpeg::run),
     ("template", template::run),
     ("auth_key", auth_key::run),
+    ("proxy_header", proxy_header::run),
 ];
