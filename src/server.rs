@@ -62,8 +62,9 @@ impl Running {
     /// Reads the config file again and puts it in force (SIGHUP): its `[[rules]]`,
     /// `[[relays]]`, `[access]`, `[[auth]]` and `[hooks]` apply from the next publish (and
     /// play), as rule changes through the API do; live streams keep what they started
-    /// with. A file that cannot be read, does not validate, or whose rules name a storage
-    /// target this node was not started with changes nothing. Sections that differ from
+    /// with. A file that cannot be read, does not validate, whose rules name a storage
+    /// target this node was not started with, or whose rules' keys could meet those of a
+    /// rule live streams still use, changes nothing. Sections that differ from
     /// the file the node was started with in anything else are named in the result: they
     /// need a restart. Counted in `livesnap_config_reloads_total`.
     pub async fn reload_config(&self, file: &ConfigFile) -> Result<ConfigReload, ConfigError> {
@@ -94,6 +95,7 @@ impl Running {
                 });
             }
         }
+        self.keys_apart_from_live_rules(&settings.static_rules)?;
         let report = ConfigReload {
             rules: settings.static_rules.len(),
             relays: settings.relays.len(),
@@ -104,6 +106,39 @@ impl Running {
         self.node
             .set_config(settings.static_rules, settings.relays, access);
         Ok(report)
+    }
+
+    /// A rule that live streams hold (one the file replaces, say) keeps writing until they
+    /// end: a reloaded rule must keep its keys apart from it, as from any rule in force,
+    /// or one stream's snapshot could replace another's.
+    fn keys_apart_from_live_rules(&self, rules: &[crate::rules::Rule]) -> Result<(), ConfigError> {
+        let mut held: Vec<Arc<crate::rules::Rule>> = Vec::new();
+        for rule in self
+            .node
+            .registry
+            .list()
+            .iter()
+            .filter_map(|s| s.rule.clone())
+        {
+            if !held.iter().any(|h| Arc::ptr_eq(h, &rule)) {
+                held.push(rule);
+            }
+        }
+        let storage = &self.node.settings.storage;
+        for (i, r) in rules.iter().enumerate() {
+            let others = held.iter().filter(|h| {
+                h.spec != r.spec && crate::config::same_place(storage, r.storage(), h.storage())
+            });
+            for h in others {
+                crate::rules::keys_apart(r, h).map_err(|c| ConfigError::Invalid {
+                    key: format!("rules[{i}].{}", c.field),
+                    message: format!(
+                        "{c}; live streams still use that rule: reload again once they have ended"
+                    ),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// First stage: stop accepting, end connections (their streams unpublish), let

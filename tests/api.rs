@@ -627,6 +627,53 @@ storage = "default"
     assert_eq!(running.node.metrics.config_reload_count(true), 2);
 }
 
+/// A reloaded rule whose keys could meet those of a rule a live stream still uses is
+/// refused, naming the key, until that stream has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_rule_keeps_its_keys_apart_from_the_rules_live_streams_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+         [storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n{DEFAULT_RULES}",
+        dir.path().join("snapshots").display()
+    );
+    let path = dir.path().join("livesnap.toml");
+    let file = livesnap::server::ConfigFile {
+        path: path.clone(),
+        started: livesnap::config::Config::parse(&base).unwrap(),
+    };
+    let server = TestServer::start(dir, &base).await;
+    let running = server.running.as_ref().unwrap();
+    let publisher = start_publish(server.rtmp, "live", "cam-b").await;
+    // "live/cam-b.jpg" is the live stream's overwrite key, and this rule's for "cam".
+    std::fs::write(
+        &path,
+        base.replace("{StreamName}.jpg", "{StreamName}-b.jpg"),
+    )
+    .unwrap();
+    let e = running.reload_config(&file).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with("rules[0].overwrite_object") && e.contains("live streams still use"),
+        "{e}"
+    );
+    assert_eq!(
+        running
+            .node
+            .rules()
+            .lookup("d", "live", "x")
+            .unwrap()
+            .overwrite_object
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "{AppName}/{StreamName}.jpg"
+    );
+    publisher.finish().await;
+    wait_not_live(&server).await;
+    running.reload_config(&file).await.unwrap();
+    assert_eq!(running.node.metrics.config_reload_count(true), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_rules_and_concurrent_updates_are_not_lost() {
     let shared = tempfile::tempdir().unwrap();

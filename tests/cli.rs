@@ -527,12 +527,14 @@ async fn sighup_reloads_and_ends_no_stream() {
         "no first snapshot: {}",
         serving.log_text()
     );
-    // The file's rule changes before the first SIGHUP: the live stream keeps its own.
+    // The file's rule changes before the first SIGHUP (interval, and overwrite keys that
+    // stay apart from the old rule's, which the live stream still uses): the live stream
+    // keeps its own.
     let config = dir.path().join("livesnap.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     let changed = text
         .replace("interval_secs = 5", "interval_secs = 10")
-        .replace("{StreamName}.jpg", "{StreamName}-changed.jpg");
+        .replace("{StreamName}.jpg", "{StreamName}/latest.jpg");
     assert_ne!(text, changed);
     std::fs::write(&config, changed).unwrap();
     for n in 1..=2 {
