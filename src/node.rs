@@ -136,6 +136,19 @@ impl Node {
         self.rules.get()
     }
 
+    /// The rules live streams hold, each once. A stream keeps its rule until it ends, also
+    /// after the rule was changed or removed, so a new rule must keep its keys apart from
+    /// these as from the rules in force.
+    pub fn rules_held_by_live_streams(&self) -> Vec<Arc<Rule>> {
+        let mut held: Vec<Arc<Rule>> = Vec::new();
+        for rule in self.registry.list().iter().filter_map(|s| s.rule.clone()) {
+            if !held.iter().any(|h| Arc::ptr_eq(h, &rule)) {
+                held.push(rule);
+            }
+        }
+        held
+    }
+
     /// Who may publish and play now.
     pub fn access(&self) -> Arc<Access> {
         self.access

@@ -112,18 +112,7 @@ impl Running {
     /// end: a reloaded rule must keep its keys apart from it, as from any rule in force,
     /// or one stream's snapshot could replace another's.
     fn keys_apart_from_live_rules(&self, rules: &[crate::rules::Rule]) -> Result<(), ConfigError> {
-        let mut held: Vec<Arc<crate::rules::Rule>> = Vec::new();
-        for rule in self
-            .node
-            .registry
-            .list()
-            .iter()
-            .filter_map(|s| s.rule.clone())
-        {
-            if !held.iter().any(|h| Arc::ptr_eq(h, &rule)) {
-                held.push(rule);
-            }
-        }
+        let held = self.node.rules_held_by_live_streams();
         let storage = &self.node.settings.storage;
         for (i, r) in rules.iter().enumerate() {
             let others = held.iter().filter(|h| {

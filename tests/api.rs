@@ -674,6 +674,35 @@ async fn a_reloaded_rule_keeps_its_keys_apart_from_the_rules_live_streams_hold()
     assert_eq!(running.node.metrics.config_reload_count(true), 1);
 }
 
+/// Through the API too: a rule update whose keys could meet those of the version live
+/// streams still hold is refused until they have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_update_keeps_its_keys_apart_from_the_version_live_streams_hold() {
+    let server = start_server("").await;
+    let api = Api::new(&server);
+    let base = "/api/v1/snapshot-configs";
+    assert_eq!(
+        api.call("POST", base, Some(rule_body("*", "live"))).await.0,
+        201
+    );
+    let publisher = start_publish(server.rtmp, "live", "cam-b").await;
+    let path = format!("{base}/*/live");
+    let change = json!({"overwrite_object": "{AppName}/{StreamName}-b.jpg"});
+    let (status, body) = api.call("PATCH", &path, Some(change.clone())).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "overwrite_object", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("live streams still use"),
+        "{body}"
+    );
+    publisher.finish().await;
+    wait_not_live(&server).await;
+    assert_eq!(api.call("PATCH", &path, Some(change)).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_rules_and_concurrent_updates_are_not_lost() {
     let shared = tempfile::tempdir().unwrap();

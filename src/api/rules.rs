@@ -250,10 +250,12 @@ fn validate(state: &ApiState, spec: &RuleSpec) -> ApiResult<Rule> {
         .map_err(ApiError::from_rule_error)
 }
 
-/// Refuses a rule whose keys could meet those of a config rule or of another stored
-/// rule (`rules::keys_apart`): 400 naming the field and an example key.
+/// Refuses a rule whose keys could meet those of a config rule, of another stored rule,
+/// or of a rule live streams still hold (the one it replaces, say)
+/// (`rules::keys_apart`): 400 naming the field and an example key.
 fn check_keys_apart(state: &ApiState, rule: &Rule, doc: &RulesDoc) -> ApiResult<()> {
     let storage = &state.node.settings.storage;
+    let same_place = |a: &str, b: &str| crate::config::same_place(storage, a, b);
     let stored: Vec<Rule> = doc
         .rules
         .iter()
@@ -262,9 +264,19 @@ fn check_keys_apart(state: &ApiState, rule: &Rule, doc: &RulesDoc) -> ApiResult<
     crate::rules::keys_apart_from_all(
         rule,
         state.node.rules.config().iter().chain(&stored),
-        |a, b| crate::config::same_place(storage, a, b),
+        same_place,
     )
-    .map_err(|c| ApiError::invalid(c.field, c.to_string()))
+    .map_err(|c| ApiError::invalid(c.field, c.to_string()))?;
+    let held = state.node.rules_held_by_live_streams();
+    held.iter()
+        .filter(|h| h.spec != rule.spec && same_place(rule.storage(), h.storage()))
+        .try_for_each(|h| crate::rules::keys_apart(rule, h))
+        .map_err(|c| {
+            ApiError::invalid(
+                c.field,
+                format!("{c}; live streams still use that rule: try again once they have ended"),
+            )
+        })
 }
 
 /// `POST /api/v1/snapshot-configs`
