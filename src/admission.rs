@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::auth::{self, Requirement};
 use crate::names::PublishRequest;
+use crate::netlist::NetList;
 use crate::node::Node;
 
 /// How long the `on_publish` hook may take to answer.
@@ -95,15 +96,7 @@ pub async fn check(
 ) -> Result<(), Refused> {
     let id = &req.id;
     let access = node.access();
-    if !access.publish_from.allows(peer.ip()) {
-        return Err(Refused::new(
-            Refusal::AddressNotAllowed,
-            format!(
-                "unauthorized: address {} is not in [access] publish_from",
-                peer.ip()
-            ),
-        ));
-    }
+    check_address(&access.publish_from, peer, "publish_from")?;
     match access.auth.requirement(&id.domain) {
         Requirement::None => {}
         Requirement::Signature(entry) => auth::check(
@@ -147,15 +140,7 @@ pub fn check_play(
     peer: SocketAddr,
 ) -> Result<(), Refused> {
     let access = node.access();
-    if !access.play_from.allows(peer.ip()) {
-        return Err(Refused::new(
-            Refusal::AddressNotAllowed,
-            format!(
-                "unauthorized: address {} is not in [access] play_from",
-                peer.ip()
-            ),
-        ));
-    }
+    check_address(&access.play_from, peer, "play_from")?;
     if node.settings.play.public {
         return Ok(());
     }
@@ -179,6 +164,20 @@ pub fn check_play(
             ),
         )),
     }
+}
+
+/// Refuses a peer outside an `[access]` list (`key` names it).
+fn check_address(list: &NetList, peer: SocketAddr, key: &str) -> Result<(), Refused> {
+    if list.allows(peer.ip()) {
+        return Ok(());
+    }
+    Err(Refused::new(
+        Refusal::AddressNotAllowed,
+        format!(
+            "unauthorized: address {} is not in [access] {key}",
+            peer.ip()
+        ),
+    ))
 }
 
 /// Asks the `on_publish` hook: 2xx allows; anything else, or no answer in time, denies.

@@ -21,7 +21,7 @@ use crate::notify::Notifier;
 use crate::relay::config::{Relay, RelayBook};
 use crate::review::Reviewer;
 use crate::rules::shared::{SharedRules, SharedRulesParts};
-use crate::rules::{Rule, RuleBook, RuleSet};
+use crate::rules::{KeyClash, Rule, RuleBook, RuleSet};
 use crate::snapshot::pool::Pool;
 use crate::storage::{self, StorageError, Targets};
 
@@ -136,17 +136,22 @@ impl Node {
         self.rules.get()
     }
 
-    /// The rules live streams hold, each once. A stream keeps its rule until it ends, also
-    /// after the rule was changed or removed, so a new rule must keep its keys apart from
-    /// these as from the rules in force.
-    pub fn rules_held_by_live_streams(&self) -> Vec<Arc<Rule>> {
+    /// Whether `rule` keeps its keys apart (`rules::keys_apart`) from every other rule
+    /// live streams hold on the same storage. A stream keeps its rule until it ends, also
+    /// after the rule was changed or removed (by the API or a config reload), so a new
+    /// rule must stay apart from those as from the rules in force.
+    pub fn keys_apart_from_live_rules(&self, rule: &Rule) -> Result<(), Box<KeyClash>> {
         let mut held: Vec<Arc<Rule>> = Vec::new();
-        for rule in self.registry.list().iter().filter_map(|s| s.rule.clone()) {
-            if !held.iter().any(|h| Arc::ptr_eq(h, &rule)) {
-                held.push(rule);
+        for r in self.registry.list().iter().filter_map(|s| s.rule.clone()) {
+            if !held.iter().any(|h| Arc::ptr_eq(h, &r)) {
+                held.push(r);
             }
         }
-        held
+        let storage = &self.settings.storage;
+        held.iter()
+            .filter(|h| h.spec != rule.spec)
+            .filter(|h| crate::config::same_place(storage, rule.storage(), h.storage()))
+            .try_for_each(|h| crate::rules::keys_apart(rule, h))
     }
 
     /// Who may publish and play now.

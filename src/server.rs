@@ -95,7 +95,18 @@ impl Running {
                 });
             }
         }
-        self.keys_apart_from_live_rules(&settings.static_rules)?;
+        // A rule live streams still hold (the one a new rule replaces, say) keeps writing
+        // until they end.
+        for (i, r) in settings.static_rules.iter().enumerate() {
+            self.node
+                .keys_apart_from_live_rules(r)
+                .map_err(|c| ConfigError::Invalid {
+                    key: format!("rules[{i}].{}", c.field),
+                    message: format!(
+                        "{c}; live streams still use that rule: reload again once they have ended"
+                    ),
+                })?;
+        }
         let report = ConfigReload {
             rules: settings.static_rules.len(),
             relays: settings.relays.len(),
@@ -106,28 +117,6 @@ impl Running {
         self.node
             .set_config(settings.static_rules, settings.relays, access);
         Ok(report)
-    }
-
-    /// A rule that live streams hold (one the file replaces, say) keeps writing until they
-    /// end: a reloaded rule must keep its keys apart from it, as from any rule in force,
-    /// or one stream's snapshot could replace another's.
-    fn keys_apart_from_live_rules(&self, rules: &[crate::rules::Rule]) -> Result<(), ConfigError> {
-        let held = self.node.rules_held_by_live_streams();
-        let storage = &self.node.settings.storage;
-        for (i, r) in rules.iter().enumerate() {
-            let others = held.iter().filter(|h| {
-                h.spec != r.spec && crate::config::same_place(storage, r.storage(), h.storage())
-            });
-            for h in others {
-                crate::rules::keys_apart(r, h).map_err(|c| ConfigError::Invalid {
-                    key: format!("rules[{i}].{}", c.field),
-                    message: format!(
-                        "{c}; live streams still use that rule: reload again once they have ended"
-                    ),
-                })?;
-            }
-        }
-        Ok(())
     }
 
     /// First stage: stop accepting, end connections (their streams unpublish), let

@@ -255,7 +255,6 @@ fn validate(state: &ApiState, spec: &RuleSpec) -> ApiResult<Rule> {
 /// (`rules::keys_apart`): 400 naming the field and an example key.
 fn check_keys_apart(state: &ApiState, rule: &Rule, doc: &RulesDoc) -> ApiResult<()> {
     let storage = &state.node.settings.storage;
-    let same_place = |a: &str, b: &str| crate::config::same_place(storage, a, b);
     let stored: Vec<Rule> = doc
         .rules
         .iter()
@@ -264,19 +263,15 @@ fn check_keys_apart(state: &ApiState, rule: &Rule, doc: &RulesDoc) -> ApiResult<
     crate::rules::keys_apart_from_all(
         rule,
         state.node.rules.config().iter().chain(&stored),
-        same_place,
+        |a, b| crate::config::same_place(storage, a, b),
     )
     .map_err(|c| ApiError::invalid(c.field, c.to_string()))?;
-    let held = state.node.rules_held_by_live_streams();
-    held.iter()
-        .filter(|h| h.spec != rule.spec && same_place(rule.storage(), h.storage()))
-        .try_for_each(|h| crate::rules::keys_apart(rule, h))
-        .map_err(|c| {
-            ApiError::invalid(
-                c.field,
-                format!("{c}; live streams still use that rule: try again once they have ended"),
-            )
-        })
+    state.node.keys_apart_from_live_rules(rule).map_err(|c| {
+        ApiError::invalid(
+            c.field,
+            format!("{c}; live streams still use that rule: try again once they have ended"),
+        )
+    })
 }
 
 /// `POST /api/v1/snapshot-configs`
