@@ -1,7 +1,8 @@
 //! Whether a publish may start: the peer's address (`[access] publish_from`), URL
 //! signing (`[[auth]]`, see `auth`) and the `on_publish` HTTP hook, in that order; and
-//! whether a play may (`[access] play_from`, then signing). The connection task asks once per publish
-//! and answers the client with the refusal's status code.
+//! whether a play may (`[access] play_from`, signing unless `[play] public`, then the
+//! `on_play` hook). The connection task asks once per publish or play and answers the
+//! client with the refusal's status code.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,9 +12,9 @@ use serde::Serialize;
 use crate::auth::{self, Requirement};
 use crate::names::PublishRequest;
 use crate::netlist::NetList;
-use crate::node::Node;
+use crate::node::{Access, Node};
 
-/// How long the `on_publish` hook may take to answer.
+/// How long the `on_publish` or `on_play` hook may take to answer.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a publish was refused: the status code sent and the metric reason.
@@ -74,7 +75,7 @@ impl Refused {
     }
 }
 
-/// The JSON body POSTed to the `on_publish` hook.
+/// The JSON body POSTed to the `on_publish` and `on_play` hooks.
 #[derive(Debug, Serialize)]
 struct HookRequest<'a> {
     action: &'static str,
@@ -119,51 +120,53 @@ pub async fn check(
         }
     }
     if let Some(url) = &access.on_publish {
-        ask_hook(url, req, peer).await.map_err(|why| {
-            Refused::new(
-                Refusal::Unauthorized,
-                format!("unauthorized: on_publish hook {why}"),
-            )
-        })?;
+        ask_hook(url, "publish", req, peer).await?;
     }
     Ok(())
 }
 
-/// Whether a play may start: the peer's address must be in `[access] play_from` (when
+/// Whether a play may start under `access` (read once by the caller, who also applies
+/// its `[play]` settings): the peer's address must be in `[access] play_from` (when
 /// set); then, once `[[auth]]` exists, a player signs its URL like a publisher (with the
 /// entry's `play_key`, else its publish keys) and a domain without an entry is refused,
-/// unless `[play] public = true`. The `on_publish` hook is not asked.
-pub fn check_play(
+/// unless `[play] public = true`; then the `on_play` hook (when configured) is asked,
+/// public or not.
+pub async fn check_play(
     node: &Node,
+    access: &Access,
     req: &PublishRequest,
     tc_url: Option<&str>,
     peer: SocketAddr,
 ) -> Result<(), Refused> {
-    let access = node.access();
     check_address(&access.play_from, peer, "play_from")?;
-    if node.settings.play.public {
-        return Ok(());
+    if !access.play.public {
+        let id = &req.id;
+        match access.auth.play_requirement(&id.domain) {
+            Requirement::None => {}
+            Requirement::Signature(entry) => auth::check(
+                entry,
+                &id.app,
+                &id.stream,
+                &req.query,
+                tc_url,
+                node.clock.now_unix(),
+            )
+            .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}")))?,
+            Requirement::Refused => {
+                return Err(Refused::new(
+                    Refusal::UnlistedDomain,
+                    format!(
+                        "unauthorized: domain {:?} has no [[auth]] entry and [play] public is off",
+                        id.domain
+                    ),
+                ))
+            }
+        }
     }
-    let id = &req.id;
-    match access.auth.play_requirement(&id.domain) {
-        Requirement::None => Ok(()),
-        Requirement::Signature(entry) => auth::check(
-            entry,
-            &id.app,
-            &id.stream,
-            &req.query,
-            tc_url,
-            node.clock.now_unix(),
-        )
-        .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}"))),
-        Requirement::Refused => Err(Refused::new(
-            Refusal::UnlistedDomain,
-            format!(
-                "unauthorized: domain {:?} has no [[auth]] entry and [play] public is off",
-                id.domain
-            ),
-        )),
+    if let Some(url) = &access.on_play {
+        ask_hook(url, "play", req, peer).await?;
     }
+    Ok(())
 }
 
 /// Refuses a peer outside an `[access]` list (`key` names it).
@@ -180,10 +183,21 @@ fn check_address(list: &NetList, peer: SocketAddr, key: &str) -> Result<(), Refu
     ))
 }
 
-/// Asks the `on_publish` hook: 2xx allows; anything else, or no answer in time, denies.
-async fn ask_hook(url: &str, req: &PublishRequest, peer: SocketAddr) -> Result<(), String> {
+/// Asks the `on_{action}` hook: 2xx allows; anything else, or no answer in time, denies.
+async fn ask_hook(
+    url: &str,
+    action: &'static str,
+    req: &PublishRequest,
+    peer: SocketAddr,
+) -> Result<(), Refused> {
+    let refused = |why: String| {
+        Refused::new(
+            Refusal::Unauthorized,
+            format!("unauthorized: on_{action} hook {why}"),
+        )
+    };
     let body = HookRequest {
-        action: "publish",
+        action,
         domain: &req.id.domain,
         app: &req.id.app,
         stream: &req.id.stream,
@@ -193,7 +207,7 @@ async fn ask_hook(url: &str, req: &PublishRequest, peer: SocketAddr) -> Result<(
     let client = reqwest::Client::builder()
         .timeout(HOOK_TIMEOUT)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refused(e.to_string()))?;
     let resp = client
         .post(url)
         .header("content-type", "application/json")
@@ -201,18 +215,18 @@ async fn ask_hook(url: &str, req: &PublishRequest, peer: SocketAddr) -> Result<(
         .send()
         .await
         .map_err(|e| {
-            if e.is_timeout() {
+            refused(if e.is_timeout() {
                 "timed out".to_string()
             } else {
                 // Without the URL: this message reaches the client and the log, and
                 // the hook's URL may carry a secret.
                 format!("failed: {}", e.without_url())
-            }
+            })
         })?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(format!("answered {}", resp.status().as_u16()))
+        Err(refused(format!("answered {}", resp.status().as_u16())))
     }
 }
 

@@ -124,6 +124,9 @@ pub struct HooksConfig {
     /// URL POSTed (JSON) before a publish is accepted: 2xx allows, anything else or
     /// no answer within 3 s denies. Default: none.
     pub on_publish: Option<String>,
+    /// URL POSTed (JSON) before a play is accepted, after `[access]` and the player's
+    /// signature: 2xx allows, anything else or no answer within 3 s denies. Default: none.
+    pub on_play: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -342,6 +345,7 @@ pub struct Settings {
     pub proxy_protocol_from: NetList,
     pub auth: AuthPolicy,
     pub on_publish: Option<String>,
+    pub on_play: Option<String>,
     /// `[access] publish_from` and `play_from`, parsed.
     pub publish_from: NetList,
     pub play_from: NetList,
@@ -458,7 +462,7 @@ impl Config {
             hooks: _,
             access: _,
             notify,
-            play,
+            play: _,
             relays: _,
             health,
             links,
@@ -472,7 +476,6 @@ impl Config {
             ("storage", self.storage != *storage),
             ("rule_store", self.rule_store != *rule_store),
             ("notify", self.notify != *notify),
-            ("play", self.play != *play),
             ("health", self.health != *health),
             ("links", self.links != *links),
             ("retention", self.retention != *retention),
@@ -739,8 +742,13 @@ impl Config {
             );
         }
         let auth = crate::auth::validate_all(&self.auth, "auth")?;
-        if let Some(u) = &self.hooks.on_publish {
-            names::check_http_url(u).map_err(|m| invalid("hooks.on_publish", m))?;
+        for (key, url) in [
+            ("hooks.on_publish", &self.hooks.on_publish),
+            ("hooks.on_play", &self.hooks.on_play),
+        ] {
+            if let Some(u) = url {
+                names::check_http_url(u).map_err(|m| invalid(key, m))?;
+            }
         }
         if let Some(u) = &self.notify.url {
             names::check_http_url(u).map_err(|m| invalid("notify.url", m))?;
@@ -793,6 +801,7 @@ impl Config {
             )?,
             auth,
             on_publish: self.hooks.on_publish.clone(),
+            on_play: self.hooks.on_play.clone(),
             notify: self.notify.clone(),
             play: self.play.clone(),
             publish_from: NetList::parse("access.publish_from", &self.access.publish_from)?,
@@ -907,6 +916,21 @@ scheme = "memory"
             err_of("[storage.s]\nscheme = \"s3\"\nbucket = \"b\"\nendpiont = \"x\""),
             "storage.s.endpiont: unknown option for scheme \"s3\""
         );
+    }
+
+    #[test]
+    fn hook_urls_are_checked_and_named() {
+        let e = err_of(&format!("{BASE}\n[hooks]\non_play = \"ftp://h/x\"\n"));
+        assert!(e.starts_with("hooks.on_play:"), "{e}");
+        let e = err_of(&format!("{BASE}\n[hooks]\non_publish = \"not a url\"\n"));
+        assert!(e.starts_with("hooks.on_publish:"), "{e}");
+        let c = Config::parse(&format!(
+            "{BASE}\n[hooks]\non_play = \"http://127.0.0.1:9/play\"\n"
+        ))
+        .unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.on_play.as_deref(), Some("http://127.0.0.1:9/play"));
+        assert_eq!(s.on_publish, None);
     }
 
     #[test]
@@ -1188,18 +1212,19 @@ scheme = "memory"
         };
         let reloadable = with(
             "[[auth]]\ndomain = \"*\"\nprimary_key = \"12345678\"\n\
-             [hooks]\non_publish = \"http://127.0.0.1:9/p\"\n\
+             [hooks]\non_publish = \"http://127.0.0.1:9/p\"\non_play = \"http://127.0.0.1:9/q\"\n\
+             [play]\nenabled = false\nmax_players = 3\n\
              [access]\npublish_from = [\"10.0.0.0/8\"]\n\
              [[relays]]\ndomain = \"*\"\napp = \"live\"\ntargets = [\"rtmp://o/{AppName}/{StreamName}\"]\n",
         );
         assert!(base.restart_only_changes(&reloadable).is_empty());
         assert!(base.restart_only_changes(&base).is_empty());
-        let mut other = with("[play]\nenabled = false\n[retention]\nenabled = false\n");
+        let mut other = with("[health]\nenabled = false\n[retention]\nenabled = false\n");
         other.server.idle_timeout_secs += 1;
         other.rules.clear();
         assert_eq!(
             base.restart_only_changes(&other),
-            ["server", "play", "retention"]
+            ["server", "health", "retention"]
         );
     }
 

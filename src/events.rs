@@ -51,6 +51,26 @@ pub enum Event {
         snapshots_dropped: u64,
         snapshots_failed: u64,
     },
+    /// A player started playing a live stream (after every admission check).
+    Play {
+        #[serde(flatten)]
+        stream: StreamId,
+        peer: String,
+        #[serde(flatten)]
+        at: At,
+    },
+    /// A play ended (the player stopped or disconnected, the publish ended, or the player
+    /// was closed for lagging).
+    PlayDone {
+        #[serde(flatten)]
+        stream: StreamId,
+        peer: String,
+        #[serde(flatten)]
+        at: At,
+        duration_secs: u64,
+        /// Media bytes sent to the player (payloads, without RTMP chunk headers).
+        bytes: u64,
+    },
     /// A snapshot was stored (at least one of its objects).
     Snapshot(SnapshotEvent),
     /// A relay target accepted the upstream publish of a live stream.
@@ -175,6 +195,19 @@ mod tests {
             body(&e),
             json!({"event": "publish", "domain": "d.com", "app": "live", "stream": "cam1",
                    "peer": "1.2.3.4:5", "time": "2023-11-14T22:13:20Z", "timestamp": 1_700_000_000u64})
+        );
+        let e = Event::PlayDone {
+            stream: id.clone(),
+            peer: "[::1]:6".into(),
+            at: At::unix(60),
+            duration_secs: 59,
+            bytes: 1234,
+        };
+        assert_eq!(
+            body(&e),
+            json!({"event": "play_done", "domain": "d.com", "app": "live", "stream": "cam1",
+                   "peer": "[::1]:6", "time": "1970-01-01T00:01:00Z", "timestamp": 60u64,
+                   "duration_secs": 59u64, "bytes": 1234u64})
         );
         let e = Event::Snapshot(SnapshotEvent {
             stream: id,

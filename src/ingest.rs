@@ -177,7 +177,7 @@ impl Ingest {
             latest: Default::default(),
             kick: tokio_util::sync::CancellationToken::new(),
             info: Default::default(),
-            hub: Hub::new(node.settings.play.hub_limits()),
+            hub: Hub::new(node.access().play.hub_limits()),
             relays: Default::default(),
         };
         let start_unix = unix_of(live.started);

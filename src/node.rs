@@ -18,6 +18,7 @@ use crate::live::Registry;
 use crate::metrics::Metrics;
 use crate::netlist::NetList;
 use crate::notify::Notifier;
+use crate::play::PlayConfig;
 use crate::relay::config::{Relay, RelayBook};
 use crate::review::Reviewer;
 use crate::rules::shared::{SharedRules, SharedRulesParts};
@@ -25,15 +26,18 @@ use crate::rules::{KeyClash, Rule, RuleBook, RuleSet};
 use crate::snapshot::pool::Pool;
 use crate::storage::{self, StorageError, Targets};
 
-/// Who may publish and play: the config file's `[access]` address lists, `[[auth]]` and
-/// `on_publish` hook, in force until a config reload replaces them. A publish or a play
-/// reads them once, at its start.
+/// Who may publish and play, and how players are served: the config file's `[access]`
+/// address lists, `[[auth]]`, `[hooks]` and `[play]`, in force until a config reload
+/// replaces them. A publish or a play reads them once, at its start, and keeps what it
+/// read until it ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Access {
     pub publish_from: NetList,
     pub play_from: NetList,
     pub auth: AuthPolicy,
     pub on_publish: Option<String>,
+    pub on_play: Option<String>,
+    pub play: PlayConfig,
 }
 
 impl Access {
@@ -44,6 +48,8 @@ impl Access {
             play_from: settings.play_from.clone(),
             auth: settings.auth.clone(),
             on_publish: settings.on_publish.clone(),
+            on_play: settings.on_play.clone(),
+            play: settings.play.clone(),
         }
     }
 }
@@ -51,7 +57,7 @@ impl Access {
 /// State shared by every task of the node.
 pub struct Node {
     /// The configuration as read at start. A config reload replaces the file's rules,
-    /// relays, `[access]`, `[[auth]]` and `on_publish` hook: read those from `rules`,
+    /// relays, `[access]`, `[[auth]]`, `[hooks]` and `[play]`: read those from `rules`,
     /// `relays` and [`Node::access`], never from here.
     pub settings: Settings,
     /// The rules in force (the config file's, plus the shared document's).

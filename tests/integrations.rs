@@ -60,6 +60,18 @@ async fn record(State(rec): State<Recorder>, headers: HeaderMap, body: String) -
     StatusCode::from_u16(status).unwrap()
 }
 
+/// A hook that records what it was asked and allows the stream named "allowed" only.
+async fn gate(State(rec): State<Recorder>, headers: HeaderMap, body: String) -> StatusCode {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let allowed = body["stream"] == "allowed";
+    rec.got.lock().unwrap().push(Received { headers, body });
+    if allowed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::FORBIDDEN
+    }
+}
+
 /// A callback/hook listener on 127.0.0.1:0 answering POST /cb (and /hook/{anything}).
 async fn listener(rec: Recorder) -> SocketAddr {
     let app = Router::new()
@@ -76,6 +88,7 @@ async fn listener(rec: Recorder) -> SocketAddr {
                 }
             }),
         )
+        .route("/gate", post(gate))
         .route(
             "/slow",
             post(|| async {
@@ -332,6 +345,96 @@ async fn on_publish_hook_allows_and_denies() {
         took >= Duration::from_secs(3) && took < Duration::from_secs(6),
         "{took:?}"
     );
+    server.stop().await;
+}
+
+/// The `on_play` hook is asked before each play with the play's names, query and peer:
+/// a 2xx answer allows, anything else refuses. Every play that started is reported as a
+/// `play` event and, once it ends, a `play_done` event with what it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_play_hook_allows_and_denies_and_plays_are_reported() {
+    use livesnap::rtmp::client::{ClientOptions, Endpoint, MediaKind, Player};
+    let rec = Recorder::default();
+    let addr = listener(rec.clone()).await;
+    let mut server = start_server(&format!(
+        "{DEFAULT_RULES}\n[hooks]\non_play = \"http://{addr}/gate\"\n\
+         [notify]\nurl = \"http://{addr}/node\"\n"
+    ))
+    .await;
+    let mut publishers = Vec::new();
+    for stream in ["allowed", "denied"] {
+        let mut p = start_publish(server.rtmp, "live", stream).await;
+        send_range(&mut p, "baseline_640x360_gop1s.flv", 0, 1000).await;
+        publishers.push(p);
+    }
+    let rtmp = server.rtmp;
+    let play = |stream: &'static str| async move {
+        let io = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+        let endpoint = Endpoint::parse(&format!("rtmp://{rtmp}/live")).unwrap();
+        let opts = ClientOptions {
+            read_timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        };
+        Player::play(io, &endpoint, stream, opts).await
+    };
+    let mut player = play("allowed?token=t1").await.unwrap();
+    let mut bytes = 0;
+    let first = loop {
+        let m = player.recv().await.unwrap().expect("media");
+        bytes += m.payload.len();
+        if m.kind != MediaKind::Data {
+            break m;
+        }
+    };
+    assert_eq!(first.kind, MediaKind::Video);
+    let err = play("denied")
+        .await
+        .err()
+        .expect("the hook's 403 was ignored");
+    let status = err.status().expect("a refusal");
+    assert_eq!(status.code, "NetStream.Play.Unauthorized");
+    assert!(
+        status.description.contains("on_play hook answered 403"),
+        "{status:?}"
+    );
+
+    let asked: Vec<Value> = rec
+        .events()
+        .into_iter()
+        .map(|r| r.body)
+        .filter(|b| b["action"] == "play")
+        .collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[0]["stream"], "allowed");
+    assert_eq!(asked[0]["app"], "live");
+    assert_eq!(asked[0]["query"], "token=t1");
+    assert!(
+        asked[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{asked:?}"
+    );
+    assert_eq!(asked[1]["stream"], "denied");
+    // Publishes are not asked about: the hook is for plays.
+    assert!(rec.events().iter().all(|r| r.body["action"] != "publish"));
+
+    drop(player);
+    assert!(
+        wait_for(Duration::from_secs(10), || rec.named("play_done").len()
+            == 1)
+        .await,
+        "{:?}",
+        rec.events()
+    );
+    let started = rec.named("play");
+    assert_eq!(started.len(), 1, "the refused play was reported");
+    assert_eq!(started[0].body["stream"], "allowed");
+    let done = &rec.named("play_done")[0].body;
+    assert_eq!(done["stream"], "allowed");
+    assert_eq!(done["peer"], started[0].body["peer"]);
+    // At least what the player read before it left.
+    assert!(done["bytes"].as_u64().unwrap() >= bytes as u64, "{done}");
+    for p in publishers {
+        p.finish().await;
+    }
     server.stop().await;
 }
 

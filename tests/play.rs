@@ -471,3 +471,67 @@ async fn address_lists_refuse_publishers_and_players_from_elsewhere_and_follow_a
     assert_eq!(rejected(), 1);
     publisher.finish().await;
 }
+
+/// `[play]` follows a config reload from the next play: a player that started keeps
+/// playing, a new one is refused while play is off, and a raised cap lets one more in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_settings_follow_a_reload_from_the_next_play() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |play: &str| {
+        format!(
+            "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             [storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n{DEFAULT_RULES}\n[play]\n{play}\n",
+            dir.path().join("snapshots").display()
+        )
+    };
+    let started = config("max_players_per_stream = 1");
+    let path = dir.path().join("livesnap.toml");
+    let file = livesnap::server::ConfigFile {
+        path: path.clone(),
+        started: livesnap::config::Config::parse(&started).unwrap(),
+    };
+    let server = TestServer::start(tempfile::tempdir().unwrap(), &started).await;
+    let running = server.running.as_ref().unwrap();
+    let refusal = |r: Result<Player<TcpStream>, ClientError>, why: &str| {
+        let status = r
+            .err()
+            .unwrap_or_else(|| panic!("{why}: accepted"))
+            .status()
+            .unwrap_or_else(|| panic!("{why}: no status"))
+            .clone();
+        assert_eq!(status.code, "NetStream.Play.Failed", "{why}");
+        status.description
+    };
+
+    let (mut publisher, mut first) = live_second_and_player(&server, "cam").await;
+    let why = refusal(play(&server, "live", "cam").await, "a second player");
+    assert!(why.contains("max_players_per_stream"), "{why}");
+
+    std::fs::write(&path, config("enabled = false")).unwrap();
+    let report = running.reload_config(&file).await.unwrap();
+    assert!(report.restart_only.is_empty(), "{report:?}");
+    let why = refusal(play(&server, "live", "cam").await, "a play with play off");
+    assert!(why.contains("enabled = false"), "{why}");
+    // The player that started before the reload plays on.
+    send_range(&mut publisher, FIXTURE, 1000, 2000).await;
+    let mut last = 0;
+    while last < 1500 {
+        let m = first.recv().await.unwrap().expect("media");
+        last = m.timestamp;
+    }
+
+    std::fs::write(&path, config("max_players_per_stream = 2")).unwrap();
+    running.reload_config(&file).await.unwrap();
+    let mut second = play(&server, "live", "cam").await.unwrap();
+    let m = loop {
+        let m = second.recv().await.unwrap().expect("media");
+        if m.kind != MediaKind::Data {
+            break m;
+        }
+    };
+    assert_eq!(m.kind, MediaKind::Video);
+    let why = refusal(play(&server, "live", "cam").await, "a third player");
+    assert!(why.contains("has 2 players"), "{why}");
+    publisher.finish().await;
+}

@@ -16,10 +16,12 @@ use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
 use crate::admission::{self, Refusal, Refused};
+use crate::events::{self, At};
 use crate::hub::{FrameKind, Item, Subscription};
 use crate::ingest::{self, Ingest};
-use crate::names;
+use crate::names::{self, StreamId};
 use crate::node::Node;
+use crate::play::PlayConfig;
 use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
 use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
@@ -470,20 +472,50 @@ struct Conn {
     player: Option<Playing>,
 }
 
-/// A player's place in its stream; counted in `livesnap_players_active` while it lasts.
+/// A player's place in its stream; counted in `livesnap_players_active` while it lasts,
+/// reported as `play` and `play_done` events at its start and end.
 struct Playing {
     sub: Subscription,
-    gauge: prometheus_client::metrics::gauge::Gauge,
+    node: Arc<Node>,
+    id: StreamId,
+    peer: SocketAddr,
+    start_unix: u64,
+    /// Media bytes sent to the player.
+    bytes: u64,
+    /// `[play]` as it was when the play started (a reload applies from the next play).
+    lag_close: std::time::Duration,
+    queue_bytes: usize,
     /// Since when the player has been behind (it skipped and has not caught up since).
     behind_since: Option<Instant>,
 }
 
 impl Playing {
-    fn new(sub: Subscription, gauge: prometheus_client::metrics::gauge::Gauge) -> Playing {
-        gauge.inc();
+    fn new(
+        sub: Subscription,
+        node: &Arc<Node>,
+        id: StreamId,
+        peer: SocketAddr,
+        play: &PlayConfig,
+    ) -> Playing {
+        node.metrics.players_active.inc();
+        let start_unix = node.clock.now_unix();
+        node.notify.send(
+            &events::Event::Play {
+                stream: id.clone(),
+                peer: peer.to_string(),
+                at: At::unix(start_unix),
+            },
+            None,
+        );
         Playing {
             sub,
-            gauge,
+            node: node.clone(),
+            id,
+            peer,
+            start_unix,
+            bytes: 0,
+            lag_close: play.lag_close(),
+            queue_bytes: play.player_queue_bytes,
             behind_since: None,
         }
     }
@@ -491,7 +523,19 @@ impl Playing {
 
 impl Drop for Playing {
     fn drop(&mut self) {
-        self.gauge.dec();
+        let node = &self.node;
+        node.metrics.players_active.dec();
+        let now = node.clock.now_unix();
+        node.notify.send(
+            &events::Event::PlayDone {
+                stream: self.id.clone(),
+                peer: self.peer.to_string(),
+                at: At::unix(now),
+                duration_secs: now.saturating_sub(self.start_unix),
+                bytes: self.bytes,
+            },
+            None,
+        );
     }
 }
 
@@ -564,7 +608,6 @@ impl Conn {
     /// Queues `item` and whatever else is ready for the player; true when the stream
     /// ended (the player was told, the connection closes).
     fn send_to_player(&mut self, item: Option<Item>) -> Result<bool, ConnError> {
-        let play = &self.node.settings.play;
         batch_buffer(self.session.output(), &BATCH_BUFFERS);
         let mut next = Some(item);
         let mut sent = 0;
@@ -578,6 +621,9 @@ impl Conn {
                     };
                     self.session.send_media(kind, f.timestamp, &f.data)?;
                     self.node.metrics.bytes_played.inc_by(f.data.len() as u64);
+                    if let Some(p) = self.player.as_mut() {
+                        p.bytes += f.data.len() as u64;
+                    }
                 }
                 Some(Item::Resync { frames, bytes }) => {
                     self.node.metrics.player_skipped_bytes.inc_by(bytes);
@@ -588,8 +634,8 @@ impl Conn {
                     );
                     if let Some(p) = self.player.as_mut() {
                         let since = *p.behind_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= play.lag_close() {
-                            return Err(ConnError::PlayerLagging(play.lag_close()));
+                        if since.elapsed() >= p.lag_close {
+                            return Err(ConnError::PlayerLagging(p.lag_close));
                         }
                     }
                 }
@@ -603,9 +649,7 @@ impl Conn {
             sent += 1;
             if let Some(p) = self.player.as_mut() {
                 // Caught up (less than a quarter of the queue unread): no longer behind.
-                if p.behind_since.is_some()
-                    && p.sub.lag_bytes() < (play.player_queue_bytes / 4) as u64
-                {
+                if p.behind_since.is_some() && p.sub.lag_bytes() < (p.queue_bytes / 4) as u64 {
                     p.behind_since = None;
                 }
                 if sent < PLAYER_BATCH && self.session.output().len() < PLAYER_BATCH_BYTES {
@@ -620,13 +664,9 @@ impl Conn {
         // A player that takes nothing is closed after lag_close_secs, anyone else after
         // the idle timeout.
         let playing = self.player.is_some();
-        let (limit, stalled): (_, fn(_) -> _) = if playing {
-            (
-                self.node.settings.play.lag_close(),
-                ConnError::PlayerLagging,
-            )
-        } else {
-            (self.node.settings.idle_timeout, ConnError::Idle)
+        let (limit, stalled): (_, fn(_) -> _) = match &self.player {
+            Some(p) => (p.lag_close, ConnError::PlayerLagging),
+            None => (self.node.settings.idle_timeout, ConnError::Idle),
         };
         let out = self.session.output();
         if !out.is_empty() {
@@ -665,7 +705,7 @@ impl Conn {
                 Event::Unpublished => {
                     self.stream = None;
                 }
-                Event::PlayRequested { app, stream_key } => self.on_play(&app, &stream_key)?,
+                Event::PlayRequested { app, stream_key } => self.on_play(&app, &stream_key).await?,
                 Event::PlayStopped => {
                     self.player = None;
                 }
@@ -685,9 +725,12 @@ impl Conn {
         Err(ConnError::PlayRefused(message))
     }
 
-    fn on_play(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
+    async fn on_play(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
         const FAILED: &str = "NetStream.Play.Failed";
-        if !self.node.settings.play.enabled {
+        // Read once: the play keeps these `[play]` settings until it ends.
+        let access = self.node.access();
+        let play = &access.play;
+        if !play.enabled {
             return self.refuse_play(
                 FAILED,
                 "play is disabled on this node ([play] enabled = false)".into(),
@@ -702,7 +745,7 @@ impl Conn {
         span.record("app", req.id.app.as_str());
         span.record("stream", req.id.stream.as_str());
         if let Err(refused) =
-            admission::check_play(&self.node, &req, self.session.tc_url(), self.peer)
+            admission::check_play(&self.node, &access, &req, self.session.tc_url(), self.peer).await
         {
             return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
         }
@@ -712,14 +755,14 @@ impl Conn {
                 format!("stream {} is not live on this node", req.id),
             );
         };
-        let max_node = self.node.settings.play.max_players;
+        let max_node = play.max_players;
         if self.node.metrics.players_active.get() >= max_node as i64 {
             return self.refuse_play(
                 FAILED,
                 format!("this node serves {max_node} players (play.max_players)"),
             );
         }
-        let max = self.node.settings.play.max_players_per_stream;
+        let max = play.max_players_per_stream;
         if live.hub.subscribers() >= max {
             return self.refuse_play(
                 FAILED,
@@ -731,7 +774,10 @@ impl Conn {
         }
         self.player = Some(Playing::new(
             live.hub.subscribe(),
-            self.node.metrics.players_active.clone(),
+            &self.node,
+            req.id,
+            self.peer,
+            play,
         ));
         self.session.accept_play()?;
         tracing::info!("play started");
