@@ -164,6 +164,7 @@ root = "{}"
             info: Default::default(),
             hub: Hub::new(Default::default()),
             relays: OnceLock::new(),
+            players: Default::default(),
         };
         guards.push(node.registry.claim(live).unwrap());
     }

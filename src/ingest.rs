@@ -179,6 +179,7 @@ impl Ingest {
             info: Default::default(),
             hub: Hub::new(node.access().play.hub_limits()),
             relays: Default::default(),
+            players: Default::default(),
         };
         let start_unix = unix_of(live.started);
         let latest = live.latest.clone();

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -50,6 +51,8 @@ pub struct LiveStream {
     pub hub: Hub,
     /// The relay targets of this publish (set once, right after the name is claimed).
     pub relays: OnceLock<Vec<Arc<RelayState>>>,
+    /// The RTMP players of this publish, while they play.
+    pub players: Players,
 }
 
 /// Video facts of a live stream (updated per sequence header and keyframe only).
@@ -73,6 +76,98 @@ impl LiveStream {
 
     pub fn info(&self) -> std::sync::MutexGuard<'_, StreamInfo> {
         self.info.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One player of a live stream, as the admin API shows it (and kicks it).
+#[derive(Debug)]
+pub struct Player {
+    /// Numbered from 1 within its stream, in the order players joined.
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub start_unix: u64,
+    /// Media bytes sent to the player.
+    pub bytes: AtomicU64,
+    /// Bytes it skipped when it fell behind (to the newest keyframe).
+    pub skipped_bytes: AtomicU64,
+    /// Cancelled to disconnect the player.
+    pub kick: CancellationToken,
+}
+
+/// The players of one live stream: at most the cap given to [`Players::join`], each
+/// listed from its join until its [`Seat`] is dropped.
+#[derive(Debug, Default)]
+pub struct Players {
+    list: Mutex<Vec<Arc<Player>>>,
+    next_id: AtomicU64,
+}
+
+/// A player's place in [`Players`]; leaving the list when dropped.
+#[derive(Debug)]
+pub struct Seat {
+    stream: Arc<LiveStream>,
+    pub player: Arc<Player>,
+}
+
+impl Players {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Player>>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a player to `stream`, unless it already has `max` (checked and added under
+    /// one lock, so concurrent plays cannot pass the cap).
+    pub fn join(stream: &Arc<LiveStream>, max: usize, peer: SocketAddr, now: u64) -> Option<Seat> {
+        let players = &stream.players;
+        let mut list = players.lock();
+        if list.len() >= max {
+            return None;
+        }
+        let player = Arc::new(Player {
+            id: players.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            peer,
+            start_unix: now,
+            bytes: AtomicU64::new(0),
+            skipped_bytes: AtomicU64::new(0),
+            kick: CancellationToken::new(),
+        });
+        list.push(player.clone());
+        Some(Seat {
+            stream: stream.clone(),
+            player,
+        })
+    }
+
+    /// The players now, in the order they joined.
+    pub fn list(&self) -> Vec<Arc<Player>> {
+        self.lock().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Player>> {
+        self.lock().iter().find(|p| p.id == id).cloned()
+    }
+}
+
+impl Seat {
+    /// The stream the player plays.
+    pub fn stream(&self) -> &Arc<LiveStream> {
+        &self.stream
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.stream
+            .players
+            .lock()
+            .retain(|p| !Arc::ptr_eq(p, &self.player));
     }
 }
 
@@ -406,7 +501,42 @@ mod tests {
             info: Default::default(),
             hub: Hub::new(Default::default()),
             relays: OnceLock::new(),
+            players: Default::default(),
         }
+    }
+
+    #[test]
+    fn players_are_capped_numbered_and_leave_with_their_seat() {
+        let stream = Arc::new(live("cam"));
+        let peer = |p: u16| SocketAddr::from(([192, 0, 2, 1], p));
+        let a = Players::join(&stream, 2, peer(1), 100).unwrap();
+        let b = Players::join(&stream, 2, peer(2), 101).unwrap();
+        assert!(
+            Players::join(&stream, 2, peer(3), 102).is_none(),
+            "over the cap"
+        );
+        assert_eq!((a.player.id, b.player.id), (1, 2));
+        assert!(Arc::ptr_eq(a.stream(), &stream));
+        b.player.bytes.fetch_add(7, Ordering::Relaxed);
+        assert_eq!(
+            stream.players.get(2).unwrap().bytes.load(Ordering::Relaxed),
+            7
+        );
+        drop(a);
+        let left: Vec<_> = stream
+            .players
+            .list()
+            .iter()
+            .map(|p| (p.id, p.peer))
+            .collect();
+        assert_eq!(left, [(2, peer(2))]);
+        assert!(stream.players.get(1).is_none());
+        // The freed place is taken by a new id, never a reused one.
+        let c = Players::join(&stream, 2, peer(4), 103).unwrap();
+        assert_eq!((c.player.id, c.player.start_unix), (3, 103));
+        assert_eq!(stream.players.len(), 2);
+        drop((b, c));
+        assert!(stream.players.is_empty());
     }
 
     fn rule(overwrite: &str, sequence: &str, storage: &str) -> Arc<Rule> {

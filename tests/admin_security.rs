@@ -129,6 +129,7 @@ async fn browser_requests_to_the_tokenless_api_are_refused() {
     );
     for (method, path) in [
         ("DELETE", "/api/v1/streams/default/live/cam"),
+        ("DELETE", "/api/v1/streams/default/live/cam/players/1"),
         ("DELETE", "/api/v1/snapshot-configs/*/live"),
         ("PATCH", "/api/v1/snapshot-configs/*/live"),
     ] {

@@ -535,3 +535,116 @@ async fn play_settings_follow_a_reload_from_the_next_play() {
     assert!(why.contains("has 2 players"), "{why}");
     publisher.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_lists_a_streams_players_and_disconnects_one() {
+    let server = start_server(DEFAULT_RULES).await;
+    let (mut publisher, mut first) = live_second_and_player(&server, "cam").await;
+    let mut second = play(&server, "live", "cam").await.unwrap();
+    for p in [&mut first, &mut second] {
+        while p.recv().await.unwrap().expect("media").kind != MediaKind::Video {}
+    }
+    let id = server.node().registry.list()[0].id.clone();
+    let base = &format!("/api/v1/streams/{}/live/cam", id.domain);
+    let get = |path: String| async move {
+        let (code, body) = http_request(server.http, "GET", &path).await.unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let list = get(format!("{base}/players")).await;
+    assert_eq!(list["total"], 2, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2],
+        "{list}"
+    );
+    for p in items {
+        assert!(p["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{p}");
+        assert!(p["bytes"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(p["skipped_bytes"], 0, "{p}");
+        assert!(p["start_time"].as_str().unwrap().ends_with('Z'), "{p}");
+    }
+    assert_eq!(get(base.to_string()).await["player_count"], 2);
+
+    let delete =
+        |path: String| async move { http_request(server.http, "DELETE", &path).await.unwrap() };
+    assert_eq!(delete(format!("{base}/players/1")).await.0, 204);
+    // The first player's connection closes at once (the publisher sends nothing meanwhile,
+    // and the client's own read timeout is 5 s); what it had in flight may still arrive.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(Some(_)) = first.recv().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the kicked player was not disconnected");
+    // The publish and the other player go on.
+    send_range(&mut publisher, FIXTURE, 1000, 2000).await;
+    let mut last = 0;
+    while last < 1500 {
+        last = second.recv().await.unwrap().expect("media").timestamp;
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || server.node().registry.list()[0]
+            .players
+            .len()
+            == 1)
+        .await
+    );
+    let list = get(format!("{base}/players")).await;
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["items"][0]["id"], 2, "{list}");
+
+    let (code, body) = delete(format!("{base}/players/1")).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("has no player 1"), "{body}");
+    let (code, body) = delete(format!("{base}/players/first")).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("player") && body.contains("\\\"first\\\""),
+        "{body}"
+    );
+    let gone = format!("/api/v1/streams/{}/live/gone/players/2", id.domain);
+    let (code, body) = delete(gone).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("not live"), "{body}");
+    publisher.finish().await;
+}
+
+#[tokio::test]
+async fn relay_targets_do_not_take_the_players_places() {
+    // Two relay targets that accept TCP and never answer: each holds its place in the
+    // stream's fan-out while it waits for the handshake, but neither is a player.
+    let silent = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (la, lb) = (silent(), silent());
+    let (a, b) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let server = start_server(&format!(
+        "{DEFAULT_RULES}\n[play]\nmax_players_per_stream = 1\n\
+         [[relays]]\ndomain = \"*\"\napp = \"live\"\n\
+         targets = [\"rtmp://{a}/{{AppName}}/{{StreamName}}\", \"rtmp://{b}/{{AppName}}/{{StreamName}}\"]\n"
+    ))
+    .await;
+    let mut publisher = start_publish(server.rtmp, "live", "relayed").await;
+    send_range(&mut publisher, FIXTURE, 0, 600).await;
+    wait_live(&server, "relayed").await;
+    let live = server.node().registry.list()[0].clone();
+    assert_eq!(live.relays().len(), 2);
+    assert_eq!(
+        live.hub.subscribers(),
+        2,
+        "the relay targets wait for a handshake"
+    );
+    let mut player = play(&server, "live", "relayed").await.unwrap();
+    assert!(player.recv().await.unwrap().is_some());
+    let err = play(&server, "live", "relayed")
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.status().unwrap().description.contains("has 1 players"),
+        "{err}"
+    );
+    publisher.finish().await;
+}

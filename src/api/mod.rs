@@ -107,6 +107,11 @@ pub fn router(node: Arc<Node>, http_port: u16) -> Router {
         .route(&format!("{stream}/storyboard.vtt"), get(storyboard::vtt))
         .route(&format!("{stream}/storyboard.jpg"), get(storyboard::jpg))
         .route(&format!("{stream}/snapshot"), post(streams::snapshot))
+        .route(&format!("{stream}/players"), get(streams::players))
+        .route(
+            &format!("{stream}/players/{{player}}"),
+            delete(streams::kick_player),
+        )
         .route("/api/v1/links", post(images::create))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let admin = Router::new()

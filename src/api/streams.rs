@@ -1,6 +1,7 @@
 //! Live streams of this node: list, describe, disconnect, and an on-demand snapshot of
 //! the most recent keyframe (the newest picture, `latest.jpg`, is `images`').
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use super::params::{parse_time, Params};
 use super::ApiState;
 use crate::clock::rfc3339;
 use crate::clock::unix_of;
-use crate::live::{Ended, LiveStream};
+use crate::live::{Ended, LiveStream, Player};
 use crate::names::{self, StreamId};
 use crate::snapshot::render::Renderer;
 use crate::snapshot::stats::StreamStats;
@@ -72,6 +73,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "bytes": g(&st.bytes),
         "paced_ms": g(&st.paced_ms),
         "relays": s.relays().iter().map(|r| r.view()).collect::<Vec<_>>(),
+        "player_count": s.players.len(),
         "health": {
             "keyframes_sparser_than_rule": crate::health::keyframes_sparser_than_rule(
                 info.keyframe_interval_ms,
@@ -208,6 +210,54 @@ pub async fn kick(
     let stream = live(&state, &id)?;
     stream.kick.cancel();
     tracing::info!(stream = %id, "publisher disconnected through the admin API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One player as JSON.
+fn player_json(p: &Player) -> Value {
+    json!({
+        "id": p.id,
+        "peer": p.peer.to_string(),
+        "start_time": rfc3339(p.start_unix),
+        "bytes": p.bytes.load(Ordering::Relaxed),
+        "skipped_bytes": p.skipped_bytes.load(Ordering::Relaxed),
+    })
+}
+
+/// `GET /api/v1/streams/{domain}/{app}/{stream}/players`: the stream's RTMP players, in
+/// the order they joined.
+pub async fn players(
+    State(state): State<ApiState>,
+    Path((d, a, s)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let id = stream_id(d, a, s)?;
+    let players = live(&state, &id)?.players.list();
+    Ok(Json(json!({
+        "total": players.len(),
+        "items": players.iter().map(|p| player_json(p)).collect::<Vec<_>>(),
+    })))
+}
+
+/// `DELETE /api/v1/streams/{domain}/{app}/{stream}/players/{id}`: disconnects one player
+/// (the publish and the other players go on).
+pub async fn kick_player(
+    State(state): State<ApiState>,
+    Path((d, a, s, player)): Path<(String, String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = stream_id(d, a, s)?;
+    let n: u64 = player.parse().map_err(|_| {
+        ApiError::invalid(
+            "player",
+            format!("{player:?} is not a player id (a number)"),
+        )
+    })?;
+    let stream = live(&state, &id)?;
+    let p = stream
+        .players
+        .get(n)
+        .ok_or_else(|| ApiError::not_found(format!("stream {id} has no player {n}")))?;
+    p.kick.cancel();
+    tracing::info!(stream = %id, player = n, peer = %p.peer, "player disconnected through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }
 

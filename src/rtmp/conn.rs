@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -19,6 +20,7 @@ use crate::admission::{self, Refusal, Refused};
 use crate::events::{self, At};
 use crate::hub::{FrameKind, Item, Subscription};
 use crate::ingest::{self, Ingest};
+use crate::live::{Players, Seat};
 use crate::names::{self, StreamId};
 use crate::node::Node;
 use crate::play::PlayConfig;
@@ -202,7 +204,8 @@ pub async fn run<T: Transport>(
         %peer,
         domain = tracing::field::Empty,
         app = tracing::field::Empty,
-        stream = tracing::field::Empty
+        stream = tracing::field::Empty,
+        player = tracing::field::Empty
     );
     let metrics = node.metrics.clone();
     let fut = AssertUnwindSafe(serve(node, &limits, socket, peer)).catch_unwind();
@@ -351,16 +354,15 @@ async fn serve<T: Transport>(
     // (progress was made since it was set), it is set again to the current deadline.
     let idle_timer = tokio::time::sleep_until(progress_at + idle);
     tokio::pin!(idle_timer);
-    // The kick of the stream this connection publishes, waited on by one future for the
-    // whole publish (not a new waiter per read).
+    // The kick of the stream this connection publishes, or of its player, waited on by one
+    // future for the whole publish or play (not a new waiter per read).
     let mut kick: Option<std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>> =
         None;
+    let mut kick_of = Role::None;
     loop {
-        if kick.is_some() != conn.stream.is_some() {
-            kick = conn
-                .stream
-                .as_ref()
-                .map(|st| Box::pin(st.live().kick.clone().cancelled_owned()));
+        if kick_of != conn.role() {
+            kick_of = conn.role();
+            kick = conn.kick_token().map(|t| Box::pin(t.cancelled_owned()));
         }
         let n = tokio::select! {
             r = socket.read(&mut buf) => r?,
@@ -472,16 +474,14 @@ struct Conn {
     player: Option<Playing>,
 }
 
-/// A player's place in its stream; counted in `livesnap_players_active` while it lasts,
-/// reported as `play` and `play_done` events at its start and end.
+/// A player's place in its stream: listed in the stream's players (the admin API shows
+/// and kicks it there), counted in `livesnap_players_active` while it lasts, reported as
+/// `play` and `play_done` events at its start and end.
 struct Playing {
     sub: Subscription,
     node: Arc<Node>,
     id: StreamId,
-    peer: SocketAddr,
-    start_unix: u64,
-    /// Media bytes sent to the player.
-    bytes: u64,
+    seat: Seat,
     /// `[play]` as it was when the play started (a reload applies from the next play).
     lag_close: std::time::Duration,
     queue_bytes: usize,
@@ -490,20 +490,14 @@ struct Playing {
 }
 
 impl Playing {
-    fn new(
-        sub: Subscription,
-        node: &Arc<Node>,
-        id: StreamId,
-        peer: SocketAddr,
-        play: &PlayConfig,
-    ) -> Playing {
+    fn new(sub: Subscription, node: &Arc<Node>, seat: Seat, play: &PlayConfig) -> Playing {
         node.metrics.players_active.inc();
-        let start_unix = node.clock.now_unix();
+        let id = seat.stream().id.clone();
         node.notify.send(
             &events::Event::Play {
                 stream: id.clone(),
-                peer: peer.to_string(),
-                at: At::unix(start_unix),
+                peer: seat.player.peer.to_string(),
+                at: At::unix(seat.player.start_unix),
             },
             None,
         );
@@ -511,9 +505,7 @@ impl Playing {
             sub,
             node: node.clone(),
             id,
-            peer,
-            start_unix,
-            bytes: 0,
+            seat,
             lag_close: play.lag_close(),
             queue_bytes: play.player_queue_bytes,
             behind_since: None,
@@ -526,13 +518,14 @@ impl Drop for Playing {
         let node = &self.node;
         node.metrics.players_active.dec();
         let now = node.clock.now_unix();
+        let player = &self.seat.player;
         node.notify.send(
             &events::Event::PlayDone {
                 stream: self.id.clone(),
-                peer: self.peer.to_string(),
+                peer: player.peer.to_string(),
                 at: At::unix(now),
-                duration_secs: now.saturating_sub(self.start_unix),
-                bytes: self.bytes,
+                duration_secs: now.saturating_sub(player.start_unix),
+                bytes: player.bytes.load(Ordering::Relaxed),
             },
             None,
         );
@@ -604,7 +597,35 @@ fn written(out: &mut Vec<u8>, playing: bool, pool: &BatchBuffers) {
     }
 }
 
+/// What a connection is doing, as far as being kicked goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    None,
+    Publishing,
+    Playing,
+}
+
 impl Conn {
+    fn role(&self) -> Role {
+        if self.stream.is_some() {
+            Role::Publishing
+        } else if self.player.is_some() {
+            Role::Playing
+        } else {
+            Role::None
+        }
+    }
+
+    /// What disconnects this connection from the admin API: its publish's kick, or its
+    /// player's.
+    fn kick_token(&self) -> Option<tokio_util::sync::CancellationToken> {
+        match (&self.stream, &self.player) {
+            (Some(st), _) => Some(st.live().kick.clone()),
+            (None, Some(p)) => Some(p.seat.player.kick.clone()),
+            (None, None) => None,
+        }
+    }
+
     /// Queues `item` and whatever else is ready for the player; true when the stream
     /// ended (the player was told, the connection closes).
     fn send_to_player(&mut self, item: Option<Item>) -> Result<bool, ConnError> {
@@ -621,8 +642,9 @@ impl Conn {
                     };
                     self.session.send_media(kind, f.timestamp, &f.data)?;
                     self.node.metrics.bytes_played.inc_by(f.data.len() as u64);
-                    if let Some(p) = self.player.as_mut() {
-                        p.bytes += f.data.len() as u64;
+                    if let Some(p) = self.player.as_ref() {
+                        let bytes = &p.seat.player.bytes;
+                        bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
                     }
                 }
                 Some(Item::Resync { frames, bytes }) => {
@@ -633,6 +655,8 @@ impl Conn {
                         "player fell behind: skipped to the newest keyframe"
                     );
                     if let Some(p) = self.player.as_mut() {
+                        let skipped = &p.seat.player.skipped_bytes;
+                        skipped.fetch_add(bytes, Ordering::Relaxed);
                         let since = *p.behind_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= p.lag_close {
                             return Err(ConnError::PlayerLagging(p.lag_close));
@@ -763,7 +787,8 @@ impl Conn {
             );
         }
         let max = play.max_players_per_stream;
-        if live.hub.subscribers() >= max {
+        let now = self.node.clock.now_unix();
+        let Some(seat) = Players::join(&live, max, self.peer, now) else {
             return self.refuse_play(
                 FAILED,
                 format!(
@@ -771,14 +796,9 @@ impl Conn {
                     req.id
                 ),
             );
-        }
-        self.player = Some(Playing::new(
-            live.hub.subscribe(),
-            &self.node,
-            req.id,
-            self.peer,
-            play,
-        ));
+        };
+        tracing::Span::current().record("player", seat.player.id);
+        self.player = Some(Playing::new(live.hub.subscribe(), &self.node, seat, play));
         self.session.accept_play()?;
         tracing::info!("play started");
         Ok(())
