@@ -1,8 +1,7 @@
 //! The validity period of an X.509 certificate, read from its DER encoding: what the
 //! RTMPS side needs to say when its certificate expires (a gauge and a warning), without
 //! a certificate-parsing dependency. Reads only the fields in front of `validity`,
-//! checking every tag and length against the bytes there are; no I/O (the two times are
-//! turned into Unix seconds through `clock::parse_rfc3339`).
+//! checking every tag and length against the bytes there are; no I/O.
 //!
 //! ```text
 //! Certificate    ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }
@@ -11,8 +10,6 @@
 //!                               validity SEQUENCE { notBefore Time, notAfter Time }, … }
 //! Time           ::= UTCTime "YYMMDDHHMMSSZ" | GeneralizedTime "YYYYMMDDHHMMSSZ"
 //! ```
-
-use crate::clock::parse_rfc3339;
 
 /// A certificate's validity period, in Unix seconds (both ends included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,31 +57,54 @@ fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 }
 
 /// A UTCTime or GeneralizedTime in UTC (`Z`, whole seconds, as RFC 5280 requires of
-/// certificates) as Unix seconds; `None` for anything else or before 1970.
+/// certificates) as Unix seconds; `None` for anything else, for a date or time that does
+/// not exist (Feb 29 of a common year, hour 24, second 60) and before 1970. The whole range
+/// to 9999-12-31T23:59:59Z is read: RFC 5280's "no expiry" is 99991231235959Z.
 fn time(tag: u8, text: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(text).ok()?;
-    let digits = text.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = text.strip_suffix(b"Z")?;
+    if !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
+    let num = |d: &[u8]| d.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
     let (year, rest) = match (tag, digits.len()) {
         // RFC 5280: YY of 50 or more is 19YY, below 50 is 20YY.
         (UTC_TIME, 12) => {
-            let yy: u32 = digits[..2].parse().ok()?;
+            let yy = num(&digits[..2]);
             (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
         }
-        (GENERALIZED_TIME, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        (GENERALIZED_TIME, 14) => (num(&digits[..4]), &digits[4..]),
         _ => return None,
     };
-    let f = |i: usize| &rest[i..i + 2];
-    parse_rfc3339(&format!(
-        "{year:04}-{}-{}T{}:{}:{}Z",
-        f(0),
-        f(2),
-        f(4),
-        f(6),
-        f(8)
-    ))
+    let f = |i: usize| num(&rest[i..i + 2]);
+    let (month, day, hour, minute, second) = (f(0), f(2), f(4), f(6), f(8));
+    if year < 1970 || !(1..=12).contains(&month) || day == 0 || day > month_days(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    Some(days_since_1970(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+fn leap(year: u64) -> bool {
+    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
+}
+
+fn month_days(year: u64, month: u64) -> u64 {
+    match month {
+        2 if leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a date of 1970 or later (proleptic Gregorian).
+fn days_since_1970(year: u64, month: u64, day: u64) -> u64 {
+    let before = |y: u64| y * 365 + y / 4 - y / 100 + y / 400; // days in years 1..=y
+    let years = before(year - 1) - before(1969);
+    let months: u64 = (1..month).map(|m| month_days(year, m)).sum();
+    years + months + day - 1
 }
 
 /// The validity period of the DER certificate `der`; `None` when it is not a
@@ -111,6 +131,7 @@ pub fn validity(der: &[u8]) -> Option<Validity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::parse_rfc3339;
 
     fn cert_valid(from: (i32, u8, u8), to: (i32, u8, u8)) -> Vec<u8> {
         let mut p = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
@@ -152,6 +173,28 @@ mod tests {
             time(GENERALIZED_TIME, b"20991231235959Z"),
             parse_rfc3339("2099-12-31T23:59:59Z")
         );
+        // RFC 5280's "no well-defined expiration date", and leap days.
+        assert_eq!(
+            time(GENERALIZED_TIME, b"99991231235959Z"),
+            Some(253_402_300_799)
+        );
+        assert_eq!(
+            time(GENERALIZED_TIME, b"20000229120000Z"),
+            parse_rfc3339("2000-02-29T12:00:00Z")
+        );
+        assert_eq!(time(UTC_TIME, b"700101000000Z"), Some(0));
+        for (tag, bad) in [
+            (UTC_TIME, &b"490229000000Z"[..]),      // 2049 is a common year
+            (GENERALIZED_TIME, b"21000229000000Z"), // so is 2100
+            (UTC_TIME, b"490431000000Z"),           // April 31
+            (UTC_TIME, b"491231240000Z"),           // hour 24
+            (UTC_TIME, b"491231236000Z"),           // minute 60
+            (UTC_TIME, b"491231235960Z"),           // second 60
+            (UTC_TIME, b"491200235959Z"),           // day 0
+            (GENERALIZED_TIME, b"19691231235959Z"),
+        ] {
+            assert_eq!(time(tag, bad), None, "{}", String::from_utf8_lossy(bad));
+        }
         for (tag, bad) in [
             (UTC_TIME, &b"491231235959"[..]),     // no Z
             (UTC_TIME, b"4912312359Z"),           // no seconds
