@@ -112,6 +112,11 @@ fn proxy_header_inputs() {
     replay("proxy_header");
 }
 
+#[test]
+fn x509_inputs() {
+    replay("x509");
+}
+
 // Each input under fuzz/artifacts-regressions/ as a named case, with what it was (the
 // replays above run them too; these name them and fail on their own).
 

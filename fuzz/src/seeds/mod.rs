@@ -35,6 +35,7 @@ pub fn all(root: &Path) -> Vec<Seed> {
     text::template(&mut seeds);
     text::auth_key(&mut seeds);
     text::proxy_header(&mut seeds);
+    text::x509(&mut seeds);
     seeds
 }
 

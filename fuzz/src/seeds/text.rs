@@ -215,3 +215,59 @@ pub(super) fn proxy_header(seeds: &mut Vec<Seed>) {
     local[12] = 0x20;
     add("v2_local", local);
 }
+
+/// Certificates as `targets::x509` lays them out (UTCTime and GeneralizedTime, with and
+/// without a version field, short and long lengths, a validity past 2049), each also as
+/// plain DER.
+pub(super) fn x509(seeds: &mut Vec<Seed>) {
+    use crate::targets::x509::Layout;
+    let base = Layout {
+        version: true,
+        long_lengths: false,
+        utc_before: true,
+        utc_after: true,
+        // 2026-01-01T00:00:00Z to 2027-01-01T12:30:05Z.
+        not_before: 1_767_225_600,
+        not_after: 1_798_806_605,
+        serial: vec![0x01, 0x7f, 0x33],
+        issuer: b"1\x0b0\t\x06\x03U\x04\x06\x13\x02XX".to_vec(),
+        tail: vec![0x30, 0x00, 0x30, 0x03, 0x02, 0x01, 0x07],
+    };
+    let cases = [
+        ("utc", base.clone()),
+        (
+            "generalized_past_2049",
+            Layout {
+                utc_after: false,
+                not_after: 2_556_143_999, // 2050-12-31T23:59:59Z
+                ..base.clone()
+            },
+        ),
+        (
+            "v1_long_lengths",
+            Layout {
+                version: false,
+                long_lengths: true,
+                utc_before: false,
+                serial: vec![0x00; 20],
+                issuer: vec![0x31; 200],
+                ..base.clone()
+            },
+        ),
+        (
+            "epoch_to_9999",
+            Layout {
+                not_before: 0,
+                not_after: crate::targets::x509::END_OF_9999 - 1,
+                tail: Vec::new(),
+                ..base
+            },
+        ),
+    ];
+    for (name, layout) in cases {
+        let mut der = vec![0];
+        der.extend(layout.certificate());
+        seeds.push(("x509", format!("{name}_der"), der));
+        seeds.push(("x509", name.to_string(), layout.input()));
+    }
+}

@@ -17,6 +17,7 @@ pub mod proxy_header;
 pub mod session;
 pub mod sps;
 pub mod template;
+pub mod x509;
 
 /// A target's check: panics when an invariant does not hold.
 pub type Run = fn(&[u8]);
@@ -33,4 +34,5 @@ pub const ALL: &[(&str, Run)] = &[
     ("template", template::run),
     ("auth_key", auth_key::run),
     ("proxy_header", proxy_header::run),
+    ("x509", x509::run),
 ];
