@@ -21,7 +21,7 @@ use crate::events::{self, At};
 use crate::hub::{FrameKind, Item, Subscription};
 use crate::ingest::{self, Ingest};
 use crate::live::{Players, Seat};
-use crate::names::{self, StreamId};
+use crate::names;
 use crate::node::Node;
 use crate::play::PlayConfig;
 use crate::rtmp::framing::{FramingError, FramingLimits};
@@ -480,7 +480,6 @@ struct Conn {
 struct Playing {
     sub: Subscription,
     node: Arc<Node>,
-    id: StreamId,
     seat: Seat,
     /// `[play]` as it was when the play started (a reload applies from the next play).
     lag_close: std::time::Duration,
@@ -492,10 +491,9 @@ struct Playing {
 impl Playing {
     fn new(sub: Subscription, node: &Arc<Node>, seat: Seat, play: &PlayConfig) -> Playing {
         node.metrics.players_active.inc();
-        let id = seat.stream().id.clone();
         node.notify.send(
             &events::Event::Play {
-                stream: id.clone(),
+                stream: seat.stream().id.clone(),
                 peer: seat.player.peer.to_string(),
                 at: At::unix(seat.player.start_unix),
             },
@@ -504,7 +502,6 @@ impl Playing {
         Playing {
             sub,
             node: node.clone(),
-            id,
             seat,
             lag_close: play.lag_close(),
             queue_bytes: play.player_queue_bytes,
@@ -521,7 +518,7 @@ impl Drop for Playing {
         let player = &self.seat.player;
         node.notify.send(
             &events::Event::PlayDone {
-                stream: self.id.clone(),
+                stream: self.seat.stream().id.clone(),
                 peer: player.peer.to_string(),
                 at: At::unix(now),
                 duration_secs: now.saturating_sub(player.start_unix),

@@ -16,6 +16,7 @@
 //! arbitrary input alike, once a certificate reads, bytes after its outer SEQUENCE change
 //! nothing, and any time read is at most 9999-12-31T23:59:59Z.
 
+use livesnap::clock::rfc3339;
 use livesnap::x509::{validity, Validity};
 
 /// 9999-12-31T23:59:59Z + 1 s: the first second no certificate time can name.
@@ -181,43 +182,18 @@ fn element(tag: u8, content: &[u8], long: bool) -> Vec<u8> {
     out
 }
 
-/// A time as UTCTime (when asked for and the year is 1970–2049) or GeneralizedTime.
+/// A time as UTCTime (when asked for and the year is 1970–2049) or GeneralizedTime,
+/// written from the node's own RFC 3339 form (`clock::rfc3339`, days to date; the reader
+/// under test goes the other way, date to days).
 fn time(unix: u64, utc: bool, long: bool) -> Vec<u8> {
-    let (y, mo, d) = civil(unix / 86_400);
-    let s = unix % 86_400;
-    let hms = format!("{:02}{:02}{:02}Z", s / 3600, s / 60 % 60, s % 60);
-    if utc && (1970..2050).contains(&y) {
-        let text = format!("{:02}{mo:02}{d:02}{hms}", y % 100);
-        element(0x17, text.as_bytes(), long)
+    let text: String = rfc3339(unix)
+        .chars()
+        .filter(|c| !"-T:".contains(*c))
+        .collect();
+    let year: u64 = text[..4].parse().expect("a four-digit year");
+    if utc && (1970..2050).contains(&year) {
+        element(0x17, &text.as_bytes()[2..], long)
     } else {
-        let text = format!("{y:04}{mo:02}{d:02}{hms}");
         element(0x18, text.as_bytes(), long)
-    }
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (day 0).
-fn civil(days: u64) -> (u64, u64, u64) {
-    // Counted in 400-year eras from 0000-03-01, where leap days fall at the end of a year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(11_016), (2000, 2, 29));
-        assert_eq!(civil(END_OF_9999 / 86_400 - 1), (9999, 12, 31));
     }
 }
