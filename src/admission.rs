@@ -98,27 +98,13 @@ pub async fn check(
     let id = &req.id;
     let access = node.access();
     check_address(&access.publish_from, peer, "publish_from")?;
-    match access.auth.requirement(&id.domain) {
-        Requirement::None => {}
-        Requirement::Signature(entry) => auth::check(
-            entry,
-            &id.app,
-            &id.stream,
-            &req.query,
-            tc_url,
-            node.clock.now_unix(),
-        )
-        .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}")))?,
-        Requirement::Refused => {
-            return Err(Refused::new(
-                Refusal::UnlistedDomain,
-                format!(
-                    "unauthorized: domain {:?} has no [[auth]] entry and unsigned publishes are not allowed",
-                    id.domain
-                ),
-            ))
-        }
-    }
+    check_signature(
+        node,
+        access.auth.requirement(&id.domain),
+        req,
+        tc_url,
+        "unsigned publishes are not allowed",
+    )?;
     if let Some(url) = &access.on_publish {
         ask_hook(url, "publish", req, peer).await?;
     }
@@ -140,33 +126,49 @@ pub async fn check_play(
 ) -> Result<(), Refused> {
     check_address(&access.play_from, peer, "play_from")?;
     if !access.play.public {
-        let id = &req.id;
-        match access.auth.play_requirement(&id.domain) {
-            Requirement::None => {}
-            Requirement::Signature(entry) => auth::check(
-                entry,
-                &id.app,
-                &id.stream,
-                &req.query,
-                tc_url,
-                node.clock.now_unix(),
-            )
-            .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}")))?,
-            Requirement::Refused => {
-                return Err(Refused::new(
-                    Refusal::UnlistedDomain,
-                    format!(
-                        "unauthorized: domain {:?} has no [[auth]] entry and [play] public is off",
-                        id.domain
-                    ),
-                ))
-            }
-        }
+        check_signature(
+            node,
+            access.auth.play_requirement(&req.id.domain),
+            req,
+            tc_url,
+            "[play] public is off",
+        )?;
     }
     if let Some(url) = &access.on_play {
         ask_hook(url, "play", req, peer).await?;
     }
     Ok(())
+}
+
+/// Checks the signature `requirement` asks of `req`; `unlisted` says why a domain without
+/// an `[[auth]]` entry is refused.
+fn check_signature(
+    node: &Node,
+    requirement: Requirement<'_>,
+    req: &PublishRequest,
+    tc_url: Option<&str>,
+    unlisted: &str,
+) -> Result<(), Refused> {
+    let id = &req.id;
+    match requirement {
+        Requirement::None => Ok(()),
+        Requirement::Signature(entry) => auth::check(
+            entry,
+            &id.app,
+            &id.stream,
+            &req.query,
+            tc_url,
+            node.clock.now_unix(),
+        )
+        .map_err(|e| Refused::new(Refusal::Unauthorized, format!("unauthorized: {e}"))),
+        Requirement::Refused => Err(Refused::new(
+            Refusal::UnlistedDomain,
+            format!(
+                "unauthorized: domain {:?} has no [[auth]] entry and {unlisted}",
+                id.domain
+            ),
+        )),
+    }
 }
 
 /// Refuses a peer outside an `[access]` list (`key` names it).

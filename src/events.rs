@@ -30,20 +30,11 @@ impl At {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A publish was accepted.
-    Publish {
-        #[serde(flatten)]
-        stream: StreamId,
-        peer: String,
-        #[serde(flatten)]
-        at: At,
-    },
+    Publish(ClientEvent),
     /// A publish ended (the client unpublished, disconnected or was closed).
     Unpublish {
         #[serde(flatten)]
-        stream: StreamId,
-        peer: String,
-        #[serde(flatten)]
-        at: At,
+        client: ClientEvent,
         duration_secs: u64,
         bytes: u64,
         /// Snapshots stored.
@@ -52,21 +43,12 @@ pub enum Event {
         snapshots_failed: u64,
     },
     /// A player started playing a live stream (after every admission check).
-    Play {
-        #[serde(flatten)]
-        stream: StreamId,
-        peer: String,
-        #[serde(flatten)]
-        at: At,
-    },
+    Play(ClientEvent),
     /// A play ended (the player stopped or disconnected, the publish ended, or the player
     /// was closed for lagging).
     PlayDone {
         #[serde(flatten)]
-        stream: StreamId,
-        peer: String,
-        #[serde(flatten)]
-        at: At,
+        client: ClientEvent,
         duration_secs: u64,
         /// Media bytes sent to the player (payloads, without RTMP chunk headers).
         bytes: u64,
@@ -120,6 +102,27 @@ pub enum Event {
         #[serde(flatten)]
         at: At,
     },
+}
+
+/// The fields every publish and play event has: the stream, the client's address and
+/// when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientEvent {
+    #[serde(flatten)]
+    pub stream: StreamId,
+    pub peer: String,
+    #[serde(flatten)]
+    pub at: At,
+}
+
+impl ClientEvent {
+    pub fn new(stream: StreamId, peer: impl ToString, unix: u64) -> ClientEvent {
+        ClientEvent {
+            stream,
+            peer: peer.to_string(),
+            at: At::unix(unix),
+        }
+    }
 }
 
 /// One label of a review verdict: a name and a score in 0..=1.
@@ -186,20 +189,14 @@ mod tests {
     #[test]
     fn json_forms() {
         let id = StreamId::new("d.com", "live", "cam1");
-        let e = Event::Publish {
-            stream: id.clone(),
-            peer: "1.2.3.4:5".into(),
-            at: At::unix(1_700_000_000),
-        };
+        let e = Event::Publish(ClientEvent::new(id.clone(), "1.2.3.4:5", 1_700_000_000));
         assert_eq!(
             body(&e),
             json!({"event": "publish", "domain": "d.com", "app": "live", "stream": "cam1",
                    "peer": "1.2.3.4:5", "time": "2023-11-14T22:13:20Z", "timestamp": 1_700_000_000u64})
         );
         let e = Event::PlayDone {
-            stream: id.clone(),
-            peer: "[::1]:6".into(),
-            at: At::unix(60),
+            client: ClientEvent::new(id.clone(), "[::1]:6", 60),
             duration_secs: 59,
             bytes: 1234,
         };

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::clock::unix_of;
-use crate::events::{At, Event};
+use crate::events::{ClientEvent, Event};
 use crate::hub::{Frame, FrameKind, Hub};
 use crate::live::{LiveStream, PublishGuard};
 use crate::media::avc::{self, AvcConfig};
@@ -242,11 +242,7 @@ impl Ingest {
         };
         node.metrics.publishes_active.inc();
         node.notify.send(
-            &Event::Publish {
-                stream: id,
-                peer: peer.to_string(),
-                at: At::unix(start_unix),
-            },
+            &Event::Publish(ClientEvent::new(id, peer, start_unix)),
             None,
         );
         Ok(Ingest {
@@ -536,9 +532,7 @@ impl EndReport {
         let get = StreamStats::get;
         self.node.notify.send(
             &Event::Unpublish {
-                stream: live.id.clone(),
-                peer: live.peer.to_string(),
-                at: At::unix(now),
+                client: ClientEvent::new(live.id.clone(), live.peer, now),
                 duration_secs: now.saturating_sub(self.start_unix),
                 bytes: get(&st.bytes),
                 snapshots: get(&st.stored),

@@ -274,11 +274,11 @@ mod tests {
         let n = Notifier::new(&cfg, metrics.clone(), crate::clock::system());
         for i in 0..5u64 {
             n.send(
-                &Event::Publish {
-                    stream: crate::names::StreamId::new("d", "a", "s"),
-                    peer: String::new(),
-                    at: crate::events::At::unix(i),
-                },
+                &Event::Publish(crate::events::ClientEvent::new(
+                    crate::names::StreamId::new("d", "a", "s"),
+                    "",
+                    i,
+                )),
                 None,
             );
         }

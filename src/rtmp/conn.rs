@@ -17,7 +17,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
 use crate::admission::{self, Refusal, Refused};
-use crate::events::{self, At};
+use crate::events::{self, ClientEvent};
 use crate::hub::{FrameKind, Item, Subscription};
 use crate::ingest::{self, Ingest};
 use crate::live::{Players, Seat};
@@ -492,11 +492,11 @@ impl Playing {
     fn new(sub: Subscription, node: &Arc<Node>, seat: Seat, play: &PlayConfig) -> Playing {
         node.metrics.players_active.inc();
         node.notify.send(
-            &events::Event::Play {
-                stream: seat.stream().id.clone(),
-                peer: seat.player.peer.to_string(),
-                at: At::unix(seat.player.start_unix),
-            },
+            &events::Event::Play(ClientEvent::new(
+                seat.stream().id.clone(),
+                seat.player.peer,
+                seat.player.start_unix,
+            )),
             None,
         );
         Playing {
@@ -518,9 +518,7 @@ impl Drop for Playing {
         let player = &self.seat.player;
         node.notify.send(
             &events::Event::PlayDone {
-                stream: self.seat.stream().id.clone(),
-                peer: player.peer.to_string(),
-                at: At::unix(now),
+                client: ClientEvent::new(self.seat.stream().id.clone(), player.peer, now),
                 duration_secs: now.saturating_sub(player.start_unix),
                 bytes: player.bytes.load(Ordering::Relaxed),
             },
