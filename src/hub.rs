@@ -14,7 +14,10 @@
 //! publisher is never slowed by a consumer.
 //!
 //! A new consumer starts at the newest keyframe in the window (the GOP cache), after
-//! the metadata and sequence headers, so a player shows a picture at once.
+//! the metadata and sequence headers, so a player shows a picture at once. Without the
+//! GOP cache ([`HubLimits::gop_cache`] false) the hub keeps only what a consumer has
+//! still to read, and a new consumer starts at the next keyframe that arrives: a stream
+//! whose consumers keep up then holds almost nothing.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -119,12 +122,16 @@ pub enum Item {
 pub struct HubLimits {
     /// Bytes of frames kept for consumers (the most a consumer can lag before a resync).
     pub window_bytes: usize,
+    /// Keep the newest group of pictures for new consumers (they start at once); without
+    /// it, a new consumer waits for the next keyframe.
+    pub gop_cache: bool,
 }
 
 impl Default for HubLimits {
     fn default() -> HubLimits {
         HubLimits {
             window_bytes: 16 << 20,
+            gop_cache: true,
         }
     }
 }
@@ -180,13 +187,23 @@ impl State {
         }
     }
 
-    fn trim(&mut self, window: usize) {
-        // Frames every subscription has read that lie before the newest keyframe (where a
-        // new subscription starts) are needed by nobody. Once the previous group of
+    /// Where a new subscription starts: the newest keyframe with the GOP cache, else
+    /// the next frame (it then waits for a keyframe).
+    fn start(&self, gop_cache: bool) -> u64 {
+        match self.last_keyframe {
+            Some(k) if gop_cache => k,
+            _ => self.next_index(),
+        }
+    }
+
+    fn trim(&mut self, limits: HubLimits) {
+        // Frames every subscription has read that lie before where a new subscription
+        // starts are needed by nobody. With the GOP cache, once the previous group of
         // pictures is gone, nothing lies before the keyframe, and the subscriptions'
         // places are not looked at again until the next keyframe (or a lagging reader
         // still holds some), so a push costs no scan.
-        let start = self.last_keyframe.unwrap_or_else(|| self.next_index());
+        let window = limits.window_bytes;
+        let start = self.start(limits.gop_cache);
         if self.first < start {
             let slowest = self.cursors.iter().copied().min().unwrap_or(FREE);
             while self.first < start.min(slowest) {
@@ -253,6 +270,11 @@ impl Hub {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Payload bytes pushed since the stream started (the offset of the next frame).
+    pub fn pushed_bytes(&self) -> u64 {
+        self.state().pushed
+    }
+
     /// Consumers subscribed now.
     pub fn subscribers(&self) -> usize {
         self.state().subscribers
@@ -271,6 +293,7 @@ impl Hub {
             FrameKind::Video { header: true, .. } => st.video_header = Some(frame.clone()),
             _ => {}
         }
+        let limits = self.inner.limits;
         if frame.is_keyframe() {
             if st.subscribers == 0 {
                 // Nobody reads: keep only the picture a new consumer starts with.
@@ -280,16 +303,22 @@ impl Hub {
                 st.bytes = 0;
             }
             st.last_keyframe = Some(st.next_index());
-        } else if st.last_keyframe.is_none() && st.subscribers == 0 {
-            // Nothing can start before a keyframe and nobody is waiting: keep nothing.
+        }
+        if st.subscribers == 0 && (st.last_keyframe.is_none() || !limits.gop_cache) {
+            // Nobody reads, and nothing is kept for a new consumer (no keyframe yet to
+            // start at, or no GOP cache): keep nothing.
+            st.pushed += frame.data.len() as u64;
+            while !st.frames.is_empty() {
+                st.pop_front();
+            }
+            st.last_keyframe = None;
             return;
         }
         st.bytes += frame.data.len();
         let offset = st.pushed;
         st.pushed += frame.data.len() as u64;
         st.frames.push_back((offset, frame));
-        let window = self.inner.limits.window_bytes;
-        st.trim(window);
+        st.trim(limits);
         // Only subscriptions wait on `notify`, and one made after this sees the frame: with
         // none, ingest alone skips the notifier's lock on every message.
         let readers = st.subscribers;
@@ -310,9 +339,9 @@ impl Hub {
     pub fn subscribe(&self) -> Subscription {
         let mut st = self.state();
         st.subscribers += 1;
-        let cursor = st.last_keyframe.unwrap_or_else(|| st.next_index());
+        let cursor = st.start(self.inner.limits.gop_cache);
         let pending = st.headers().cloned().collect();
-        let waiting_keyframe = st.last_keyframe.is_none();
+        let waiting_keyframe = cursor == st.next_index();
         let offset = st.offset(cursor);
         let slot = match st.cursors.iter().position(|&c| c == FREE) {
             Some(slot) => slot,
@@ -411,6 +440,11 @@ impl Subscription {
         None
     }
 
+    /// The stream offset this consumer has read up to (see [`Hub::pushed_bytes`]).
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+
     /// Bytes of frames pushed but not yet read by this consumer (its lag).
     pub fn lag_bytes(&self) -> u64 {
         self.hub.state().pushed - self.offset
@@ -506,7 +540,10 @@ mod tests {
 
     #[test]
     fn a_slow_consumer_resyncs_at_a_keyframe_and_the_window_stays_bounded() {
-        let hub = Hub::new(HubLimits { window_bytes: 100 });
+        let hub = Hub::new(HubLimits {
+            window_bytes: 100,
+            ..Default::default()
+        });
         hub.push(header(0));
         hub.push(video(0, true, 10));
         let mut slow = hub.subscribe();
@@ -601,6 +638,53 @@ mod tests {
         assert_eq!(hub.state().bytes, 100);
         let mut sub = hub.subscribe();
         assert_eq!(timestamps(&frames(&mut sub))[0], 800);
+    }
+
+    #[test]
+    fn without_the_gop_cache_only_unread_frames_are_kept_and_a_new_consumer_waits_for_a_keyframe() {
+        let hub = Hub::new(HubLimits {
+            gop_cache: false,
+            ..Default::default()
+        });
+        hub.push(header(0));
+        for i in 0..15u32 {
+            hub.push(video(i * 40, i % 10 == 0, 10));
+        }
+        // Nobody reads: nothing is kept but the headers.
+        assert_eq!(hub.state().bytes, 0);
+        let mut a = hub.subscribe();
+        // The headers at once, no picture before the next keyframe.
+        assert_eq!(frames(&mut a), vec![Item::Frame(header(0))]);
+        for i in 15..25u32 {
+            hub.push(video(i * 40, i % 10 == 0, 10));
+        }
+        // Kept: what `a` has still to read, from frame 15 on (its keyframe is 20).
+        assert_eq!(hub.state().bytes, 100);
+        assert_eq!(timestamps(&frames(&mut a)), vec![800, 840, 880, 920, 960]);
+        hub.push(video(25 * 40, false, 10));
+        // `a` read up to frame 24: only frame 25 is left, though it follows a keyframe.
+        assert_eq!(hub.state().bytes, 10);
+        frames(&mut a);
+        hub.push(video(26 * 40, false, 10));
+        frames(&mut a);
+        // Read, but trimmed only by the next push.
+        assert_eq!(hub.state().bytes, 10);
+        // A consumer that lags holds what it has still to read; it starts at a keyframe.
+        let mut b = hub.subscribe();
+        frames(&mut b);
+        for i in 27..45u32 {
+            hub.push(video(i * 40, i % 10 == 0, 10));
+            frames(&mut a);
+        }
+        // Frames 27..44, which `b` has still to read; it starts at keyframe 30.
+        assert_eq!(hub.state().bytes, 180);
+        assert_eq!(timestamps(&frames(&mut b))[..2], [1200, 1240]);
+        drop(b);
+        hub.push(video(45 * 40, false, 10));
+        frames(&mut a);
+        drop(a);
+        hub.push(video(46 * 40, false, 10));
+        assert_eq!(hub.state().bytes, 0);
     }
 
     #[tokio::test]

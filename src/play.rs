@@ -26,6 +26,11 @@ pub struct PlayConfig {
     pub max_players_per_stream: usize,
     /// Players on this node at most. Default 5000.
     pub max_players: usize,
+    /// Keep each stream's newest group of pictures, so a new player (or a relay target
+    /// that reconnects) starts at once with a picture. Off: a stream whose readers keep
+    /// up holds almost nothing, and a new reader waits for the next keyframe. Default
+    /// true.
+    pub gop_cache: bool,
 }
 
 impl Default for PlayConfig {
@@ -37,6 +42,7 @@ impl Default for PlayConfig {
             lag_close_secs: 10,
             max_players_per_stream: 500,
             max_players: 5000,
+            gop_cache: true,
         }
     }
 }
@@ -81,6 +87,7 @@ impl PlayConfig {
     pub fn hub_limits(&self) -> HubLimits {
         HubLimits {
             window_bytes: self.player_queue_bytes,
+            gop_cache: self.gop_cache,
         }
     }
 }

@@ -131,6 +131,66 @@ async fn a_player_joining_mid_stream_gets_headers_then_every_message_from_a_keyf
 }
 
 #[tokio::test]
+async fn without_the_gop_cache_a_player_starts_at_the_next_keyframe() {
+    let server = start_server(&format!("{DEFAULT_RULES}\n[play]\ngop_cache = false\n")).await;
+    let mut publisher = start_publish(server.rtmp, "live", "cam").await;
+    // Keyframes every 2 s: the newest one sent before the player joins is at about 2 s.
+    send_range(&mut publisher, FIXTURE, 0, 3000).await;
+    wait_live(&server, "cam").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut player = play(&server, "live", "cam").await.unwrap();
+    send_range(&mut publisher, FIXTURE, 3000, 6000).await;
+    let mut got = Vec::new();
+    while got
+        .last()
+        .is_none_or(|m: &livesnap::rtmp::client::Media| m.timestamp < 5500)
+    {
+        got.push(
+            player
+                .recv()
+                .await
+                .unwrap()
+                .expect("the publish is still on"),
+        );
+    }
+    let tags: Vec<Tag> = recording().tags().to_vec();
+    // Headers at once, then nothing before the first keyframe sent after the join.
+    let first = got
+        .iter()
+        .position(|m| m.kind == MediaKind::Video && m.payload[1] == 1)
+        .expect("a picture");
+    let picture = &got[first];
+    assert_eq!(picture.payload[0], 0x17, "the first picture is a keyframe");
+    assert!(
+        picture.timestamp >= 3000,
+        "the first picture is the keyframe after the join, not the cached one at {} ms",
+        picture.timestamp
+    );
+    assert!(
+        got[..first]
+            .iter()
+            .all(|m| m.kind == MediaKind::Data || m.payload.get(1) == Some(&0)),
+        "only metadata and sequence headers come before it"
+    );
+    let start = tags
+        .iter()
+        .position(|t| t.kind == MediaKind::Video && t.timestamp == picture.timestamp && t.keyframe)
+        .expect("one of the file's keyframes");
+    let media: Vec<_> = got[first..]
+        .iter()
+        .filter(|m| m.kind != MediaKind::Data)
+        .collect();
+    for (i, (m, t)) in media.iter().zip(&tags[start..]).enumerate() {
+        assert_eq!(
+            (m.kind, m.timestamp, &m.payload),
+            (t.kind, t.timestamp, &t.payload),
+            "message {i} after the keyframe"
+        );
+    }
+    publisher.finish().await;
+}
+
+#[tokio::test]
 async fn a_player_is_told_when_the_publish_ends() {
     let server = start_server(DEFAULT_RULES).await;
     let (publisher, mut player) = live_second_and_player(&server, "short").await;
