@@ -90,6 +90,9 @@ pub struct Player {
     pub bytes: AtomicU64,
     /// Bytes it skipped when it fell behind (to the newest keyframe).
     pub skipped_bytes: AtomicU64,
+    /// Its place in the stream: the stream offset ([`crate::hub::Hub::pushed_bytes`]) it
+    /// has taken the stream's media up to, set after each batch it is sent.
+    pub position: AtomicU64,
     /// Cancelled to disconnect the player.
     pub kick: CancellationToken,
 }
@@ -128,6 +131,7 @@ impl Players {
             start_unix: now,
             bytes: AtomicU64::new(0),
             skipped_bytes: AtomicU64::new(0),
+            position: AtomicU64::new(0),
             kick: CancellationToken::new(),
         });
         list.push(player.clone());

@@ -673,6 +673,47 @@ async fn the_api_lists_a_streams_players_and_disconnects_one() {
     publisher.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_players_list_shows_how_far_each_player_lags() {
+    let server = start_server(DEFAULT_RULES).await;
+    let (mut publisher, mut reader) = live_second_and_player(&server, "cam").await;
+    while reader.recv().await.unwrap().expect("media").kind != MediaKind::Video {}
+    // A second player that plays and then reads nothing.
+    let stalled = play(&server, "live", "cam").await.unwrap();
+    // The rest of the file (≈ 1.5 MB), faster than real time.
+    send_range(&mut publisher, FIXTURE, 1000, u32::MAX).await;
+    let last = recording().tags().last().unwrap().timestamp;
+    while reader.recv().await.unwrap().expect("media").timestamp < last {}
+    let id = server.node().registry.list()[0].id.clone();
+    let path = format!("/api/v1/streams/{}/live/cam/players", id.domain);
+    let lags = || async {
+        let (code, body) = http_request(server.http, "GET", &path).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let lag = |i: usize| list["items"][i]["lag_bytes"].as_u64().unwrap();
+        (lag(0), lag(1))
+    };
+    // The reader has taken everything; the stalled player holds back what its socket
+    // buffers could not take (the stream's window is 4 MiB, so it has not skipped).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (reading, stalling) = loop {
+        let (a, b) = lags().await;
+        if a == 0 && b > 0 || Instant::now() > deadline {
+            break (a, b);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reading, 0, "a player that read everything lags by nothing");
+    assert!(
+        stalling > 100_000,
+        "a player that reads nothing lags by what it was not sent: {stalling} bytes"
+    );
+    let pushed = server.node().registry.list()[0].hub.pushed_bytes();
+    assert!(stalling < pushed, "{stalling} of {pushed} bytes");
+    drop(stalled);
+    publisher.finish().await;
+}
+
 #[tokio::test]
 async fn relay_targets_do_not_take_the_players_places() {
     // Two relay targets that accept TCP and never answer: each holds its place in the

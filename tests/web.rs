@@ -52,6 +52,13 @@ root = "{}"
         wait_for(Duration::from_secs(10), || first_stream_stored(&node) >= 1).await,
         "no snapshot was stored"
     );
+    // One RTMP player, shown on the tile.
+    let endpoint =
+        livesnap::rtmp::client::Endpoint::parse(&format!("rtmp://{}/live", server.rtmp)).unwrap();
+    let io = tokio::net::TcpStream::connect(server.rtmp).await.unwrap();
+    let player = livesnap::rtmp::client::Player::play(io, &endpoint, "cam", Default::default())
+        .await
+        .unwrap();
 
     let url = format!("http://{}/", server.http);
     let dom = tokio::task::spawn_blocking(move || dump_dom(&url, 6000))
@@ -79,6 +86,8 @@ root = "{}"
     assert!(dom.contains("1 live stream"), "status line missing:\n{dom}");
     assert!(dom.contains("every 5 s"), "rule missing:\n{dom}");
     assert!(dom.contains("taken 1"), "counters missing:\n{dom}");
+    assert!(dom.contains(">1 player<"), "players missing:\n{dom}");
+    drop(player);
 
     // Its history by address, on a node without [links]: the stored snapshot with its
     // time, and a note instead of pictures.

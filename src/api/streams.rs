@@ -213,14 +213,15 @@ pub async fn kick(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// One player as JSON.
-fn player_json(p: &Player) -> Value {
+/// One player as JSON; `pushed` is the stream's [`crate::hub::Hub::pushed_bytes`].
+fn player_json(p: &Player, pushed: u64) -> Value {
     json!({
         "id": p.id,
         "peer": p.peer.to_string(),
         "start_time": rfc3339(p.start_unix),
         "bytes": p.bytes.load(Ordering::Relaxed),
         "skipped_bytes": p.skipped_bytes.load(Ordering::Relaxed),
+        "lag_bytes": pushed.saturating_sub(p.position.load(Ordering::Relaxed)),
     })
 }
 
@@ -231,10 +232,12 @@ pub async fn players(
     Path((d, a, s)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let id = stream_id(d, a, s)?;
-    let players = live(&state, &id)?.players.list();
+    let stream = live(&state, &id)?;
+    let players = stream.players.list();
+    let pushed = stream.hub.pushed_bytes();
     Ok(Json(json!({
         "total": players.len(),
-        "items": players.iter().map(|p| player_json(p)).collect::<Vec<_>>(),
+        "items": players.iter().map(|p| player_json(p, pushed)).collect::<Vec<_>>(),
     })))
 }
 

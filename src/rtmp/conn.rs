@@ -491,6 +491,9 @@ struct Playing {
 impl Playing {
     fn new(sub: Subscription, node: &Arc<Node>, seat: Seat, play: &PlayConfig) -> Playing {
         node.metrics.players_active.inc();
+        seat.player
+            .position
+            .store(sub.position(), Ordering::Relaxed);
         node.notify.send(
             &events::Event::Play(ClientEvent::new(
                 seat.stream().id.clone(),
@@ -675,6 +678,10 @@ impl Conn {
                     next = p.sub.poll_now();
                 }
             }
+        }
+        if let Some(p) = self.player.as_ref() {
+            let position = &p.seat.player.position;
+            position.store(p.sub.position(), Ordering::Relaxed);
         }
         Ok(false)
     }
