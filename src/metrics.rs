@@ -69,6 +69,9 @@ pub struct Metrics {
     pub relay_sent_bytes: Counter,
     pub relay_reconnects: Counter,
     pub relay_skipped_bytes: Counter,
+    /// When the certificate an `rtmps://` relay target last presented expires (its
+    /// `notAfter`, Unix seconds), by `target` (host:port, as configured).
+    pub relay_certificate_expiry: Family<Vec<(&'static str, String)>, Gauge>,
     /// Live streams in each health condition (`condition` label).
     pub health_active: Family<Reason, Gauge>,
     /// Health transitions, by `condition` and `state` (start, end).
@@ -130,6 +133,7 @@ impl Metrics {
             relay_sent_bytes: Counter::default(),
             relay_reconnects: Counter::default(),
             relay_skipped_bytes: Counter::default(),
+            relay_certificate_expiry: Family::default(),
             health_active: Family::default(),
             health_transitions: Family::default(),
             reviews: Family::default(),
@@ -193,6 +197,12 @@ impl Metrics {
             "relay_skipped_bytes",
             "Media bytes relay targets missed because they fell a whole window behind",
             m.relay_skipped_bytes.clone(),
+        );
+        r.register(
+            "relay_certificate_expiry_timestamp_seconds",
+            "When the certificate an rtmps:// relay target presented at its last handshake \
+             expires (its notAfter), in Unix seconds, by target host:port",
+            m.relay_certificate_expiry.clone(),
         );
         r.register("keyframes", "Video keyframes received", m.keyframes.clone());
         r.register(
@@ -405,6 +415,14 @@ impl Metrics {
     pub fn set_tls_certificate_expiry(&self, not_after: u64) {
         self.tls_certificate_expiry
             .get_or_create(&vec![("listener", "rtmps")])
+            .set(i64::try_from(not_after).unwrap_or(i64::MAX));
+    }
+
+    /// The `rtmps://` relay target at `target` (host:port) presented a certificate that
+    /// expires at `not_after` (Unix seconds).
+    pub fn set_relay_certificate_expiry(&self, target: String, not_after: u64) {
+        self.relay_certificate_expiry
+            .get_or_create(&vec![("target", target)])
             .set(i64::try_from(not_after).unwrap_or(i64::MAX));
     }
 

@@ -379,6 +379,19 @@ async fn an_rtmps_target_is_relayed_over_tls_trusting_its_ca_file_only() {
     );
     let err = relays[1]["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("TLS"), "{err}");
+    // When the target's certificate expires: in the API and as a gauge to alert on; the
+    // untrusted target's handshake failed, so it shows none.
+    assert_eq!(
+        relays[0]["certificate_expires"], "2031-05-17T00:00:00Z",
+        "{relays:?}"
+    );
+    assert!(relays[1].get("certificate_expires").is_none(), "{relays:?}");
+    let (code, metrics) = http_request(server.http, "GET", "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let gauge = format!(
+        "livesnap_relay_certificate_expiry_timestamp_seconds{{target=\"localhost:{port}\"}} 1936742400"
+    );
+    assert!(metrics.contains(&gauge), "{gauge} missing from:\n{metrics}");
     publish.await.unwrap();
 
     let got = video_framemd5(&nginx.wait_recorded("tls").await);

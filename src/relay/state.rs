@@ -24,6 +24,9 @@ pub struct RelayState {
     pub lag_bytes: AtomicU64,
     /// Why the last connection failed or ended, if one did.
     pub last_error: Mutex<Option<String>>,
+    /// When the certificate the target presented at its last TLS handshake expires
+    /// (Unix seconds; 0: no TLS handshake yet, or not readable).
+    pub certificate_not_after: AtomicU64,
 }
 
 /// A snapshot of a [`RelayState`] as the API shows it.
@@ -36,6 +39,10 @@ pub struct RelayView {
     pub skipped_bytes: u64,
     pub lag_bytes: u64,
     pub last_error: Option<String>,
+    /// `rtmps://` targets: when the certificate presented at the last handshake expires
+    /// (RFC 3339); absent before one, and for `rtmp://` targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<String>,
 }
 
 impl RelayState {
@@ -60,6 +67,10 @@ impl RelayState {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            certificate_expires: match g(&self.certificate_not_after) {
+                0 => None,
+                t => Some(crate::clock::rfc3339(t)),
+            },
         }
     }
 

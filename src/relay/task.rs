@@ -222,6 +222,7 @@ impl RelayTask {
                     .await
                     .map_err(|_| format!("TLS: no handshake within {CONNECT_TIMEOUT:?}"))?
                     .map_err(|e| format!("TLS: {e}"))?;
+                    self.note_certificate(&io, &r.endpoint.authority());
                     let p = Publisher::publish(io, &r.endpoint, &r.stream_key, client_options())
                         .await
                         .map_err(|e| e.to_string())?;
@@ -243,6 +244,26 @@ impl RelayTask {
             Ok(Upstream::Tcp(p)) => self.forward(*p, sub).await,
             Ok(Upstream::Tls(p)) => self.forward(*p, sub).await,
             Err(e) => Ended::Failed(e),
+        }
+    }
+
+    /// Keeps when the certificate `io`'s peer presented expires, for the API and the
+    /// expiry gauge (an alert can then warn before the upstream's certificate runs out).
+    fn note_certificate(&self, io: &tokio_rustls::client::TlsStream<TcpStream>, target: &str) {
+        let leaf = io.get_ref().1.peer_certificates().and_then(|c| c.first());
+        match leaf.and_then(|c| crate::x509::validity(c)) {
+            Some(v) => {
+                let not_after = v.not_after;
+                self.state
+                    .certificate_not_after
+                    .store(not_after, Ordering::Relaxed);
+                let metrics = &self.node.metrics;
+                metrics.set_relay_certificate_expiry(target.to_owned(), not_after);
+            }
+            None => tracing::warn!(
+                upstream = target,
+                "relay target's certificate validity not readable; no expiry gauge"
+            ),
         }
     }
 

@@ -24,7 +24,8 @@ pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 /// A TLS terminator in front of `backend` with a certificate for `localhost` issued by
-/// a fresh test CA; returns its address and the CA's PEM.
+/// a fresh test CA, valid until 2031-05-17T00:00:00Z; returns its address and the CA's
+/// PEM.
 pub async fn tls_terminator(backend: u16) -> (SocketAddr, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -34,10 +35,9 @@ pub async fn tls_terminator(backend: u16) -> (SocketAddr, String) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, &ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.not_after = rcgen::date_time_ymd(2031, 5, 17);
+    let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
     let config = tokio_rustls::rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(
