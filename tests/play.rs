@@ -465,27 +465,62 @@ async fn with_auth_players_sign_with_the_play_key_unless_play_is_public() {
     publisher.finish().await;
 }
 
+/// A node started from a config file whose `[section]` holds `body`, to be written
+/// again with another body and reloaded (SIGHUP's path).
+struct Reloadable {
+    server: TestServer,
+    dir: tempfile::TempDir,
+    section: &'static str,
+    file: livesnap::server::ConfigFile,
+}
+
+impl Reloadable {
+    async fn start(section: &'static str, body: &str) -> Reloadable {
+        let dir = tempfile::tempdir().unwrap();
+        let text = Reloadable::text(&dir, section, body);
+        let file = livesnap::server::ConfigFile {
+            path: dir.path().join("livesnap.toml"),
+            started: livesnap::config::Config::parse(&text).unwrap(),
+        };
+        let server = TestServer::start(tempfile::tempdir().unwrap(), &text).await;
+        Reloadable {
+            server,
+            dir,
+            section,
+            file,
+        }
+    }
+
+    fn text(dir: &tempfile::TempDir, section: &str, body: &str) -> String {
+        format!(
+            "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             [storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n{DEFAULT_RULES}\n[{section}]\n{body}\n",
+            dir.path().join("snapshots").display()
+        )
+    }
+
+    fn running(&self) -> &livesnap::server::Running {
+        self.server.running.as_ref().unwrap()
+    }
+
+    /// Writes the file with `body` in the section and reloads it; nothing may need a
+    /// restart.
+    async fn reload(&self, body: &str) {
+        let text = Reloadable::text(&self.dir, self.section, body);
+        std::fs::write(&self.file.path, text).unwrap();
+        let report = self.running().reload_config(&self.file).await.unwrap();
+        assert!(report.restart_only.is_empty(), "{report:?}");
+    }
+}
+
 /// `[access]`: a publish or play from an address outside the lists is refused before
 /// anything else, counted, and the lists follow a config reload (SIGHUP's path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn address_lists_refuse_publishers_and_players_from_elsewhere_and_follow_a_reload() {
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let config = |access: &str| {
-        format!(
-            "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             [storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n{DEFAULT_RULES}\n[access]\n{access}\n",
-            dir.path().join("snapshots").display()
-        )
-    };
-    let started = config("publish_from = [\"10.0.0.0/8\"]");
-    let path = dir.path().join("livesnap.toml");
-    let file = livesnap::server::ConfigFile {
-        path: path.clone(),
-        started: livesnap::config::Config::parse(&started).unwrap(),
-    };
-    let server = TestServer::start(tempfile::tempdir().unwrap(), &started).await;
-    let running = server.running.as_ref().unwrap();
+    let node = Reloadable::start("access", "publish_from = [\"10.0.0.0/8\"]").await;
+    let running = node.running();
+    let server = &node.server;
     let tc = format!("rtmp://{}/live", server.rtmp);
 
     let (_, out) = Publisher::connect(server.rtmp, &tc, "live", "cam").await;
@@ -502,25 +537,19 @@ async fn address_lists_refuse_publishers_and_players_from_elsewhere_and_follow_a
     assert_eq!(rejected(), 1);
 
     // Loopback may publish now; players only from a network the test is not on.
-    std::fs::write(
-        &path,
-        config("publish_from = [\"127.0.0.0/8\", \"::1\"]\nplay_from = [\"192.0.2.0/24\"]"),
-    )
-    .unwrap();
-    let report = running.reload_config(&file).await.unwrap();
-    assert!(report.restart_only.is_empty(), "{report:?}");
+    node.reload("publish_from = [\"127.0.0.0/8\", \"::1\"]\nplay_from = [\"192.0.2.0/24\"]")
+        .await;
     let mut publisher = start_publish(server.rtmp, "live", "cam").await;
     send_range(&mut publisher, FIXTURE, 0, 600).await;
-    let err = play(&server, "live", "cam")
+    let err = play(server, "live", "cam")
         .await
         .err()
         .expect("a player from 127.0.0.1 was accepted");
     assert_eq!(err.status().unwrap().code, "NetStream.Play.Unauthorized");
 
     // With no play list, anyone plays: the first media is the stream's.
-    std::fs::write(&path, config("publish_from = [\"127.0.0.0/8\"]")).unwrap();
-    running.reload_config(&file).await.unwrap();
-    let mut player = play(&server, "live", "cam").await.unwrap();
+    node.reload("publish_from = [\"127.0.0.0/8\"]").await;
+    let mut player = play(server, "live", "cam").await.unwrap();
     let first = loop {
         let m = player.recv().await.unwrap().expect("media");
         if m.kind != MediaKind::Data {
@@ -537,22 +566,8 @@ async fn address_lists_refuse_publishers_and_players_from_elsewhere_and_follow_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn play_settings_follow_a_reload_from_the_next_play() {
     init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let config = |play: &str| {
-        format!(
-            "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             [storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n{DEFAULT_RULES}\n[play]\n{play}\n",
-            dir.path().join("snapshots").display()
-        )
-    };
-    let started = config("max_players_per_stream = 1");
-    let path = dir.path().join("livesnap.toml");
-    let file = livesnap::server::ConfigFile {
-        path: path.clone(),
-        started: livesnap::config::Config::parse(&started).unwrap(),
-    };
-    let server = TestServer::start(tempfile::tempdir().unwrap(), &started).await;
-    let running = server.running.as_ref().unwrap();
+    let node = Reloadable::start("play", "max_players_per_stream = 1").await;
+    let server = &node.server;
     let refusal = |r: Result<Player<TcpStream>, ClientError>, why: &str| {
         let status = r
             .err()
@@ -564,14 +579,12 @@ async fn play_settings_follow_a_reload_from_the_next_play() {
         status.description
     };
 
-    let (mut publisher, mut first) = live_second_and_player(&server, "cam").await;
-    let why = refusal(play(&server, "live", "cam").await, "a second player");
+    let (mut publisher, mut first) = live_second_and_player(server, "cam").await;
+    let why = refusal(play(server, "live", "cam").await, "a second player");
     assert!(why.contains("max_players_per_stream"), "{why}");
 
-    std::fs::write(&path, config("enabled = false")).unwrap();
-    let report = running.reload_config(&file).await.unwrap();
-    assert!(report.restart_only.is_empty(), "{report:?}");
-    let why = refusal(play(&server, "live", "cam").await, "a play with play off");
+    node.reload("enabled = false").await;
+    let why = refusal(play(server, "live", "cam").await, "a play with play off");
     assert!(why.contains("enabled = false"), "{why}");
     // The player that started before the reload plays on.
     send_range(&mut publisher, FIXTURE, 1000, 2000).await;
@@ -581,9 +594,8 @@ async fn play_settings_follow_a_reload_from_the_next_play() {
         last = m.timestamp;
     }
 
-    std::fs::write(&path, config("max_players_per_stream = 2")).unwrap();
-    running.reload_config(&file).await.unwrap();
-    let mut second = play(&server, "live", "cam").await.unwrap();
+    node.reload("max_players_per_stream = 2").await;
+    let mut second = play(server, "live", "cam").await.unwrap();
     let m = loop {
         let m = second.recv().await.unwrap().expect("media");
         if m.kind != MediaKind::Data {
@@ -591,7 +603,7 @@ async fn play_settings_follow_a_reload_from_the_next_play() {
         }
     };
     assert_eq!(m.kind, MediaKind::Video);
-    let why = refusal(play(&server, "live", "cam").await, "a third player");
+    let why = refusal(play(server, "live", "cam").await, "a third player");
     assert!(why.contains("has 2 players"), "{why}");
     publisher.finish().await;
 }
