@@ -180,6 +180,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// Times the end of a publish (the node's clock).
     clock: SharedClock,
+    /// Woken whenever a publish goes live (players waiting for their stream).
+    went_live: tokio::sync::Notify,
 }
 
 impl Default for Registry {
@@ -418,6 +420,7 @@ impl Registry {
         Registry {
             inner: Mutex::default(),
             clock,
+            went_live: tokio::sync::Notify::new(),
         }
     }
 
@@ -448,6 +451,8 @@ impl Registry {
         inner.ended.remove(&stream.id);
         inner.live.insert(stream.id.clone(), stream.clone());
         inner.by_name.entry(name).or_default().push(stream.clone());
+        drop(inner);
+        self.went_live.notify_waiters();
         Ok(PublishGuard {
             registry: self.clone(),
             stream,
@@ -456,6 +461,26 @@ impl Registry {
 
     pub fn get(&self, id: &StreamId) -> Option<Arc<LiveStream>> {
         self.lock().live.get(id).cloned()
+    }
+
+    /// The live stream `id`, waiting up to `wait` for its publish to start; `None` when it
+    /// did not.
+    pub async fn wait_live(
+        &self,
+        id: &StreamId,
+        wait: std::time::Duration,
+    ) -> Option<Arc<LiveStream>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let went_live = self.went_live.notified();
+            tokio::pin!(went_live);
+            // Register before looking, so a publish between the look and the wait wakes us.
+            went_live.as_mut().enable();
+            if let Some(live) = self.get(id) {
+                return Some(live);
+            }
+            tokio::time::timeout_at(deadline, went_live).await.ok()?;
+        }
     }
 
     /// Every live stream, sorted by id.

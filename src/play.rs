@@ -31,6 +31,9 @@ pub struct PlayConfig {
     /// up holds almost nothing, and a new reader waits for the next keyframe. Default
     /// true.
     pub gop_cache: bool,
+    /// A play of a stream that is not live waits this long for its publish to start
+    /// (0..=3600; 0: refused at once with `NetStream.Play.StreamNotFound`). Default 0.
+    pub wait_for_publish_secs: u64,
 }
 
 impl Default for PlayConfig {
@@ -43,6 +46,7 @@ impl Default for PlayConfig {
             max_players_per_stream: 500,
             max_players: 5000,
             gop_cache: true,
+            wait_for_publish_secs: 0,
         }
     }
 }
@@ -67,6 +71,12 @@ impl PlayConfig {
                     "{} is outside 65536..=1073741824 (64 KiB to 1 GiB)",
                     self.player_queue_bytes
                 ),
+            ));
+        }
+        if self.wait_for_publish_secs > 3600 {
+            return Err(invalid(
+                "play.wait_for_publish_secs",
+                format!("{} is outside 0..=3600", self.wait_for_publish_secs),
             ));
         }
         if !(1..=3600).contains(&self.lag_close_secs) {
@@ -120,5 +130,12 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(e.key, "play.lag_close_secs");
+        let e = PlayConfig {
+            wait_for_publish_secs: 3601,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.key, "play.wait_for_publish_secs");
     }
 }

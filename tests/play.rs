@@ -191,6 +191,54 @@ async fn without_the_gop_cache_a_player_starts_at_the_next_keyframe() {
 }
 
 #[tokio::test]
+async fn a_player_may_wait_for_the_publish_to_start() {
+    let server = start_server(&format!(
+        "{DEFAULT_RULES}\n[play]\nwait_for_publish_secs = 10\n"
+    ))
+    .await;
+    // The player asks first; the publish starts 700 ms later.
+    let (player, publisher) = tokio::join!(play(&server, "live", "cam"), async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut p = start_publish(server.rtmp, "live", "cam").await;
+        send_range(&mut p, FIXTURE, 0, 1000).await;
+        p
+    });
+    let mut player = player.expect("the play waits for the publish");
+    let first = loop {
+        let m = player.recv().await.unwrap().expect("media");
+        if m.kind == MediaKind::Video && m.payload[1] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(first.payload[0], 0x17, "the first picture is a keyframe");
+    assert_eq!(first.timestamp, 0, "from the start of the publish");
+    publisher.finish().await;
+
+    // Nobody publishes: refused once the wait is over, naming the setting.
+    let server = start_server(&format!(
+        "{DEFAULT_RULES}\n[play]\nwait_for_publish_secs = 1\n"
+    ))
+    .await;
+    let asked = Instant::now();
+    let err = play(&server, "live", "nobody")
+        .await
+        .err()
+        .expect("a play of a stream that never went live");
+    let status = err.status().expect("a status").clone();
+    assert_eq!(status.code, "NetStream.Play.StreamNotFound");
+    assert!(
+        status.description.contains("wait_for_publish_secs"),
+        "{}",
+        status.description
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_player_is_told_when_the_publish_ends() {
     let server = start_server(DEFAULT_RULES).await;
     let (publisher, mut player) = live_second_and_player(&server, "short").await;
@@ -299,11 +347,9 @@ async fn play_can_be_disabled_and_players_per_stream_are_capped() {
     publisher.finish().await;
 }
 
-#[tokio::test]
-async fn ffmpeg_plays_a_live_stream() {
-    let server = start_server(DEFAULT_RULES).await;
-    let publisher = tokio::spawn(publish_fixture_to(server.rtmp, "live", "ff", FIXTURE, 1.0));
-    wait_live(&server, "ff").await;
+/// Plays `url` with the `ffmpeg` CLI for 2 s (into an FLV file, copied) and checks what
+/// it recorded: 1280x720 H.264, at least 30 frames.
+async fn ffmpeg_plays(url: String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("played.flv");
     let status = tokio::process::Command::new("ffmpeg")
@@ -315,14 +361,13 @@ async fn ffmpeg_plays_a_live_stream() {
             "10000000",
             "-i",
         ])
-        .arg(server.url("live", "ff"))
+        .arg(url)
         .args(["-t", "2", "-c", "copy", "-f", "flv", "-y"])
         .arg(&out)
         .kill_on_drop(true)
         .status()
         .await
         .expect("ffmpeg runs");
-    publisher.abort();
     assert!(status.success(), "ffmpeg failed to play: {status}");
     let probe = std::process::Command::new("ffprobe")
         .args([
@@ -344,6 +389,31 @@ async fn ffmpeg_plays_a_live_stream() {
     assert_eq!(&fields[..3], ["h264", "1280", "720"], "ffprobe: {text}");
     let frames: u32 = fields[3].parse().unwrap();
     assert!(frames >= 30, "2 s of video decoded, got {frames} frames");
+}
+
+#[tokio::test]
+async fn ffmpeg_plays_a_live_stream() {
+    let server = start_server(DEFAULT_RULES).await;
+    let publisher = tokio::spawn(publish_fixture_to(server.rtmp, "live", "ff", FIXTURE, 1.0));
+    wait_live(&server, "ff").await;
+    ffmpeg_plays(server.url("live", "ff")).await;
+    publisher.abort();
+}
+
+#[tokio::test]
+async fn ffmpeg_started_before_the_publish_waits_for_it_and_plays() {
+    let server = start_server(&format!(
+        "{DEFAULT_RULES}\n[play]\nwait_for_publish_secs = 30\n"
+    ))
+    .await;
+    let rtmp = server.rtmp;
+    let publisher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        publish_fixture_to(rtmp, "live", "late", FIXTURE, 1.0).await;
+    });
+    // Refused at once without the wait (ffmpeg would then fail).
+    ffmpeg_plays(server.url("live", "late")).await;
+    publisher.abort();
 }
 
 #[tokio::test]

@@ -775,11 +775,29 @@ impl Conn {
         {
             return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
         }
-        let Some(live) = self.node.registry.get(&req.id) else {
-            return self.refuse_play(
-                "NetStream.Play.StreamNotFound",
-                format!("stream {} is not live on this node", req.id),
-            );
+        let wait = std::time::Duration::from_secs(play.wait_for_publish_secs);
+        let live = match self.node.registry.get(&req.id) {
+            Some(live) => Some(live),
+            None if !wait.is_zero() => {
+                tracing::info!(secs = wait.as_secs(), "waiting for the stream's publish");
+                tokio::select! {
+                    live = self.node.registry.wait_live(&req.id, wait) => live,
+                    _ = self.node.shutdown.cancelled() => None,
+                }
+            }
+            None => None,
+        };
+        let Some(live) = live else {
+            let why = if wait.is_zero() {
+                format!("stream {} is not live on this node", req.id)
+            } else {
+                format!(
+                    "stream {} did not go live on this node within {} s (play.wait_for_publish_secs)",
+                    req.id,
+                    wait.as_secs()
+                )
+            };
+            return self.refuse_play("NetStream.Play.StreamNotFound", why);
         };
         let max_node = play.max_players;
         if self.node.metrics.players_active.get() >= max_node as i64 {
