@@ -238,6 +238,43 @@ async fn a_player_may_wait_for_the_publish_to_start() {
     );
 }
 
+/// A wait longer than the idle timeout: the play's start, not the last read before the
+/// wait, is where the player's idle time starts.
+#[tokio::test]
+async fn a_wait_longer_than_the_idle_timeout_still_plays() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nrtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+         idle_timeout_secs = 1\n[storage.default]\nscheme = \"fs\"\nroot = \"{}\"\n\
+         {DEFAULT_RULES}\n[play]\nwait_for_publish_secs = 10\n",
+        dir.path().join("snapshots").display()
+    );
+    let server = TestServer::start(dir, &text).await;
+    let (player, publisher) = tokio::join!(play(&server, "live", "cam"), async {
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let mut p = start_publish(server.rtmp, "live", "cam").await;
+        // Live, but no media for a moment: the player's connection has nothing to send.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send_range(&mut p, FIXTURE, 0, 1000).await;
+        p
+    });
+    let mut player = player.expect("the play waits for the publish");
+    // Pictures up to the end of the second sent.
+    let mut last = 0;
+    while last < 900 {
+        let m = player
+            .recv()
+            .await
+            .expect("the player is not closed as idle")
+            .expect("media");
+        if m.kind == MediaKind::Video {
+            last = m.timestamp;
+        }
+    }
+    publisher.finish().await;
+}
+
 #[tokio::test]
 async fn a_player_is_told_when_the_publish_ends() {
     let server = start_server(DEFAULT_RULES).await;

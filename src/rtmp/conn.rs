@@ -341,6 +341,7 @@ async fn serve<T: Transport>(
     let mut progress_at = Instant::now();
     let mut media_seen = 0;
     let mut was_publishing = false;
+    let mut was_playing = false;
     let mut mark = 1;
     let mut sndbuf_set = false;
     // The drain deadline (publishing over plain TCP only). Replaced, not reset, after every
@@ -428,9 +429,16 @@ async fn serve<T: Transport>(
         // `act` may have waited for the snapshot queue (a publisher ahead of real time
         // is paced by not being read); that wait is ours, not the peer's idleness, and
         // it was for a media message, so the idle deadline starts again from here.
-        if conn.session.media_messages() > media_seen || publishing != was_publishing {
+        // A play that started (after waiting for its publish, maybe longer than the idle
+        // timeout) is progress too.
+        let playing = conn.player.is_some();
+        if conn.session.media_messages() > media_seen
+            || publishing != was_publishing
+            || playing != was_playing
+        {
             media_seen = conn.session.media_messages();
             was_publishing = publishing;
+            was_playing = playing;
             progress_at = Instant::now();
         }
         r?;
