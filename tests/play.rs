@@ -48,6 +48,11 @@ async fn live_second_and_player(
     (publisher, player)
 }
 
+/// A node with the default rules and `settings` in its `[play]` table.
+async fn with_play(settings: &str) -> TestServer {
+    start_server(&format!("{DEFAULT_RULES}\n[play]\n{settings}\n")).await
+}
+
 /// Waits until `app/stream` is live on the node.
 async fn wait_live(server: &TestServer, stream: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -132,7 +137,7 @@ async fn a_player_joining_mid_stream_gets_headers_then_every_message_from_a_keyf
 
 #[tokio::test]
 async fn without_the_gop_cache_a_player_starts_at_the_next_keyframe() {
-    let server = start_server(&format!("{DEFAULT_RULES}\n[play]\ngop_cache = false\n")).await;
+    let server = with_play("gop_cache = false").await;
     let mut publisher = start_publish(server.rtmp, "live", "cam").await;
     // Keyframes every 2 s: the newest one sent before the player joins is at about 2 s.
     send_range(&mut publisher, FIXTURE, 0, 3000).await;
@@ -192,10 +197,7 @@ async fn without_the_gop_cache_a_player_starts_at_the_next_keyframe() {
 
 #[tokio::test]
 async fn a_player_may_wait_for_the_publish_to_start() {
-    let server = start_server(&format!(
-        "{DEFAULT_RULES}\n[play]\nwait_for_publish_secs = 10\n"
-    ))
-    .await;
+    let server = with_play("wait_for_publish_secs = 10").await;
     // The player asks first; the publish starts 700 ms later.
     let (player, publisher) = tokio::join!(play(&server, "live", "cam"), async {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -215,10 +217,7 @@ async fn a_player_may_wait_for_the_publish_to_start() {
     publisher.finish().await;
 
     // Nobody publishes: refused once the wait is over, naming the setting.
-    let server = start_server(&format!(
-        "{DEFAULT_RULES}\n[play]\nwait_for_publish_secs = 1\n"
-    ))
-    .await;
+    let server = with_play("wait_for_publish_secs = 1").await;
     let asked = Instant::now();
     let err = play(&server, "live", "nobody")
         .await
@@ -343,10 +342,7 @@ async fn a_play_of_a_stream_that_is_not_live_is_refused() {
 
 #[tokio::test]
 async fn play_can_be_disabled_and_players_per_stream_are_capped() {
-    let server = start_server(&format!(
-        "{DEFAULT_RULES}\n[play]\nmax_players_per_stream = 1\n"
-    ))
-    .await;
+    let server = with_play("max_players_per_stream = 1").await;
     let mut publisher = start_publish(server.rtmp, "live", "capped").await;
     send_range(&mut publisher, FIXTURE, 0, 600).await;
     let first = play(&server, "live", "capped").await.unwrap();
@@ -372,7 +368,7 @@ async fn play_can_be_disabled_and_players_per_stream_are_capped() {
     }
     publisher.finish().await;
 
-    let server = start_server(&format!("{DEFAULT_RULES}\n[play]\nenabled = false\n")).await;
+    let server = with_play("enabled = false").await;
     let mut publisher = start_publish(server.rtmp, "live", "off").await;
     send_range(&mut publisher, FIXTURE, 0, 600).await;
     let err = play(&server, "live", "off").await.err().expect("refused");
@@ -439,10 +435,7 @@ async fn ffmpeg_plays_a_live_stream() {
 
 #[tokio::test]
 async fn ffmpeg_started_before_the_publish_waits_for_it_and_plays() {
-    let server = start_server(&format!(
-        "{DEFAULT_RULES}\n[play]\nwait_for_publish_secs = 30\n"
-    ))
-    .await;
+    let server = with_play("wait_for_publish_secs = 30").await;
     let rtmp = server.rtmp;
     let publisher = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -455,10 +448,7 @@ async fn ffmpeg_started_before_the_publish_waits_for_it_and_plays() {
 
 #[tokio::test]
 async fn a_player_that_reads_nothing_is_closed_and_the_publisher_is_unaffected() {
-    let server = start_server(&format!(
-        "{DEFAULT_RULES}\n[play]\nplayer_queue_bytes = 65536\nlag_close_secs = 1\n"
-    ))
-    .await;
+    let server = with_play("player_queue_bytes = 65536\nlag_close_secs = 1").await;
     let mut publisher = start_publish(server.rtmp, "live", "stuck").await;
     send_range(&mut publisher, FIXTURE, 0, 600).await;
     // A player with a tiny receive buffer that never reads after the play started.
