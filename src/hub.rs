@@ -179,6 +179,13 @@ impl State {
         self.first += 1;
     }
 
+    /// Drops every frame kept (their indexes stay used).
+    fn clear(&mut self) {
+        self.first = self.next_index();
+        self.frames.clear();
+        self.bytes = 0;
+    }
+
     /// The stream offset of frame `index` (`pushed` for the next one).
     fn offset(&self, index: u64) -> u64 {
         match self.frames.get((index - self.first) as usize) {
@@ -297,10 +304,7 @@ impl Hub {
         if frame.is_keyframe() {
             if st.subscribers == 0 {
                 // Nobody reads: keep only the picture a new consumer starts with.
-                let dropped = st.frames.len() as u64;
-                st.frames.clear();
-                st.first += dropped;
-                st.bytes = 0;
+                st.clear();
             }
             st.last_keyframe = Some(st.next_index());
         }
@@ -308,9 +312,7 @@ impl Hub {
             // Nobody reads, and nothing is kept for a new consumer (no keyframe yet to
             // start at, or no GOP cache): keep nothing.
             st.pushed += frame.data.len() as u64;
-            while !st.frames.is_empty() {
-                st.pop_front();
-            }
+            st.clear();
             st.last_keyframe = None;
             return;
         }

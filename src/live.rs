@@ -463,8 +463,8 @@ impl Registry {
         self.lock().live.get(id).cloned()
     }
 
-    /// The live stream `id`, waiting up to `wait` for its publish to start; `None` when it
-    /// did not.
+    /// The live stream `id`, waiting up to `wait` (zero: not at all) for its publish to
+    /// start; `None` when it did not.
     pub async fn wait_live(
         &self,
         id: &StreamId,
@@ -479,6 +479,10 @@ impl Registry {
             if let Some(live) = self.get(id) {
                 return Some(live);
             }
+            if wait.is_zero() {
+                return None;
+            }
+            tracing::debug!(secs = wait.as_secs(), "waiting for the stream's publish");
             tokio::time::timeout_at(deadline, went_live).await.ok()?;
         }
     }

@@ -73,17 +73,20 @@ impl PlayConfig {
                 ),
             ));
         }
-        if self.wait_for_publish_secs > 3600 {
-            return Err(invalid(
+        for (key, v, range) in [
+            (
                 "play.wait_for_publish_secs",
-                format!("{} is outside 0..=3600", self.wait_for_publish_secs),
-            ));
-        }
-        if !(1..=3600).contains(&self.lag_close_secs) {
-            return Err(invalid(
-                "play.lag_close_secs",
-                format!("{} is outside 1..=3600", self.lag_close_secs),
-            ));
+                self.wait_for_publish_secs,
+                0..=3600,
+            ),
+            ("play.lag_close_secs", self.lag_close_secs, 1..=3600),
+        ] {
+            if !range.contains(&v) {
+                return Err(invalid(
+                    key,
+                    format!("{v} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
         }
         Ok(())
     }

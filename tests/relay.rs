@@ -208,7 +208,9 @@ async fn a_target_down_at_publish_start_is_reached_after_backoff_from_a_keyframe
             .registry
             .list()
             .first()
-            .is_some_and(|s| s.relays()[0].view().connected))
+            .is_some_and(|s| s.relays()[0]
+                .connected
+                .load(std::sync::atomic::Ordering::Relaxed)))
         .await,
         "the relay connected after backoff"
     );
@@ -317,7 +319,9 @@ async fn a_signed_target_is_accepted_by_an_origin_that_checks_auth_key() {
             .registry
             .list()
             .first()
-            .is_some_and(|s| s.relays()[0].view().connected))
+            .is_some_and(|s| s.relays()[0]
+                .connected
+                .load(std::sync::atomic::Ordering::Relaxed)))
         .await,
         "the edge shows the relay connected"
     );
@@ -616,7 +620,9 @@ async fn shutdown_ends_relays_cleanly_within_the_grace_period() {
             .registry
             .list()
             .first()
-            .is_some_and(|s| s.relays()[0].view().connected))
+            .is_some_and(|s| s.relays()[0]
+                .connected
+                .load(std::sync::atomic::Ordering::Relaxed)))
         .await
     );
     let started = Instant::now();
@@ -688,12 +694,11 @@ async fn an_origin_killed_mid_stream_and_restarted_gets_the_rest_from_a_keyframe
     let server = start_server(&relay_config("live", &[target])).await;
     let publish = tokio::spawn(publish_paced(server.rtmp, "live", "phoenix", 11_000, 1.0));
     let connected = || {
-        server
-            .node()
-            .registry
-            .list()
-            .first()
-            .is_some_and(|s| s.relays()[0].view().connected)
+        server.node().registry.list().first().is_some_and(|s| {
+            s.relays()[0]
+                .connected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
     };
     assert!(
         wait_for(Duration::from_secs(5), connected).await,

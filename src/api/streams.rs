@@ -34,6 +34,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
     let g = |c: &std::sync::atomic::AtomicU64| StreamStats::get(c);
     let media_ms = g(&st.media_ms);
     let frames = g(&st.video_frames);
+    let pushed = s.hub.pushed_bytes();
     // Frame rate over the media time covered: n messages span n-1 intervals.
     let frame_rate = (media_ms > 0 && frames > 1)
         .then(|| round2((frames - 1) as f64 * 1000.0 / media_ms as f64));
@@ -72,7 +73,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "keyframes": g(&st.keyframes),
         "bytes": g(&st.bytes),
         "paced_ms": g(&st.paced_ms),
-        "relays": s.relays().iter().map(|r| r.view()).collect::<Vec<_>>(),
+        "relays": s.relays().iter().map(|r| r.view(pushed)).collect::<Vec<_>>(),
         "player_count": s.players.len(),
         "health": {
             "keyframes_sparser_than_rule": crate::health::keyframes_sparser_than_rule(

@@ -20,8 +20,10 @@ pub struct RelayState {
     pub reconnects: AtomicU64,
     /// Media bytes skipped because the target fell a whole window behind.
     pub skipped_bytes: AtomicU64,
-    /// Bytes of the publish not yet sent to the target (while connected).
-    pub lag_bytes: AtomicU64,
+    /// Its place in the stream while connected: the stream offset
+    /// ([`crate::hub::Hub::pushed_bytes`]) it has been sent media up to, set after each
+    /// batch; its lag is read against the hub's offset when shown.
+    pub position: AtomicU64,
     /// Why the last connection failed or ended, if one did.
     pub last_error: Mutex<Option<String>>,
     /// When the certificate the target presented at its last TLS handshake expires
@@ -53,15 +55,22 @@ impl RelayState {
         }
     }
 
-    pub fn view(&self) -> RelayView {
+    /// The state as shown, `pushed` being the stream's [`crate::hub::Hub::pushed_bytes`]
+    /// (a target's lag is what it has not been sent of that, while it is connected).
+    pub fn view(&self, pushed: u64) -> RelayView {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let connected = self.connected.load(Ordering::Relaxed);
         RelayView {
             target: self.target.clone(),
-            connected: self.connected.load(Ordering::Relaxed),
+            connected,
             sent_bytes: g(&self.sent_bytes),
             reconnects: g(&self.reconnects),
             skipped_bytes: g(&self.skipped_bytes),
-            lag_bytes: g(&self.lag_bytes),
+            lag_bytes: if connected {
+                pushed.saturating_sub(g(&self.position))
+            } else {
+                0
+            },
             last_error: self
                 .last_error
                 .lock()
@@ -76,5 +85,20 @@ impl RelayState {
 
     pub fn set_error(&self, e: String) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_what_a_connected_target_was_not_sent() {
+        let s = RelayState::new("rtmp://o/live/cam".into());
+        s.position.store(700, Ordering::Relaxed);
+        assert_eq!(s.view(1000).lag_bytes, 0, "not connected: no lag shown");
+        s.connected.store(true, Ordering::Relaxed);
+        assert_eq!(s.view(1000).lag_bytes, 300);
+        assert_eq!(s.view(700).lag_bytes, 0);
     }
 }

@@ -298,6 +298,7 @@ impl RelayTask {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let m = &self.node.metrics;
+        self.state.position.store(sub.position(), Ordering::Relaxed);
         self.state.connected.store(true, Ordering::Relaxed);
         m.relay_connected.inc();
         tracing::info!("relaying");
@@ -361,9 +362,7 @@ impl RelayTask {
                 sent += len;
                 self.state.sent_bytes.fetch_add(len, Ordering::Relaxed);
                 m.relay_sent_bytes.inc_by(len);
-                self.state
-                    .lag_bytes
-                    .store(sub.lag_bytes(), Ordering::Relaxed);
+                self.state.position.store(sub.position(), Ordering::Relaxed);
             }
             if ended {
                 break Ok(());
@@ -387,7 +386,6 @@ impl RelayTask {
             Err(e) => Ended::Failed(e),
         };
         self.state.connected.store(false, Ordering::Relaxed);
-        self.state.lag_bytes.store(0, Ordering::Relaxed);
         m.relay_connected.dec();
         match &ended {
             Ended::Done => self.event_stop("unpublished", sent),

@@ -784,16 +784,9 @@ impl Conn {
             return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
         }
         let wait = std::time::Duration::from_secs(play.wait_for_publish_secs);
-        let live = match self.node.registry.get(&req.id) {
-            Some(live) => Some(live),
-            None if !wait.is_zero() => {
-                tracing::info!(secs = wait.as_secs(), "waiting for the stream's publish");
-                tokio::select! {
-                    live = self.node.registry.wait_live(&req.id, wait) => live,
-                    _ = self.node.shutdown.cancelled() => None,
-                }
-            }
-            None => None,
+        let live = tokio::select! {
+            live = self.node.registry.wait_live(&req.id, wait) => live,
+            _ = self.node.shutdown.cancelled() => None,
         };
         let Some(live) = live else {
             let why = if wait.is_zero() {
