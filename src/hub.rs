@@ -330,6 +330,11 @@ impl Hub {
         }
     }
 
+    /// Whether the stream has ended ([`Hub::close`]).
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
     /// Ends the stream: consumers read what is left, then `None`.
     pub fn close(&self) {
         self.state().closed = true;

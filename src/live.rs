@@ -159,6 +159,16 @@ impl Players {
     }
 }
 
+impl Player {
+    /// Media bytes sent and bytes skipped so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.skipped_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 impl Seat {
     /// The stream the player plays.
     pub fn stream(&self) -> &Arc<LiveStream> {
@@ -464,7 +474,8 @@ impl Registry {
     }
 
     /// The live stream `id`, waiting up to `wait` (zero: not at all) for its publish to
-    /// start; `None` when it did not.
+    /// start; `None` when it did not. A publish that has ended but is not yet out of the
+    /// registry does not count.
     pub async fn wait_live(
         &self,
         id: &StreamId,
@@ -476,7 +487,7 @@ impl Registry {
             tokio::pin!(went_live);
             // Register before looking, so a publish between the look and the wait wakes us.
             went_live.as_mut().enable();
-            if let Some(live) = self.get(id) {
+            if let Some(live) = self.get(id).filter(|l| !l.hub.is_closed()) {
                 return Some(live);
             }
             if wait.is_zero() {

@@ -62,6 +62,8 @@ pub struct Metrics {
     /// Exact mode: frames decoded for snapshots (keyframes included).
     pub exact_frames_decoded: Counter,
     pub players_active: Gauge,
+    /// Plays waiting for their stream's publish (before it starts, or between publishes).
+    pub players_waiting: Gauge,
     pub bytes_played: Counter,
     pub player_skipped_bytes: Counter,
     /// Relay targets with an upstream publish up now.
@@ -127,6 +129,7 @@ impl Metrics {
             exact_fallbacks: Family::default(),
             exact_frames_decoded: Counter::default(),
             players_active: Gauge::default(),
+            players_waiting: Gauge::default(),
             bytes_played: Counter::default(),
             player_skipped_bytes: Counter::default(),
             relay_connected: Gauge::default(),
@@ -167,6 +170,11 @@ impl Metrics {
             "players_active",
             "RTMP players being served",
             m.players_active.clone(),
+        );
+        r.register(
+            "players_waiting",
+            "RTMP plays waiting for their stream's publish (play.wait_for_publish_secs)",
+            m.players_waiting.clone(),
         );
         r.register(
             "played_bytes",

@@ -32,7 +32,9 @@ pub struct PlayConfig {
     /// true.
     pub gop_cache: bool,
     /// A play of a stream that is not live waits this long for its publish to start
-    /// (0..=3600; 0: refused at once with `NetStream.Play.StreamNotFound`). Default 0.
+    /// (0..=3600; 0: refused at once with `NetStream.Play.StreamNotFound`), and a player
+    /// whose publish ends waits as long for the next one (0: closed when it ends).
+    /// Default 0.
     pub wait_for_publish_secs: u64,
 }
 

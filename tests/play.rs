@@ -274,6 +274,262 @@ async fn a_wait_longer_than_the_idle_timeout_still_plays() {
     publisher.finish().await;
 }
 
+/// Sends the fixture's tags with `from_ms <= timestamp < to_ms` at real-time pace.
+async fn send_paced(p: &mut Publisher, from_ms: u32, to_ms: u32) {
+    let started = Instant::now();
+    for tag in fixture_tags(FIXTURE) {
+        if !(from_ms..to_ms).contains(&tag.timestamp_ms) {
+            continue;
+        }
+        let due = Duration::from_millis(u64::from(tag.timestamp_ms - from_ms));
+        tokio::time::sleep_until((started + due).into()).await;
+        match tag.tag_type {
+            9 => p.video(tag.timestamp_ms, tag.data).await.unwrap(),
+            8 => p.audio(tag.timestamp_ms, tag.data).await.unwrap(),
+            _ => {}
+        }
+    }
+}
+
+/// An encoder that reconnects: with `wait_for_publish_secs`, its players stay connected,
+/// hear nothing while it is away, then get the new publish's headers and pictures, with
+/// timestamps that carry on from where they were.
+#[tokio::test]
+async fn a_player_stays_through_a_republish_and_its_time_goes_on() {
+    let server = with_play("wait_for_publish_secs = 5").await;
+    let (publisher, mut player) = live_second_and_player(&server, "cam").await;
+    let tags = recording().tags().to_vec();
+    let last_video = tags
+        .iter()
+        .filter(|t| t.kind == MediaKind::Video && t.timestamp < 1000)
+        .map(|t| t.timestamp)
+        .max()
+        .unwrap();
+    let mut last = 0;
+    while last < last_video {
+        let m = player.recv().await.unwrap().expect("media");
+        if m.kind == MediaKind::Video {
+            last = m.timestamp;
+        }
+    }
+    let first_bytes = server.node().registry.list()[0].players.list()[0]
+        .totals()
+        .0;
+    assert!(first_bytes > 0);
+    publisher.finish().await;
+    let metrics = &server.node().metrics;
+    assert!(
+        wait_for(Duration::from_secs(5), || metrics.players_waiting.get()
+            == 1)
+        .await,
+        "the player waits for the next publish"
+    );
+    assert!(server.node().registry.list().is_empty());
+    let away = Duration::from_millis(400);
+    tokio::time::sleep(away).await;
+    let mut publisher = start_publish(server.rtmp, "live", "cam").await;
+    send_range(&mut publisher, FIXTURE, 0, 1000).await;
+
+    // The new publish: its sequence headers, then its first keyframe, every message as
+    // sent, each timestamp moved by one shift that puts the keyframe after the wait.
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let m = player.recv().await.unwrap().expect("the play goes on");
+        if m.kind != MediaKind::Data {
+            got.push(m);
+        }
+    }
+    // What was left of the first publish (its last sounds) comes first.
+    let is_header = |p: &[u8]| p.len() > 1 && p[1] == 0;
+    let rest = got.iter().take_while(|m| !is_header(&m.payload)).count();
+    for m in &got[..rest] {
+        assert!(
+            m.timestamp < 1000,
+            "{} ms: not of the first publish",
+            m.timestamp
+        );
+        last = last.max(m.timestamp);
+    }
+    let got = &got[rest..];
+    let media: Vec<_> = got.iter().skip_while(|m| is_header(&m.payload)).collect();
+    assert!(
+        got.len() - media.len() >= 2,
+        "sequence headers come first again"
+    );
+    assert!(
+        got[..got.len() - media.len()]
+            .iter()
+            .all(|m| m.timestamp == last),
+        "headers at the point the player reached ({last} ms)"
+    );
+    let key = media[0];
+    assert_eq!(key.kind, MediaKind::Video);
+    assert_eq!(
+        key.payload[0], 0x17,
+        "the next publish starts at a keyframe"
+    );
+    let gap = key.timestamp.wrapping_sub(last);
+    assert!(
+        (away.as_millis() as u32..10_000).contains(&gap),
+        "the keyframe comes {gap} ms after the last picture of the first publish"
+    );
+    let shift = key.timestamp;
+    let from = tags
+        .iter()
+        .position(|t| t.kind == MediaKind::Video && t.payload == key.payload)
+        .expect("the first keyframe of the fixture");
+    for (i, (m, t)) in media.iter().zip(&tags[from..]).enumerate() {
+        assert_eq!(
+            (m.kind, m.timestamp, &m.payload),
+            (t.kind, t.timestamp + shift, &t.payload),
+            "message {i} of the next publish"
+        );
+    }
+    // One player all along: listed on the new publish, with its bytes carried on.
+    assert_eq!(metrics.players_waiting.get(), 0);
+    assert_eq!(metrics.players_active.get(), 1);
+    let live = server.node().registry.list();
+    let players = live[0].players.list();
+    assert_eq!(players.len(), 1);
+    assert!(players[0].totals().0 > first_bytes);
+    publisher.finish().await;
+}
+
+/// A player kept after its publish, when no publish follows: its play completes when the
+/// wait is over, and the connection closes.
+#[tokio::test]
+async fn a_kept_player_ends_when_no_publish_follows() {
+    let server = with_play("wait_for_publish_secs = 1").await;
+    let (publisher, mut player) = live_second_and_player(&server, "gone").await;
+    publisher.finish().await;
+    let ended = Instant::now();
+    let mut pictures = 0;
+    while let Some(m) = player.recv().await.expect("told, not cut") {
+        pictures += usize::from(m.kind == MediaKind::Video);
+    }
+    assert!(pictures > 5, "{pictures} pictures");
+    assert!(
+        ended.elapsed() >= Duration::from_millis(900),
+        "the play completed {:?} after the publish ended, before the wait was over",
+        ended.elapsed()
+    );
+    assert!(player.recv().await.is_err(), "the connection closes");
+    let metrics = &server.node().metrics;
+    assert!(
+        wait_for(Duration::from_secs(2), || {
+            metrics.players_waiting.get() == 0 && metrics.players_active.get() == 0
+        })
+        .await
+    );
+}
+
+/// A client that leaves while its play waits for a publish is gone at once, not when the
+/// wait is over.
+#[tokio::test]
+async fn a_waiting_player_that_leaves_is_gone_at_once() {
+    let server = with_play("wait_for_publish_secs = 60").await;
+    let rtmp = server.rtmp;
+    let waiting = tokio::spawn(async move {
+        let io = TcpStream::connect(rtmp).await.unwrap();
+        let endpoint = Endpoint::parse(&format!("rtmp://{rtmp}/live")).unwrap();
+        let opts = ClientOptions {
+            command_timeout: Duration::from_secs(120),
+            ..opts()
+        };
+        Player::play(io, &endpoint, "later", opts).await
+    });
+    let metrics = &server.node().metrics;
+    assert!(
+        wait_for(Duration::from_secs(5), || metrics.players_waiting.get()
+            == 1)
+        .await
+    );
+    waiting.abort();
+    // The wait belongs to the connection: it ends when the connection task does.
+    assert!(
+        wait_for(Duration::from_secs(3), || metrics.players_waiting.get()
+            == 0)
+        .await,
+        "the play still waits for its publish after its client left"
+    );
+}
+
+/// A real player across an encoder reconnect: ffmpeg records one stream with the pictures
+/// of both publishes, its time never going back.
+#[tokio::test]
+async fn ffmpeg_records_one_stream_across_an_encoder_reconnect() {
+    let server = with_play("wait_for_publish_secs = 2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("played.flv");
+    let ffmpeg = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-rw_timeout",
+            "20000000",
+        ])
+        .arg("-i")
+        .arg(server.url("live", "re"))
+        .args(["-c", "copy", "-f", "flv", "-y"])
+        .arg(&out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg runs");
+    let metrics = &server.node().metrics;
+    assert!(
+        wait_for(Duration::from_secs(10), || metrics.players_waiting.get()
+            == 1)
+        .await
+    );
+    for _ in 0..2 {
+        let mut publisher = start_publish(server.rtmp, "live", "re").await;
+        send_paced(&mut publisher, 0, 3000).await;
+        publisher.finish().await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // The play completes 2 s after the second publish; ffmpeg then finishes its file.
+    let status = tokio::time::timeout(Duration::from_secs(20), ffmpeg.wait_with_output())
+        .await
+        .expect("ffmpeg ends after the play")
+        .unwrap()
+        .status;
+    assert!(status.success(), "ffmpeg: {status}");
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=dts_time", "-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .expect("ffprobe runs");
+    let dts: Vec<f64> = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    // 3 s at 30 fps, twice.
+    assert!(dts.len() >= 170, "{} pictures recorded", dts.len());
+    assert!(
+        dts.windows(2).all(|w| w[1] > w[0]),
+        "the recorded time goes back"
+    );
+    let span = dts[dts.len() - 1] - dts[0];
+    assert!(
+        (6.3..9.0).contains(&span),
+        "both publishes and the time between them: {span:.2} s"
+    );
+    // Every picture decodes.
+    let decoded = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .expect("ffprobe runs");
+    let frames: usize = String::from_utf8_lossy(&decoded.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(frames, dts.len(), "pictures that decode");
+}
+
 #[tokio::test]
 async fn a_player_is_told_when_the_publish_ends() {
     let server = start_server(DEFAULT_RULES).await;

@@ -17,15 +17,17 @@ use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
 use crate::admission::{self, Refusal, Refused};
-use crate::events::{self, ClientEvent};
-use crate::hub::{FrameKind, Item, Subscription};
+use crate::hub::{FrameKind, Item};
 use crate::ingest::{self, Ingest};
-use crate::live::{Players, Seat};
+use crate::live::{LiveStream, Players};
 use crate::names;
 use crate::node::Node;
-use crate::play::PlayConfig;
 use crate::rtmp::framing::{FramingError, FramingLimits};
 use crate::rtmp::limits::{ConnLimits, ConnPermit};
+use crate::rtmp::player::{
+    batch_buffer, written, Feed, Playing, Wait, BATCH_BUFFERS, PLAYER_BATCH, PLAYER_BATCH_BYTES,
+    PLAYER_READ_BUF, PLAYER_SNDBUF,
+};
 use crate::rtmp::session::{Event, MediaKind, Session, SessionError, SessionLimits};
 use crate::rtmp::socket;
 
@@ -328,6 +330,7 @@ async fn serve<T: Transport>(
         peer,
         stream: None,
         player: None,
+        wait: None,
     };
     conn.session.set_partial_budget(partial_budget);
     let mut events = Vec::new();
@@ -365,9 +368,19 @@ async fn serve<T: Transport>(
             kick_of = conn.role();
             kick = conn.kick_token().map(|t| Box::pin(t.cancelled_owned()));
         }
+        if conn.player.is_some() && !sndbuf_set {
+            socket.set_sndbuf(PLAYER_SNDBUF);
+            sndbuf_set = true;
+            // A player sends only commands and acknowledgements: a small read buffer.
+            buf = vec![0u8; PLAYER_READ_BUF];
+        }
         let n = tokio::select! {
             r = socket.read(&mut buf) => r?,
             () = &mut idle_timer => {
+                if conn.wait.is_some() {
+                    // Waiting for a publish is not idleness: the wait has its own end.
+                    progress_at = Instant::now();
+                }
                 let deadline = progress_at + idle;
                 if Instant::now() >= deadline {
                     return Err(if conn.stream.is_some() { ConnError::Idle(idle) } else { ConnError::NoPublish(idle) });
@@ -393,7 +406,16 @@ async fn serve<T: Transport>(
             () = unless_none(kick.as_mut()) => {
                 return Err(ConnError::Kicked);
             }
-            item = async { match conn.player.as_mut() { Some(p) => p.sub.next().await, None => std::future::pending().await } } => {
+            live = unless_none(conn.wait.as_mut().map(|w| &mut w.live)) => {
+                let ended = conn.on_live(live);
+                conn.flush(&mut socket).await?;
+                if ended? {
+                    return Ok(());
+                }
+                progress_at = Instant::now();
+                continue;
+            }
+            item = async { match conn.player.as_mut().and_then(|p| p.feed.as_mut()) { Some(f) => f.sub.next().await, None => std::future::pending().await } } => {
                 let ended = conn.send_to_player(item)?;
                 conn.flush(&mut socket).await?;
                 if ended {
@@ -420,12 +442,6 @@ async fn serve<T: Transport>(
             socket.set_rcvlowat(want);
             mark = want;
         }
-        if conn.player.is_some() && !sndbuf_set {
-            socket.set_sndbuf(PLAYER_SNDBUF);
-            sndbuf_set = true;
-            // A player sends only commands and acknowledgements: a small read buffer.
-            buf = vec![0u8; PLAYER_READ_BUF];
-        }
         // `act` may have waited for the snapshot queue (a publisher ahead of real time
         // is paced by not being read); that wait is ours, not the peer's idleness, and
         // it was for a media message, so the idle deadline starts again from here.
@@ -449,196 +465,70 @@ async fn serve<T: Transport>(
 
 /// Waits for the future if there is one; without one, never finishes (a `select!` branch
 /// that is off until the future exists).
-async fn unless_none<F: std::future::Future>(f: Option<&mut std::pin::Pin<Box<F>>>) -> F::Output {
+async fn unless_none<F: std::future::Future + ?Sized>(
+    f: Option<&mut std::pin::Pin<Box<F>>>,
+) -> F::Output {
     match f {
         Some(f) => f.as_mut().await,
         None => std::future::pending().await,
     }
 }
 
-/// The send buffer a player's socket gets (the kernel doubles it for its bookkeeping):
-/// about 0.5 s of a 4 Mbit/s stream, above the bandwidth-delay product of most links. What
-/// the kernel holds counts as sent, so a small buffer lets a stalled player show as behind
-/// quickly, and keeps the memory a player costs small.
-const PLAYER_SNDBUF: usize = 128 << 10;
-
-/// A player's read buffer (it sends commands and acknowledgements only).
-const PLAYER_READ_BUF: usize = 2048;
-
-/// What a player's output buffer keeps between batches; a bigger one goes back to
-/// `BATCH_BUFFERS` after each write, so an idle player holds no copy of a frame (the frames
-/// themselves are the hub's, shared by every player).
-const PLAYER_OUT_KEEP: usize = 4096;
-/// Batch buffers kept for reuse, and the largest kept.
-const POOL_BUFFERS: usize = 16;
-const POOL_BUFFER_MAX: usize = 1 << 20;
-
 struct Conn {
     node: Arc<Node>,
     session: Session,
     peer: SocketAddr,
     stream: Option<Ingest>,
-    /// The live stream this connection plays, if it is a player.
+    /// The play of this connection, if it is a player (between two publishes too).
     player: Option<Playing>,
+    /// A play waiting for its stream's publish (the first one, or the next).
+    wait: Option<Wait>,
 }
 
-/// A player's place in its stream: listed in the stream's players (the admin API shows
-/// and kicks it there), counted in `livesnap_players_active` while it lasts, reported as
-/// `play` and `play_done` events at its start and end.
-struct Playing {
-    sub: Subscription,
-    node: Arc<Node>,
-    seat: Seat,
-    /// `[play]` as it was when the play started (a reload applies from the next play).
-    lag_close: std::time::Duration,
-    queue_bytes: usize,
-    /// Since when the player has been behind (it skipped and has not caught up since).
-    behind_since: Option<Instant>,
-}
-
-impl Playing {
-    fn new(sub: Subscription, node: &Arc<Node>, seat: Seat, play: &PlayConfig) -> Playing {
-        node.metrics.players_active.inc();
-        seat.player
-            .position
-            .store(sub.position(), Ordering::Relaxed);
-        node.notify.send(
-            &events::Event::Play(ClientEvent::new(
-                seat.stream().id.clone(),
-                seat.player.peer,
-                seat.player.start_unix,
-            )),
-            None,
-        );
-        Playing {
-            sub,
-            node: node.clone(),
-            seat,
-            lag_close: play.lag_close(),
-            queue_bytes: play.player_queue_bytes,
-            behind_since: None,
-        }
-    }
-}
-
-impl Drop for Playing {
-    fn drop(&mut self) {
-        let node = &self.node;
-        node.metrics.players_active.dec();
-        let now = node.clock.now_unix();
-        let player = &self.seat.player;
-        node.notify.send(
-            &events::Event::PlayDone {
-                client: ClientEvent::new(self.seat.stream().id.clone(), player.peer, now),
-                duration_secs: now.saturating_sub(player.start_unix),
-                bytes: player.bytes.load(Ordering::Relaxed),
-            },
-            None,
-        );
-    }
-}
-
-/// Most media messages, and bytes, queued for a player before they are written out.
-const PLAYER_BATCH: usize = 64;
-const PLAYER_BATCH_BYTES: usize = 64 << 10;
-
-/// Players' batch buffers between batches, shared by every player of the node: a player
-/// takes one for a batch and gives it back once the batch is written, so only the players
-/// writing at that moment hold one. Hundreds of players each keeping the capacity of their
-/// largest batch (a keyframe) was most of their memory, and freeing it after each write
-/// instead left the allocator's heap full of holes (`benches/players.sh`,
-/// docs/performance.md "Players").
-struct BatchBuffers {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-impl BatchBuffers {
-    const fn new() -> BatchBuffers {
-        BatchBuffers {
-            free: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        // A panic while holding it cannot leave the list inconsistent.
-        self.free.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// An empty buffer, with the capacity of an earlier batch when one is free.
-    fn take(&self) -> Vec<u8> {
-        self.free().pop().unwrap_or_default()
-    }
-
-    /// Keeps `buf` for the next batch, unless it is small, huge, or enough are kept.
-    fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() <= PLAYER_OUT_KEEP || buf.capacity() > POOL_BUFFER_MAX {
-            return;
-        }
-        buf.clear();
-        let mut free = self.free();
-        if free.len() < POOL_BUFFERS {
-            free.push(buf);
-        }
-    }
-}
-
-static BATCH_BUFFERS: BatchBuffers = BatchBuffers::new();
-
-/// Before a player's batch: an empty output buffer is swapped for a pooled one.
-fn batch_buffer(out: &mut Vec<u8>, pool: &BatchBuffers) {
-    if out.is_empty() && out.capacity() <= PLAYER_OUT_KEEP {
-        let pooled = pool.take();
-        if pooled.capacity() > out.capacity() {
-            *out = pooled;
-        }
-    }
-}
-
-/// Empties the output buffer once it is written; a player's goes back to the pool when it
-/// is bigger than `PLAYER_OUT_KEEP`.
-fn written(out: &mut Vec<u8>, playing: bool, pool: &BatchBuffers) {
-    out.clear();
-    if playing && out.capacity() > PLAYER_OUT_KEEP {
-        pool.give(std::mem::take(out));
-    }
-}
-
-/// What a connection is doing, as far as being kicked goes.
+/// What a connection is doing, as far as being kicked goes: publishing, or playing (which
+/// player: each publish a player spans gives it a new place, with its own kick).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     None,
     Publishing,
-    Playing,
+    Playing(usize),
 }
 
 impl Conn {
     fn role(&self) -> Role {
-        if self.stream.is_some() {
-            Role::Publishing
-        } else if self.player.is_some() {
-            Role::Playing
-        } else {
-            Role::None
+        let feed = self.player.as_ref().and_then(|p| p.feed.as_ref());
+        match (&self.stream, feed) {
+            (Some(_), _) => Role::Publishing,
+            (None, Some(f)) => Role::Playing(Arc::as_ptr(&f.seat.player) as usize),
+            (None, None) => Role::None,
         }
     }
 
     /// What disconnects this connection from the admin API: its publish's kick, or its
     /// player's.
     fn kick_token(&self) -> Option<tokio_util::sync::CancellationToken> {
-        match (&self.stream, &self.player) {
+        let feed = self.player.as_ref().and_then(|p| p.feed.as_ref());
+        match (&self.stream, feed) {
             (Some(st), _) => Some(st.live().kick.clone()),
-            (None, Some(p)) => Some(p.seat.player.kick.clone()),
+            (None, Some(f)) => Some(f.seat.player.kick.clone()),
             (None, None) => None,
         }
     }
 
-    /// Queues `item` and whatever else is ready for the player; true when the stream
-    /// ended (the player was told, the connection closes).
+    /// Queues `item` and whatever else is ready for the player; true when the play ended
+    /// (the player was told, the connection closes). A publish that ends with a player
+    /// who may wait for the next one leaves it waiting instead.
     fn send_to_player(&mut self, item: Option<Item>) -> Result<bool, ConnError> {
-        batch_buffer(self.session.output(), &BATCH_BUFFERS);
+        let Some(p) = self.player.as_mut() else {
+            return Ok(false);
+        };
+        let session = &mut self.session;
+        batch_buffer(session.output(), &BATCH_BUFFERS);
+        let (lag_close, queue_bytes) = (p.lag_close(), p.access.play.player_queue_bytes);
         let mut next = Some(item);
         let mut sent = 0;
         while let Some(item) = next.take() {
+            let Some(feed) = p.feed.as_mut() else { break };
             match item {
                 Some(Item::Frame(f)) => {
                     let kind = match f.kind {
@@ -646,12 +536,10 @@ impl Conn {
                         FrameKind::Audio { .. } => MediaKind::Audio,
                         FrameKind::Video { .. } => MediaKind::Video,
                     };
-                    self.session.send_media(kind, f.timestamp, &f.data)?;
+                    session.send_media(kind, p.timeline.stamp(&f), &f.data)?;
                     self.node.metrics.bytes_played.inc_by(f.data.len() as u64);
-                    if let Some(p) = self.player.as_ref() {
-                        let bytes = &p.seat.player.bytes;
-                        bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
-                    }
+                    let bytes = &feed.seat.player.bytes;
+                    bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
                 }
                 Some(Item::Resync { frames, bytes }) => {
                     self.node.metrics.player_skipped_bytes.inc_by(bytes);
@@ -660,36 +548,46 @@ impl Conn {
                         bytes,
                         "player fell behind: skipped to the newest keyframe"
                     );
-                    if let Some(p) = self.player.as_mut() {
-                        let skipped = &p.seat.player.skipped_bytes;
-                        skipped.fetch_add(bytes, Ordering::Relaxed);
-                        let since = *p.behind_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= p.lag_close {
-                            return Err(ConnError::PlayerLagging(p.lag_close));
-                        }
+                    let skipped = &feed.seat.player.skipped_bytes;
+                    skipped.fetch_add(bytes, Ordering::Relaxed);
+                    let since = *p.behind_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= lag_close {
+                        return Err(ConnError::PlayerLagging(lag_close));
                     }
                 }
                 None => {
-                    self.session.finish_play()?;
-                    self.player = None;
-                    tracing::info!("played stream ended");
-                    return Ok(true);
+                    let keep = p.keep();
+                    if keep.is_zero() {
+                        session.finish_play()?;
+                        self.player = None;
+                        tracing::info!("played stream ended");
+                        return Ok(true);
+                    }
+                    // Nothing is sent meanwhile: ffmpeg and librtmp end a play on
+                    // `NetStream.Play.UnpublishNotify`, so the player hears nothing until
+                    // the next publish's headers and pictures.
+                    p.pause();
+                    let (id, access) = (p.id.clone(), p.access.clone());
+                    self.wait = Some(Wait::new(&self.node, id, access, keep));
+                    tracing::info!(
+                        secs = keep.as_secs(),
+                        "played stream ended: waiting for its next publish"
+                    );
+                    return Ok(false);
                 }
             }
             sent += 1;
-            if let Some(p) = self.player.as_mut() {
-                // Caught up (less than a quarter of the queue unread): no longer behind.
-                if p.behind_since.is_some() && p.sub.lag_bytes() < (p.queue_bytes / 4) as u64 {
-                    p.behind_since = None;
-                }
-                if sent < PLAYER_BATCH && self.session.output().len() < PLAYER_BATCH_BYTES {
-                    next = p.sub.poll_now();
-                }
+            // Caught up (less than a quarter of the queue unread): no longer behind.
+            if p.behind_since.is_some() && feed.sub.lag_bytes() < (queue_bytes / 4) as u64 {
+                p.behind_since = None;
+            }
+            if sent < PLAYER_BATCH && session.output().len() < PLAYER_BATCH_BYTES {
+                next = feed.sub.poll_now();
             }
         }
-        if let Some(p) = self.player.as_ref() {
-            let position = &p.seat.player.position;
-            position.store(p.sub.position(), Ordering::Relaxed);
+        if let Some(feed) = p.feed.as_ref() {
+            let position = &feed.seat.player.position;
+            position.store(feed.sub.position(), Ordering::Relaxed);
         }
         Ok(false)
     }
@@ -699,7 +597,7 @@ impl Conn {
         // the idle timeout.
         let playing = self.player.is_some();
         let (limit, stalled): (_, fn(_) -> _) = match &self.player {
-            Some(p) => (p.lag_close, ConnError::PlayerLagging),
+            Some(p) => (p.lag_close(), ConnError::PlayerLagging),
             None => (self.node.settings.idle_timeout, ConnError::Idle),
         };
         let out = self.session.output();
@@ -742,6 +640,7 @@ impl Conn {
                 Event::PlayRequested { app, stream_key } => self.on_play(&app, &stream_key).await?,
                 Event::PlayStopped => {
                     self.player = None;
+                    self.wait = None;
                 }
             }
         }
@@ -759,12 +658,13 @@ impl Conn {
         Err(ConnError::PlayRefused(message))
     }
 
+    /// A `play`: refused, started on the live stream, or left waiting for its publish
+    /// (`[play] wait_for_publish_secs`; the serve loop then calls [`Conn::on_live`]).
     async fn on_play(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
         const FAILED: &str = "NetStream.Play.Failed";
         // Read once: the play keeps these `[play]` settings until it ends.
         let access = self.node.access();
-        let play = &access.play;
-        if !play.enabled {
+        if !access.play.enabled {
             return self.refuse_play(
                 FAILED,
                 "play is disabled on this node ([play] enabled = false)".into(),
@@ -783,46 +683,98 @@ impl Conn {
         {
             return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
         }
-        let wait = std::time::Duration::from_secs(play.wait_for_publish_secs);
-        let live = tokio::select! {
-            live = self.node.registry.wait_live(&req.id, wait) => live,
-            _ = self.node.shutdown.cancelled() => None,
+        let wait = std::time::Duration::from_secs(access.play.wait_for_publish_secs);
+        let wait = Wait::new(&self.node, req.id, access, wait);
+        if wait.secs > 0 {
+            tracing::debug!(secs = wait.secs, "waiting for the stream's publish");
+            self.wait = Some(wait);
+            return Ok(());
+        }
+        let live = self
+            .node
+            .registry
+            .wait_live(&wait.id, Default::default())
+            .await;
+        self.wait = Some(wait);
+        self.on_live(live).map(|_| ())
+    }
+
+    /// The end of a play's wait: its stream went live (`Some`), or the wait is over. True
+    /// when the play ended (the connection closes).
+    fn on_live(&mut self, live: Option<Arc<LiveStream>>) -> Result<bool, ConnError> {
+        const FAILED: &str = "NetStream.Play.Failed";
+        let Some(wait) = self.wait.take() else {
+            return Ok(false);
         };
+        let play = &wait.access.play;
+        let max = play.max_players_per_stream;
         let Some(live) = live else {
-            let why = if wait.is_zero() {
-                format!("stream {} is not live on this node", req.id)
+            if self.player.take().is_some() {
+                // A player kept from an earlier publish: its play is complete.
+                self.session.finish_play()?;
+                tracing::info!(
+                    secs = wait.secs,
+                    "no next publish of the played stream: play ended"
+                );
+                return Ok(true);
+            }
+            let why = if wait.secs == 0 {
+                format!("stream {} is not live on this node", wait.id)
             } else {
                 format!(
                     "stream {} did not go live on this node within {} s (play.wait_for_publish_secs)",
-                    req.id,
-                    wait.as_secs()
+                    wait.id, wait.secs
                 )
             };
-            return self.refuse_play("NetStream.Play.StreamNotFound", why);
+            self.refuse_play("NetStream.Play.StreamNotFound", why)?;
+            return Ok(true);
         };
+        if let Some(p) = self.player.as_mut() {
+            let Some(seat) = Players::join(&live, max, p.peer(), p.start_unix()) else {
+                self.player = None;
+                self.session.finish_play()?;
+                tracing::warn!(
+                    max,
+                    "the stream's next publish has its players (play.max_players_per_stream): play ended"
+                );
+                return Ok(true);
+            };
+            tracing::Span::current().record("player", seat.player.id);
+            let sub = live.hub.subscribe();
+            p.resume(Feed { sub, seat });
+            tracing::info!("play goes on with the stream's next publish");
+            return Ok(false);
+        }
         let max_node = play.max_players;
         if self.node.metrics.players_active.get() >= max_node as i64 {
-            return self.refuse_play(
-                FAILED,
-                format!("this node serves {max_node} players (play.max_players)"),
-            );
+            return self
+                .refuse_play(
+                    FAILED,
+                    format!("this node serves {max_node} players (play.max_players)"),
+                )
+                .map(|_| true);
         }
-        let max = play.max_players_per_stream;
         let now = self.node.clock.now_unix();
         let Some(seat) = Players::join(&live, max, self.peer, now) else {
-            return self.refuse_play(
-                FAILED,
-                format!(
-                    "stream {} has {max} players (play.max_players_per_stream)",
-                    req.id
-                ),
-            );
+            return self
+                .refuse_play(
+                    FAILED,
+                    format!(
+                        "stream {} has {max} players (play.max_players_per_stream)",
+                        wait.id
+                    ),
+                )
+                .map(|_| true);
         };
         tracing::Span::current().record("player", seat.player.id);
-        self.player = Some(Playing::new(live.hub.subscribe(), &self.node, seat, play));
+        let feed = Feed {
+            sub: live.hub.subscribe(),
+            seat,
+        };
+        self.player = Some(Playing::new(&self.node, wait.access.clone(), feed));
         self.session.accept_play()?;
         tracing::info!("play started");
-        Ok(())
+        Ok(false)
     }
 
     async fn on_publish(&mut self, app: &str, stream_key: &str) -> Result<(), ConnError> {
@@ -901,57 +853,5 @@ mod tests {
             "one read returned {got} of {} bytes",
             sent.len()
         );
-    }
-
-    #[test]
-    fn a_player_keeps_no_batch_sized_output_buffer_between_writes() {
-        let pool = BatchBuffers::new();
-        // A 1080p keyframe batch: 150 KiB.
-        let mut out = Vec::with_capacity(150 << 10);
-        out.extend_from_slice(&[7u8; 150 << 10]);
-        let at = out.as_ptr();
-        written(&mut out, true, &pool);
-        assert!(out.is_empty());
-        assert!(
-            out.capacity() <= PLAYER_OUT_KEEP,
-            "a player kept {} bytes of output buffer",
-            out.capacity()
-        );
-        // The next batch, of this player or another, reuses that memory: no allocation.
-        let mut next = Vec::new();
-        batch_buffer(&mut next, &pool);
-        assert_eq!(next.as_ptr(), at);
-        assert!(next.capacity() >= 150 << 10);
-        // Nothing pooled: the buffer stays as it is.
-        let mut other = Vec::new();
-        batch_buffer(&mut other, &pool);
-        assert_eq!(other.capacity(), 0);
-        // Small batches (audio) keep their buffer: no allocation per message.
-        let mut small = Vec::with_capacity(1024);
-        small.extend_from_slice(&[1u8; 700]);
-        written(&mut small, true, &pool);
-        assert!(small.is_empty());
-        assert_eq!(small.capacity(), 1024);
-        // A publisher's (acknowledgements, answers) is left alone.
-        let mut publisher = Vec::with_capacity(150 << 10);
-        publisher.push(1);
-        written(&mut publisher, false, &pool);
-        assert!(publisher.is_empty());
-        assert_eq!(publisher.capacity(), 150 << 10);
-    }
-
-    #[test]
-    fn the_batch_pool_is_bounded() {
-        let pool = BatchBuffers::new();
-        for _ in 0..POOL_BUFFERS + 5 {
-            pool.give(Vec::with_capacity(64 << 10));
-        }
-        pool.give(Vec::with_capacity(POOL_BUFFER_MAX + 1));
-        pool.give(Vec::with_capacity(PLAYER_OUT_KEEP));
-        let kept = pool.free();
-        assert_eq!(kept.len(), POOL_BUFFERS);
-        assert!(kept
-            .iter()
-            .all(|b| b.capacity() == 64 << 10 && b.is_empty()));
     }
 }

@@ -1,6 +1,7 @@
 //! RTMP. The server side: the accept loop and its connection limits (`listener`,
-//! `limits`), the per-connection task that moves bytes (`conn`) and its socket (`socket`:
-//! options, a read that does not wait), our bounded chunk
+//! `limits`), the per-connection task that moves bytes (`conn`), a player's side of it (`player`:
+//! its play across publishes, its wait for a publish, the batch buffers players share) and
+//! its socket (`socket`: options, a read that does not wait), our bounded chunk
 //! framing layer (`framing`, `amf`) that guards rml_rtmp, and the session glue
 //! (`session`) that turns rml_rtmp events into publish/media events without doing I/O.
 //! The outbound side: `chunk_writer` (messages → chunks, no I/O), `outbox` (what a
@@ -15,6 +16,7 @@ pub mod framing;
 pub mod limits;
 pub mod listener;
 pub mod outbox;
+mod player;
 pub mod proxy;
 pub mod session;
 pub mod socket;
