@@ -392,6 +392,17 @@ async fn a_player_stays_through_a_republish_and_its_time_goes_on() {
     let players = live[0].players.list();
     assert_eq!(players.len(), 1);
     assert!(players[0].totals().0 > first_bytes);
+    // Its place on the new publish is the one the API disconnects.
+    let path = format!(
+        "/api/v1/streams/{}/live/cam/players/{}",
+        live[0].id.domain, players[0].id
+    );
+    let (status, body) = http_request(server.http, "DELETE", &path).await.unwrap();
+    assert_eq!(status, 204, "{body}");
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(Some(_)) = player.recv().await {}
+    });
+    assert!(closed.await.is_ok(), "the kicked player is still connected");
     publisher.finish().await;
 }
 

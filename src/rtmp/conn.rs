@@ -485,13 +485,13 @@ struct Conn {
     wait: Option<Wait>,
 }
 
-/// What a connection is doing, as far as being kicked goes: publishing, or playing (which
-/// player: each publish a player spans gives it a new place, with its own kick).
+/// What a connection is doing, as far as being kicked goes. A player between two publishes
+/// is `None`: each publish it spans gives it a new place, with its own kick.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     None,
     Publishing,
-    Playing(usize),
+    Playing,
 }
 
 impl Conn {
@@ -499,7 +499,7 @@ impl Conn {
         let feed = self.player.as_ref().and_then(|p| p.feed.as_ref());
         match (&self.stream, feed) {
             (Some(_), _) => Role::Publishing,
-            (None, Some(f)) => Role::Playing(Arc::as_ptr(&f.seat.player) as usize),
+            (None, Some(_)) => Role::Playing,
             (None, None) => Role::None,
         }
     }
