@@ -18,6 +18,9 @@
 //! GOP cache ([`HubLimits::gop_cache`] false) the hub keeps only what a consumer has
 //! still to read, and a new consumer starts at the next keyframe that arrives: a stream
 //! whose consumers keep up then holds almost nothing.
+//!
+//! A stream without video (audio only, as a radio station publishes) has no keyframes:
+//! until a video message arrives, every audio frame is a place to start.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -145,8 +148,10 @@ struct State {
     bytes: usize,
     /// Payload bytes pushed since the start.
     pushed: u64,
-    /// Index of the newest keyframe, if it is still in the window.
+    /// Index of the newest keyframe (see [`State::is_start`]), if it is still in the window.
     last_keyframe: Option<u64>,
+    /// A video message was pushed: from then on only keyframes are places to start.
+    video: bool,
     metadata: Option<Frame>,
     audio_header: Option<Frame>,
     video_header: Option<Frame>,
@@ -171,6 +176,12 @@ impl State {
         [&self.metadata, &self.video_header, &self.audio_header]
             .into_iter()
             .flatten()
+    }
+
+    /// Whether a consumer may start (or resume) at `f`: a keyframe, or in a stream that
+    /// has sent no video, any audio frame.
+    fn is_start(&self, f: &Frame) -> bool {
+        f.is_keyframe() || (!self.video && matches!(f.kind, FrameKind::Audio { header: false }))
     }
 
     fn pop_front(&mut self) {
@@ -260,6 +271,7 @@ impl Hub {
                     bytes: 0,
                     pushed: 0,
                     last_keyframe: None,
+                    video: false,
                     metadata: None,
                     audio_header: None,
                     video_header: None,
@@ -301,7 +313,8 @@ impl Hub {
             _ => {}
         }
         let limits = self.inner.limits;
-        if frame.is_keyframe() {
+        st.video |= matches!(frame.kind, FrameKind::Video { .. });
+        if st.is_start(&frame) {
             if st.subscribers == 0 {
                 // Nobody reads: keep only the picture a new consumer starts with.
                 st.clear();
@@ -433,7 +446,7 @@ impl Subscription {
             self.cursor += 1;
             self.offset = offset + f.data.len() as u64;
             if self.waiting_keyframe {
-                if f.is_keyframe() {
+                if st.is_start(f) {
                     self.waiting_keyframe = false;
                 } else if !f.is_header() {
                     continue;
@@ -527,6 +540,61 @@ mod tests {
         assert_eq!(timestamps(&items), vec![0, 80, 120]);
         hub.push(video(160, false, 10));
         assert_eq!(timestamps(&frames(&mut sub)), vec![160]);
+    }
+
+    fn audio(ts: u32, len: usize) -> Frame {
+        Frame {
+            kind: FrameKind::Audio { header: false },
+            timestamp: ts,
+            data: Bytes::from(vec![ts as u8; len]),
+        }
+    }
+
+    #[test]
+    fn a_stream_without_video_starts_and_resyncs_at_any_audio_frame() {
+        for gop_cache in [true, false] {
+            let hub = Hub::new(HubLimits {
+                window_bytes: 100,
+                gop_cache,
+            });
+            let aac = Frame {
+                kind: FrameKind::Audio { header: true },
+                timestamp: 0,
+                data: Bytes::from_static(b"aac-config"),
+            };
+            hub.push(aac.clone());
+            hub.push(audio(0, 10));
+            hub.push(audio(23, 10));
+            let mut sub = hub.subscribe();
+            // The header, then (with the GOP cache) the newest audio frame: no wait for a
+            // keyframe that never comes.
+            let items = frames(&mut sub);
+            assert_eq!(items[0], Item::Frame(aac.clone()), "gop_cache {gop_cache}");
+            let cached: &[u32] = if gop_cache { &[23] } else { &[] };
+            assert_eq!(timestamps(&items[1..]), cached, "gop_cache {gop_cache}");
+            hub.push(audio(46, 10));
+            assert_eq!(timestamps(&frames(&mut sub)), vec![46]);
+            // A consumer that falls a window behind resumes at once, after the header, at
+            // the newest frame.
+            for i in 0..15 {
+                hub.push(audio(69 + 23 * i, 10));
+            }
+            let items = frames(&mut sub);
+            assert!(matches!(items[0], Item::Resync { .. }), "{items:?}");
+            assert_eq!(items[1], Item::Frame(aac.clone()));
+            assert_eq!(timestamps(&items[2..]), vec![69 + 23 * 14]);
+            hub.push(audio(500, 10));
+            assert_eq!(timestamps(&frames(&mut sub)), vec![500]);
+        }
+        // Once video has been seen, audio alone is no place to start.
+        let hub = Hub::new(HubLimits::default());
+        hub.push(header(0));
+        hub.push(audio(10, 10));
+        let mut sub = hub.subscribe();
+        hub.push(audio(33, 10));
+        assert_eq!(frames(&mut sub), vec![Item::Frame(header(0))]);
+        hub.push(video(40, true, 10));
+        assert_eq!(timestamps(&frames(&mut sub)), vec![40]);
     }
 
     #[test]

@@ -713,6 +713,86 @@ async fn ffmpeg_started_before_the_publish_waits_for_it_and_plays() {
     publisher.abort();
 }
 
+/// A stream without video (a radio station): players start at once with its sound, not
+/// at a keyframe that never comes.
+#[tokio::test]
+async fn ffmpeg_plays_an_audio_only_stream() {
+    let server = start_server(DEFAULT_RULES).await;
+    let rtmp = server.rtmp;
+    let publisher = tokio::spawn(async move {
+        let mut p = start_publish(rtmp, "live", "radio").await;
+        let started = Instant::now();
+        for tag in fixture_tags(FIXTURE) {
+            if tag.tag_type != 8 {
+                continue;
+            }
+            let due = Duration::from_millis(u64::from(tag.timestamp_ms));
+            tokio::time::sleep_until((started + due).into()).await;
+            p.audio(tag.timestamp_ms, tag.data).await.unwrap();
+        }
+        p
+    });
+    wait_live(&server, "radio").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("radio.flv");
+    let status = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-rw_timeout",
+            "10000000",
+        ])
+        .arg("-i")
+        .arg(server.url("live", "radio"))
+        .args(["-t", "2", "-c", "copy", "-f", "flv", "-y"])
+        .arg(&out)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg failed to play: {status}");
+    publisher.abort();
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert_eq!(text.trim(), "aac,audio", "one AAC stream, nothing else");
+    let packets = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .expect("ffprobe runs");
+    let pts: Vec<f64> = String::from_utf8_lossy(&packets.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    // AAC at 44.1 kHz: a frame every 23.2 ms, none missing, from the newest frame when
+    // ffmpeg joined (ffmpeg's `-t` ends the file at 2 s of the stream's own time).
+    assert!(pts.len() >= 40, "{} audio frames", pts.len());
+    assert!(
+        pts.windows(2)
+            .all(|w| (0.020..0.027).contains(&(w[1] - w[0]))),
+        "frames missing: {pts:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_player_that_reads_nothing_is_closed_and_the_publisher_is_unaffected() {
     let server = with_play("player_queue_bytes = 65536\nlag_close_secs = 1").await;

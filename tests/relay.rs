@@ -499,6 +499,42 @@ reload_secs = 1
     );
 }
 
+/// A stream without video reaches the origin: its sound is relayed from the start, not
+/// held back for a keyframe that never comes.
+#[tokio::test]
+async fn an_audio_only_stream_is_relayed() {
+    let origin = start_server(DEFAULT_RULES).await;
+    let target = format!("\"rtmp://{}/live/{{StreamName}}\"", origin.rtmp);
+    let edge = start_server(&relay_config("live", &[target])).await;
+    let audio: Vec<_> = fixture_tags(FIXTURE)
+        .into_iter()
+        .filter(|t| t.tag_type == 8 && t.timestamp_ms < 3000)
+        .collect();
+    let sent: usize = audio.iter().map(|t| t.data.len()).sum();
+    let mut p = start_publish(edge.rtmp, "live", "radio").await;
+    let started = tokio::time::Instant::now();
+    for tag in audio {
+        let due = started + Duration::from_millis(u64::from(tag.timestamp_ms));
+        tokio::time::sleep_until(due).await;
+        p.audio(tag.timestamp_ms, tag.data).await.unwrap();
+    }
+    let id = livesnap::names::StreamId::new("127.0.0.1", "live", "radio");
+    let received = || {
+        origin
+            .node()
+            .registry
+            .get(&id)
+            .map_or(0, |s| s.hub.pushed_bytes())
+    };
+    // All of it but what is still on its way (the origin's copy is checked, not the edge's).
+    assert!(
+        wait_for(Duration::from_secs(5), || received() as usize == sent).await,
+        "the origin got {} of {sent} audio bytes",
+        received()
+    );
+    p.finish().await;
+}
+
 #[tokio::test]
 async fn no_relay_without_a_matching_config() {
     let nginx = Nginx::start("");
