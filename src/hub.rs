@@ -75,10 +75,15 @@ impl Frame {
         }
     }
 
-    /// An audio message (FLV audio tag body) as it arrived; AAC's sequence header is
-    /// recognised.
+    /// An audio message (FLV audio tag body) as it arrived; AAC's sequence header, and
+    /// enhanced RTMP's (sound format 9: Opus, FLAC, AC-3…, audio packet type 0 =
+    /// sequence start), are recognised.
     pub fn audio(timestamp: u32, data: Bytes) -> Frame {
-        let header = data.first().is_some_and(|b| b >> 4 == 10) && data.get(1) == Some(&0);
+        let header = match data.first().map(|b| (b >> 4, b & 0x0f)) {
+            Some((10, _)) => data.get(1) == Some(&0),
+            Some((9, packet)) => packet == 0,
+            _ => false,
+        };
         Frame {
             kind: FrameKind::Audio { header },
             timestamp,
@@ -701,6 +706,16 @@ mod tests {
         assert_eq!(a(&[0xaf, 0, 0x12]), FrameKind::Audio { header: true });
         assert_eq!(a(&[0xaf, 1, 0x21]), FrameKind::Audio { header: false });
         assert_eq!(a(&[0x2f, 0]), FrameKind::Audio { header: false });
+        // Enhanced RTMP audio: sound format 9, packet type 0 = sequence start.
+        assert_eq!(
+            a(&[0x90, b'O', b'p', b'u', b's']),
+            FrameKind::Audio { header: true }
+        );
+        assert_eq!(
+            a(&[0x91, b'O', b'p', b'u', b's']),
+            FrameKind::Audio { header: false }
+        );
+        assert_eq!(a(&[]), FrameKind::Audio { header: false });
     }
 
     #[test]
