@@ -348,6 +348,11 @@ impl Hub {
         }
     }
 
+    /// Whether the hub keeps the newest group of pictures ([`HubLimits::gop_cache`]).
+    pub fn keeps_gop(&self) -> bool {
+        self.inner.limits.gop_cache
+    }
+
     /// Whether the stream has ended ([`Hub::close`]).
     pub fn is_closed(&self) -> bool {
         self.state().closed

@@ -406,7 +406,15 @@ impl Ingest {
                 info.keyframe_interval_ms = Some(timestamp.wrapping_sub(prev));
             }
             if let Some(cfg) = &self.config {
-                info.last_keyframe = Some((body.clone(), cfg.clone()));
+                let keyframe = (body.clone(), cfg.clone());
+                for waiter in info.keyframe_waiters.drain(..) {
+                    let _ = waiter.send(keyframe.clone());
+                }
+                // Kept while the hub keeps the same bytes in its GOP cache; without it,
+                // nothing of the stream is held and an on-demand snapshot waits.
+                if self.guard.stream.hub.keeps_gop() {
+                    info.last_keyframe = Some(keyframe);
+                }
             }
         }
         let Some(snap) = self.snap.as_mut() else {
@@ -548,6 +556,8 @@ impl EndReport {
 impl Drop for Ingest {
     fn drop(&mut self) {
         self.live().hub.close();
+        // On-demand snapshots waiting for a keyframe hear that none will come.
+        self.live().info().keyframe_waiters.clear();
         self.node.metrics.publishes_active.dec();
         let report = EndReport {
             node: self.node.clone(),

@@ -55,8 +55,15 @@ pub struct LiveStream {
     pub players: Players,
 }
 
+/// A keyframe and the AVC sequence header in force for it: what an on-demand snapshot
+/// decodes.
+pub type Keyframe = (Bytes, std::sync::Arc<AvcConfig>);
+
+/// On-demand snapshots waiting for a stream's next keyframe, at most.
+pub const MAX_KEYFRAME_WAITERS: usize = 64;
+
 /// Video facts of a live stream (updated per sequence header and keyframe only).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct StreamInfo {
     /// "H.264", "HEVC", "AV1", "VP9" or "other".
     pub codec: Option<&'static str>,
@@ -64,8 +71,13 @@ pub struct StreamInfo {
     pub height: u32,
     /// Media time between the last two keyframes, in ms.
     pub keyframe_interval_ms: Option<u32>,
-    /// The newest keyframe and the sequence header in force, for on-demand snapshots.
-    pub last_keyframe: Option<(Bytes, std::sync::Arc<AvcConfig>)>,
+    /// The newest H.264 keyframe, for on-demand snapshots; kept only while the hub keeps
+    /// its group of pictures (the same bytes), so a stream without the GOP cache holds
+    /// no picture.
+    pub last_keyframe: Option<Keyframe>,
+    /// On-demand snapshots waiting for the next H.264 keyframe (without the GOP cache), at
+    /// most [`MAX_KEYFRAME_WAITERS`].
+    pub keyframe_waiters: Vec<tokio::sync::oneshot::Sender<Keyframe>>,
 }
 
 impl LiveStream {

@@ -28,8 +28,8 @@ pub struct PlayConfig {
     pub max_players: usize,
     /// Keep each stream's newest group of pictures, so a new player (or a relay target
     /// that reconnects) starts at once with a picture. Off: a stream whose readers keep
-    /// up holds almost nothing, and a new reader waits for the next keyframe. Default
-    /// true.
+    /// up holds almost nothing (no keyframe for on-demand snapshots either), and a new
+    /// reader, or an on-demand snapshot, waits for the next keyframe. Default true.
     pub gop_cache: bool,
     /// A play of a stream that is not live waits this long for its publish to start
     /// (0..=3600; 0: refused at once with `NetStream.Play.StreamNotFound`), and a player

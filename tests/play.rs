@@ -195,6 +195,50 @@ async fn without_the_gop_cache_a_player_starts_at_the_next_keyframe() {
     publisher.finish().await;
 }
 
+/// Without the GOP cache a stream holds no picture, not even one for on-demand
+/// snapshots: such a snapshot waits for the stream's next keyframe, and hears at once when
+/// the publish ends first.
+#[tokio::test]
+async fn without_the_gop_cache_an_on_demand_snapshot_waits_for_the_next_keyframe() {
+    let server = with_play("gop_cache = false").await;
+    let mut publisher = start_publish(server.rtmp, "live", "lean").await;
+    send_range(&mut publisher, FIXTURE, 0, 1000).await;
+    let live = server.node().registry.list()[0].clone();
+    assert!(
+        live.info().last_keyframe.is_none(),
+        "a keyframe is held for nobody"
+    );
+    let path = format!("/api/v1/streams/{}/live/lean/snapshot", live.id.domain);
+    let http = server.http;
+    let asked = {
+        let path = path.clone();
+        tokio::spawn(async move { http_request(http, "POST", &path).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!asked.is_finished(), "answered before any keyframe came");
+    // The next keyframe (2 s) arrives: the snapshot is rendered from it.
+    send_range(&mut publisher, FIXTURE, 1000, 2100).await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), asked)
+        .await
+        .expect("answered once the keyframe came")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(live.info().last_keyframe.is_none());
+    // A snapshot waiting when the publish ends is answered then, not after its 10 s.
+    let asked = tokio::spawn(async move { http_request(http, "POST", &path).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ended = Instant::now();
+    publisher.finish().await;
+    let (status, body) = asked.await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("ended before its next keyframe"), "{body}");
+    assert!(
+        ended.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        ended.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_player_may_wait_for_the_publish_to_start() {
     let server = with_play("wait_for_publish_secs = 10").await;

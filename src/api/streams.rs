@@ -18,7 +18,7 @@ use super::params::{parse_time, Params};
 use super::ApiState;
 use crate::clock::rfc3339;
 use crate::clock::unix_of;
-use crate::live::{Ended, LiveStream, Player};
+use crate::live::{Ended, Keyframe, LiveStream, Player, MAX_KEYFRAME_WAITERS};
 use crate::names::{self, StreamId};
 use crate::snapshot::render::Renderer;
 use crate::snapshot::stats::StreamStats;
@@ -39,7 +39,10 @@ pub fn stream_json(s: &LiveStream) -> Value {
     let frame_rate = (media_ms > 0 && frames > 1)
         .then(|| round2((frames - 1) as f64 * 1000.0 / media_ms as f64));
     let bitrate_kbps = (media_ms > 0).then(|| round2(g(&st.bytes) as f64 * 8.0 / media_ms as f64));
-    let info = s.info().clone();
+    let (codec, width, height, keyframe_interval_ms) = {
+        let i = s.info();
+        (i.codec, i.width, i.height, i.keyframe_interval_ms)
+    };
     let last = g(&st.last_snapshot_unix);
     let started = unix_of(s.started);
     let health = st.health.active();
@@ -50,12 +53,12 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "peer": s.peer.to_string(),
         "start_time": rfc3339(started),
         "video": {
-            "codec": info.codec,
-            "width": (info.width > 0).then_some(info.width),
-            "height": (info.height > 0).then_some(info.height),
+            "codec": codec,
+            "width": (width > 0).then_some(width),
+            "height": (height > 0).then_some(height),
             "frame_rate": frame_rate,
             "bitrate_kbps": bitrate_kbps,
-            "keyframe_interval_ms": info.keyframe_interval_ms,
+            "keyframe_interval_ms": keyframe_interval_ms,
         },
         "rule": s.rule.as_deref().map(|r| &r.spec),
         "snapshots": {
@@ -77,7 +80,7 @@ pub fn stream_json(s: &LiveStream) -> Value {
         "player_count": s.players.len(),
         "health": {
             "keyframes_sparser_than_rule": crate::health::keyframes_sparser_than_rule(
-                info.keyframe_interval_ms,
+                keyframe_interval_ms,
                 s.rule.as_deref().map(|r| r.interval_secs),
             ),
             "active": health.iter().map(|(c, _)| c.name()).collect::<Vec<_>>(),
@@ -265,8 +268,40 @@ pub async fn kick_player(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// How long an on-demand snapshot of a stream that keeps no keyframe (`[play] gop_cache =
+/// false`) waits for the next one.
+const KEYFRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The stream's next H.264 keyframe, waited for up to [`KEYFRAME_WAIT`].
+async fn next_keyframe(stream: &LiveStream) -> ApiResult<Keyframe> {
+    let id = &stream.id;
+    let next = {
+        let mut info = stream.info();
+        info.keyframe_waiters.retain(|w| !w.is_closed());
+        if info.keyframe_waiters.len() >= MAX_KEYFRAME_WAITERS {
+            return Err(ApiError::unavailable(format!(
+                "{MAX_KEYFRAME_WAITERS} on-demand snapshots of stream {id} already wait for its next keyframe"
+            )));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        info.keyframe_waiters.push(tx);
+        rx
+    };
+    match tokio::time::timeout(KEYFRAME_WAIT, next).await {
+        Ok(Ok(keyframe)) => Ok(keyframe),
+        Ok(Err(_)) => Err(ApiError::failed_precondition(format!(
+            "stream {id} ended before its next keyframe"
+        ))),
+        Err(_) => Err(ApiError::failed_precondition(format!(
+            "stream {id} sent no H.264 keyframe within {} s (it keeps none: [play] gop_cache = false)",
+            KEYFRAME_WAIT.as_secs()
+        ))),
+    }
+}
+
 /// `POST /api/v1/streams/{domain}/{app}/{stream}/snapshot[?store=true]`: decodes the
-/// stream's most recent keyframe now and returns the JPEG; with `store=true` it is
+/// stream's most recent keyframe now (a stream without the GOP cache keeps none: its next
+/// one, within [`KEYFRAME_WAIT`]) and returns the JPEG; with `store=true` it is
 /// also stored under the rule's templates (and becomes the stream's latest).
 pub async fn snapshot(
     State(state): State<ApiState>,
@@ -282,9 +317,16 @@ pub async fn snapshot(
             "stream {id} has no snapshot rule: nothing to store under"
         )));
     }
-    let (body, config) = stream.info().last_keyframe.clone().ok_or_else(|| {
-        ApiError::failed_precondition(format!("stream {id} has sent no H.264 keyframe yet"))
-    })?;
+    let kept = stream.info().last_keyframe.clone();
+    let (body, config) = match kept {
+        Some(keyframe) => keyframe,
+        None if !stream.hub.keeps_gop() => next_keyframe(&stream).await?,
+        None => {
+            return Err(ApiError::failed_precondition(format!(
+                "stream {id} has sent no H.264 keyframe yet"
+            )))
+        }
+    };
     let _permit = state
         .render_permits
         .acquire()

@@ -229,11 +229,17 @@ pub(super) struct Wait {
     /// Resolves with the stream once a publish of it is live, or `None` at the deadline.
     pub live: Pin<Box<dyn Future<Output = Option<Arc<LiveStream>>> + Send>>,
     node: Arc<Node>,
+    /// In `livesnap_players_waiting` (a wait of zero is a look, not a wait).
+    counted: bool,
 }
 
 impl Wait {
+    /// A wait of `wait` for `id` to go live (zero: a look, not counted as waiting).
     pub fn new(node: &Arc<Node>, id: StreamId, access: Arc<Access>, wait: Duration) -> Wait {
-        node.metrics.players_waiting.inc();
+        let counted = !wait.is_zero();
+        if counted {
+            node.metrics.players_waiting.inc();
+        }
         let live = {
             let (node, id) = (node.clone(), id.clone());
             Box::pin(async move { node.registry.wait_live(&id, wait).await })
@@ -244,13 +250,16 @@ impl Wait {
             access,
             live,
             node: node.clone(),
+            counted,
         }
     }
 }
 
 impl Drop for Wait {
     fn drop(&mut self) {
-        self.node.metrics.players_waiting.dec();
+        if self.counted {
+            self.node.metrics.players_waiting.dec();
+        }
     }
 }
 
