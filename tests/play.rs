@@ -509,6 +509,22 @@ async fn a_waiting_player_that_leaves_is_gone_at_once() {
     );
 }
 
+/// The `field` (`pts_time`, `dts_time`) of every packet of `stream` (`v:0`, `a:0`) in a
+/// recorded file, in seconds, as ffprobe reads them.
+fn packet_times(file: &std::path::Path, stream: &str, field: &str) -> Vec<f64> {
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-show_entries"])
+        .arg(format!("packet={field}"))
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
 /// A real player across an encoder reconnect: ffmpeg records one stream with the pictures
 /// of both publishes, its time never going back.
 #[tokio::test]
@@ -550,16 +566,7 @@ async fn ffmpeg_records_one_stream_across_an_encoder_reconnect() {
         .unwrap()
         .status;
     assert!(status.success(), "ffmpeg: {status}");
-    let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["packet=dts_time", "-of", "csv=p=0"])
-        .arg(&out)
-        .output()
-        .expect("ffprobe runs");
-    let dts: Vec<f64> = String::from_utf8_lossy(&probe.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
+    let dts = packet_times(&out, "v:0", "dts_time");
     // 3 s at 30 fps, twice.
     assert!(dts.len() >= 170, "{} pictures recorded", dts.len());
     assert!(
@@ -811,22 +818,7 @@ async fn ffmpeg_plays_an_audio_only_stream() {
         .expect("ffprobe runs");
     let text = String::from_utf8_lossy(&probe.stdout);
     assert_eq!(text.trim(), "aac,audio", "one AAC stream, nothing else");
-    let packets = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=pts_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&out)
-        .output()
-        .expect("ffprobe runs");
-    let pts: Vec<f64> = String::from_utf8_lossy(&packets.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
+    let pts = packet_times(&out, "a:0", "pts_time");
     // AAC at 44.1 kHz: a frame every 23.2 ms, none missing, from the newest frame when
     // ffmpeg joined (ffmpeg's `-t` ends the file at 2 s of the stream's own time).
     assert!(pts.len() >= 40, "{} audio frames", pts.len());
