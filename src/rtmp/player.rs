@@ -34,6 +34,7 @@ const PLAYER_OUT_KEEP: usize = 4096;
 /// Batch buffers kept for reuse, and the largest kept.
 const POOL_BUFFERS: usize = 16;
 const POOL_BUFFER_MAX: usize = 1 << 20;
+
 /// A connection's play, from its start to its end: counted in `livesnap_players_active`
 /// and reported as `play` and `play_done` events once each, however many publishes of the
 /// stream it spans (a player waits for the next publish when `[play]
