@@ -698,11 +698,9 @@ async fn play_can_be_disabled_and_players_per_stream_are_capped() {
     publisher.finish().await;
 }
 
-/// Plays `url` with the `ffmpeg` CLI for 2 s (into an FLV file, copied) and checks what
-/// it recorded: 1280x720 H.264, at least 30 frames.
-async fn ffmpeg_plays(url: String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("played.flv");
+/// Plays `url` with the `ffmpeg` CLI into `out`, 2 s of the stream copied into FLV;
+/// panics unless ffmpeg succeeds.
+async fn ffmpeg_records_2s(url: String, out: &std::path::Path) {
     let status = tokio::process::Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -710,16 +708,24 @@ async fn ffmpeg_plays(url: String) {
             "error",
             "-rw_timeout",
             "10000000",
-            "-i",
         ])
+        .arg("-i")
         .arg(url)
         .args(["-t", "2", "-c", "copy", "-f", "flv", "-y"])
-        .arg(&out)
+        .arg(out)
         .kill_on_drop(true)
         .status()
         .await
         .expect("ffmpeg runs");
     assert!(status.success(), "ffmpeg failed to play: {status}");
+}
+
+/// Plays `url` with the `ffmpeg` CLI for 2 s (into an FLV file, copied) and checks what
+/// it recorded: 1280x720 H.264, at least 30 frames.
+async fn ffmpeg_plays(url: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("played.flv");
+    ffmpeg_records_2s(url, &out).await;
     let probe = std::process::Command::new("ffprobe")
         .args([
             "-v",
@@ -787,23 +793,7 @@ async fn ffmpeg_plays_an_audio_only_stream() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("radio.flv");
-    let status = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-rw_timeout",
-            "10000000",
-        ])
-        .arg("-i")
-        .arg(server.url("live", "radio"))
-        .args(["-t", "2", "-c", "copy", "-f", "flv", "-y"])
-        .arg(&out)
-        .kill_on_drop(true)
-        .status()
-        .await
-        .expect("ffmpeg runs");
-    assert!(status.success(), "ffmpeg failed to play: {status}");
+    ffmpeg_records_2s(server.url("live", "radio"), &out).await;
     publisher.abort();
     let probe = std::process::Command::new("ffprobe")
         .args([

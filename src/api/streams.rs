@@ -272,11 +272,20 @@ pub async fn kick_player(
 /// false`) waits for the next one.
 const KEYFRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+fn ended_before_keyframe(id: &StreamId) -> ApiError {
+    ApiError::failed_precondition(format!("stream {id} ended before its next keyframe"))
+}
+
 /// The stream's next H.264 keyframe, waited for up to [`KEYFRAME_WAIT`].
 async fn next_keyframe(stream: &LiveStream) -> ApiResult<Keyframe> {
     let id = &stream.id;
     let next = {
         let mut info = stream.info();
+        // The publish closes its hub before it lets its waiters go: one that has ended
+        // takes no new waiter.
+        if stream.hub.is_closed() {
+            return Err(ended_before_keyframe(id));
+        }
         info.keyframe_waiters.retain(|w| !w.is_closed());
         if info.keyframe_waiters.len() >= MAX_KEYFRAME_WAITERS {
             return Err(ApiError::unavailable(format!(
@@ -289,9 +298,7 @@ async fn next_keyframe(stream: &LiveStream) -> ApiResult<Keyframe> {
     };
     match tokio::time::timeout(KEYFRAME_WAIT, next).await {
         Ok(Ok(keyframe)) => Ok(keyframe),
-        Ok(Err(_)) => Err(ApiError::failed_precondition(format!(
-            "stream {id} ended before its next keyframe"
-        ))),
+        Ok(Err(_)) => Err(ended_before_keyframe(id)),
         Err(_) => Err(ApiError::failed_precondition(format!(
             "stream {id} sent no H.264 keyframe within {} s (it keeps none: [play] gop_cache = false)",
             KEYFRAME_WAIT.as_secs()

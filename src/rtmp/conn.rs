@@ -684,17 +684,14 @@ impl Conn {
             return self.refuse_play("NetStream.Play.Unauthorized", refused.message);
         }
         let wait = std::time::Duration::from_secs(access.play.wait_for_publish_secs);
-        let wait = Wait::new(&self.node, req.id, access, wait);
+        let mut wait = Wait::new(&self.node, req.id, access, wait);
         if wait.secs > 0 {
             tracing::debug!(secs = wait.secs, "waiting for the stream's publish");
             self.wait = Some(wait);
             return Ok(());
         }
-        let live = self
-            .node
-            .registry
-            .wait_live(&wait.id, Default::default())
-            .await;
+        // A wait of zero is a look: answered now, with this batch's other answers.
+        let live = wait.live.as_mut().await;
         self.wait = Some(wait);
         self.on_live(live).map(|_| ())
     }
